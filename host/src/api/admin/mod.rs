@@ -1,0 +1,250 @@
+//! The admin API: list bound policies, reload the configuration, roll a
+//! binding back, and evaluate a deployed policy exactly as production calls it.
+//!
+//! Every route needs `Authorization: Bearer $FLUXPAY_ADMIN_TOKEN`.
+
+mod auth;
+mod views;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::middleware;
+use axum::routing::{get, post};
+
+pub use auth::{ADMIN_TOKEN_ENV, AdminToken};
+pub use views::{EvaluateBody, EvaluateContext};
+
+use self::views::{AnsweredBy, CallStatsView, EvaluateView, PoliciesView};
+use super::envelope::ApiOk;
+use super::error::{ApiError, ApiResult};
+use super::extract::{AppJson, AppPath};
+use crate::config::BindingRole;
+use crate::policy::registry::{
+    CommitReport, Registry, RollbackError, RollbackReport, now_ms, pricing_kind_of,
+};
+use crate::policy::reload::{ReloadReport, Reloader, Trigger};
+use crate::policy::{Call, CallError};
+
+/// What the admin handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    reloader: Arc<Reloader>,
+    token: Option<AdminToken>,
+}
+
+impl AdminState {
+    /// `token: None` disables the admin API (every route answers 503).
+    pub fn new(reloader: Arc<Reloader>, token: Option<AdminToken>) -> Self {
+        AdminState { reloader, token }
+    }
+
+    /// The registry the reloader publishes to.
+    pub fn registry(&self) -> &Arc<Registry> {
+        self.reloader.registry()
+    }
+}
+
+/// The admin routes, behind the bearer-token check.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/admin/v1/policies", get(list))
+        .route("/admin/v1/policies/reload", post(reload))
+        .route(
+            "/admin/v1/policies/{tenant}/{policy}/rollback",
+            post(rollback),
+        )
+        .route(
+            "/admin/v1/policies/{tenant}/{policy}/evaluate",
+            post(evaluate),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.token.clone(),
+            auth::require_admin,
+        ))
+        .with_state(state)
+}
+
+async fn list(State(state): State<AdminState>) -> ApiResult<PoliciesView> {
+    let snapshot = state.registry().snapshot();
+    let view = PoliciesView::new(
+        &snapshot,
+        state.reloader.config_path().to_owned(),
+        state.reloader.last_status(),
+    );
+    Ok(ApiOk::new(
+        format!("snapshot {} serving", snapshot.version()),
+        view,
+    ))
+}
+
+async fn reload(State(state): State<AdminState>) -> ApiResult<ReloadReport> {
+    let reloader = state.reloader.clone();
+    let outcome = blocking(move || reloader.reload(Trigger::Admin)).await?;
+    match outcome {
+        Ok(report) => {
+            let message = reload_message(&report.commit);
+            Ok(ApiOk::new(message, report))
+        }
+        Err(failure) => Err(ApiError::ConfigInvalid {
+            message: format!(
+                "configuration refused ({} problem{}); snapshot {} keeps serving",
+                failure.errors.0.len(),
+                if failure.errors.0.len() == 1 { "" } else { "s" },
+                failure.serving_version
+            ),
+            errors: failure.errors,
+            serving_version: failure.serving_version,
+        }),
+    }
+}
+
+fn reload_message(commit: &CommitReport) -> String {
+    if commit.swapped {
+        format!(
+            "reloaded: snapshot {} replaces {}",
+            commit.snapshot_version, commit.previous_version
+        )
+    } else {
+        format!(
+            "nothing changed: snapshot {} keeps serving",
+            commit.snapshot_version
+        )
+    }
+}
+
+async fn rollback(
+    State(state): State<AdminState>,
+    AppPath((tenant, policy)): AppPath<(String, String)>,
+) -> ApiResult<RollbackReport> {
+    let registry = state.registry().clone();
+    if registry.snapshot().version() == 0 {
+        return Err(ApiError::NotReady);
+    }
+    let outcome = blocking(move || registry.writer().rollback(&tenant, &policy)).await?;
+    match outcome {
+        Ok(report) => {
+            tracing::info!(
+                tenant = %report.tenant,
+                policy = %report.policy,
+                from_version = report.from_version,
+                to_version = report.to_version,
+                snapshot_version = report.snapshot_version,
+                "policy.rollback"
+            );
+            let message = format!(
+                "policy `{}` of tenant `{}` rolled back from version {} to {}",
+                report.policy, report.tenant, report.from_version, report.to_version
+            );
+            Ok(ApiOk::new(message, report))
+        }
+        Err(RollbackError::UnknownTenant(tenant)) => Err(ApiError::TenantNotFound(tenant)),
+        Err(RollbackError::UnknownPolicy { tenant, policy }) => {
+            Err(ApiError::PolicyNotFound { tenant, policy })
+        }
+        Err(err @ RollbackError::NoEarlierVersion { .. }) => {
+            Err(ApiError::NoEarlierVersion(err.to_string()))
+        }
+    }
+}
+
+async fn evaluate(
+    State(state): State<AdminState>,
+    AppPath((tenant, policy)): AppPath<(String, String)>,
+    AppJson(body): AppJson<EvaluateBody>,
+) -> ApiResult<EvaluateView> {
+    // One snapshot for the whole call: a concurrent reload does not change
+    // which version answers.
+    let snapshot = state.registry().snapshot();
+    if snapshot.version() == 0 {
+        return Err(ApiError::NotReady);
+    }
+    let tenant_policies = snapshot
+        .tenant(&tenant)
+        .ok_or_else(|| ApiError::TenantNotFound(tenant.clone()))?;
+    let binding = tenant_policies
+        .get(&policy)
+        .ok_or_else(|| ApiError::PolicyNotFound {
+            tenant: tenant.clone(),
+            policy: policy.clone(),
+        })?
+        .clone();
+    let answered_by = AnsweredBy {
+        tenant,
+        policy,
+        kind: binding.role().as_str(),
+        content_hash: binding.content_hash().to_owned(),
+        version: binding.version(),
+        snapshot_version: snapshot.version(),
+    };
+    let ctx = body.context.into_call_context(now_ms());
+    match (binding.role(), body.request, body.subject) {
+        (BindingRole::Pricing(kind), Some(request), None) => {
+            let asked = pricing_kind_of(&request);
+            if asked != kind {
+                return Err(ApiError::InvalidRequest(format!(
+                    "policy `{kind}` prices {kind} requests; this is a {asked} request"
+                )));
+            }
+            let call = blocking(move || binding.price(ctx, &request)).await?;
+            answer(answered_by, call, |view, quote| view.quote = Some(quote))
+        }
+        (BindingRole::Validation, None, Some(subject)) => {
+            let call = blocking(move || binding.validate(ctx, &subject)).await?;
+            answer(answered_by, call, |view, violations| {
+                view.violations = Some(violations)
+            })
+        }
+        (BindingRole::Pricing(kind), _, _) => Err(ApiError::InvalidRequest(format!(
+            "policy `{kind}` is a pricing policy: send `request` (a pricing request) and no `subject`"
+        ))),
+        (BindingRole::Validation, _, _) => Err(ApiError::InvalidRequest(format!(
+            "policy `{}` is a validation policy: send `subject` (a validation subject) and no `request`",
+            answered_by.policy
+        ))),
+    }
+}
+
+/// Turn a call into the evaluate answer: the result on success; on a policy
+/// error or failure, the error with who answered and the call stats.
+fn answer<T>(
+    answered_by: AnsweredBy,
+    call: Call<T>,
+    fill: impl FnOnce(&mut EvaluateView, T),
+) -> ApiResult<EvaluateView> {
+    let stats = CallStatsView::from(&call.stats);
+    match call.result {
+        Ok(value) => {
+            let mut view = EvaluateView {
+                answered_by,
+                quote: None,
+                violations: None,
+                stats,
+            };
+            fill(&mut view, value);
+            let message = format!(
+                "answered by `{}` version {}",
+                view.answered_by.policy, view.answered_by.version
+            );
+            Ok(ApiOk::new(message, view))
+        }
+        Err(err) => Err(call_error(answered_by, stats, err)),
+    }
+}
+
+fn call_error(answered_by: AnsweredBy, stats: CallStatsView, err: CallError) -> ApiError {
+    let who = serde_json::to_value(&answered_by).unwrap_or(serde_json::Value::Null);
+    let stats = serde_json::to_value(&stats).unwrap_or(serde_json::Value::Null);
+    ApiError::from_policy_call(who, stats, err)
+}
+
+/// Run blocking work (policy calls, reloads that compile, the writer lock)
+/// off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|err| ApiError::Internal(anyhow::Error::new(err).context("blocking task")))
+}

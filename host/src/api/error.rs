@@ -1,0 +1,466 @@
+//! The one API error type: every variant has a stable code and one HTTP
+//! status, mapped here and nowhere else. Internals are logged once and never
+//! shown to the client.
+//!
+//! Every code means one thing across the whole API (tenant and admin):
+//!
+//! | code | status | meaning |
+//! |---|---|---|
+//! | `REQ_001` | 400 | malformed or invalid request (JSON, shape, values, ids, amounts, currencies, missing `Idempotency-Key`) |
+//! | `REQ_002` | 415 | the body is not declared as JSON |
+//! | `REQ_003` | 413 | the body is over the size limit |
+//! | `REQ_004` | 405 | the route exists, not with this method |
+//! | `AUTH_001` | 401 | missing or unknown credentials (API key, admin token) |
+//! | `AUTH_002` | 401 | missing or bad request signature |
+//! | `AUTH_003` | 401 | signature timestamp more than 300 s from now |
+//! | `NOT_FOUND` | 404 | no such route, tenant, policy, customer or transaction (for this tenant) |
+//! | `PAY_001` | 402 | insufficient balance |
+//! | `PAY_003` | 409 | Idempotency-Key reused for a different request |
+//! | `PAY_004` | 409 | the entity's state does not allow it |
+//! | `POL_001` | 422 | rejected by a validation policy (violations in `result`) |
+//! | `POL_002` | 500 | policy failed: fuel, deadline, memory, trap, bad output (kind in `result`) |
+//! | `POL_003` | 422 | a pricing policy rejected the request (its code in `result`) |
+//! | `POL_004` | 422 | the policy does not handle this kind of request |
+//! | `POL_005` | 500 | the policy reports its config invalid at call time |
+//! | `POL_006` | 503 | every policy instance is busy |
+//! | `POL_007` | 413 | the request is too large to hand to the policy |
+//! | `POL_008` | 422 | the tenant has no policy bound for this request |
+//! | `POL_009` | 409 | rollback: no earlier policy version is kept |
+//! | `CFG_001` | 422 | a configuration was refused (the old one keeps serving) |
+//! | `ADM_001` | 503 | the admin API is disabled (no `FLUXPAY_ADMIN_TOKEN`) |
+//! | `SYS_001` | 500 | internal error |
+//! | `SYS_002` | 503 | not ready (policies loading) |
+//! | `SYS_003` | 503 | the database is unavailable |
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::envelope::Envelope;
+use crate::app::{AppError, PolicyFault};
+use crate::config::ConfigErrors;
+use crate::domain::error::codes;
+use crate::policy::{CallError, FailureKind, types};
+use crate::store::StoreError;
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<super::envelope::ApiOk<T>, ApiError>;
+
+/// Everything an endpoint can answer besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON at all.
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    /// The body is JSON but not the expected shape.
+    #[error("the request body does not have the expected shape: {0}")]
+    InvalidBody(String),
+    /// The body is not declared as JSON.
+    #[error("the request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    /// The body is over the size limit.
+    #[error("the request body is too large (limit {limit} bytes)")]
+    BodyTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The request is well formed but does not make sense here.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// No route matches the path.
+    #[error("no endpoint at {0}")]
+    RouteNotFound(String),
+    /// The route exists but not with this method.
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    /// No credentials (`Authorization: Bearer …`).
+    #[error("{0}")]
+    MissingCredentials(&'static str),
+    /// Credentials that authenticate no one.
+    #[error("{0}")]
+    InvalidCredentials(&'static str),
+    /// A signature that is missing, malformed or wrong.
+    #[error("{0}")]
+    BadSignature(String),
+    /// A signature timestamp too far from now (a replay or a bad clock).
+    #[error("the X-FluxPay-Timestamp is more than {tolerance_s} s from the server's clock")]
+    StaleTimestamp {
+        /// The tolerance.
+        tolerance_s: i64,
+    },
+    /// The admin API has no token configured, so it serves nothing.
+    #[error("the admin API is disabled: set FLUXPAY_ADMIN_TOKEN and restart the host")]
+    AdminDisabled,
+    /// No such tenant in the running configuration.
+    #[error("unknown tenant `{0}`")]
+    TenantNotFound(String),
+    /// The tenant has no policy of that name.
+    #[error("tenant `{tenant}` has no policy named `{policy}`")]
+    PolicyNotFound {
+        /// The tenant.
+        tenant: String,
+        /// The name asked for.
+        policy: String,
+    },
+    /// No such customer, transaction, … for the calling tenant.
+    #[error("{0}")]
+    NotFound(String),
+    /// The available balance does not cover the request.
+    #[error("{message}")]
+    InsufficientBalance {
+        /// What was requested and available.
+        message: String,
+    },
+    /// The Idempotency-Key belongs to another request.
+    #[error("{0}")]
+    IdempotencyConflict(String),
+    /// The entity's state does not allow the request.
+    #[error("{0}")]
+    StateConflict(String),
+    /// Rollback asked for a version that is not kept.
+    #[error("{0}")]
+    NoEarlierVersion(String),
+    /// A configuration was refused; the previous one keeps serving.
+    #[error("{message}")]
+    ConfigInvalid {
+        /// Summary sentence.
+        message: String,
+        /// Every problem, with file and field.
+        errors: ConfigErrors,
+        /// The snapshot version that keeps serving.
+        serving_version: u64,
+    },
+    /// The tenant's validation policies refused the request.
+    #[error("{message}")]
+    PolicyViolations {
+        /// Summary sentence.
+        message: String,
+        /// `{"violations": [...]}`.
+        details: Value,
+    },
+    /// The policy refused the request with its own code.
+    #[error("{message}")]
+    PolicyRejected {
+        /// The policy's message.
+        message: String,
+        /// Who answered and the rejection's details.
+        details: Value,
+    },
+    /// The policy does not handle this kind of request.
+    #[error("{message}")]
+    PolicyUnsupported {
+        /// The policy's message.
+        message: String,
+        /// Who answered.
+        details: Value,
+    },
+    /// The policy said its configuration is invalid at call time (it passed
+    /// `check_config` at load, so this is a bug in the policy).
+    #[error("{message}")]
+    PolicyInvalidConfig {
+        /// The policy's message.
+        message: String,
+        /// Who answered.
+        details: Value,
+    },
+    /// The sandbox stopped the policy (trap, fuel, deadline, memory, output).
+    #[error("{message}")]
+    PolicyFailed {
+        /// What happened.
+        message: String,
+        /// Who failed and how.
+        details: Value,
+    },
+    /// Every policy instance slot is busy.
+    #[error("{message}")]
+    PolicyOverloaded {
+        /// What happened.
+        message: String,
+        /// Who was called.
+        details: Value,
+    },
+    /// The request is too large to hand to the policy.
+    #[error("{message}")]
+    PolicyInputTooLarge {
+        /// What happened.
+        message: String,
+        /// Who was called.
+        details: Value,
+    },
+    /// The tenant has no policy bound for this kind of request.
+    #[error("{0}")]
+    PolicyNotBound(String),
+    /// Policies are not loaded yet.
+    #[error("not ready: policies are still loading")]
+    NotReady,
+    /// The database cannot be reached.
+    #[error("the database is unavailable; retry later")]
+    StoreUnavailable(#[source] StoreError),
+    /// Anything else. The cause is logged, never sent.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// The stable code clients match on (see the table in the module docs).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) | ApiError::InvalidBody(_) | ApiError::InvalidRequest(_) => {
+                "REQ_001"
+            }
+            ApiError::UnsupportedMediaType => "REQ_002",
+            ApiError::BodyTooLarge { .. } => "REQ_003",
+            ApiError::MethodNotAllowed => "REQ_004",
+            ApiError::MissingCredentials(_) | ApiError::InvalidCredentials(_) => "AUTH_001",
+            ApiError::BadSignature(_) => "AUTH_002",
+            ApiError::StaleTimestamp { .. } => "AUTH_003",
+            ApiError::RouteNotFound(_)
+            | ApiError::TenantNotFound(_)
+            | ApiError::PolicyNotFound { .. }
+            | ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::InsufficientBalance { .. } => "PAY_001",
+            ApiError::IdempotencyConflict(_) => "PAY_003",
+            ApiError::StateConflict(_) => "PAY_004",
+            ApiError::PolicyViolations { .. } => "POL_001",
+            ApiError::PolicyFailed { .. } => "POL_002",
+            ApiError::PolicyRejected { .. } => "POL_003",
+            ApiError::PolicyUnsupported { .. } => "POL_004",
+            ApiError::PolicyInvalidConfig { .. } => "POL_005",
+            ApiError::PolicyOverloaded { .. } => "POL_006",
+            ApiError::PolicyInputTooLarge { .. } => "POL_007",
+            ApiError::PolicyNotBound(_) => "POL_008",
+            ApiError::NoEarlierVersion(_) => "POL_009",
+            ApiError::ConfigInvalid { .. } => "CFG_001",
+            ApiError::AdminDisabled => "ADM_001",
+            ApiError::Internal(_) => "SYS_001",
+            ApiError::NotReady => "SYS_002",
+            ApiError::StoreUnavailable(_) => "SYS_003",
+        }
+    }
+
+    /// The HTTP status: one per code.
+    pub fn status(&self) -> StatusCode {
+        match self.code() {
+            "REQ_001" => StatusCode::BAD_REQUEST,
+            "REQ_002" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "REQ_003" | "POL_007" => StatusCode::PAYLOAD_TOO_LARGE,
+            "REQ_004" => StatusCode::METHOD_NOT_ALLOWED,
+            "AUTH_001" | "AUTH_002" | "AUTH_003" => StatusCode::UNAUTHORIZED,
+            "NOT_FOUND" => StatusCode::NOT_FOUND,
+            "PAY_001" => StatusCode::PAYMENT_REQUIRED,
+            "PAY_003" | "PAY_004" | "POL_009" => StatusCode::CONFLICT,
+            "POL_001" | "POL_003" | "POL_004" | "POL_008" | "CFG_001" => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            "POL_006" | "ADM_001" | "SYS_002" | "SYS_003" => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The envelope's `result` for errors that carry details.
+    fn result(self) -> Option<Value> {
+        match self {
+            ApiError::ConfigInvalid {
+                errors,
+                serving_version,
+                ..
+            } => Some(json!({
+                "servingVersion": serving_version,
+                "errors": errors.0,
+            })),
+            ApiError::PolicyViolations { details, .. }
+            | ApiError::PolicyRejected { details, .. }
+            | ApiError::PolicyUnsupported { details, .. }
+            | ApiError::PolicyInvalidConfig { details, .. }
+            | ApiError::PolicyFailed { details, .. }
+            | ApiError::PolicyOverloaded { details, .. }
+            | ApiError::PolicyInputTooLarge { details, .. } => Some(details),
+            _ => None,
+        }
+    }
+
+    /// A policy call that gave no answer. `who` names the binding (policy,
+    /// kind, contentHash, version…) and is merged into the details.
+    pub fn from_policy_call(who: Value, stats: Value, err: CallError) -> ApiError {
+        let mut details = json!({ "stats": stats });
+        if let (Some(map), Value::Object(who)) = (details.as_object_mut(), who) {
+            map.extend(who);
+        }
+        let policy = details["policy"].as_str().unwrap_or("?").to_owned();
+        match err {
+            CallError::Policy(types::PolicyError::Rejected(rejection)) => {
+                details["rejection"] = json!({
+                    "code": rejection.code,
+                    "message": rejection.message,
+                });
+                ApiError::PolicyRejected {
+                    message: format!(
+                        "policy `{policy}` rejected the request: {}",
+                        rejection.message
+                    ),
+                    details,
+                }
+            }
+            CallError::Policy(types::PolicyError::Unsupported(message)) => {
+                ApiError::PolicyUnsupported {
+                    message: format!("policy `{policy}` does not handle this request: {message}"),
+                    details,
+                }
+            }
+            CallError::Policy(types::PolicyError::InvalidConfig(message)) => {
+                ApiError::PolicyInvalidConfig {
+                    message: format!("policy `{policy}` reports an invalid config: {message}"),
+                    details,
+                }
+            }
+            CallError::Failed(failure) => {
+                details["failure"] = json!({
+                    "kind": failure.kind.as_str(),
+                    "message": failure.message,
+                });
+                let message = format!("policy `{policy}` {failure}");
+                match failure.kind {
+                    FailureKind::Overloaded => ApiError::PolicyOverloaded { message, details },
+                    FailureKind::InputTooLarge => ApiError::PolicyInputTooLarge { message, details },
+                    _ => ApiError::PolicyFailed { message, details },
+                }
+            }
+        }
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(err: AppError) -> Self {
+        match err {
+            AppError::Invalid(message) => ApiError::InvalidRequest(message),
+            AppError::Domain(err) => match err.code() {
+                codes::INVALID_REQUEST => ApiError::InvalidRequest(err.to_string()),
+                codes::INSUFFICIENT_BALANCE => ApiError::InsufficientBalance {
+                    message: err.to_string(),
+                },
+                codes::STATE_CONFLICT => ApiError::StateConflict(err.to_string()),
+                _ => ApiError::Internal(anyhow::Error::new(err)),
+            },
+            AppError::NotFound(message) => ApiError::NotFound(message),
+            AppError::IdempotencyConflict(message) => ApiError::IdempotencyConflict(message),
+            AppError::StateConflict(message) => ApiError::StateConflict(message),
+            AppError::Violations(violations) => ApiError::PolicyViolations {
+                message: format!(
+                    "rejected by the tenant's validation policies: {}",
+                    violations
+                        .iter()
+                        .map(|v| v.message.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                details: json!({ "violations": violations }),
+            },
+            AppError::Policy(fault) => {
+                let PolicyFault {
+                    policy,
+                    error,
+                    stats,
+                } = *fault;
+                let who = serde_json::to_value(&policy).unwrap_or(Value::Null);
+                let stats = json!({
+                    "fuelUsed": stats.fuel_used,
+                    "peakMemoryBytes": stats.peak_memory_bytes,
+                    "durationUs": stats.duration.as_micros() as u64,
+                });
+                ApiError::from_policy_call(who, stats, error)
+            }
+            AppError::NoPolicy { .. } => ApiError::PolicyNotBound(err.to_string()),
+            AppError::NotReady => ApiError::NotReady,
+            AppError::Store(StoreError::Unavailable(message)) => {
+                ApiError::StoreUnavailable(StoreError::Unavailable(message))
+            }
+            AppError::Store(err) => ApiError::Internal(anyhow::Error::new(err)),
+            AppError::Internal(message) => ApiError::Internal(anyhow::anyhow!(message)),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let code = self.code();
+        match &self {
+            ApiError::Internal(err) => {
+                // Logged here, once; the client only sees the code.
+                tracing::error!(code, error = format!("{err:#}"), "api.internal_error");
+            }
+            ApiError::StoreUnavailable(err) => {
+                tracing::error!(code, error = %err, "api.store_unavailable");
+            }
+            // Readiness polls and a disabled admin API (warned about at
+            // start-up) would flood the log at warn.
+            ApiError::NotReady | ApiError::AdminDisabled => {
+                tracing::debug!(code, error = %self, "api.error");
+            }
+            _ if status.is_server_error() => tracing::warn!(code, error = %self, "api.error"),
+            _ => tracing::debug!(code, error = %self, "api.error"),
+        }
+        let message = self.to_string();
+        let body = Envelope {
+            is_success: false,
+            code,
+            message,
+            result: self.result(),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(err: anyhow::Error) -> Self {
+        ApiError::Internal(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One status per code, and codes never shared by different statuses.
+    #[test]
+    fn every_code_has_exactly_one_status() {
+        let samples = [
+            ApiError::MalformedJson(String::new()),
+            ApiError::InvalidBody(String::new()),
+            ApiError::InvalidRequest(String::new()),
+            ApiError::UnsupportedMediaType,
+            ApiError::BodyTooLarge { limit: 1 },
+            ApiError::MethodNotAllowed,
+            ApiError::MissingCredentials(""),
+            ApiError::InvalidCredentials(""),
+            ApiError::BadSignature(String::new()),
+            ApiError::StaleTimestamp { tolerance_s: 300 },
+            ApiError::RouteNotFound(String::new()),
+            ApiError::TenantNotFound(String::new()),
+            ApiError::NotFound(String::new()),
+            ApiError::InsufficientBalance {
+                message: String::new(),
+            },
+            ApiError::IdempotencyConflict(String::new()),
+            ApiError::StateConflict(String::new()),
+            ApiError::NoEarlierVersion(String::new()),
+            ApiError::PolicyNotBound(String::new()),
+            ApiError::AdminDisabled,
+            ApiError::NotReady,
+            ApiError::Internal(anyhow::anyhow!("x")),
+        ];
+        let mut seen = std::collections::BTreeMap::new();
+        for error in samples {
+            let status = error.status();
+            if let Some(previous) = seen.insert(error.code(), status) {
+                assert_eq!(previous, status, "{}", error.code());
+            }
+        }
+        assert_eq!(seen["REQ_001"], StatusCode::BAD_REQUEST);
+        assert_eq!(seen["PAY_001"], StatusCode::PAYMENT_REQUIRED);
+        assert_eq!(seen["PAY_003"], StatusCode::CONFLICT);
+        assert_eq!(seen["NOT_FOUND"], StatusCode::NOT_FOUND);
+        assert_eq!(seen["AUTH_003"], StatusCode::UNAUTHORIZED);
+    }
+}

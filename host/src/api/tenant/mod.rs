@@ -1,0 +1,315 @@
+//! The tenant REST API, `/api/v1`: customers, credits and the events feed.
+//! Every route is behind [`auth`] (API key, signature, body limit); every
+//! answer is the envelope; bodies and queries are camelCase JSON
+//! ([`views`]). Handlers only translate: the use cases live in `app`.
+//!
+//! POSTs accept an `Idempotency-Key`; the ones that move money require it
+//! (`REQ_001` without). A replayed answer carries `Idempotent-Replayed: true`.
+
+pub mod auth;
+pub mod views;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use self::auth::{Caller, MAX_BODY_BYTES, RawBody};
+use self::views::*;
+use super::envelope::{ApiOk, Envelope, OK};
+use super::error::{ApiError, ApiResult};
+use super::extract::{AppPath, AppQuery};
+use crate::app::credits::{GrantCommand, RefundCommand, UseCommand};
+use crate::app::idempotency::Idempotency;
+use crate::app::{App, Reply, RequestCtx};
+use crate::store::StoredResponse;
+
+/// The header that makes a POST idempotent.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// Set on answers replayed from an earlier request with the same key.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// The tenant routes.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/customers/{customer_id}",
+            get(get_customer).put(put_customer),
+        )
+        .route("/api/v1/credits/balance", get(balance))
+        .route("/api/v1/credits/charge", post(charge))
+        .route("/api/v1/credits/use", post(use_credits))
+        .route("/api/v1/credits/refund", post(refund))
+        .route("/api/v1/credits/transactions", get(transactions))
+        .route("/api/v1/events", get(events))
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            auth::authenticate,
+        ))
+        // Outside the auth layer, so the limit is set before it reads.
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+// ── Customers ──────────────────────────────────────────────────────────────
+
+async fn put_customer(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Extension(body): Extension<RawBody>,
+    headers: HeaderMap,
+    AppPath(customer_id): AppPath<String>,
+) -> ApiResult<CustomerView> {
+    let request: PutCustomerBody = parse_body(&headers, &body)?;
+    let ctx = request_ctx(&caller, None);
+    let saved = app
+        .put_customer(&ctx, &customer_id, request.attributes)
+        .await?;
+    let (status, message) = if saved.created {
+        (StatusCode::CREATED, "customer created")
+    } else {
+        (StatusCode::OK, "customer saved")
+    };
+    Ok(ApiOk::new(message, CustomerView::from(saved.customer)).with_status(status))
+}
+
+async fn get_customer(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    AppPath(customer_id): AppPath<String>,
+) -> ApiResult<CustomerView> {
+    let customer = app.customer(&caller.tenant, &customer_id).await?;
+    Ok(ApiOk::new("customer", CustomerView::from(customer)))
+}
+
+// ── Credits ────────────────────────────────────────────────────────────────
+
+async fn balance(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    AppQuery(query): AppQuery<BalanceQuery>,
+) -> ApiResult<BalanceResponse> {
+    let balance = app
+        .credit_balance(&caller.tenant, &query.customer_id)
+        .await?;
+    Ok(ApiOk::new("balance", BalanceResponse::from(balance)))
+}
+
+async fn charge(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Extension(body): Extension<RawBody>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let request: ChargeBody = parse_body(&headers, &body)?;
+    let key = idempotency(&headers, &method, &uri, &body, true)?;
+    let command = GrantCommand {
+        customer_id: request.customer_id,
+        credits: request.credits,
+        reason: request.reason,
+        expires_at: request.expires_at,
+    };
+    let reply = app
+        .grant_credits(&request_ctx(&caller, key), command, |granted| {
+            render(
+                StatusCode::CREATED,
+                "credits granted",
+                &GrantView::from(granted),
+            )
+        })
+        .await?;
+    Ok(respond(reply))
+}
+
+async fn use_credits(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Extension(body): Extension<RawBody>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let request: UseBody = parse_body(&headers, &body)?;
+    let key = idempotency(&headers, &method, &uri, &body, true)?;
+    let command = UseCommand {
+        customer_id: request.customer_id,
+        feature: request.feature,
+        units: request.units,
+        metadata: request.metadata,
+    };
+    let reply = app
+        .use_credits(&request_ctx(&caller, key), command, |used| {
+            render(StatusCode::CREATED, "credits used", &UseView::from(used))
+        })
+        .await?;
+    Ok(respond(reply))
+}
+
+async fn refund(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Extension(body): Extension<RawBody>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let request: RefundBody = parse_body(&headers, &body)?;
+    let key = idempotency(&headers, &method, &uri, &body, true)?;
+    let command = RefundCommand {
+        transaction_id: request.transaction_id,
+        credits: request.credits,
+        reason: request.reason,
+    };
+    let reply = app
+        .refund_credits(&request_ctx(&caller, key), command, |refunded| {
+            render(
+                StatusCode::CREATED,
+                "credits refunded",
+                &RefundView::from(refunded),
+            )
+        })
+        .await?;
+    Ok(respond(reply))
+}
+
+async fn transactions(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    AppQuery(query): AppQuery<TransactionsQuery>,
+) -> ApiResult<StatementView> {
+    let statement = app
+        .credit_statement(
+            &caller.tenant,
+            &query.customer_id,
+            query.cursor.as_deref(),
+            query.limit,
+        )
+        .await?;
+    Ok(ApiOk::new("credit transactions", StatementView::from(statement)))
+}
+
+// ── Events ─────────────────────────────────────────────────────────────────
+
+async fn events(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    AppQuery(query): AppQuery<EventsQuery>,
+) -> ApiResult<EventsView> {
+    let page = app
+        .events(&caller.tenant, query.after.as_deref(), query.limit)
+        .await?;
+    Ok(ApiOk::new("events", EventsView::from(page)))
+}
+
+// ── Helpers ────────────────────────────────────────────────────────────────
+
+fn request_ctx(caller: &Caller, idempotency: Option<Idempotency>) -> RequestCtx {
+    RequestCtx {
+        tenant: caller.tenant.clone(),
+        actor: format!("api_key:{}", caller.key_id),
+        request_id: caller.request_id.clone(),
+        idempotency,
+    }
+}
+
+/// The body as `T`: declared as JSON, one JSON value, the expected shape
+/// (the error names the field that is wrong).
+fn parse_body<T: DeserializeOwned>(headers: &HeaderMap, body: &RawBody) -> Result<T, ApiError> {
+    let json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim();
+            mime.eq_ignore_ascii_case("application/json")
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        });
+    if !json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(&body.0);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data if path != "." => {
+                ApiError::InvalidBody(format!("{path}: {inner}"))
+            }
+            serde_json::error::Category::Data => ApiError::InvalidBody(inner.to_string()),
+            _ => ApiError::MalformedJson(inner.to_string()),
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|err| ApiError::MalformedJson(err.to_string()))?;
+    Ok(value)
+}
+
+/// The request's idempotency key and fingerprint; `required` for POSTs
+/// that move money.
+fn idempotency(
+    headers: &HeaderMap,
+    method: &Method,
+    uri: &Uri,
+    body: &RawBody,
+    required: bool,
+) -> Result<Option<Idempotency>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
+        return if required {
+            Err(ApiError::InvalidRequest(
+                "this request moves money: send an Idempotency-Key header (e.g. a UUID) and reuse it when you retry".into(),
+            ))
+        } else {
+            Ok(None)
+        };
+    };
+    let key = value.to_str().map_err(|_| {
+        ApiError::InvalidRequest("Idempotency-Key must be visible ASCII".into())
+    })?;
+    let path = uri
+        .path_and_query()
+        .map_or_else(|| uri.path(), |pq| pq.as_str());
+    Ok(Some(Idempotency::new(
+        key,
+        method.as_str(),
+        path,
+        &body.0,
+    )?))
+}
+
+/// The envelope bytes a command stores with its effect.
+fn render<T: Serialize>(status: StatusCode, message: &str, result: &T) -> StoredResponse {
+    let envelope = Envelope {
+        is_success: true,
+        code: OK,
+        message: message.to_owned(),
+        result: Some(result),
+    };
+    // Views are plain structs of strings and numbers: serialising cannot fail.
+    let body = serde_json::to_vec(&envelope).unwrap_or_default();
+    StoredResponse {
+        status: status.as_u16(),
+        body,
+    }
+}
+
+/// A stored (or just stored) answer, byte for byte.
+fn respond(reply: Reply) -> Response {
+    let status =
+        StatusCode::from_u16(reply.response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, Body::from(reply.response.body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if reply.replayed {
+        headers.insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    response
+}

@@ -1,0 +1,97 @@
+//! What a use case can answer besides success. No codes or HTTP statuses
+//! here: `api::error` maps every variant to exactly one code, in one place.
+
+use serde::Serialize;
+
+use crate::domain::DomainError;
+use crate::policy::{CallError, CallStats};
+use crate::store::StoreError;
+
+/// Result of a use case.
+pub type Result<T, E = AppError> = std::result::Result<T, E>;
+
+/// Who answered a policy call: recorded with quotes and errors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRef {
+    /// The binding's name (pricing kind or validation name).
+    pub policy: String,
+    /// `credit`, `order`, … or `validation`.
+    pub kind: &'static str,
+    /// sha256 of the module.
+    pub content_hash: String,
+    /// The binding's version.
+    pub version: u64,
+}
+
+/// A policy call that produced no answer.
+#[derive(Debug, Clone)]
+pub struct PolicyFault {
+    /// Who was called.
+    pub policy: PolicyRef,
+    /// How it went wrong (the policy's own refusal, or the sandbox's).
+    pub error: CallError,
+    /// What the call used.
+    pub stats: CallStats,
+}
+
+/// One broken rule, with the validation policy that reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyViolation {
+    /// The validation policy.
+    pub policy: String,
+    /// Its stable rule id.
+    pub rule_id: String,
+    /// A sentence for the end user.
+    pub message: String,
+}
+
+/// Why a use case did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The request is malformed or invalid (nothing was written).
+    #[error("{0}")]
+    Invalid(String),
+    /// A domain rule refused it; its code says whose fault.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// No such customer, transaction, … for this tenant.
+    #[error("{0}")]
+    NotFound(String),
+    /// The Idempotency-Key was used for a different request.
+    #[error("{0}")]
+    IdempotencyConflict(String),
+    /// The entity's state does not allow it.
+    #[error("{0}")]
+    StateConflict(String),
+    /// The tenant's validation policies refused it.
+    #[error("the request breaks {} rule(s) of the tenant's validation policies", .0.len())]
+    Violations(Vec<PolicyViolation>),
+    /// A policy refused to answer or the sandbox stopped it.
+    #[error("policy `{}` gave no answer: {}", .0.policy.policy, .0.error)]
+    Policy(Box<PolicyFault>),
+    /// The tenant has no policy for this kind of request.
+    #[error("tenant `{tenant}` has no {kind} pricing policy bound")]
+    NoPolicy {
+        /// The tenant.
+        tenant: String,
+        /// The pricing kind.
+        kind: &'static str,
+    },
+    /// Policies are not loaded yet.
+    #[error("policies are still loading")]
+    NotReady,
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A bug: an invariant the host keeps itself was broken.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<crate::domain::money::AmountError> for AppError {
+    fn from(err: crate::domain::money::AmountError) -> Self {
+        AppError::Domain(err.into())
+    }
+}

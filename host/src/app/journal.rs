@@ -1,0 +1,130 @@
+//! Building what every effect writes besides its state change: the ledger
+//! transaction, the state-history rows and the outbox events, all tagged
+//! with the same business transaction id so the auditor can check that
+//! each effect has all three.
+//!
+//! The state strings written here are the ones the auditor compares with
+//! the current rows (`store::queries`' `audit_data` builds the same forms).
+
+use serde::Serialize;
+
+use super::RequestCtx;
+use crate::domain::ledger::LedgerTransaction;
+use crate::store::{HistoryEntry, Journal, LedgerEntry, OutboxEntry};
+
+/// Entity types in `state_history` besides the domain's order/subscription.
+pub mod entity {
+    /// A customer (state: [`super::CUSTOMER_STATE`]).
+    pub const CUSTOMER: &str = "customer";
+    /// A customer's credit account (state: [`super::credit_account_state`]).
+    pub const CREDIT_ACCOUNT: &str = "credit_account";
+    /// A credit use (state: [`super::credit_use_state`]).
+    pub const CREDIT_USE: &str = "credit_use";
+}
+
+/// CloudEvents `type`s emitted by the host.
+pub mod event_type {
+    /// A customer was created.
+    pub const CUSTOMER_CREATED: &str = "customer.created";
+    /// A customer's attributes changed.
+    pub const CUSTOMER_UPDATED: &str = "customer.updated";
+    /// Credits were granted.
+    pub const CREDIT_GRANTED: &str = "credit.granted";
+    /// Credits were spent on a feature use.
+    pub const CREDIT_DEDUCTED: &str = "credit.deducted";
+    /// Credits of a use were given back.
+    pub const CREDIT_REFUNDED: &str = "credit.refunded";
+}
+
+/// A customer has no status of its own: every version is `ACTIVE`.
+pub const CUSTOMER_STATE: &str = "ACTIVE";
+
+/// A credit account's state as history records it.
+pub fn credit_account_state(balance: i64, reserved: i64) -> String {
+    format!("balance={balance} reserved={reserved}")
+}
+
+/// A credit use's state as history records it.
+pub fn credit_use_state(refunded: i64) -> String {
+    format!("refunded={refunded}")
+}
+
+/// CloudEvents `source` of a tenant's events.
+pub fn source(tenant: &str) -> String {
+    format!("/fluxpay/tenants/{tenant}")
+}
+
+/// Collects one effect's journal.
+pub struct Recorder<'a> {
+    ctx: &'a RequestCtx,
+    transaction_id: String,
+    now: i64,
+    journal: Journal,
+}
+
+impl<'a> Recorder<'a> {
+    /// A journal for business transaction `transaction_id`.
+    pub fn new(ctx: &'a RequestCtx, transaction_id: impl Into<String>, now: i64) -> Self {
+        Recorder {
+            ctx,
+            transaction_id: transaction_id.into(),
+            now,
+            journal: Journal::default(),
+        }
+    }
+
+    /// Posts a balanced transaction (built by the domain).
+    pub fn ledger(&mut self, customer_id: Option<&str>, transaction: LedgerTransaction) {
+        self.journal.ledger.push(LedgerEntry {
+            transaction_id: self.transaction_id.clone(),
+            customer_id: customer_id.map(str::to_owned),
+            request_id: Some(self.ctx.request_id.clone()),
+            created_at: self.now,
+            transaction,
+        });
+    }
+
+    /// Records a state change.
+    pub fn history(
+        &mut self,
+        entity_type: &'static str,
+        entity_id: &str,
+        from_state: Option<String>,
+        to_state: String,
+        event: &str,
+        reason: &str,
+    ) {
+        self.journal.history.push(HistoryEntry {
+            entity_type,
+            entity_id: entity_id.to_owned(),
+            from_state,
+            to_state,
+            event: event.to_owned(),
+            reason: reason.to_owned(),
+            actor: self.ctx.actor.clone(),
+            request_id: Some(self.ctx.request_id.clone()),
+            transaction_id: self.transaction_id.clone(),
+            at: self.now,
+        });
+    }
+
+    /// Emits an event about `subject` (the customer id).
+    pub fn event(&mut self, event_type: &'static str, subject: &str, data: &impl Serialize) {
+        // Serialising plain structs of strings and integers cannot fail.
+        let data = serde_json::to_string(data).unwrap_or_else(|_| "{}".to_owned());
+        self.journal.events.push(OutboxEntry {
+            event_id: super::new_id("evt"),
+            event_type,
+            source: source(&self.ctx.tenant),
+            subject: subject.to_owned(),
+            time: self.now,
+            data,
+            transaction_id: self.transaction_id.clone(),
+        });
+    }
+
+    /// The collected journal.
+    pub fn finish(self) -> Journal {
+        self.journal
+    }
+}

@@ -1,0 +1,94 @@
+//! Calling the tenant's policies from a use case.
+//!
+//! A policy call is synchronous and bounded by its limits (fuel, deadline):
+//! tens of microseconds normally, at most the deadline. On a multi-threaded
+//! runtime it runs under `block_in_place`, so a slow policy never stalls the
+//! other requests on that worker; elsewhere (single-threaded test runtimes)
+//! it runs inline.
+
+use std::sync::Arc;
+
+use super::error::{AppError, PolicyFault, PolicyRef, PolicyViolation, Result};
+use crate::policy::registry::{Binding, CallContext};
+use crate::policy::types;
+
+/// Runs `f` where blocking is allowed.
+pub(super) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// Who a binding is, for quotes and errors.
+pub(super) fn policy_ref(binding: &Binding) -> PolicyRef {
+    PolicyRef {
+        policy: binding.name().to_owned(),
+        kind: binding.role().as_str(),
+        content_hash: binding.content_hash().to_owned(),
+        version: binding.version(),
+    }
+}
+
+/// Prices `request`; a refusal or failure becomes [`AppError::Policy`].
+pub(super) fn price(
+    binding: &Arc<Binding>,
+    ctx: CallContext,
+    request: &types::PricingRequest,
+) -> Result<types::Quote> {
+    let call = blocking(|| binding.price(ctx, request));
+    call.result.map_err(|error| {
+        AppError::Policy(Box::new(PolicyFault {
+            policy: policy_ref(binding),
+            error,
+            stats: call.stats,
+        }))
+    })
+}
+
+/// Runs every validation policy in order and collects every violation; the
+/// first policy that fails to answer stops the request.
+pub(super) fn validate(
+    bindings: &[Arc<Binding>],
+    ctx: &CallContext,
+    subject: &types::ValidationSubject,
+) -> Result<()> {
+    let mut violations = Vec::new();
+    for binding in bindings {
+        let call = blocking(|| binding.validate(ctx.clone(), subject));
+        match call.result {
+            Ok(found) => violations.extend(found.into_iter().map(|v| PolicyViolation {
+                policy: binding.name().to_owned(),
+                rule_id: v.rule_id,
+                message: v.message,
+            })),
+            Err(error) => {
+                return Err(AppError::Policy(Box::new(PolicyFault {
+                    policy: policy_ref(binding),
+                    error,
+                    stats: call.stats,
+                })));
+            }
+        }
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::Violations(violations))
+    }
+}
+
+/// A policy answered something the contract does not allow for this
+/// request (e.g. money for a credit usage): the policy failed.
+pub(super) fn invalid_output(binding: &Binding, message: impl Into<String>) -> AppError {
+    AppError::Policy(Box::new(PolicyFault {
+        policy: policy_ref(binding),
+        error: crate::policy::CallError::Failed(crate::policy::PolicyFailure::new(
+            crate::policy::FailureKind::InvalidOutput,
+            message,
+        )),
+        stats: Default::default(),
+    }))
+}

@@ -1,0 +1,113 @@
+//! A tenant's API settings: keys, request signing, default currency and
+//! subscription payment.
+//!
+//! ```yaml
+//! tenants:
+//!   acme:
+//!     currency: USD
+//!     api_keys:
+//!       - { id: acme-live-1, sha256: <hex sha256 of the key> }
+//!     signing: { secret_env: ACME_SIGNING_SECRET }
+//!     subscriptions: { pay_from_credits: true }
+//!   sandbox:
+//!     dev: true          # unsigned requests allowed
+//!     api_keys: [{ id: sandbox-1, sha256: … }]
+//! ```
+//!
+//! The file holds only the sha256 of each key, and the *name* of the
+//! environment variable holding the signing secret: no secret is ever in the
+//! file. The secret is read when the service starts
+//! ([`SigningConfig::resolve`]), not when the file is parsed, so a policy
+//! reload never depends on the environment.
+//!
+//! These settings are read at start-up only: a reload applies policy
+//! changes, and API key or signing changes need a restart (documented in
+//! examples/tenants.yaml).
+
+use crate::domain::Currency;
+
+use super::Secret;
+
+/// One tenant's API settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TenantApiConfig {
+    /// Development tenant: requests need no signature (a signature that is
+    /// sent is still checked).
+    pub dev: bool,
+    /// The tenant's default currency, if set.
+    pub currency: Option<Currency>,
+    /// Keys that authenticate as this tenant.
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// Request signing; required for non-dev tenants that have keys.
+    pub signing: Option<SigningConfig>,
+    /// How subscription renewals are paid.
+    pub subscriptions: SubscriptionsConfig,
+}
+
+/// An API key, kept as the sha256 of its value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeyConfig {
+    /// Names the key in logs and history rows (`actor`), never the key itself.
+    pub id: String,
+    /// sha256 of the key.
+    pub sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for ApiKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyConfig")
+            .field("id", &self.id)
+            .field("sha256", &"…")
+            .finish()
+    }
+}
+
+/// Where the signing secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningConfig {
+    /// The environment variable holding the HMAC secret.
+    pub secret_env: String,
+}
+
+impl SigningConfig {
+    /// The secret, read through `env` (the process environment in
+    /// production, a map in tests).
+    pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Secret, String> {
+        match env(&self.secret_env) {
+            Some(value) if !value.is_empty() => Ok(Secret::new(value)),
+            _ => Err(format!(
+                "environment variable {} is not set (it holds the tenant's signing secret)",
+                self.secret_env
+            )),
+        }
+    }
+}
+
+/// `subscriptions:` of a tenant (used by the renewal scheduler).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SubscriptionsConfig {
+    /// Renewals are paid from the customer's credits when true; otherwise a
+    /// PENDING order is left for the payment step.
+    pub pay_from_credits: bool,
+}
+
+/// Whether `name` is a plausible environment variable name.
+pub(super) fn valid_env_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && !bytes[0].is_ascii_digit()
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// 64 hex digits → 32 bytes.
+pub(super) fn parse_sha256(hex_text: &str) -> Option<[u8; 32]> {
+    let text = hex_text.trim();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).ok()?;
+    Some(out)
+}

@@ -1,0 +1,372 @@
+//! The embedded backend: one SQLite file in WAL mode.
+//!
+//! SQLite allows one writer at a time. Rather than let several connections
+//! race for the write lock (and sleep in the busy handler with growing
+//! back-offs, which ruins tail latency), the store keeps exactly **one
+//! writer connection**: write transactions queue, first come first served,
+//! for that connection in the pool, and each one starts with
+//! `BEGIN IMMEDIATE`, so it holds the write lock from its first statement
+//! and can never fail with SQLITE_BUSY half-way (e.g. when `serve` and a
+//! `migrate` or an operator's sqlite3 shell share the file). Reads go to a
+//! separate pool of read-only connections that WAL lets run alongside the
+//! writer.
+//!
+//! Because writes are serialised, insert order is commit order: an outbox
+//! event's feed position is set at insert.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+
+use super::error::{Result, StoreError};
+use super::model::*;
+use super::{Maintenance, Queries, Transactions, TxOps, allocate_grants, utc_day};
+use crate::config::{self, DatabaseConfig};
+
+mod q {
+    super::super::queries::shared_queries!(db = sqlx::Sqlite, for_update = "");
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// How long a request waits for the writer (or a reader) before giving up.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long SQLite itself waits for a lock held by another process.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The SQLite store: one writer connection, a pool of readers.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`.
+    pub async fn open(path: &Path, config: &DatabaseConfig) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|err| {
+                StoreError::Unavailable(format!("creating {}: {err}", dir.display()))
+            })?;
+        }
+        let synchronous = match config.sqlite_synchronous {
+            config::SqliteSynchronous::Full => SqliteSynchronous::Full,
+            config::SqliteSynchronous::Normal => SqliteSynchronous::Normal,
+        };
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let writer_options = base
+            .clone()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(synchronous);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // The one writer lives as long as the store.
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(writer_options)
+            .await?;
+        // Readers open the file the writer created and switched to WAL.
+        let reader = SqlitePoolOptions::new()
+            .max_connections(config.max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(base.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    pub(super) async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    pub(super) async fn begin(&self, tenant: &str) -> Result<SqliteTx> {
+        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(SqliteTx {
+            tx,
+            tenant: tenant.to_owned(),
+            claimed: None,
+            journal: Journal::default(),
+        })
+    }
+}
+
+impl Queries for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn customer(&self, tenant: &str, customer_id: &str) -> Result<Option<CustomerRecord>> {
+        q::customer(&self.reader, tenant, customer_id).await
+    }
+
+    async fn credit_account(
+        &self,
+        tenant: &str,
+        customer_id: &str,
+    ) -> Result<Option<CreditAccountRecord>> {
+        q::credit_account(&self.reader, tenant, customer_id).await
+    }
+
+    async fn credit_transactions(
+        &self,
+        tenant: &str,
+        customer_id: &str,
+        before_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<CreditTransactionRecord>> {
+        q::credit_transactions(&self.reader, tenant, customer_id, before_seq, limit).await
+    }
+
+    async fn events(&self, tenant: &str, after: i64, limit: i64) -> Result<Vec<EventRecord>> {
+        q::events(&self.reader, tenant, after, limit).await
+    }
+}
+
+impl Transactions for SqliteStore {
+    type Tx = SqliteTx;
+
+    async fn begin(&self, tenant: &str) -> Result<SqliteTx> {
+        SqliteStore::begin(self, tenant).await
+    }
+}
+
+impl Maintenance for SqliteStore {
+    async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.writer).await?;
+        Ok(())
+    }
+
+    async fn purge_idempotency(&self, tenant: &str, before_ms: i64) -> Result<u64> {
+        q::purge_idempotency(&self.writer, tenant, before_ms).await
+    }
+
+    async fn sequence_feed(&self) -> Result<u64> {
+        Ok(0)
+    }
+
+    async fn tenants(&self) -> Result<Vec<String>> {
+        q::tenants(&self.reader).await
+    }
+
+    async fn audit_data(&self, tenant: &str) -> Result<AuditData> {
+        // One read transaction: every aggregate sees the same snapshot.
+        let mut tx = self.reader.begin().await?;
+        let data = q::audit_data(&mut tx, tenant).await?;
+        tx.rollback().await?;
+        Ok(data)
+    }
+}
+
+/// A write transaction on the writer connection.
+pub struct SqliteTx {
+    tx: Transaction<'static, Sqlite>,
+    tenant: String,
+    claimed: Option<String>,
+    journal: Journal,
+}
+
+impl TxOps for SqliteTx {
+    async fn claim_idempotency(&mut self, claim: &IdempotencyClaim) -> Result<Claim> {
+        if q::insert_idempotency(&mut *self.tx, &self.tenant, claim).await? {
+            self.claimed = Some(claim.key.clone());
+            return Ok(Claim::Claimed);
+        }
+        q::stored_idempotency(&mut *self.tx, &self.tenant, &claim.key)
+            .await?
+            .ok_or_else(|| StoreError::Database("idempotency key vanished".into()))
+    }
+
+    async fn upsert_customer(
+        &mut self,
+        customer_id: &str,
+        attributes: &str,
+        now: i64,
+    ) -> Result<CustomerUpsert> {
+        upsert_customer(&mut self.tx, &self.tenant, customer_id, attributes, now).await
+    }
+
+    async fn credit_account(&mut self, customer_id: &str) -> Result<Option<CreditAccountRecord>> {
+        q::credit_account(&mut *self.tx, &self.tenant, customer_id).await
+    }
+
+    async fn grant_credits(&mut self, grant: &GrantCredits) -> Result<GrantOutcome> {
+        let expiring = if grant.expires_at.is_some() {
+            grant.credits
+        } else {
+            0
+        };
+        let after = q::add_credits(
+            &mut *self.tx,
+            &self.tenant,
+            &grant.customer_id,
+            grant.credits,
+            expiring,
+            grant.now,
+        )
+        .await?;
+        let Some(after) = after else {
+            return Ok(
+                match q::credit_account(&mut *self.tx, &self.tenant, &grant.customer_id).await? {
+                    None => GrantOutcome::NoAccount,
+                    Some(_) => GrantOutcome::Overflow,
+                },
+            );
+        };
+        q::insert_grant(&mut *self.tx, &self.tenant, grant, after.balance).await?;
+        Ok(GrantOutcome::Granted(after))
+    }
+
+    async fn debit_credits(&mut self, debit: &DebitCredits) -> Result<DebitOutcome> {
+        let taken = q::take_credits(
+            &mut *self.tx,
+            &self.tenant,
+            &debit.customer_id,
+            debit.credits,
+            utc_day(debit.now),
+            debit.now,
+        )
+        .await?;
+        let Some((after, expiring)) = taken else {
+            return Ok(
+                match q::credit_account(&mut *self.tx, &self.tenant, &debit.customer_id).await? {
+                    None => DebitOutcome::NoAccount,
+                    Some(account) => DebitOutcome::Insufficient(account),
+                },
+            );
+        };
+        q::insert_use(&mut *self.tx, &self.tenant, debit, after.balance).await?;
+        if expiring > 0 {
+            let grants =
+                q::expiring_grants(&mut *self.tx, &self.tenant, &debit.customer_id, debit.now)
+                    .await?;
+            let (updates, spent) =
+                allocate_grants(&debit.customer_id, grants, debit.credits, debit.now)?;
+            for (grant_id, remaining) in &updates {
+                q::set_grant_remaining(&mut *self.tx, &self.tenant, grant_id, *remaining).await?;
+            }
+            if spent > 0 {
+                q::reduce_expiring(&mut *self.tx, &self.tenant, &debit.customer_id, spent).await?;
+            }
+        }
+        Ok(DebitOutcome::Debited(after))
+    }
+
+    async fn credit_use(&mut self, use_id: &str) -> Result<Option<CreditUseRecord>> {
+        q::credit_use_for_update(&mut *self.tx, &self.tenant, use_id).await
+    }
+
+    async fn refund_credits(&mut self, refund: &RefundCredits) -> Result<RefundOutcome> {
+        let Some(refunded) =
+            q::add_refunded(&mut *self.tx, &self.tenant, &refund.use_id, refund.credits).await?
+        else {
+            let remaining = q::credit_use_for_update(&mut *self.tx, &self.tenant, &refund.use_id)
+                .await?
+                .map_or(0, |u| u.charged - u.refunded);
+            return Ok(RefundOutcome::ExceedsRemaining { remaining });
+        };
+        let after = q::add_credits(
+            &mut *self.tx,
+            &self.tenant,
+            &refund.customer_id,
+            refund.credits,
+            0,
+            refund.now,
+        )
+        .await?;
+        let Some(account) = after else {
+            return Ok(RefundOutcome::Overflow);
+        };
+        q::insert_refund(&mut *self.tx, &self.tenant, refund, account.balance).await?;
+        Ok(RefundOutcome::Refunded { account, refunded })
+    }
+
+    fn record(&mut self, journal: Journal) {
+        self.journal.extend(journal);
+    }
+
+    async fn commit(mut self, response: Option<StoredResponse>) -> Result<()> {
+        let journal = std::mem::take(&mut self.journal);
+        for entry in &journal.ledger {
+            q::insert_ledger(&mut self.tx, &self.tenant, entry).await?;
+        }
+        for entry in &journal.history {
+            q::insert_history(&mut *self.tx, &self.tenant, entry).await?;
+        }
+        for event in &journal.events {
+            insert_event(&mut self.tx, &self.tenant, event).await?;
+        }
+        if let (Some(key), Some(response)) = (&self.claimed, &response) {
+            q::complete_idempotency(&mut *self.tx, &self.tenant, key, response).await?;
+        }
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rollback(self) -> Result<()> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+}
+
+/// One writer: the next position is the highest so far plus one (read
+/// through the unique index on `feed_seq`).
+async fn insert_event(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &str,
+    event: &OutboxEntry,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO outbox_events (tenant_id, event_id, type, source, subject, time, data, \
+           transaction_id, feed_seq) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+           (SELECT COALESCE(MAX(feed_seq), 0) + 1 FROM outbox_events))",
+    )
+    .bind(tenant)
+    .bind(&event.event_id)
+    .bind(event.event_type)
+    .bind(&event.source)
+    .bind(&event.subject)
+    .bind(event.time)
+    .bind(&event.data)
+    .bind(&event.transaction_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn upsert_customer(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &str,
+    customer_id: &str,
+    attributes: &str,
+    now: i64,
+) -> Result<CustomerUpsert> {
+    if q::insert_customer(tx, tenant, customer_id, attributes, now).await? {
+        return Ok(CustomerUpsert::Created(CustomerRecord {
+            customer_id: customer_id.to_owned(),
+            attributes: attributes.to_owned(),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        }));
+    }
+    let current = q::customer_for_update(&mut **tx, tenant, customer_id)
+        .await?
+        .ok_or_else(|| StoreError::Database("customer vanished during upsert".into()))?;
+    if current.attributes == attributes {
+        return Ok(CustomerUpsert::Unchanged(current));
+    }
+    let updated = q::update_customer(&mut **tx, tenant, customer_id, attributes, now).await?;
+    Ok(CustomerUpsert::Updated(updated))
+}

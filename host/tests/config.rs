@@ -1,0 +1,266 @@
+//! The YAML configuration: what a valid file means, and that every mistake
+//! is reported with the file and the field path an operator has to fix.
+//! (Mistakes only a policy engine can see — missing modules, sha256 pins,
+//! wrong worlds, configs a module refuses — are in `reload.rs`.)
+
+use std::path::Path;
+
+use fluxpay_host::config::{self, BindingRole, ConfigErrors, PricingKind};
+
+const FILE: &str = "conf/tenants.yaml";
+
+fn parse(yaml: &str) -> Result<config::Config, ConfigErrors> {
+    config::parse(Path::new(FILE), yaml)
+}
+
+fn errors(yaml: &str) -> ConfigErrors {
+    parse(yaml).expect_err("the configuration should be refused")
+}
+
+/// Asserts one error names the file and `field` and its message contains `text`.
+fn assert_error(errors: &ConfigErrors, field: &str, text: &str) {
+    let found = errors
+        .iter()
+        .any(|e| e.file == Path::new(FILE) && e.field == field && e.message.contains(text));
+    assert!(
+        found,
+        "no error at `{field}` containing `{text}` in:\n{errors}"
+    );
+    let rendered = errors.to_string();
+    assert!(
+        rendered.contains(&format!("{FILE}: {field}: ")),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn a_full_configuration_resolves_paths_limits_and_config_blocks() {
+    let config = parse(
+        r#"
+engine:
+  artifact_dir: ../.fluxpay/artifacts
+  max_concurrent_instances: 32
+  max_memory_bytes: 33554432
+  default_limits: { fuel: 5000000, deadline_ms: 40 }
+tenants:
+  acme:
+    pricing:
+      credit:
+        module: ../target/policies/fluxpay-policy-credit.wasm
+        sha256: ABCDEF0123456789abcdef0123456789ABCDEF0123456789abcdef0123456789
+        config: { features: { image-render: 3 }, tiers: [gold, silver] }
+        limits: { fuel: 2000000 }
+      order: { module: /abs/order.wasm }
+    validation:
+      - { name: rules, module: rules.wasm, config: { max: 10 } }
+      - { name: limits, module: rules.wasm }
+  globex: {}
+"#,
+    )
+    .unwrap();
+
+    let base = std::path::absolute("conf").unwrap();
+    assert_eq!(
+        config.engine.artifact_dir,
+        Some(base.join("../.fluxpay/artifacts"))
+    );
+    assert_eq!(config.engine.max_concurrent_instances, Some(32));
+    assert_eq!(config.engine.settings().max_memory_bytes, 33_554_432);
+    assert_eq!(config.engine.default_limits.fuel, 5_000_000);
+    assert_eq!(config.engine.default_limits.deadline_ms, 40);
+
+    let acme = &config.tenants["acme"];
+    let credit = &acme.pricing[&PricingKind::Credit];
+    assert_eq!(credit.name, "credit");
+    assert_eq!(credit.role, BindingRole::Pricing(PricingKind::Credit));
+    assert_eq!(credit.field, "tenants.acme.pricing.credit");
+    assert_eq!(
+        credit.module,
+        base.join("../target/policies/fluxpay-policy-credit.wasm")
+    );
+    // Pins are compared in lower case.
+    assert_eq!(
+        credit.sha256.as_deref(),
+        Some("abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789")
+    );
+    // YAML config becomes JSON text, keys sorted.
+    assert_eq!(
+        credit.config_json,
+        r#"{"features":{"image-render":3},"tiers":["gold","silver"]}"#
+    );
+    // Built-in defaults, then engine.default_limits, then the binding's limits.
+    assert_eq!(credit.limits.fuel, 2_000_000);
+    assert_eq!(credit.limits.deadline_ms, 40);
+    assert_eq!(credit.limits.memory_bytes, 16 * 1024 * 1024);
+
+    let order = &acme.pricing[&PricingKind::Order];
+    assert_eq!(order.module, Path::new("/abs/order.wasm"));
+    assert_eq!(
+        order.config_json, "{}",
+        "a binding without config gets `{{}}`"
+    );
+
+    let names: Vec<_> = acme.validation.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["rules", "limits"], "validation keeps file order");
+    assert_eq!(acme.validation[1].field, "tenants.acme.validation[1]");
+    assert_eq!(acme.validation[0].module, base.join("rules.wasm"));
+
+    assert!(config.tenants["globex"].bindings().next().is_none());
+    assert_eq!(config.bindings().count(), 4);
+}
+
+#[test]
+fn an_unknown_key_is_refused_with_its_path() {
+    let errors = errors(
+        r#"
+tenants:
+  acme:
+    pricing:
+      credit: { modul: x.wasm }
+"#,
+    );
+    assert_error(
+        &errors,
+        "tenants.acme.pricing.credit",
+        "unknown field `modul`",
+    );
+}
+
+#[test]
+fn an_unknown_pricing_kind_lists_the_valid_ones() {
+    let errors = errors("tenants:\n  acme:\n    pricing:\n      credits: { module: x.wasm }\n");
+    assert_error(&errors, "tenants.acme.pricing", "unknown field `credits`");
+    assert!(
+        errors
+            .to_string()
+            .contains("`credit`, `subscription`, `metered`, `order`")
+    );
+}
+
+#[test]
+fn unknown_keys_in_the_engine_section_and_in_limits_are_refused() {
+    let errors1 = errors("engine: { max_memory: 1 }\ntenants: {}\n");
+    assert_error(&errors1, "engine", "unknown field `max_memory`");
+    let errors2 = errors(
+        "tenants:\n  acme:\n    pricing:\n      credit: { module: x.wasm, limits: { feul: 1 } }\n",
+    );
+    assert_error(
+        &errors2,
+        "tenants.acme.pricing.credit.limits",
+        "unknown field `feul`",
+    );
+}
+
+#[test]
+fn a_repeated_tenant_is_refused_instead_of_silently_replacing_the_first() {
+    let errors = errors("tenants:\n  acme: {}\n  acme: {}\n");
+    assert_error(&errors, "tenants", "duplicate key `acme`");
+}
+
+#[test]
+fn validation_names_must_be_unique_and_distinct_from_pricing_kinds() {
+    let errors = errors(
+        r#"
+tenants:
+  acme:
+    validation:
+      - { name: rules, module: a.wasm }
+      - { name: rules, module: b.wasm }
+      - { name: credit, module: c.wasm }
+      - { name: "Bad Name", module: d.wasm }
+"#,
+    );
+    assert_error(
+        &errors,
+        "tenants.acme.validation[1].name",
+        "duplicate policy name `rules`",
+    );
+    assert_error(
+        &errors,
+        "tenants.acme.validation[2].name",
+        "taken by the pricing kind",
+    );
+    assert_error(
+        &errors,
+        "tenants.acme.validation[3].name",
+        "must be 1-64 characters",
+    );
+    assert_eq!(
+        errors.0.len(),
+        3,
+        "every problem is reported at once:\n{errors}"
+    );
+}
+
+#[test]
+fn tenant_ids_must_be_url_safe() {
+    let errors = errors("tenants:\n  Acme Corp: {}\n");
+    assert_error(&errors, "tenants.Acme Corp", "tenant id `Acme Corp`");
+}
+
+#[test]
+fn a_malformed_sha256_pin_is_refused() {
+    let errors = errors(
+        "tenants:\n  acme:\n    pricing:\n      credit: { module: x.wasm, sha256: abc123 }\n",
+    );
+    assert_error(
+        &errors,
+        "tenants.acme.pricing.credit.sha256",
+        "not a sha256 digest",
+    );
+}
+
+#[test]
+fn limits_that_cannot_work_are_refused_per_binding_and_engine_wide() {
+    let errors = errors(
+        r#"
+engine:
+  max_memory_bytes: 16777216
+  default_limits: { deadline_ms: 0 }
+tenants:
+  acme:
+    pricing:
+      credit: { module: x.wasm, limits: { deadline_ms: 10, memory_bytes: 33554432 } }
+"#,
+    );
+    assert_error(
+        &errors,
+        "engine.default_limits",
+        "limits.deadline_ms must be greater than 0",
+    );
+    assert_error(
+        &errors,
+        "tenants.acme.pricing.credit.limits",
+        "exceeds the engine's per-instance ceiling",
+    );
+}
+
+#[test]
+fn engine_sizes_outside_what_the_engine_accepts_are_refused() {
+    let errors =
+        errors("engine: { max_concurrent_instances: 0, max_memory_bytes: 1 }\ntenants: {}\n");
+    assert_error(&errors, "engine.max_concurrent_instances", "at least 1");
+    assert_error(&errors, "engine.max_memory_bytes", "outside");
+}
+
+#[test]
+fn a_file_that_is_not_yaml_or_missing_is_reported_against_the_file() {
+    let errors = errors("tenants: [unclosed\n");
+    assert!(errors.to_string().starts_with(FILE), "{errors}");
+
+    let missing = config::load(Path::new("/nonexistent/fluxpay.yaml")).unwrap_err();
+    let text = missing.to_string();
+    assert!(
+        text.starts_with("/nonexistent/fluxpay.yaml: cannot read the file"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_tenants_section_is_required() {
+    let errors = errors("engine: {}\n");
+    assert!(
+        errors.to_string().contains("missing field `tenants`"),
+        "{errors}"
+    );
+}
