@@ -18,6 +18,9 @@ const REFERENCE_POLICIES: [&str; 5] = [
 ];
 
 fn main() {
+    // `sqlx::migrate!` embeds ../migrations at compile time and tracks the
+    // files it saw; a *new* migration file needs this to trigger a rebuild.
+    println!("cargo:rerun-if-changed=../migrations");
     println!("cargo:rerun-if-env-changed=FLUXPAY_SKIP_POLICY_BUILD");
     if std::env::var_os("FLUXPAY_SKIP_POLICY_BUILD").is_some_and(|v| v != "0") {
         return;

@@ -130,6 +130,7 @@ fn start_and_measure(config: &Path) -> (Duration, f64, f64) {
         .arg(config)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .env("RUST_LOG", "warn")
+        .env("FLUXPAY_ADMIN_TOKEN", "bench-token")
         .env("RUST_BACKTRACE", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

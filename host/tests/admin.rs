@@ -49,9 +49,11 @@ async fn admin_routes_refuse_a_missing_or_wrong_token_with_401() {
         assert_envelope(&body, "AUTH_001");
         assert_eq!(body["result"], serde_json::Value::Null);
 
+        // A wrong token is unknown credentials, like a missing one: AUTH_002
+        // and AUTH_003 are reserved for request signatures.
         let (status, body) = send(&app, request(method, uri, Some("Bearer not-the-token"))).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
-        assert_envelope(&body, "AUTH_002");
+        assert_envelope(&body, "AUTH_001");
 
         let basic = format!("Basic {TOKEN}");
         let (status, _) = send(&app, request(method, uri, Some(&basic))).await;
@@ -85,7 +87,7 @@ async fn without_a_configured_token_the_admin_api_answers_503_even_to_a_token() 
     for auth in [None, Some("Bearer anything")] {
         let (status, body) = send(&app, request("GET", "/admin/v1/policies", auth)).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_envelope(&body, "AUTH_003");
+        assert_envelope(&body, "ADM_001");
         assert!(
             body["message"]
                 .as_str()
@@ -115,11 +117,11 @@ async fn malformed_json_is_answered_in_the_envelope_with_400() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_envelope(&body, "REQ_001");
 
-    // Valid JSON of the wrong shape: 422, also in the envelope.
+    // Valid JSON of the wrong shape is an invalid request too: one code, 400.
     let wrong_shape = admin_request("POST", uri, Some(json!({ "context": 5 })));
     let (status, body) = send(&app, wrong_shape).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_envelope(&body, "REQ_002");
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_envelope(&body, "REQ_001");
 
     // Unknown fields are mistakes, not ignored.
     let typo = admin_request(
@@ -128,7 +130,8 @@ async fn malformed_json_is_answered_in_the_envelope_with_400() {
         Some(json!({ "context": { "customerId": "c1" }, "reqest": {} })),
     );
     let (status, body) = send(&app, typo).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_envelope(&body, "REQ_001");
     assert!(
         body["message"].as_str().unwrap().contains("reqest"),
         "{body}"
@@ -142,7 +145,7 @@ async fn malformed_json_is_answered_in_the_envelope_with_400() {
         .unwrap();
     let (status, body) = send(&app, not_json).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert_envelope(&body, "REQ_003");
+    assert_envelope(&body, "REQ_002");
 }
 
 #[tokio::test]
@@ -151,11 +154,11 @@ async fn unknown_routes_tenants_and_policies_are_404_envelopes() {
     let app = common::app(&reloader);
     let (status, body) = send(&app, request("GET", "/nope", None)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_envelope(&body, "REQ_005");
+    assert_envelope(&body, "NOT_FOUND");
 
     let (status, body) = send(&app, request("DELETE", "/health/live", None)).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_envelope(&body, "REQ_006");
+    assert_envelope(&body, "REQ_004");
 
     let evaluate = json!({ "context": { "customerId": "c1" }, "request": { "CreditUsage": { "feature": "x", "units": 1, "metadata": [] } } });
     let (status, body) = send(
@@ -168,7 +171,11 @@ async fn unknown_routes_tenants_and_policies_are_404_envelopes() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_envelope(&body, "POL_001");
+    assert_envelope(&body, "NOT_FOUND");
+    assert!(
+        body["message"].as_str().unwrap().contains("globex"),
+        "{body}"
+    );
 
     let (status, body) = send(
         &app,
@@ -180,7 +187,7 @@ async fn unknown_routes_tenants_and_policies_are_404_envelopes() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_envelope(&body, "POL_002");
+    assert_envelope(&body, "NOT_FOUND");
 
     let (status, body) = send(
         &app,
@@ -188,7 +195,7 @@ async fn unknown_routes_tenants_and_policies_are_404_envelopes() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_envelope(&body, "POL_002");
+    assert_envelope(&body, "NOT_FOUND");
 }
 
 #[tokio::test]
@@ -311,7 +318,7 @@ async fn evaluate_reports_who_answered_and_maps_policy_refusals_to_codes() {
     let unknown = json!({ "context": context, "request": common::credit_usage("teleport", 1) });
     let (status, body) = send(&app, admin_request("POST", uri, Some(unknown))).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert_envelope(&body, "POL_004");
+    assert_envelope(&body, "POL_003");
     assert_eq!(body["result"]["rejection"]["code"], "unknown-feature");
     assert_eq!(body["result"]["contentHash"], hash.as_str());
 
@@ -322,7 +329,7 @@ async fn evaluate_reports_who_answered_and_maps_policy_refusals_to_codes() {
     });
     let (status, body) = send(&app, admin_request("POST", uri, Some(wrong_kind))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_envelope(&body, "REQ_004");
+    assert_envelope(&body, "REQ_001");
     let subject = json!({ "context": context, "subject": { "Usage": [] } });
     let (status, body) = send(&app, admin_request("POST", uri, Some(subject))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");

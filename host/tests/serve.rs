@@ -229,7 +229,7 @@ fn serve_reloads_evaluates_and_rolls_back_over_http_and_stops_on_sigterm() {
         None,
     );
     assert_eq!(status, 409, "{none}");
-    assert_eq!(none["code"], "POL_003");
+    assert_eq!(none["code"], "POL_009");
 
     // SIGTERM: graceful shutdown, exit status 0.
     let pid = server.child.id().to_string();
@@ -247,7 +247,7 @@ fn serve_without_an_admin_token_serves_health_but_answers_503_on_admin_routes() 
     let server = start(&config, None);
     let (status, body) = http(&server, "GET", "/admin/v1/policies", Some("anything"), None);
     assert_eq!(status, 503);
-    assert_eq!(body["code"], "AUTH_003");
+    assert_eq!(body["code"], "ADM_001");
     let (status, _) = http(&server, "GET", "/health/live", None, None);
     assert_eq!(status, 200);
 }

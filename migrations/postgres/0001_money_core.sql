@@ -304,7 +304,7 @@ CREATE INDEX state_history_transaction_idx ON state_history (tenant_id, transact
 -- ── Outbox ─────────────────────────────────────────────────────────────────
 -- CloudEvents 1.0 rows written in the effect's transaction. `feed_seq` is
 -- the event's position in GET /api/v1/events: NULL until the feed sequencer
--- numbers committed rows (store/postgres/feed.rs), so positions follow the
+-- numbers committed rows (store/postgres.rs), so positions follow the
 -- order in which events became visible, never the order ids were taken.
 CREATE TABLE outbox_events (
     id             BIGINT GENERATED ALWAYS AS IDENTITY,

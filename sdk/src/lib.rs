@@ -341,3 +341,9 @@ mod tests {
         assert_eq!(violations[0].rule_id, "limit");
     }
 }
+
+/// The repository README's Rust example is compiled as a doctest, so the
+/// quick-start a newcomer copies always builds against this SDK.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

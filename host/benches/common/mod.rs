@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fluxpay_host::policy::{Limits, LoadedPolicy, PolicyKind, types};
+use fluxpay_host::policy::{CallStats, Limits, LoadedPolicy, PolicyKind, types};
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -39,10 +39,13 @@ pub fn validation_config(name: &str) -> String {
     serde_json::to_string(&entry["config"]).unwrap()
 }
 
+/// A reference policy's component: `target/policies/<package>.wasm`, or
+/// the same name under `$FLUXPAY_POLICY_DIR` when that is set.
 pub fn module(package: &str) -> PathBuf {
-    let path = root()
-        .join("target/policies")
-        .join(format!("{package}.wasm"));
+    let dir = std::env::var_os("FLUXPAY_POLICY_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/policies"));
+    let path = dir.join(format!("{package}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: the host build script builds it",
@@ -143,6 +146,21 @@ pub fn call(policy: &LoadedPolicy, case: &Case, limits: &Limits) -> bool {
     match (&case.pricing, &case.subject) {
         (Some(req), _) => policy.price(&case.ctx, req, limits).result.is_ok(),
         (None, Some(subject)) => policy.validate(&case.ctx, subject, limits).result.is_ok(),
+        _ => unreachable!(),
+    }
+}
+
+/// [`call`], keeping what the call used (fuel, peak memory, sizes).
+pub fn call_stats(policy: &LoadedPolicy, case: &Case, limits: &Limits) -> (bool, CallStats) {
+    match (&case.pricing, &case.subject) {
+        (Some(req), _) => {
+            let call = policy.price(&case.ctx, req, limits);
+            (call.result.is_ok(), call.stats)
+        }
+        (None, Some(subject)) => {
+            let call = policy.validate(&case.ctx, subject, limits);
+            (call.result.is_ok(), call.stats)
+        }
         _ => unreachable!(),
     }
 }

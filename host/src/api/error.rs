@@ -322,7 +322,9 @@ impl ApiError {
                 let message = format!("policy `{policy}` {failure}");
                 match failure.kind {
                     FailureKind::Overloaded => ApiError::PolicyOverloaded { message, details },
-                    FailureKind::InputTooLarge => ApiError::PolicyInputTooLarge { message, details },
+                    FailureKind::InputTooLarge => {
+                        ApiError::PolicyInputTooLarge { message, details }
+                    }
                     _ => ApiError::PolicyFailed { message, details },
                 }
             }

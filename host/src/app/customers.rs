@@ -66,8 +66,9 @@ pub struct CustomerSaved {
 }
 
 pub(super) fn parse_attributes(json: &str) -> Result<BTreeMap<String, String>> {
-    serde_json::from_str(json)
-        .map_err(|err| AppError::Internal(format!("stored customer attributes are not a map: {err}")))
+    serde_json::from_str(json).map_err(|err| {
+        AppError::Internal(format!("stored customer attributes are not a map: {err}"))
+    })
 }
 
 /// Checks the attribute map's size and names.

@@ -84,7 +84,7 @@ pub enum AppError {
     NotReady,
     /// The database failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// A bug: an invariant the host keeps itself was broken.
     #[error("{0}")]
     Internal(String),
@@ -93,5 +93,96 @@ pub enum AppError {
 impl From<crate::domain::money::AmountError> for AppError {
     fn from(err: crate::domain::money::AmountError) -> Self {
         AppError::Domain(err.into())
+    }
+}
+
+/// Named constraints are the schema's last line of defence behind the
+/// guarded statements: when one fires anyway (a race the guard did not
+/// cover, a bug), the client gets what the rule means rather than a 500.
+impl From<StoreError> for AppError {
+    fn from(err: StoreError) -> Self {
+        let StoreError::Constraint { constraint, .. } = &err else {
+            return match err {
+                StoreError::OutOfRange => AppError::Domain(DomainError::from(
+                    crate::domain::money::AmountError::Overflow { operation: "add" },
+                )),
+                other => AppError::Store(other),
+            };
+        };
+        let name = constraint.as_str();
+        let mapped = match name {
+            "credit_uses_refunded_check" => Some(AppError::Invalid(
+                "the refund exceeds what the use charged minus what was already refunded".into(),
+            )),
+            "credit_accounts_reserved_check" | "credit_reservations_held_check" => {
+                Some(AppError::StateConflict(
+                    "the credit account does not hold that many credits".into(),
+                ))
+            }
+            _ if name.ends_with("_credits_check")
+                || name.ends_with("_charged_check")
+                || name.ends_with("_quantity_check")
+                || name.ends_with("_total_check")
+                || name.ends_with("_amount_check") =>
+            {
+                Some(AppError::Invalid(format!(
+                    "an amount must be positive ({name})"
+                )))
+            }
+            // PostgreSQL names unique keys `<table>_pkey` / `<table>_<what>_key`;
+            // SQLite reports `<table>.<column>, …`.
+            _ if name.ends_with("_pkey") || name.ends_with("_key") || name.contains('.') => Some(
+                AppError::StateConflict(format!("it already exists ({name})")),
+            ),
+            _ => None,
+        };
+        match mapped {
+            Some(mapped) => {
+                tracing::warn!(constraint = name, error = %err, "app.constraint_violation");
+                mapped
+            }
+            None => AppError::Store(err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn constraint(name: &str) -> AppError {
+        AppError::from(StoreError::Constraint {
+            constraint: name.into(),
+            message: String::new(),
+        })
+    }
+
+    #[test]
+    fn named_constraints_map_to_what_the_rule_means() {
+        assert!(matches!(
+            constraint("credit_uses_refunded_check"),
+            AppError::Invalid(_)
+        ));
+        assert!(matches!(
+            constraint("credit_grants_credits_check"),
+            AppError::Invalid(_)
+        ));
+        assert!(matches!(
+            constraint("credit_accounts_reserved_check"),
+            AppError::StateConflict(_)
+        ));
+        assert!(matches!(
+            constraint("customers_pkey"),
+            AppError::StateConflict(_)
+        ));
+        assert!(matches!(
+            constraint("customers.tenant_id, customers.customer_id"),
+            AppError::StateConflict(_)
+        ));
+        assert!(matches!(constraint("foreign key"), AppError::Store(_)));
+        assert!(matches!(
+            AppError::from(StoreError::OutOfRange),
+            AppError::Domain(_)
+        ));
     }
 }

@@ -2,8 +2,8 @@
 //! cursor (the last feed position read). How positions follow commit order
 //! on each backend is explained in `store::postgres` and `store::sqlite`.
 
-use super::error::{AppError, Result};
 use super::App;
+use super::error::{AppError, Result};
 use crate::store::{EventRecord, Queries};
 
 /// Default page size.
@@ -31,9 +31,13 @@ impl App {
     ) -> Result<EventPage> {
         let after = match after {
             None | Some("") => 0,
-            Some(text) => text.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                AppError::Invalid("after must be a cursor returned as nextCursor".into())
-            })?,
+            Some(text) => text
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| {
+                    AppError::Invalid("after must be a cursor returned as nextCursor".into())
+                })?,
         };
         let limit = limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {

@@ -21,7 +21,7 @@
 use sha2::{Digest, Sha256};
 
 use super::error::{AppError, Result};
-use super::{RequestCtx, Reply};
+use super::{Reply, RequestCtx};
 use crate::store::{Claim, IdempotencyClaim, Tx, TxOps};
 
 /// Longest key accepted, in bytes.
@@ -40,8 +40,7 @@ impl Idempotency {
     /// Validates the key (1–255 visible ASCII characters) and fingerprints
     /// the request.
     pub fn new(key: &str, method: &str, path_and_query: &str, body: &[u8]) -> Result<Self> {
-        if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic())
-        {
+        if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(AppError::Invalid(format!(
                 "Idempotency-Key must be 1-{MAX_KEY_LEN} visible ASCII characters"
             )));

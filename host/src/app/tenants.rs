@@ -171,7 +171,13 @@ mod tests {
         assert!(directory.authenticate("key-a").is_none());
         assert!(directory.authenticate("").is_none());
         assert_eq!(
-            directory.get("acme").unwrap().signing.as_ref().unwrap().expose(),
+            directory
+                .get("acme")
+                .unwrap()
+                .signing
+                .as_ref()
+                .unwrap()
+                .expose(),
             "s3cret"
         );
         assert!(directory.get("dev").unwrap().signing.is_none());

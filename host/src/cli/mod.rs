@@ -1,5 +1,8 @@
-//! Command line: `serve`, and the policy author's `policy check` / `policy run`.
+//! Command line: `serve`, `migrate`, `audit`, and the policy author's
+//! `policy check` / `policy run`.
 
+mod audit;
+mod migrate;
 mod policy;
 mod serve;
 
@@ -26,8 +29,12 @@ pub struct Cli {
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the service (admin API, policy hot reload).
+    /// Run the service (tenant API, admin API, policy hot reload).
     Serve(serve::ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate(migrate::MigrateArgs),
+    /// Check that the books balance; exit 1 with a report if not.
+    Audit(audit::AuditArgs),
     /// Policy author tools: check a module, run it under production limits.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -37,6 +44,21 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Migrate(args) => migrate::run(args),
+        Command::Audit(args) => audit::run(args),
         Command::Policy(cmd) => policy::run(cmd),
     }
+}
+
+/// The database section of a config file, `FLUXPAY_DATABASE_URL` applied.
+fn database_config(path: &std::path::Path) -> anyhow::Result<crate::config::DatabaseConfig> {
+    migrate::load_database(path)
+}
+
+/// A runtime for the database commands.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| anyhow::anyhow!("starting the async runtime: {err}"))
 }

@@ -1,21 +1,35 @@
-//! `fluxpay-host serve`: config → engine → registry → watcher → HTTP server.
+//! `fluxpay-host serve`: config → database (migrated) → engine → registry →
+//! watcher → HTTP server, plus the maintenance tasks (feed sequencer,
+//! idempotency purge).
 //!
-//! The listener is bound before the policies load, so `/health/live` answers
-//! at once and `/health/ready` turns 200 when the first snapshot is
-//! published. A configuration that does not load at start-up stops the
-//! process with every problem listed.
+//! The database is opened and migrated first: a host that cannot reach it
+//! does not start. The listener is bound before the policies load, so
+//! `/health/live` answers at once and `/health/ready` turns 200 when the
+//! first snapshot is published (and the database answers). A configuration
+//! that does not load at start-up stops the process with every problem
+//! listed. Tenant API keys and signing secrets are read here, once: a
+//! reload changes policies, a restart changes keys.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::oneshot;
 
 use crate::api::{self, admin::AdminState, admin::AdminToken};
+use crate::app::{App, TenantDirectory, system_clock};
+use crate::config;
 use crate::policy::registry::Registry;
 use crate::policy::reload::{Reloader, Trigger, watch};
+use crate::store::{Maintenance, Store};
+
+/// How often committed outbox events get their feed positions (PostgreSQL).
+const FEED_INTERVAL: Duration = Duration::from_millis(250);
+/// How often expired idempotency records are purged.
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
@@ -40,8 +54,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = config::load(&args.config)
+        .map_err(|errors| anyhow::anyhow!("the configuration cannot be loaded: {errors}"))?;
+    let tenants = TenantDirectory::from_config(&config, &|name| std::env::var(name).ok())
+        .map_err(|errors| anyhow::anyhow!("the tenants cannot be served: {errors}"))?;
+    let database = config
+        .database
+        .clone()
+        .with_env_override()
+        .map_err(|err| anyhow::anyhow!(err))?;
+    let store = Store::open(&database)
+        .await
+        .with_context(|| format!("opening the database {:?}", database.url))?;
+    tracing::info!(backend = store.backend(), url = ?database.url, "serve.database_ready");
+
     let registry = Arc::new(Registry::new());
-    let reloader = Arc::new(Reloader::new(&args.config, registry)?);
+    let reloader = Arc::new(Reloader::new(&args.config, registry.clone())?);
+    let app = App::new(store.clone(), registry, tenants, system_clock());
 
     let token = AdminToken::from_env();
     if token.is_none() {
@@ -60,9 +89,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     println!("fluxpay-host listening on http://{addr}");
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let app = api::router(AdminState::new(reloader.clone(), token));
+    let router = api::service(AdminState::new(reloader.clone(), token), app.clone());
+    let maintenance = tokio::spawn(maintenance(
+        app.clone(),
+        database.idempotency_retention_hours,
+    ));
     let server = tokio::spawn(
-        axum::serve(listener, app)
+        axum::serve(listener, router)
             .with_graceful_shutdown(shutdown_signal(stop_rx))
             .into_future(),
     );
@@ -81,17 +114,51 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Err(failure) => {
             let _ = stop_tx.send(());
             let _ = server.await;
+            maintenance.abort();
+            store.close().await;
             anyhow::bail!("the configuration cannot be loaded: {}", failure.errors);
         }
     }
 
     let _watcher = watch::watch(reloader, watch::DEFAULT_DEBOUNCE)?;
-    server
-        .await
-        .context("server task")?
-        .context("serving HTTP")?;
+    let served = server.await;
+    maintenance.abort();
+    // Every acknowledged write is committed; closing checkpoints SQLite.
+    store.close().await;
+    served.context("server task")?.context("serving HTTP")?;
     tracing::info!("serve.stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Background housekeeping: number committed outbox events for the feed
+/// (PostgreSQL; SQLite numbers at insert) and purge idempotency records
+/// past their retention.
+async fn maintenance(app: App, retention_hours: u32) {
+    let store = app.store().clone();
+    let mut feed = tokio::time::interval(FEED_INTERVAL);
+    feed.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut purge = tokio::time::interval(PURGE_INTERVAL);
+    purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let sequenced = matches!(store, Store::Postgres(_));
+    loop {
+        tokio::select! {
+            _ = feed.tick(), if sequenced => {
+                if let Err(err) = store.sequence_feed().await {
+                    tracing::warn!(error = %err, "serve.feed_sequencer_failed");
+                }
+            }
+            _ = purge.tick() => {
+                let before = app.now() - i64::from(retention_hours) * 3_600_000;
+                for tenant in app.tenants().iter() {
+                    match store.purge_idempotency(&tenant.id, before).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(tenant = %tenant.id, purged = n, "serve.idempotency_purged"),
+                        Err(err) => tracing::warn!(tenant = %tenant.id, error = %err, "serve.idempotency_purge_failed"),
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Resolves on Ctrl-C, SIGTERM, or `stop`.

@@ -301,6 +301,10 @@ fn wasmtime_config(s: &EngineSettings) -> Config {
             .guard_before_linear_memory(false)
             .memory_reservation(s.max_memory_bytes);
     }
+    // TEMP(perf): symbolised JIT frames for `perf record`.
+    if std::env::var_os("FLUXPAY_WASM_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     config
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         .consume_fuel(true)

@@ -17,6 +17,8 @@
 //! [`Store`] and [`Tx`] dispatch to the backend chosen by the database URL,
 //! so the rest of the host holds one concrete type.
 
+mod audit_queries;
+mod credit_queries;
 mod error;
 pub mod model;
 mod postgres;

@@ -39,6 +39,8 @@ use super::{Maintenance, Queries, Transactions, TxOps, allocate_grants, utc_day}
 #[allow(dead_code)]
 mod q {
     super::super::queries::shared_queries!(db = sqlx::Postgres, for_update = " FOR UPDATE");
+    super::super::credit_queries::credit_queries!(for_update = " FOR UPDATE");
+    super::super::audit_queries::audit_queries!();
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");

@@ -29,6 +29,8 @@ use crate::config::{self, DatabaseConfig};
 
 mod q {
     super::super::queries::shared_queries!(db = sqlx::Sqlite, for_update = "");
+    super::super::credit_queries::credit_queries!(for_update = "");
+    super::super::audit_queries::audit_queries!();
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");

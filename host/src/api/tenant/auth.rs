@@ -83,7 +83,11 @@ pub(super) async fn authenticate(State(app): State<App>, request: Request, next:
     response
 }
 
-async fn check(app: &App, request: Request, request_id: &str) -> Result<(Request, Caller), ApiError> {
+async fn check(
+    app: &App,
+    request: Request,
+    request_id: &str,
+) -> Result<(Request, Caller), ApiError> {
     let presented = request
         .headers()
         .get(AUTHORIZATION)
@@ -160,8 +164,14 @@ fn bearer(value: &str) -> Option<&str> {
 }
 
 /// The string a request's signature covers.
-pub fn signing_payload(timestamp: &str, method: &str, path_and_query: &str, body: &[u8]) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(timestamp.len() + method.len() + path_and_query.len() + body.len() + 3);
+pub fn signing_payload(
+    timestamp: &str,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut payload =
+        Vec::with_capacity(timestamp.len() + method.len() + path_and_query.len() + body.len() + 3);
     payload.extend_from_slice(timestamp.as_bytes());
     payload.push(b'.');
     payload.extend_from_slice(method.as_bytes());
@@ -173,7 +183,13 @@ pub fn signing_payload(timestamp: &str, method: &str, path_and_query: &str, body
 }
 
 /// `v1=<hex>` for a request: what a client sends in `X-FluxPay-Signature`.
-pub fn sign(secret: &[u8], timestamp: &str, method: &str, path_and_query: &str, body: &[u8]) -> String {
+pub fn sign(
+    secret: &[u8],
+    timestamp: &str,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(&signing_payload(timestamp, method, path_and_query, body));
     format!("v1={}", hex::encode(mac.finalize().into_bytes()))
@@ -196,9 +212,7 @@ fn verify(
         .parse()
         .ok()
         .filter(|_| timestamp.bytes().all(|b| b.is_ascii_digit()))
-        .ok_or_else(|| {
-            ApiError::BadSignature("X-FluxPay-Timestamp must be unix seconds".into())
-        })?;
+        .ok_or_else(|| ApiError::BadSignature("X-FluxPay-Timestamp must be unix seconds".into()))?;
     let signature = headers
         .get(SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -245,7 +259,17 @@ mod tests {
     #[test]
     fn a_correct_signature_within_the_window_verifies() {
         let sig = sign(b"k", "1000", "POST", "/api/v1/x?a=1", b"{}");
-        assert!(verify(b"k", &headers("1000", &sig), "POST", "/api/v1/x?a=1", b"{}", 1200).is_ok());
+        assert!(
+            verify(
+                b"k",
+                &headers("1000", &sig),
+                "POST",
+                "/api/v1/x?a=1",
+                b"{}",
+                1200
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -253,15 +277,34 @@ mod tests {
         let sig = sign(b"k", "1000", "POST", "/api/v1/x", b"{}");
         let code = |r: Result<(), ApiError>| r.unwrap_err().code();
         let h = headers("1000", &sig);
-        assert_eq!(code(verify(b"other", &h, "POST", "/api/v1/x", b"{}", 1000)), "AUTH_002");
-        assert_eq!(code(verify(b"k", &h, "PUT", "/api/v1/x", b"{}", 1000)), "AUTH_002");
-        assert_eq!(code(verify(b"k", &h, "POST", "/api/v1/y", b"{}", 1000)), "AUTH_002");
-        assert_eq!(code(verify(b"k", &h, "POST", "/api/v1/x", b"{ }", 1000)), "AUTH_002");
+        assert_eq!(
+            code(verify(b"other", &h, "POST", "/api/v1/x", b"{}", 1000)),
+            "AUTH_002"
+        );
+        assert_eq!(
+            code(verify(b"k", &h, "PUT", "/api/v1/x", b"{}", 1000)),
+            "AUTH_002"
+        );
+        assert_eq!(
+            code(verify(b"k", &h, "POST", "/api/v1/y", b"{}", 1000)),
+            "AUTH_002"
+        );
+        assert_eq!(
+            code(verify(b"k", &h, "POST", "/api/v1/x", b"{ }", 1000)),
+            "AUTH_002"
+        );
         let h = headers("1001", &sig);
-        assert_eq!(code(verify(b"k", &h, "POST", "/api/v1/x", b"{}", 1000)), "AUTH_002");
+        assert_eq!(
+            code(verify(b"k", &h, "POST", "/api/v1/x", b"{}", 1000)),
+            "AUTH_002"
+        );
         for bad in ["", "v1=", "v2=00", "v1=zz", &sig.to_uppercase()] {
             let h = headers("1000", bad);
-            assert_eq!(code(verify(b"k", &h, "POST", "/api/v1/x", b"{}", 1000)), "AUTH_002", "{bad:?}");
+            assert_eq!(
+                code(verify(b"k", &h, "POST", "/api/v1/x", b"{}", 1000)),
+                "AUTH_002",
+                "{bad:?}"
+            );
         }
     }
 
@@ -271,11 +314,15 @@ mod tests {
         let h = headers("1000", &sig);
         assert!(verify(b"k", &h, "GET", "/", b"", 1000 + TOLERANCE_S).is_ok());
         assert_eq!(
-            verify(b"k", &h, "GET", "/", b"", 1001 + TOLERANCE_S).unwrap_err().code(),
+            verify(b"k", &h, "GET", "/", b"", 1001 + TOLERANCE_S)
+                .unwrap_err()
+                .code(),
             "AUTH_003"
         );
         assert_eq!(
-            verify(b"k", &h, "GET", "/", b"", 999 - TOLERANCE_S).unwrap_err().code(),
+            verify(b"k", &h, "GET", "/", b"", 999 - TOLERANCE_S)
+                .unwrap_err()
+                .code(),
             "AUTH_003"
         );
     }
@@ -285,7 +332,11 @@ mod tests {
         for ts in ["-5", "+5", "1e3", "abc", " "] {
             let sig = sign(b"k", ts.trim(), "GET", "/", b"");
             let h = headers(ts, &sig);
-            assert_eq!(verify(b"k", &h, "GET", "/", b"", 5).unwrap_err().code(), "AUTH_002", "{ts:?}");
+            assert_eq!(
+                verify(b"k", &h, "GET", "/", b"", 5).unwrap_err().code(),
+                "AUTH_002",
+                "{ts:?}"
+            );
         }
     }
 }

@@ -193,7 +193,10 @@ async fn transactions(
             query.limit,
         )
         .await?;
-    Ok(ApiOk::new("credit transactions", StatementView::from(statement)))
+    Ok(ApiOk::new(
+        "credit transactions",
+        StatementView::from(statement),
+    ))
 }
 
 // ── Events ─────────────────────────────────────────────────────────────────
@@ -271,18 +274,13 @@ fn idempotency(
             Ok(None)
         };
     };
-    let key = value.to_str().map_err(|_| {
-        ApiError::InvalidRequest("Idempotency-Key must be visible ASCII".into())
-    })?;
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::InvalidRequest("Idempotency-Key must be visible ASCII".into()))?;
     let path = uri
         .path_and_query()
         .map_or_else(|| uri.path(), |pq| pq.as_str());
-    Ok(Some(Idempotency::new(
-        key,
-        method.as_str(),
-        path,
-        &body.0,
-    )?))
+    Ok(Some(Idempotency::new(key, method.as_str(), path, &body.0)?))
 }
 
 /// The envelope bytes a command stores with its effect.

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::app::PolicyRef;
-use crate::app::credits::{Balance, BalanceView, CreditsGranted, CreditsRefunded, CreditsUsed, Statement};
+use crate::app::credits::{
+    Balance, BalanceView, CreditsGranted, CreditsRefunded, CreditsUsed, Statement,
+};
 use crate::app::customers::Customer;
 use crate::app::events::EventPage;
 use crate::policy::types;
@@ -483,7 +485,10 @@ mod tests {
     fn times_render_as_rfc3339_utc_with_milliseconds() {
         assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(rfc3339_millis(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            rfc3339_millis(1_700_000_000_123),
+            "2023-11-14T22:13:20.123Z"
+        );
         assert_eq!(rfc3339_millis(-1), "1969-12-31T23:59:59.999Z");
     }
 }

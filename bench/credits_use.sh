@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of POST /api/v1/credits/use (BENCHMARKS.md,
+# "credits/use end to end").
+#
+#   bench/credits_use.sh [sqlite|postgres|pgbench|all]     (default: all)
+#
+# Builds release, then for each backend starts `fluxpay-host serve` with
+# bench/tenants.yaml (one signed tenant, `bench`) on 127.0.0.1, seeds
+# customers and drives signed credits/use requests with host/examples/loadgen.rs:
+#   sqlite   — a fresh temporary SQLite file, once per SQLITE_SYNC mode
+#   postgres — a private, durable PostgreSQL 15 cluster (fsync=on,
+#              synchronous_commit=on) started on 127.0.0.1:$PG_PORT
+#   pgbench  — bench/pgbench_credit_use.sql (the same statements) against
+#              the same cluster, at PGBENCH_CLIENTS client counts
+# Every process it starts is stopped on exit, by PID.
+#
+# Knobs (environment): DURATION (s, 20), WARMUP (s, 3), CONCURRENCY ("32"),
+# CUSTOMERS (10000), HOT ("" or "K:P" — P % of the traffic on K customers,
+# run in addition), PORT (18080), PG_PORT (54329), SQLITE_SYNC ("full normal"),
+# PG_POOL (host pool size on PostgreSQL, 32), PGBENCH_CLIENTS ("8 32"),
+# LOADGEN_THREADS (1), PROFILE (1: `perf record` the host during one run),
+# SKIP_BUILD (1: use the release binaries already in target/release).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+MODE=${1:-all}
+DURATION=${DURATION:-20}
+WARMUP=${WARMUP:-3}
+CONCURRENCY=${CONCURRENCY:-32}
+CUSTOMERS=${CUSTOMERS:-10000}
+HOT=${HOT:-}
+PORT=${PORT:-18080}
+PG_PORT=${PG_PORT:-54329}
+SQLITE_SYNC=${SQLITE_SYNC:-full normal}
+PG_POOL=${PG_POOL:-32}
+PGBENCH_CLIENTS=${PGBENCH_CLIENTS:-8 32}
+LOADGEN_THREADS=${LOADGEN_THREADS:-1}
+PROFILE=${PROFILE:-0}
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+
+KEY=fp_bench_0123456789abcdef
+export BENCH_SIGNING_SECRET=${BENCH_SIGNING_SECRET:-bench-signing-secret}
+# A backtrace per error costs µs on hot paths (NOTES-services.md); request
+# logs would measure the terminal. Both off, as stated in BENCHMARKS.md.
+unset RUST_BACKTRACE
+export RUST_LOG=${BENCH_RUST_LOG:-warn}
+
+WORK=$(mktemp -d /tmp/fluxpay-bench.XXXXXX)
+chmod 755 "$WORK"
+# Configs and databases in separate directories: the host watches its
+# config's directory for hot reload, and database writes there would wake it.
+CFG=$WORK/cfg DATA=$WORK/data
+mkdir -p "$CFG" "$DATA"
+HOST_PID=""
+PG_DATA=""
+PERF_PID=""
+
+as_postgres() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+cleanup() {
+    set +e
+    [ -n "$PERF_PID" ] && kill -INT "$PERF_PID" 2>/dev/null && wait "$PERF_PID" 2>/dev/null
+    if [ -n "$HOST_PID" ]; then
+        kill "$HOST_PID" 2>/dev/null
+        wait "$HOST_PID" 2>/dev/null
+    fi
+    if [ -n "$PG_DATA" ] && [ -f "$PG_DATA/postmaster.pid" ]; then
+        as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null 2>&1
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# CPU time (ms) used so far by a process, or by a PostgreSQL cluster's
+# processes (the postmaster's children, live ones).
+cpu_ms() { # <pid>
+    awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+pg_cpu_ms() {
+    local pm total=0
+    [ -n "$PG_DATA" ] && [ -f "$PG_DATA/postmaster.pid" ] || { echo 0; return; }
+    pm=$(head -1 "$PG_DATA/postmaster.pid")
+    for child in $(cat "/proc/$pm/task/$pm/children" 2>/dev/null); do
+        total=$((total + $(cpu_ms "$child")))
+    done
+    # The postmaster itself plus the children it has reaped (exited backends).
+    total=$((total + $(awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15 + $16 + $17) * 1000 / hz) }' "/proc/$pm/stat")))
+    echo "$total"
+}
+
+say() { printf '\n== %s\n' "$*"; }
+facts() {
+    echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    say "building release (fluxpay-host + loadgen)"
+    (cd "$REPO" && cargo build --release -p fluxpay-host --bin fluxpay-host --example loadgen)
+fi
+HOST_BIN="$REPO/target/release/fluxpay-host"
+LOADGEN_BIN="$REPO/target/release/examples/loadgen"
+
+# bench/tenants.yaml with absolute module paths, so the copy can live in $WORK.
+config() { # <file> [extra database keys…]
+    local file=$1; shift
+    sed "s#\.\./target/#$REPO/target/#g" "$REPO/bench/tenants.yaml" > "$file"
+    for line in "$@"; do
+        sed -i "s#^database:\$#database:\n  $line#" "$file"
+    done
+}
+
+start_host() { # <config> <database url>
+    FLUXPAY_DATABASE_URL=$2 FLUXPAY_LISTEN=127.0.0.1:$PORT \
+        "$HOST_BIN" serve --config "$1" > "$WORK/host.log" 2>&1 &
+    HOST_PID=$!
+    for _ in $(seq 1 300); do
+        if curl -fsS "http://127.0.0.1:$PORT/health/ready" >/dev/null 2>&1; then return 0; fi
+        if ! kill -0 "$HOST_PID" 2>/dev/null; then break; fi
+        sleep 0.1
+    done
+    echo "fluxpay-host did not become ready:" >&2
+    cat "$WORK/host.log" >&2
+    exit 1
+}
+
+stop_host() {
+    kill "$HOST_PID" 2>/dev/null || true
+    wait "$HOST_PID" 2>/dev/null || true
+    HOST_PID=""
+}
+
+loadgen() { # <label> <extra loadgen args…>
+    local label=$1; shift
+    local host0 pg0 host1 pg1 n
+    host0=$(cpu_ms "$HOST_PID"); pg0=$(pg_cpu_ms)
+    LOADGEN_SECRET=$BENCH_SIGNING_SECRET "$LOADGEN_BIN" \
+        --url "http://127.0.0.1:$PORT" --key "$KEY" --threads "$LOADGEN_THREADS" "$@" \
+        | tee "$WORK/loadgen.out"
+    host1=$(cpu_ms "$HOST_PID"); pg1=$(pg_cpu_ms)
+    # Requests including the warm-up: CPU was measured over the whole run.
+    n=$(grep -oP '^credits/use: \K[0-9]+' "$WORK/loadgen.out")
+    n=$((n + $(grep -oP '\(\K[0-9]+(?= warm-up)' "$WORK/loadgen.out")))
+    echo "  CPU per request: host $(( (host1 - host0) * 1000 / (n > 0 ? n : 1) )) µs, PostgreSQL $(( (pg1 - pg0) * 1000 / (n > 0 ? n : 1) )) µs (over $n requests incl. warm-up)" \
+        | tee -a "$WORK/loadgen.out"
+    echo "$label $(grep '^RESULT ' "$WORK/loadgen.out" | cut -d' ' -f2-) $(grep 'CPU per request' "$WORK/loadgen.out")" >> "$WORK/summary"
+}
+
+# Seeds once, then one measured run per concurrency (and the hot variant).
+drive() { # <label prefix>
+    local prefix=run$$ 
+    LOADGEN_SECRET=$BENCH_SIGNING_SECRET "$LOADGEN_BIN" --url "http://127.0.0.1:$PORT" \
+        --key "$KEY" --customers "$CUSTOMERS" --prefix "$prefix" --concurrency 32 --seed-only
+    for c in $CONCURRENCY; do
+        facts
+        if [ "$PROFILE" = 1 ] && [ -z "$PERF_PID" ] && command -v perf >/dev/null; then
+            perf record -F 499 -g -p "$HOST_PID" -o "$WORK/perf.data" >/dev/null 2>&1 &
+            PERF_PID=$!
+        fi
+        loadgen "$1 c=$c" --customers "$CUSTOMERS" --prefix "$prefix" --skip-seed \
+            --concurrency "$c" --duration "$DURATION" --warmup "$WARMUP"
+        if [ -n "$PERF_PID" ]; then
+            kill -INT "$PERF_PID"; wait "$PERF_PID" || true; PERF_PID=""
+            perf report -i "$WORK/perf.data" --no-children --sort dso,symbol -g none \
+                --percent-limit 0.4 --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60 > "$REPO/target/bench/perf-$1.txt" || true
+            echo "perf profile: target/bench/perf-$1.txt"
+            PROFILE=done
+        fi
+        facts
+    done
+    if [ -n "$HOT" ]; then
+        loadgen "$1 c=${CONCURRENCY%% *} hot=$HOT" --customers "$CUSTOMERS" --prefix "$prefix" \
+            --skip-seed --concurrency "${CONCURRENCY%% *}" --duration "$DURATION" \
+            --warmup "$WARMUP" --hot "${HOT%%:*}" --hot-percent "${HOT##*:}"
+    fi
+}
+
+mkdir -p "$REPO/target/bench"
+: > "$WORK/summary"
+
+if [ "$MODE" = sqlite ] || [ "$MODE" = all ]; then
+    for sync in $SQLITE_SYNC; do
+        say "SQLite (synchronous=$sync, WAL, one writer)"
+        config "$CFG/sqlite-$sync.yaml" "sqlite_synchronous: $sync" "max_connections: 16"
+        start_host "$CFG/sqlite-$sync.yaml" "sqlite://$DATA/sqlite-$sync.db"
+        drive "sqlite-$sync"
+        stop_host
+    done
+fi
+
+if [ "$MODE" = postgres ] || [ "$MODE" = pgbench ] || [ "$MODE" = all ]; then
+    say "PostgreSQL 15: private durable cluster on 127.0.0.1:$PG_PORT"
+    PG_DIR=$WORK/pg
+    mkdir -p "$PG_DIR"
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$PG_DIR"
+    PG_DATA=$PG_DIR/data
+    as_postgres "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --auth=trust -E UTF8 >/dev/null
+    # Durable commits (the defaults, stated explicitly); room for the pool
+    # plus pgbench's clients; buffers large enough to hold the working set.
+    as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -w -l "$PG_DIR/log" -o \
+        "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=on -c synchronous_commit=on \
+         -c full_page_writes=on -c max_connections=200 -c shared_buffers=256MB" start >/dev/null
+    PSQL=(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
+    "${PSQL[@]}" -d postgres -c "CREATE DATABASE fluxpay" -c "CREATE DATABASE pgbench"
+    echo "fsync=$("${PSQL[@]}" -d postgres -c 'SHOW fsync') synchronous_commit=$("${PSQL[@]}" -d postgres -c 'SHOW synchronous_commit')"
+    PG_URL="postgres://postgres@127.0.0.1:$PG_PORT"
+
+    if [ "$MODE" != pgbench ]; then
+        say "fluxpay-host on PostgreSQL (pool $PG_POOL)"
+        config "$CFG/pg.yaml" "max_connections: $PG_POOL"
+        start_host "$CFG/pg.yaml" "$PG_URL/fluxpay"
+        drive "postgres"
+        stop_host
+    fi
+
+    if [ "$MODE" != postgres ]; then
+        say "pgbench: the same statements (bench/pgbench_credit_use.sql)"
+        config "$CFG/pgbench.yaml"
+        FLUXPAY_DATABASE_URL=$PG_URL/pgbench "$HOST_BIN" migrate --config "$CFG/pgbench.yaml" >/dev/null
+        "${PSQL[@]}" -d pgbench -c "
+            INSERT INTO customers (tenant_id, customer_id, attributes, version, created_at, updated_at)
+              SELECT 'bench', 'pgb-' || i, '{\"tier\":\"standard\"}', 1, 0, 0 FROM generate_series(1, $CUSTOMERS) i;
+            INSERT INTO credit_accounts (tenant_id, customer_id, balance, updated_at)
+              SELECT 'bench', 'pgb-' || i, 1000000000, 0 FROM generate_series(1, $CUSTOMERS) i;" \
+            -c "VACUUM ANALYZE"
+        for c in $PGBENCH_CLIENTS; do
+            facts
+            pg0=$(pg_cpu_ms)
+            pgbench -n -M prepared -f "$REPO/bench/pgbench_credit_use.sql" \
+                -D ncust="$CUSTOMERS" -D now="$(date +%s%3N)" -c "$c" -j 2 -T "$DURATION" \
+                -h 127.0.0.1 -p "$PG_PORT" -U postgres pgbench | tee "$WORK/pgbench.out"
+            pg1=$(pg_cpu_ms)
+            n=$(grep -oP 'actually processed: \K[0-9]+' "$WORK/pgbench.out")
+            echo "  PostgreSQL CPU per transaction: $(( (pg1 - pg0) * 1000 / (n > 0 ? n : 1) )) µs" | tee -a "$WORK/pgbench.out"
+            tps=$(grep -oP 'tps = \K[0-9.]+' "$WORK/pgbench.out" | head -1)
+            lat=$(grep -oP 'latency average = \K[0-9.]+' "$WORK/pgbench.out" | head -1)
+            echo "pgbench c=$c {\"tps\":$tps,\"latencyAvgMs\":$lat} $(grep 'CPU per transaction' "$WORK/pgbench.out")" >> "$WORK/summary"
+            facts
+        done
+    fi
+fi
+
+say "summary"
+cat "$WORK/summary" | tee "$REPO/target/bench/credits_use-summary.txt"

@@ -1,0 +1,243 @@
+//! The auditor's reads, both backends verbatim (see [`super::queries`] for
+//! why a macro). Aggregates only: the auditor never copies the ledger.
+
+/// Expands to `audit_data`. Invoke it in the module where
+/// `shared_queries!` was invoked: it uses that module's `Db`, `Result` and
+/// model imports.
+macro_rules! audit_queries {
+    () => {
+        // ── Audit ───────────────────────────────────────────────────────
+
+        pub(crate) async fn audit_data(
+            conn: &mut <Db as sqlx::Database>::Connection,
+            tenant: &str,
+        ) -> Result<AuditData> {
+            let mut data = AuditData::default();
+
+            // Sums are cast to text: PostgreSQL sums BIGINTs as NUMERIC,
+            // which does not decode into i64, and an audit must not overflow.
+            let sums = sqlx::query_as::<_, (String, String, String)>(
+                "SELECT account, unit, CAST(SUM(amount) AS TEXT) FROM ledger_postings \
+                 WHERE tenant_id = $1 GROUP BY account, unit ORDER BY account, unit",
+            )
+            .bind(tenant)
+            .fetch_all(&mut *conn)
+            .await?;
+            for (account, unit, sum) in sums {
+                let sum = parse_sum(&sum)?;
+                data.account_sums.push(AccountSum { account, unit, sum });
+            }
+
+            let unbalanced = sqlx::query_as::<_, (String, String, String)>(
+                "SELECT transaction_id, unit, CAST(SUM(amount) AS TEXT) FROM ledger_postings \
+                 WHERE tenant_id = $1 GROUP BY transaction_id, unit HAVING SUM(amount) <> 0",
+            )
+            .bind(tenant)
+            .fetch_all(&mut *conn)
+            .await?;
+            for (transaction_id, unit, sum) in unbalanced {
+                data.transaction_problems.push(TransactionProblem {
+                    transaction_id,
+                    problem: format!("postings in {unit} sum to {sum}, not zero"),
+                });
+            }
+            let thin = sqlx::query_as::<_, (String, i64)>(
+                "SELECT t.transaction_id, COUNT(p.line) FROM ledger_transactions t \
+                 LEFT JOIN ledger_postings p \
+                   ON p.tenant_id = t.tenant_id AND p.transaction_id = t.transaction_id \
+                 WHERE t.tenant_id = $1 GROUP BY t.transaction_id HAVING COUNT(p.line) < 2",
+            )
+            .bind(tenant)
+            .fetch_all(&mut *conn)
+            .await?;
+            for (transaction_id, count) in thin {
+                data.transaction_problems.push(TransactionProblem {
+                    transaction_id,
+                    problem: format!("has {count} posting(s); a transaction needs at least two"),
+                });
+            }
+            let orphans = sqlx::query_scalar::<_, String>(
+                "SELECT DISTINCT p.transaction_id FROM ledger_postings p \
+                 WHERE p.tenant_id = $1 AND (p.amount = 0 OR NOT EXISTS ( \
+                   SELECT 1 FROM ledger_transactions t \
+                   WHERE t.tenant_id = p.tenant_id AND t.transaction_id = p.transaction_id))",
+            )
+            .bind(tenant)
+            .fetch_all(&mut *conn)
+            .await?;
+            for transaction_id in orphans {
+                data.transaction_problems.push(TransactionProblem {
+                    transaction_id,
+                    problem: "has a zero posting or postings without a transaction row".into(),
+                });
+            }
+
+            data.credit_accounts = sqlx::query_as::<_, CreditAccountRecord>(
+                "SELECT customer_id, balance, reserved, expiring, spent_day, spent_today, \
+                 version, updated_at FROM credit_accounts WHERE tenant_id = $1 \
+                 ORDER BY customer_id",
+            )
+            .bind(tenant)
+            .fetch_all(&mut *conn)
+            .await?;
+            data.expiring_sums = sqlx::query_as::<_, (String, i64)>(
+                "SELECT customer_id, CAST(SUM(remaining) AS BIGINT) FROM credit_grants \
+                 WHERE tenant_id = $1 AND remaining IS NOT NULL GROUP BY customer_id",
+            )
+            .bind(tenant)
+            .fetch_all(&mut *conn)
+            .await?;
+
+            // Each credit detail row against its ledger transaction: the
+            // right kind, and the right amount on the customer's account.
+            let credit_checks: [(&str, &str); 3] = [
+                (
+                    "grant",
+                    "SELECT g.grant_id FROM credit_grants g \
+                     LEFT JOIN ledger_transactions t \
+                       ON t.tenant_id = g.tenant_id AND t.transaction_id = g.grant_id \
+                     WHERE g.tenant_id = $1 AND (t.kind IS DISTINCT FROM 'credit.grant' \
+                       OR NOT EXISTS (SELECT 1 FROM ledger_postings p \
+                         WHERE p.tenant_id = g.tenant_id AND p.transaction_id = g.grant_id \
+                           AND p.account = 'customer:' || g.customer_id || ':credits' \
+                           AND p.unit = 'CREDITS' AND p.amount = -g.credits))",
+                ),
+                (
+                    "use",
+                    "SELECT u.use_id FROM credit_uses u \
+                     LEFT JOIN ledger_transactions t \
+                       ON t.tenant_id = u.tenant_id AND t.transaction_id = u.use_id \
+                     WHERE u.tenant_id = $1 AND (t.kind NOT IN ('credit.use', 'subscription.charge') \
+                       OR t.kind IS NULL \
+                       OR NOT EXISTS (SELECT 1 FROM ledger_postings p \
+                         WHERE p.tenant_id = u.tenant_id AND p.transaction_id = u.use_id \
+                           AND p.account = 'customer:' || u.customer_id || ':credits' \
+                           AND p.unit = 'CREDITS' AND p.amount = u.charged))",
+                ),
+                (
+                    "refund",
+                    "SELECT r.refund_id FROM credit_refunds r \
+                     LEFT JOIN ledger_transactions t \
+                       ON t.tenant_id = r.tenant_id AND t.transaction_id = r.refund_id \
+                     WHERE r.tenant_id = $1 AND (t.kind IS DISTINCT FROM 'credit.refund' \
+                       OR NOT EXISTS (SELECT 1 FROM ledger_postings p \
+                         WHERE p.tenant_id = r.tenant_id AND p.transaction_id = r.refund_id \
+                           AND p.account = 'customer:' || r.customer_id || ':credits' \
+                           AND p.unit = 'CREDITS' AND p.amount = -r.credits))",
+                ),
+            ];
+            for (what, sql) in credit_checks {
+                let ids = sqlx::query_scalar::<_, String>(sql)
+                    .bind(tenant)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                for transaction_id in ids {
+                    data.credit_problems.push(TransactionProblem {
+                        transaction_id,
+                        problem: format!(
+                            "the credit {what} row disagrees with its ledger transaction \
+                             (missing, wrong kind, or wrong amount on the customer's credits)"
+                        ),
+                    });
+                }
+            }
+            let refunds = sqlx::query_as::<_, (String, i64, i64)>(
+                "SELECT u.use_id, u.refunded, CAST(COALESCE(SUM(r.credits), 0) AS BIGINT) \
+                 FROM credit_uses u LEFT JOIN credit_refunds r \
+                   ON r.tenant_id = u.tenant_id AND r.use_id = u.use_id \
+                 WHERE u.tenant_id = $1 GROUP BY u.use_id, u.refunded \
+                 HAVING u.refunded <> COALESCE(SUM(r.credits), 0)",
+            )
+            .bind(tenant)
+            .fetch_all(&mut *conn)
+            .await?;
+            for (use_id, refunded, sum) in refunds {
+                data.credit_problems.push(TransactionProblem {
+                    transaction_id: use_id,
+                    problem: format!("use records {refunded} refunded but its refunds sum to {sum}"),
+                });
+            }
+
+            // Every effect has its history row and exactly one event, and
+            // every history row and event belongs to an effect with both.
+            let links: [(&str, &str); 4] = [
+                (
+                    "ledger transaction has no state-history row",
+                    "SELECT t.transaction_id FROM ledger_transactions t WHERE t.tenant_id = $1 \
+                     AND NOT EXISTS (SELECT 1 FROM state_history h \
+                       WHERE h.tenant_id = t.tenant_id AND h.transaction_id = t.transaction_id)",
+                ),
+                (
+                    "ledger transaction does not have exactly one outbox event",
+                    "SELECT t.transaction_id FROM ledger_transactions t WHERE t.tenant_id = $1 \
+                     AND (SELECT COUNT(*) FROM outbox_events o \
+                       WHERE o.tenant_id = t.tenant_id AND o.transaction_id = t.transaction_id) <> 1",
+                ),
+                (
+                    "state change has no outbox event",
+                    "SELECT DISTINCT h.transaction_id FROM state_history h WHERE h.tenant_id = $1 \
+                     AND NOT EXISTS (SELECT 1 FROM outbox_events o \
+                       WHERE o.tenant_id = h.tenant_id AND o.transaction_id = h.transaction_id)",
+                ),
+                (
+                    "outbox event has no state-history row",
+                    "SELECT DISTINCT o.transaction_id FROM outbox_events o WHERE o.tenant_id = $1 \
+                     AND NOT EXISTS (SELECT 1 FROM state_history h \
+                       WHERE h.tenant_id = o.tenant_id AND h.transaction_id = o.transaction_id)",
+                ),
+            ];
+            for (problem, sql) in links {
+                let ids = sqlx::query_scalar::<_, String>(sql)
+                    .bind(tenant)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                for transaction_id in ids {
+                    data.link_problems.push(TransactionProblem {
+                        transaction_id,
+                        problem: problem.to_owned(),
+                    });
+                }
+            }
+
+            // Current states in the exact form history rows write them
+            // (see app::history for the credit_account and credit_use forms).
+            data.entities = sqlx::query_as::<_, EntityState>(
+                "SELECT 'customer' AS entity_type, customer_id AS entity_id, \
+                   'ACTIVE' AS state, version FROM customers WHERE tenant_id = $1 \
+                 UNION ALL \
+                 SELECT 'credit_account', customer_id, \
+                   'balance=' || balance || ' reserved=' || reserved, version \
+                   FROM credit_accounts WHERE tenant_id = $1 \
+                 UNION ALL \
+                 SELECT 'credit_use', u.use_id, 'refunded=' || u.refunded, \
+                   (SELECT COUNT(*) FROM credit_refunds r \
+                     WHERE r.tenant_id = u.tenant_id AND r.use_id = u.use_id) \
+                   FROM credit_uses u WHERE u.tenant_id = $1 \
+                 UNION ALL \
+                 SELECT 'order', order_id, status, version FROM orders WHERE tenant_id = $1 \
+                 UNION ALL \
+                 SELECT 'subscription', subscription_id, status, version FROM subscriptions \
+                   WHERE tenant_id = $1",
+            )
+            .bind(tenant)
+            .fetch_all(&mut *conn)
+            .await?;
+            data.history = sqlx::query_as::<_, HistoryRecord>(
+                "SELECT id, entity_type, entity_id, from_state, to_state, event, transaction_id \
+                 FROM state_history WHERE tenant_id = $1 ORDER BY entity_type, entity_id, id",
+            )
+            .bind(tenant)
+            .fetch_all(&mut *conn)
+            .await?;
+            Ok(data)
+        }
+
+        fn parse_sum(text: &str) -> Result<i128> {
+            text.trim()
+                .parse::<i128>()
+                .map_err(|_| StoreError::Corrupt(format!("posting sum `{text}` is not an integer")))
+        }
+    };
+}
+
+pub(crate) use audit_queries;

@@ -1,0 +1,205 @@
+//! The auditor: clean after real traffic, and it catches every kind of
+//! deliberate corruption — through the library and through
+//! `fluxpay-host audit` (exit 0 clean, 1 with a report).
+
+mod harness;
+
+use std::process::Command;
+
+use harness::{Tenant, TestHost, backends};
+use serde_json::json;
+
+async fn scenario(host: &TestHost) -> String {
+    host.put_customer(Tenant::Globex, "c1", json!({}))
+        .await
+        .expect(201, "OK");
+    host.put_customer(Tenant::Globex, "c2", json!({}))
+        .await
+        .expect(201, "OK");
+    host.charge(Tenant::Globex, "c1", 50)
+        .await
+        .expect(201, "OK");
+    host.charge(Tenant::Globex, "c2", 50)
+        .await
+        .expect(201, "OK");
+    let used = host
+        .use_credits(Tenant::Globex, "c1", "render", 7, "u1")
+        .await;
+    let use_id = used.result()["transactionId"].as_str().unwrap().to_owned();
+    host.call(
+        Tenant::Globex,
+        "POST",
+        "/api/v1/credits/refund",
+        Some(json!({ "transactionId": use_id, "credits": 2 })),
+        Some("r1"),
+    )
+    .await
+    .expect(201, "OK");
+    use_id
+}
+
+fn checks(report: &fluxpay_host::app::audit::AuditReport) -> Vec<&'static str> {
+    let mut checks: Vec<_> = report.discrepancies.iter().map(|d| d.check).collect();
+    checks.sort();
+    checks.dedup();
+    checks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auditor_is_clean_after_traffic_and_catches_each_corruption() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let use_id = scenario(&host).await;
+        let clean = host.audit().await;
+        assert!(clean.is_clean(), "{clean}");
+        assert!(clean.checked.credit_accounts >= 2 && clean.checked.history_rows >= 6);
+
+        // A posting changed: the transaction and the unit no longer balance,
+        // and the materialised balance no longer matches the ledger.
+        host.raw
+            .execute(&format!(
+                "UPDATE ledger_postings SET amount = amount + 1 \
+                 WHERE transaction_id = '{use_id}' AND account LIKE 'customer:%'"
+            ))
+            .await;
+        let report = host.audit().await;
+        let found = checks(&report);
+        for check in [
+            "ledger.transaction",
+            "ledger.totals",
+            "credit.balance",
+            "credit.records",
+        ] {
+            assert!(
+                found.contains(&check),
+                "{backend:?}: {check} not in {found:?}\n{report}"
+            );
+        }
+        host.raw
+            .execute(&format!(
+                "UPDATE ledger_postings SET amount = amount - 1 \
+                 WHERE transaction_id = '{use_id}' AND account LIKE 'customer:%'"
+            ))
+            .await;
+        assert!(host.audit().await.is_clean());
+
+        // A balance changed behind the ledger's back.
+        host.raw
+            .execute("UPDATE credit_accounts SET balance = balance + 5 WHERE customer_id = 'c2'")
+            .await;
+        let found = checks(&host.audit().await);
+        assert!(
+            found.contains(&"credit.balance") && found.contains(&"history.chain"),
+            "{found:?}"
+        );
+        host.raw
+            .execute("UPDATE credit_accounts SET balance = balance - 5 WHERE customer_id = 'c2'")
+            .await;
+
+        // An effect without its event, then without its history row.
+        host.raw
+            .execute(&format!(
+                "UPDATE outbox_events SET transaction_id = 'elsewhere' WHERE transaction_id = '{use_id}'"
+            ))
+            .await;
+        let found = checks(&host.audit().await);
+        assert!(found.contains(&"journal.links"), "{found:?}");
+        host.raw
+            .execute(&format!(
+                "UPDATE outbox_events SET transaction_id = '{use_id}' WHERE transaction_id = 'elsewhere'"
+            ))
+            .await;
+        host.raw
+            .execute(&format!(
+                "DELETE FROM state_history WHERE transaction_id = '{use_id}'"
+            ))
+            .await;
+        let found = checks(&host.audit().await);
+        assert!(
+            found.contains(&"history.count") && found.contains(&"journal.links"),
+            "{found:?}"
+        );
+
+        // The CLI agrees: exit 1 with a report naming the tenant.
+        let (code, out) = cli_audit(&host, &[]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("[globex] history.count"), "{out}");
+        let (code, out) = cli_audit(&host, &["--tenant", "acme"]);
+        assert_eq!(code, 0, "acme is untouched: {out}");
+        let (code, out) = cli_audit(&host, &["--tenant", "nobody"]);
+        assert_eq!(code, 2, "{out}");
+
+        // No final clean audit: this database is corrupt on purpose.
+        host.discard().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_command_exits_zero_on_clean_books_and_reports_as_json() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        scenario(&host).await;
+        let (code, out) = cli_audit(&host, &[]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("clean: no discrepancies"), "{out}");
+        let (code, out) = cli_audit(&host, &["--json", "--tenant", "globex"]);
+        assert_eq!(code, 0, "{out}");
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(report["tenants"], json!(["globex"]));
+        assert_eq!(report["discrepancies"], json!([]));
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_creates_the_schema_of_a_new_sqlite_database_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tenants.yaml");
+    std::fs::write(
+        &config,
+        "database:\n  url: sqlite://data/new.db\ntenants: {}\n",
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let output = Command::new(env!("CARGO_BIN_EXE_fluxpay-host"))
+            .args(["migrate", "--config"])
+            .arg(&config)
+            .env_remove("FLUXPAY_DATABASE_URL")
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("migrated the sqlite database"), "{stdout}");
+    }
+    assert!(
+        dir.path().join("data/new.db").exists(),
+        "relative to the config file"
+    );
+}
+
+/// Runs `fluxpay-host audit` against the test host's database.
+fn cli_audit(host: &TestHost, args: &[&str]) -> (i32, String) {
+    let url = match &host.database.url {
+        fluxpay_host::config::DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+        fluxpay_host::config::DatabaseUrl::Postgres(url) => url.expose().to_owned(),
+    };
+    let output = Command::new(env!("CARGO_BIN_EXE_fluxpay-host"))
+        .args(["audit", "--config"])
+        .arg(&host.config_path)
+        .args(args)
+        .env("FLUXPAY_DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}

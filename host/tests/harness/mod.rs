@@ -1,0 +1,602 @@
+//! The money tests' harness: a host (tenant API + admin API) per test, on
+//! SQLite (a temp file) and, when `FLUXPAY_TEST_POSTGRES_URL` is set, on
+//! PostgreSQL (a fresh database per test). With `CI=true` a missing
+//! PostgreSQL URL fails the test instead of skipping it.
+//!
+//! Tenants of the test config:
+//! - `acme`: signed (secret [`ACME_SECRET`]); `render` costs 5 credits per
+//!   unit (×0.5 for tier `gold`), `free` costs 0; its validation policy caps
+//!   customers of tier `capped` at 50 credits a day.
+//! - `globex`: dev (unsigned); `render` costs 1 credit per unit.
+//! - `initech`: dev; its credit policy is the hostile fixture set to loop
+//!   forever, so every price call runs out of fuel.
+//! - `hooli`: dev, with no policies at all.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use fluxpay_host::api::{self, admin::AdminState, admin::AdminToken, tenant::auth::sign};
+use fluxpay_host::app::audit::{self, AuditReport};
+use fluxpay_host::app::{App, TenantDirectory};
+use fluxpay_host::config::{self, DatabaseConfig, DatabaseUrl, Secret, SqliteSynchronous};
+use fluxpay_host::policy::registry::Registry;
+use fluxpay_host::policy::reload::{Reloader, Trigger};
+use fluxpay_host::store::Store;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tower::ServiceExt as _;
+
+pub const ACME_KEY: &str = "fp_test_acme_key_0001";
+pub const ACME_KEY_2: &str = "fp_test_acme_key_0002";
+pub const ACME_SECRET: &str = "acme-signing-secret";
+pub const GLOBEX_KEY: &str = "fp_test_globex_key_0001";
+pub const INITECH_KEY: &str = "fp_test_initech_key_0001";
+pub const HOOLI_KEY: &str = "fp_test_hooli_key_0001";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// SQLite always; PostgreSQL when `FLUXPAY_TEST_POSTGRES_URL` is set. In CI
+/// (`CI=true`) the PostgreSQL URL is mandatory.
+pub fn backends() -> Vec<Backend> {
+    let mut backends = vec![Backend::Sqlite];
+    match std::env::var("FLUXPAY_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => backends.push(Backend::Postgres),
+        _ => {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!(
+                    "CI=true but FLUXPAY_TEST_POSTGRES_URL is not set: the PostgreSQL suite \
+                     must run in CI (.ci/run starts a private cluster)"
+                );
+            }
+            eprintln!("FLUXPAY_TEST_POSTGRES_URL not set: PostgreSQL tests skipped");
+        }
+    }
+    backends
+}
+
+pub fn sha_hex(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// A reference policy component, built once per test binary.
+pub fn policy(package: &str) -> PathBuf {
+    use std::sync::{Mutex, OnceLock};
+    static BUILT: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = built.get(package) {
+        return path.clone();
+    }
+    let root = fluxpay_policy_build::workspace_root_from(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .expect("workspace root");
+    let exe = std::env::current_exe().expect("test binary path");
+    let stem = exe.file_stem().unwrap().to_string_lossy().into_owned();
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("policies-{stem}"));
+    let path = fluxpay_policy_build::Build::in_workspace(&root, package)
+        .out_dir(out)
+        .run()
+        .unwrap_or_else(|err| panic!("building {package}: {err:#}"));
+    built.insert(package.to_owned(), path.clone());
+    path
+}
+
+/// The test configuration (see the module docs).
+pub fn config_yaml() -> String {
+    let credit = policy("fluxpay-policy-credit");
+    let validation = policy("fluxpay-policy-validation");
+    let hostile = policy("fluxpay-fixture-hostile");
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
+    format!(
+        r#"engine:
+  artifact_dir: {artifacts}
+  default_limits: {{ deadline_ms: 10000 }}
+tenants:
+  acme:
+    currency: USD
+    api_keys:
+      - {{ id: acme-1, sha256: {acme} }}
+      - {{ id: acme-2, sha256: {acme2} }}
+    signing: {{ secret_env: TEST_ACME_SECRET }}
+    pricing:
+      credit:
+        module: {credit}
+        config:
+          features: {{ render: {{ credits_per_unit: 5 }}, free: {{ credits_per_unit: 0 }} }}
+          multiplier_attribute: tier
+          multipliers: {{ gold: 500 }}
+    validation:
+      - name: limits
+        module: {validation}
+        config:
+          daily_credit_cap: {{ by_tier: {{ capped: 50 }} }}
+  globex:
+    dev: true
+    api_keys: [{{ id: globex-1, sha256: {globex} }}]
+    pricing:
+      credit:
+        module: {credit}
+        config: {{ features: {{ render: {{ credits_per_unit: 1 }} }} }}
+  initech:
+    dev: true
+    api_keys: [{{ id: initech-1, sha256: {initech} }}]
+    pricing:
+      credit:
+        module: {hostile}
+        config: {{ behaviour: loop }}
+  hooli:
+    dev: true
+    api_keys: [{{ id: hooli-1, sha256: {hooli} }}]
+"#,
+        artifacts = artifacts.display(),
+        acme = sha_hex(ACME_KEY),
+        acme2 = sha_hex(ACME_KEY_2),
+        globex = sha_hex(GLOBEX_KEY),
+        initech = sha_hex(INITECH_KEY),
+        hooli = sha_hex(HOOLI_KEY),
+        credit = credit.display(),
+        validation = validation.display(),
+        hostile = hostile.display(),
+    )
+}
+
+/// Who calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tenant {
+    /// Signed.
+    Acme,
+    /// Dev, unsigned.
+    Globex,
+    /// Dev; its credit policy loops until it runs out of fuel.
+    Initech,
+    /// Dev; no policies.
+    Hooli,
+}
+
+impl Tenant {
+    pub fn key(self) -> &'static str {
+        match self {
+            Tenant::Acme => ACME_KEY,
+            Tenant::Globex => GLOBEX_KEY,
+            Tenant::Initech => INITECH_KEY,
+            Tenant::Hooli => HOOLI_KEY,
+        }
+    }
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Tenant::Acme => "acme",
+            Tenant::Globex => "globex",
+            Tenant::Initech => "initech",
+            Tenant::Hooli => "hooli",
+        }
+    }
+}
+
+/// Direct access to the test database, for what the API must not offer:
+/// counting every row, and corrupting data on purpose.
+#[derive(Clone)]
+pub enum Raw {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// Every table of the schema.
+pub const TABLES: [&str; 17] = [
+    "customers",
+    "ledger_transactions",
+    "ledger_postings",
+    "credit_accounts",
+    "credit_grants",
+    "credit_uses",
+    "credit_refunds",
+    "credit_reservations",
+    "orders",
+    "order_items",
+    "order_lines",
+    "subscriptions",
+    "usage_events",
+    "period_closes",
+    "state_history",
+    "outbox_events",
+    "idempotency_keys",
+];
+
+impl Raw {
+    pub async fn execute(&self, sql: &str) {
+        match self {
+            Raw::Sqlite(pool) => {
+                sqlx::query(sql).execute(pool).await.unwrap();
+            }
+            Raw::Postgres(pool) => {
+                sqlx::query(sql).execute(pool).await.unwrap();
+            }
+        }
+    }
+
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        match self {
+            Raw::Sqlite(pool) => sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(pool)
+                .await
+                .unwrap(),
+            Raw::Postgres(pool) => sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(pool)
+                .await
+                .unwrap(),
+        }
+    }
+
+    /// Rows per table (all tenants).
+    pub async fn counts(&self) -> BTreeMap<&'static str, i64> {
+        let mut counts = BTreeMap::new();
+        for table in TABLES {
+            counts.insert(
+                table,
+                self.scalar(&format!("SELECT COUNT(*) FROM {table}")).await,
+            );
+        }
+        counts
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Raw::Sqlite(pool) => pool.close().await,
+            Raw::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// An answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub bytes: Vec<u8>,
+    pub json: Value,
+}
+
+impl Answer {
+    pub fn code(&self) -> &str {
+        self.json["code"].as_str().unwrap_or("<none>")
+    }
+
+    pub fn result(&self) -> &Value {
+        &self.json["result"]
+    }
+
+    /// Asserts the status and envelope code.
+    #[track_caller]
+    pub fn expect(&self, status: u16, code: &str) -> &Self {
+        assert_eq!(
+            (self.status.as_u16(), self.code()),
+            (status, code),
+            "unexpected answer: {}",
+            self.json
+        );
+        assert_eq!(self.json["isSuccess"], code == "OK", "{}", self.json);
+        self
+    }
+}
+
+/// A host under test.
+pub struct TestHost {
+    pub backend: Backend,
+    pub app: App,
+    pub router: axum::Router,
+    pub raw: Raw,
+    pub clock: Arc<AtomicI64>,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub database: DatabaseConfig,
+    pg_admin: Option<(String, String)>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A fresh PostgreSQL database on the test cluster: (admin url, db url, name).
+pub async fn fresh_pg_database() -> (String, String, String) {
+    let admin = std::env::var("FLUXPAY_TEST_POSTGRES_URL").expect("FLUXPAY_TEST_POSTGRES_URL");
+    let name = format!("fluxpay_t_{}", uuid::Uuid::now_v7().simple());
+    let pool = sqlx::PgPool::connect(&admin)
+        .await
+        .expect("connect to the test cluster");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let (base, _) = admin
+        .split_once('?')
+        .map_or((admin.as_str(), ""), |(b, q)| (b, q));
+    let (server, _) = base.rsplit_once('/').expect("the URL names a database");
+    (admin.clone(), format!("{server}/{name}"), name)
+}
+
+impl TestHost {
+    /// A host on `backend` with the test config, policies loaded, the
+    /// database migrated, the clock at the real now.
+    pub async fn start(backend: Backend) -> TestHost {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("tenants.yaml");
+        std::fs::write(&config_path, config_yaml()).unwrap();
+        let (url, pg_admin) = match backend {
+            Backend::Sqlite => (DatabaseUrl::Sqlite(dir.path().join("fluxpay.db")), None),
+            Backend::Postgres => {
+                let (admin, url, name) = fresh_pg_database().await;
+                (DatabaseUrl::Postgres(Secret::new(url)), Some((admin, name)))
+            }
+        };
+        let database = DatabaseConfig {
+            url,
+            max_connections: 8,
+            sqlite_synchronous: SqliteSynchronous::Full,
+            idempotency_retention_hours: 48,
+        };
+        let mut host = TestHost::assemble(backend, dir, config_path, database).await;
+        host.pg_admin = pg_admin;
+        host
+    }
+
+    async fn assemble(
+        backend: Backend,
+        dir: tempfile::TempDir,
+        config_path: PathBuf,
+        database: DatabaseConfig,
+    ) -> TestHost {
+        let store = Store::open(&database).await.expect("open and migrate");
+        let raw = match &database.url {
+            DatabaseUrl::Sqlite(path) => Raw::Sqlite(
+                sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(
+                        sqlx::sqlite::SqliteConnectOptions::new()
+                            .filename(path)
+                            .busy_timeout(std::time::Duration::from_secs(10)),
+                    )
+                    .await
+                    .unwrap(),
+            ),
+            DatabaseUrl::Postgres(url) => Raw::Postgres(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect(url.expose())
+                    .await
+                    .unwrap(),
+            ),
+        };
+        let registry = Arc::new(Registry::new());
+        let reloader = Arc::new(Reloader::new(&config_path, registry.clone()).unwrap());
+        if let Err(failure) = reloader.reload(Trigger::Startup) {
+            panic!("startup load failed: {failure}");
+        }
+        let config = config::load(&config_path).unwrap();
+        let tenants = TenantDirectory::from_config(&config, &|name| {
+            (name == "TEST_ACME_SECRET").then(|| ACME_SECRET.to_owned())
+        })
+        .unwrap();
+        let clock = Arc::new(AtomicI64::new(now_ms()));
+        let reading = clock.clone();
+        let app = App::new(
+            store,
+            registry,
+            tenants,
+            Arc::new(move || reading.load(Ordering::SeqCst)),
+        );
+        let token = AdminToken::new(&Secret::new(ADMIN_TOKEN));
+        let router = api::service(AdminState::new(reloader, Some(token)), app.clone());
+        TestHost {
+            backend,
+            app,
+            router,
+            raw,
+            clock,
+            dir,
+            config_path,
+            database,
+            pg_admin: None,
+        }
+    }
+
+    /// The same database, opened again by a new host (a restart).
+    pub async fn restart(self) -> TestHost {
+        let TestHost {
+            backend,
+            app,
+            raw,
+            dir,
+            config_path,
+            database,
+            pg_admin,
+            clock,
+            ..
+        } = self;
+        app.store().close().await;
+        raw.close().await;
+        drop(app);
+        let mut host = TestHost::assemble(backend, dir, config_path, database).await;
+        host.pg_admin = pg_admin;
+        host.clock
+            .store(clock.load(Ordering::SeqCst), Ordering::SeqCst);
+        host
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.load(Ordering::SeqCst)
+    }
+
+    pub fn advance(&self, ms: i64) {
+        self.clock.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// Sends a raw request.
+    pub async fn send(&self, request: Request<Body>) -> Answer {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
+            .await
+            .unwrap()
+            .to_vec();
+        let json = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        Answer {
+            status,
+            headers,
+            bytes,
+            json,
+        }
+    }
+
+    /// A request as a well-behaved client sends it: the tenant's key, JSON,
+    /// signed with the host's clock when the tenant signs.
+    pub fn request(
+        &self,
+        tenant: Tenant,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> Request<Body> {
+        let bytes = body
+            .map(|b| serde_json::to_vec(b).unwrap())
+            .unwrap_or_default();
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {}", tenant.key()));
+        if body.is_some() {
+            builder = builder.header("content-type", "application/json");
+        }
+        if let Some(key) = idempotency_key {
+            builder = builder.header("idempotency-key", key);
+        }
+        if tenant == Tenant::Acme {
+            let ts = (self.now() / 1000).to_string();
+            let signature = sign(ACME_SECRET.as_bytes(), &ts, method, path, &bytes);
+            builder = builder
+                .header("x-fluxpay-timestamp", ts)
+                .header("x-fluxpay-signature", signature);
+        }
+        builder.body(Body::from(bytes)).unwrap()
+    }
+
+    pub async fn call(
+        &self,
+        tenant: Tenant,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> Answer {
+        self.send(self.request(tenant, method, path, body.as_ref(), idempotency_key))
+            .await
+    }
+
+    pub async fn put_customer(&self, tenant: Tenant, id: &str, attributes: Value) -> Answer {
+        self.call(
+            tenant,
+            "PUT",
+            &format!("/api/v1/customers/{id}"),
+            Some(serde_json::json!({ "attributes": attributes })),
+            None,
+        )
+        .await
+    }
+
+    pub async fn charge(&self, tenant: Tenant, customer: &str, credits: i64) -> Answer {
+        let key = format!("charge-{}", uuid::Uuid::now_v7().simple());
+        self.call(
+            tenant,
+            "POST",
+            "/api/v1/credits/charge",
+            Some(serde_json::json!({ "customerId": customer, "credits": credits, "reason": "test grant" })),
+            Some(&key),
+        )
+        .await
+    }
+
+    pub async fn use_credits(
+        &self,
+        tenant: Tenant,
+        customer: &str,
+        feature: &str,
+        units: i64,
+        key: &str,
+    ) -> Answer {
+        self.call(
+            tenant,
+            "POST",
+            "/api/v1/credits/use",
+            Some(serde_json::json!({ "customerId": customer, "feature": feature, "units": units })),
+            Some(key),
+        )
+        .await
+    }
+
+    pub async fn balance(&self, tenant: Tenant, customer: &str) -> Answer {
+        self.call(
+            tenant,
+            "GET",
+            &format!("/api/v1/credits/balance?customerId={customer}"),
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// The auditor's report over every tenant.
+    pub async fn audit(&self) -> AuditReport {
+        audit::audit(self.app.store(), &[])
+            .await
+            .expect("the auditor runs")
+    }
+
+    /// Panics with the report unless the books balance.
+    pub async fn assert_audit_clean(&self) {
+        let report = self.audit().await;
+        assert!(report.is_clean(), "{:?} audit:\n{report}", self.backend);
+    }
+
+    /// Audits, closes and drops the test database.
+    pub async fn finish(self) {
+        self.assert_audit_clean().await;
+        self.discard().await;
+    }
+
+    /// Closes and drops the test database without auditing (for tests that
+    /// corrupt it on purpose).
+    pub async fn discard(self) {
+        self.app.store().close().await;
+        self.raw.close().await;
+        if let Some((admin, name)) = &self.pg_admin {
+            let pool = sqlx::PgPool::connect(admin).await.unwrap();
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&pool)
+                .await;
+            pool.close().await;
+        }
+    }
+}
