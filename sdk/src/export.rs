@@ -137,7 +137,9 @@ pub fn run_pricing<C: PolicyConfig, M, F: PricingFn<C, M>>(
     request: PricingRequest,
 ) -> Result<Quote, PolicyError> {
     let config = crate::config::parse::<C>(&ctx.config).map_err(PolicyError::InvalidConfig)?;
-    function.call(&ctx, &config, request)
+    let result = function.call(&ctx, &config, request);
+    discard(ctx, config);
+    result
 }
 
 /// `validator.validate`: parse `ctx.config`, then call the author's function.
@@ -147,5 +149,17 @@ pub fn run_validation<C: PolicyConfig, M, F: ValidationFn<C, M>>(
     subject: ValidationSubject,
 ) -> Result<Vec<Violation>, PolicyError> {
     let config = crate::config::parse::<C>(&ctx.config).map_err(PolicyError::InvalidConfig)?;
-    function.call(&ctx, &config, subject)
+    let result = function.call(&ctx, &config, subject);
+    discard(ctx, config);
+    result
+}
+
+/// Drops the call's context and config. In a component built with the bump
+/// allocator nothing is reused before the instance (and its memory) is
+/// thrown away, so the walk over every node to free it is skipped.
+#[inline(always)]
+fn discard<C>(ctx: Context, config: C) {
+    if cfg!(all(target_arch = "wasm32", feature = "bump-allocator")) {
+        core::mem::forget((ctx, config));
+    }
 }

@@ -144,12 +144,27 @@
 //! The host gives each call a fresh instance and a fuel budget (about 10M
 //! instructions). Parsing the config is part of every call, so keep configs
 //! small and avoid work that does not depend on the request.
+//!
+//! Because every instance serves one call and is then thrown away, the
+//! component's global allocator is a bump allocator (cargo feature
+//! `bump-allocator`, on by default): allocating is a pointer increment,
+//! freeing is a no-op (except for the most recent block, which also grows
+//! in place), and a small call never grows linear memory. It made the
+//! reference policies' calls about a quarter cheaper than Rust's default
+//! allocator. Freed memory is not reused, so a policy that allocates and
+//! frees a lot in a loop uses more memory than it would with a general
+//! allocator (the call's memory limit still applies). To use Rust's
+//! default allocator or your own `#[global_allocator]`, depend on the SDK
+//! with `default-features = false`.
 
 #![warn(missing_docs)]
 
 // Lets the macros' `::fluxpay_policy_sdk::…` paths resolve inside this crate's own tests.
 extern crate self as fluxpay_policy_sdk;
 
+// Compiled natively too for its unit tests; installed only in components.
+#[cfg(any(test, all(target_arch = "wasm32", feature = "bump-allocator")))]
+mod alloc;
 #[doc(hidden)]
 pub mod bindings;
 pub mod calendar;
@@ -169,6 +184,13 @@ pub use bindings::fluxpay::policy::types::{
     SubscriptionTerms, UsageEvent, ValidationSubject, Violation,
 };
 pub use kv::KeyValues;
+
+/// Every call runs in a fresh instance whose memory is then thrown away, so
+/// a component allocates by bumping a pointer (feature `bump-allocator`).
+#[cfg(all(target_arch = "wasm32", feature = "bump-allocator"))]
+#[global_allocator]
+static ALLOCATOR: alloc::BumpAllocator<alloc::LinearMemory> =
+    alloc::BumpAllocator::new(alloc::LinearMemory);
 pub use money::{Credits, MoneyError, Rounding};
 
 /// Exports a plain function as this component's pricing policy

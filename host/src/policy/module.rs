@@ -3,9 +3,11 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use wasmtime::component::ComponentExportIndex;
 use wasmtime::wasmparser::{Encoding, Parser, Payload};
 
 use super::bindings::{PricingPre, ValidationPre};
@@ -184,6 +186,13 @@ pub(crate) struct LoadedInner {
     pub(crate) size_bytes: u64,
     pub(crate) source: ArtifactSource,
     pub(crate) pre: Pre,
+    /// The export a call enters (`pricer.price` or `validator.validate`),
+    /// found once at load so a call does not look it up by name.
+    pub(crate) entry: ComponentExportIndex,
+    /// The entry's type has been checked against the host's signature for
+    /// it (on the first call). A component's export types are the same in
+    /// every instance, so later calls skip the check.
+    pub(crate) entry_checked: AtomicBool,
     /// Keeps the epoch ticker alive while the policy can still be called.
     pub(crate) engine: Arc<EngineShared>,
 }

@@ -137,8 +137,12 @@ impl Build {
         // that does traps on the stack bound instead of eating the heap.
         cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Clink-arg=-zstack-size=65536");
         // One codegen unit with LTO: smaller modules, fewer functions to compile.
+        // opt-level 3 whatever the workspace's release profile says: measured
+        // on the reference policies (instructions per fresh-instance call),
+        // "s" was 16 % and "z" 46 % slower, and both components were larger.
         cmd.args(["--config", "profile.release.lto=true"])
-            .args(["--config", "profile.release.codegen-units=1"]);
+            .args(["--config", "profile.release.codegen-units=1"])
+            .args(["--config", "profile.release.opt-level=3"]);
         let status = cmd
             .status()
             .with_context(|| format!("running cargo to build policy `{}`", self.package))?;
