@@ -108,6 +108,28 @@ impl<'a> Recorder<'a> {
         });
     }
 
+    /// Records a credit account's balance moving from `balance_before` to
+    /// `balance_after`, its reservations unchanged: what every grant, use and
+    /// refund writes to history.
+    pub fn credit_balance_change(
+        &mut self,
+        customer_id: &str,
+        balance_before: i64,
+        balance_after: i64,
+        reserved: i64,
+        event: &str,
+        reason: &str,
+    ) {
+        self.history(
+            entity::CREDIT_ACCOUNT,
+            customer_id,
+            Some(credit_account_state(balance_before, reserved)),
+            credit_account_state(balance_after, reserved),
+            event,
+            reason,
+        );
+    }
+
     /// Emits an event about `subject` (the customer id).
     pub fn event(&mut self, event_type: &'static str, subject: &str, data: &impl Serialize) {
         // Serialising plain structs of strings and integers cannot fail.

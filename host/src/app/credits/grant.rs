@@ -3,7 +3,7 @@
 use super::super::customers::not_found;
 use super::super::error::Result;
 use super::super::idempotency::{Claimed, claim};
-use super::super::journal::{Recorder, credit_account_state, entity, event_type};
+use super::super::journal::{Recorder, event_type};
 use super::super::{App, Reply, RequestCtx, new_id};
 use super::{Balance, CreditsGranted, GrantCommand, MAX_REASON_LEN, Render, check_text};
 use crate::domain::credit::CreditError;
@@ -57,14 +57,11 @@ impl App {
             Some(customer.as_str()),
             LedgerTransaction::credit_grant(&customer, amount),
         );
-        journal.history(
-            entity::CREDIT_ACCOUNT,
+        journal.credit_balance_change(
             customer.as_str(),
-            Some(credit_account_state(
-                after.balance - amount.value(),
-                after.reserved,
-            )),
-            credit_account_state(after.balance, after.reserved),
+            after.balance - amount.value(),
+            after.balance,
+            after.reserved,
             "grant",
             &cmd.reason,
         );

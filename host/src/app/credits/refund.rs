@@ -4,7 +4,7 @@
 use super::super::error::{AppError, Result};
 use super::super::idempotency::{Claimed, claim};
 use super::super::journal::credit_use_state;
-use super::super::journal::{Recorder, credit_account_state, entity, event_type};
+use super::super::journal::{Recorder, entity, event_type};
 use super::super::{App, Reply, RequestCtx, new_id};
 use super::{
     Balance, CreditsRefunded, MAX_REASON_LEN, RefundCommand, Render, check_text, restore_use,
@@ -87,14 +87,11 @@ impl App {
             Some(customer.as_str()),
             LedgerTransaction::credit_refund(&customer, amount),
         );
-        journal.history(
-            entity::CREDIT_ACCOUNT,
+        journal.credit_balance_change(
             customer.as_str(),
-            Some(credit_account_state(
-                after.balance - amount.value(),
-                after.reserved,
-            )),
-            credit_account_state(after.balance, after.reserved),
+            after.balance - amount.value(),
+            after.balance,
+            after.reserved,
             "refund",
             &reason,
         );

@@ -6,7 +6,7 @@
 use super::super::customers::{Customer, not_found};
 use super::super::error::{AppError, Result};
 use super::super::idempotency::{Claimed, claim};
-use super::super::journal::{Recorder, credit_account_state, entity, event_type};
+use super::super::journal::{Recorder, event_type};
 use super::super::policy::{invalid_output, policy_ref, price, validate};
 use super::super::{App, Reply, RequestCtx, new_id};
 use super::{Balance, CreditsUsed, Render, UseCommand, check_feature, check_metadata};
@@ -174,14 +174,11 @@ impl App {
             Some(customer.as_str()),
             LedgerTransaction::credit_use(&customer, amount),
         );
-        journal.history(
-            entity::CREDIT_ACCOUNT,
+        journal.credit_balance_change(
             customer.as_str(),
-            Some(credit_account_state(
-                after.balance + credits,
-                after.reserved,
-            )),
-            credit_account_state(after.balance, after.reserved),
+            after.balance + credits,
+            after.balance,
+            after.reserved,
             "use",
             &format!("{} × {}", cmd.feature, cmd.units),
         );
