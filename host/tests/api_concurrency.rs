@@ -95,12 +95,7 @@ async fn a_daily_cap_holds_exactly_under_concurrent_uses() {
 async fn a_hundred_concurrent_duplicates_of_one_request_make_one_effect_and_identical_answers() {
     for backend in backends() {
         let host = Arc::new(TestHost::start(backend).await);
-        host.put_customer(Tenant::Acme, "c1", json!({}))
-            .await
-            .expect(201, "OK");
-        host.charge(Tenant::Acme, "c1", 1000)
-            .await
-            .expect(201, "OK");
+        host.funded_customer(Tenant::Acme, "c1", 1000).await;
         let before = host.raw.counts().await;
         // The same request (one body, one key), built once so the signature
         // is identical too, sent 100 times at once.

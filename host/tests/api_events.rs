@@ -50,12 +50,7 @@ async fn drain(
 async fn the_feed_serves_cloud_events_in_order_with_a_cursor() {
     for backend in backends() {
         let host = TestHost::start(backend).await;
-        host.put_customer(Tenant::Globex, "c1", json!({}))
-            .await
-            .expect(201, "OK");
-        host.charge(Tenant::Globex, "c1", 10)
-            .await
-            .expect(201, "OK");
+        host.funded_customer(Tenant::Globex, "c1", 10).await;
         let used = host
             .use_credits(Tenant::Globex, "c1", "render", 4, "u1")
             .await;

@@ -34,12 +34,7 @@ fn raw(
 async fn malformed_bodies_are_req_001_or_415_and_write_nothing() {
     for backend in backends() {
         let host = TestHost::start(backend).await;
-        host.put_customer(Tenant::Globex, "c1", json!({}))
-            .await
-            .expect(201, "OK");
-        host.charge(Tenant::Globex, "c1", 10)
-            .await
-            .expect(201, "OK");
+        host.funded_customer(Tenant::Globex, "c1", 10).await;
         let before = host.raw.counts().await;
         let corpus: Vec<&[u8]> = vec![
             b"",

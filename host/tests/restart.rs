@@ -190,12 +190,7 @@ async fn a_killed_server_keeps_every_acknowledged_write() {
 async fn reopening_the_store_keeps_balances_statements_and_the_feed() {
     for backend in backends() {
         let host = TestHost::start(backend).await;
-        host.put_customer(Tenant::Globex, "c1", json!({}))
-            .await
-            .expect(201, "OK");
-        host.charge(Tenant::Globex, "c1", 30)
-            .await
-            .expect(201, "OK");
+        host.funded_customer(Tenant::Globex, "c1", 30).await;
         let used = host
             .use_credits(Tenant::Globex, "c1", "render", 4, "u1")
             .await;

@@ -526,6 +526,15 @@ impl TestHost {
         .await
     }
 
+    /// A new customer without attributes holding `credits`: the starting
+    /// point of most scenarios.
+    pub async fn funded_customer(&self, tenant: Tenant, id: &str, credits: i64) {
+        self.put_customer(tenant, id, serde_json::json!({}))
+            .await
+            .expect(201, "OK");
+        self.charge(tenant, id, credits).await.expect(201, "OK");
+    }
+
     pub async fn charge(&self, tenant: Tenant, customer: &str, credits: i64) -> Answer {
         let key = format!("charge-{}", uuid::Uuid::now_v7().simple());
         self.call(
