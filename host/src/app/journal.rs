@@ -34,6 +34,28 @@ pub mod event_type {
     pub const CREDIT_DEDUCTED: &str = "credit.deducted";
     /// Credits of a use were given back.
     pub const CREDIT_REFUNDED: &str = "credit.refunded";
+    /// Unspent credits of a grant lapsed.
+    pub const CREDIT_EXPIRED: &str = "credit.expired";
+    /// An order was created (`PENDING`).
+    pub const ORDER_CREATED: &str = "order.created";
+    /// An order was cancelled.
+    pub const ORDER_CANCELLED: &str = "order.cancelled";
+    /// A subscription was created (trialing or active).
+    pub const SUBSCRIPTION_CREATED: &str = "subscription.created";
+    /// A subscription's trial ended or it recovered: it is active and paid.
+    pub const SUBSCRIPTION_ACTIVATED: &str = "subscription.activated";
+    /// A subscription moved into its next paid period.
+    pub const SUBSCRIPTION_RENEWED: &str = "subscription.renewed";
+    /// A renewal could not be paid from credits; the subscription is past due.
+    pub const SUBSCRIPTION_PAST_DUE: &str = "subscription.past_due";
+    /// A subscription's plan changed (now) or a change was scheduled.
+    pub const SUBSCRIPTION_PLAN_CHANGED: &str = "subscription.plan_changed";
+    /// A subscription was cancelled now or scheduled to end at period end.
+    pub const SUBSCRIPTION_CANCELLED: &str = "subscription.cancelled";
+    /// A subscription ran to the end of its last period.
+    pub const SUBSCRIPTION_EXPIRED: &str = "subscription.expired";
+    /// A customer's metered usage over a period was closed into an order.
+    pub const USAGE_PERIOD_CLOSED: &str = "usage.period_closed";
 }
 
 /// A customer has no status of its own: every version is `ACTIVE`.

@@ -27,8 +27,11 @@ mod error;
 pub mod events;
 pub mod idempotency;
 pub mod journal;
+pub mod orders;
 mod policy;
+pub mod subscriptions;
 mod tenants;
+pub mod usage;
 
 use std::sync::Arc;
 

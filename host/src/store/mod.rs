@@ -17,6 +17,28 @@
 //! [`Store`] and [`Tx`] dispatch to the backend chosen by the database URL,
 //! so the rest of the host holds one concrete type.
 
+/// Forwards a method to the backend inside an enum.
+macro_rules! dispatch {
+    ($self:expr, $inner:ident => $call:expr) => {
+        match $self {
+            $crate::store::Store::Sqlite($inner) => $call,
+            $crate::store::Store::Postgres($inner) => $call,
+        }
+    };
+}
+
+macro_rules! dispatch_tx {
+    ($self:expr, $inner:ident => $call:expr) => {
+        match $self {
+            $crate::store::Tx::Sqlite($inner) => $call,
+            $crate::store::Tx::Postgres($inner) => $call,
+        }
+    };
+}
+
+// Feature modules (orders, subscriptions, usage, …) each define their own
+// store traits next to their SQL and implement them for [`Store`]/[`Tx`] with
+// these macros and for both backends, so a feature lives in one file.
 mod audit_queries;
 mod credit_queries;
 mod error;
@@ -217,25 +239,6 @@ impl Store {
             Store::Postgres(s) => s.close().await,
         }
     }
-}
-
-/// Forwards a method to the backend inside an enum.
-macro_rules! dispatch {
-    ($self:expr, $inner:ident => $call:expr) => {
-        match $self {
-            Store::Sqlite($inner) => $call,
-            Store::Postgres($inner) => $call,
-        }
-    };
-}
-
-macro_rules! dispatch_tx {
-    ($self:expr, $inner:ident => $call:expr) => {
-        match $self {
-            Tx::Sqlite($inner) => $call,
-            Tx::Postgres($inner) => $call,
-        }
-    };
 }
 
 impl Queries for Store {

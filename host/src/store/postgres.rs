@@ -37,7 +37,7 @@ use super::{Maintenance, Queries, Transactions, TxOps, allocate_grants, utc_day}
 // Some shared statements are unused here: PostgreSQL batches the journal
 // and folds the use row into the debit.
 #[allow(dead_code)]
-mod q {
+pub(super) mod q {
     super::super::queries::shared_queries!(db = sqlx::Postgres, for_update = " FOR UPDATE");
     super::super::credit_queries::credit_queries!(for_update = " FOR UPDATE");
     super::super::audit_queries::audit_queries!();
@@ -54,7 +54,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The PostgreSQL store.
 #[derive(Clone, Debug)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
 }
 
 impl PgStore {
@@ -191,8 +191,8 @@ impl Maintenance for PgStore {
 
 /// A write transaction.
 pub struct PgTx {
-    tx: Transaction<'static, Postgres>,
-    tenant: String,
+    pub(super) tx: Transaction<'static, Postgres>,
+    pub(super) tenant: String,
     claimed: Option<String>,
     journal: Journal,
 }

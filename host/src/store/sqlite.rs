@@ -27,7 +27,7 @@ use super::model::*;
 use super::{Maintenance, Queries, Transactions, TxOps, allocate_grants, utc_day};
 use crate::config::{self, DatabaseConfig};
 
-mod q {
+pub(super) mod q {
     super::super::queries::shared_queries!(db = sqlx::Sqlite, for_update = "");
     super::super::credit_queries::credit_queries!(for_update = "");
     super::super::audit_queries::audit_queries!();
@@ -43,8 +43,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The SQLite store: one writer connection, a pool of readers.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    pub(super) writer: SqlitePool,
+    pub(super) reader: SqlitePool,
 }
 
 impl SqliteStore {
@@ -172,8 +172,8 @@ impl Maintenance for SqliteStore {
 
 /// A write transaction on the writer connection.
 pub struct SqliteTx {
-    tx: Transaction<'static, Sqlite>,
-    tenant: String,
+    pub(super) tx: Transaction<'static, Sqlite>,
+    pub(super) tenant: String,
     claimed: Option<String>,
     journal: Journal,
 }

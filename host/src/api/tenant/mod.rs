@@ -1,4 +1,5 @@
-//! The tenant REST API, `/api/v1`: customers, credits and the events feed.
+//! The tenant REST API, `/api/v1`: customers, credits, orders, subscriptions,
+//! metered usage and the events feed (one route module each beside this one).
 //! Every route is behind [`auth`] (API key, signature, body limit); every
 //! answer is the envelope; bodies and queries are camelCase JSON
 //! ([`views`]). Handlers only translate: the use cases live in `app`.
@@ -7,6 +8,9 @@
 //! (`REQ_001` without). A replayed answer carries `Idempotent-Replayed: true`.
 
 pub mod auth;
+mod orders;
+mod subscriptions;
+mod usage;
 pub mod views;
 
 use axum::Router;
@@ -48,6 +52,9 @@ pub fn router(app: App) -> Router {
         .route("/api/v1/credits/refund", post(refund))
         .route("/api/v1/credits/transactions", get(transactions))
         .route("/api/v1/events", get(events))
+        .merge(orders::routes())
+        .merge(subscriptions::routes())
+        .merge(usage::routes())
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             auth::authenticate,
@@ -214,7 +221,7 @@ async fn events(
 
 // ── Helpers ────────────────────────────────────────────────────────────────
 
-fn request_ctx(caller: &Caller, idempotency: Option<Idempotency>) -> RequestCtx {
+pub(super) fn request_ctx(caller: &Caller, idempotency: Option<Idempotency>) -> RequestCtx {
     RequestCtx {
         tenant: caller.tenant.clone(),
         actor: format!("api_key:{}", caller.key_id),
@@ -225,7 +232,10 @@ fn request_ctx(caller: &Caller, idempotency: Option<Idempotency>) -> RequestCtx 
 
 /// The body as `T`: declared as JSON, one JSON value, the expected shape
 /// (the error names the field that is wrong).
-fn parse_body<T: DeserializeOwned>(headers: &HeaderMap, body: &RawBody) -> Result<T, ApiError> {
+pub(super) fn parse_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &RawBody,
+) -> Result<T, ApiError> {
     let json = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -258,7 +268,7 @@ fn parse_body<T: DeserializeOwned>(headers: &HeaderMap, body: &RawBody) -> Resul
 
 /// The request's idempotency key and fingerprint; `required` for POSTs
 /// that move money.
-fn idempotency(
+pub(super) fn idempotency(
     headers: &HeaderMap,
     method: &Method,
     uri: &Uri,
@@ -284,7 +294,11 @@ fn idempotency(
 }
 
 /// The envelope bytes a command stores with its effect.
-fn render<T: Serialize>(status: StatusCode, message: &str, result: &T) -> StoredResponse {
+pub(super) fn render<T: Serialize>(
+    status: StatusCode,
+    message: &str,
+    result: &T,
+) -> StoredResponse {
     let envelope = Envelope {
         is_success: true,
         code: OK,
@@ -300,7 +314,7 @@ fn render<T: Serialize>(status: StatusCode, message: &str, result: &T) -> Stored
 }
 
 /// A stored (or just stored) answer, byte for byte.
-fn respond(reply: Reply) -> Response {
+pub(super) fn respond(reply: Reply) -> Response {
     let status =
         StatusCode::from_u16(reply.response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, Body::from(reply.response.body)).into_response();
