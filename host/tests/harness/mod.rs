@@ -99,6 +99,7 @@ pub fn config_yaml() -> String {
     let credit = policy("fluxpay-policy-credit");
     let validation = policy("fluxpay-policy-validation");
     let hostile = policy("fluxpay-fixture-hostile");
+    let catalog = policy("fluxpay-policy-catalog");
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
     format!(
         r#"engine:
@@ -118,18 +119,34 @@ tenants:
           features: {{ render: {{ credits_per_unit: 5 }}, free: {{ credits_per_unit: 0 }} }}
           multiplier_attribute: tier
           multipliers: {{ gold: 500 }}
+      order:
+        module: {catalog}
+        config:
+          products:
+            starter-pack: {{ name: Starter pack, prices: {{ USD: 999, EUR: 899 }} }}
+            pro-pack:
+              name: Pro pack
+              prices: {{ USD: 4999 }}
+              quantity_breaks: [{{ min_quantity: 10, prices: {{ USD: 4499 }} }}]
+          discount: {{ attribute: tier, per_mille: {{ gold: 100 }} }}
     validation:
       - name: limits
         module: {validation}
         config:
           daily_credit_cap: {{ by_tier: {{ capped: 50 }} }}
+          allowed_currencies: [USD]
+          max_order_amount: {{ USD: {{ default: 100000 }} }}
   globex:
     dev: true
     api_keys: [{{ id: globex-1, sha256: {globex} }}]
+    currency: EUR
     pricing:
       credit:
         module: {credit}
         config: {{ features: {{ render: {{ credits_per_unit: 1 }} }} }}
+      order:
+        module: {catalog}
+        config: {{ products: {{ report: {{ prices: {{ EUR: 2500 }} }} }} }}
   initech:
     dev: true
     api_keys: [{{ id: initech-1, sha256: {initech} }}]
@@ -150,6 +167,7 @@ tenants:
         credit = credit.display(),
         validation = validation.display(),
         hostile = hostile.display(),
+        catalog = catalog.display(),
     )
 }
 
