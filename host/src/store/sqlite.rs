@@ -230,16 +230,40 @@ impl TxOps for SqliteTx {
     }
 
     async fn debit_credits(&mut self, debit: &DebitCredits) -> Result<DebitOutcome> {
-        let taken = q::take_credits(
-            &mut *self.tx,
-            &self.tenant,
-            &debit.customer_id,
-            debit.credits,
-            utc_day(debit.now),
-            debit.now,
+        // The guarded debit and the use row in one round trip (two
+        // statements, one hand-off to the worker thread): the INSERT runs
+        // only if the UPDATE changed the row (`changes()`), and reads the
+        // balance it left. PostgreSQL does the same with a CTE.
+        let taken = sqlx::query_as::<_, (i64, i64, i64, i64, i64)>(
+            "UPDATE credit_accounts \
+             SET balance = balance - $3, \
+                 spent_today = CASE WHEN spent_day = $4 THEN spent_today + $3 ELSE $3 END, \
+                 spent_day = $4, version = version + 1, updated_at = $5 \
+             WHERE tenant_id = $1 AND customer_id = $2 AND balance - reserved >= $3 \
+               AND (spent_day <> $4 OR spent_today <= $6 - $3) \
+             RETURNING balance, reserved, spent_today, version, expiring; \
+             INSERT INTO credit_uses (tenant_id, use_id, customer_id, kind, feature, units, \
+               charged, metadata, quote, policy, policy_hash, balance_after, created_at) \
+             SELECT $1, $7, $2, 'use', $8, $9, $3, $10, $11, $12, $13, balance, $5 \
+             FROM credit_accounts WHERE tenant_id = $1 AND customer_id = $2 AND changes() = 1",
         )
+        .bind(&self.tenant)
+        .bind(&debit.customer_id)
+        .bind(debit.credits)
+        .bind(utc_day(debit.now))
+        .bind(debit.now)
+        .bind(i64::MAX)
+        .bind(&debit.use_id)
+        .bind(&debit.feature)
+        .bind(debit.units)
+        .bind(&debit.metadata)
+        .bind(&debit.quote)
+        .bind(&debit.policy)
+        .bind(&debit.policy_hash)
+        // `fetch_all` runs both statements to the end.
+        .fetch_all(&mut *self.tx)
         .await?;
-        let Some((after, expiring)) = taken else {
+        let Some(&(balance, reserved, spent_today, version, expiring)) = taken.first() else {
             return Ok(
                 match q::credit_account(&mut *self.tx, &self.tenant, &debit.customer_id).await? {
                     None => DebitOutcome::NoAccount,
@@ -247,7 +271,12 @@ impl TxOps for SqliteTx {
                 },
             );
         };
-        q::insert_use(&mut *self.tx, &self.tenant, debit, after.balance).await?;
+        let after = AccountAfter {
+            balance,
+            reserved,
+            spent_today,
+            version,
+        };
         if expiring > 0 {
             let grants =
                 q::expiring_grants(&mut *self.tx, &self.tenant, &debit.customer_id, debit.now)
