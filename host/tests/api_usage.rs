@@ -833,3 +833,169 @@ async fn an_idempotency_key_on_a_batch_replays_its_answer() {
         host.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_period_leaves_a_pending_order_whose_lines_sum_to_the_rated_total() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        host.put_customer(Tenant::Acme, "c1", json!({}))
+            .await
+            .expect(201, "OK");
+        let end = host.now() - HOUR;
+        let start = end - 7 * DAY;
+        ingest(
+            &host,
+            Tenant::Acme,
+            json!({ "events": [
+                event("e1", "c1", "api-calls", 12_000, start),
+                event("e2", "c1", "api-calls", 500, end - 1),
+                event("e3", "c1", "storage-gb", 150, start + DAY),
+                event("e4", "c1", "storage-gb", 0, start + DAY),
+                event("outside", "c1", "api-calls", 1_000_000, end),
+            ]}),
+        )
+        .await
+        .expect(200, "OK");
+
+        let closed = close(&host, Tenant::Acme, "c1", start, end, "close-1").await;
+        closed.expect(201, "OK");
+        let result = closed.result().clone();
+        // The same rating as the summary test: 108 + 22,500 cents.
+        assert_eq!(
+            usage_of(&result),
+            [
+                ("api-calls".to_owned(), 12_500),
+                ("storage-gb".to_owned(), 150)
+            ]
+        );
+        assert_eq!(
+            result["total"],
+            json!({ "amount": 22_608, "currency": "USD" })
+        );
+        assert_eq!(result["pricedBy"]["policy"], "metered");
+        let order_id = result["orderId"].as_str().expect("an order").to_owned();
+
+        let order = host
+            .call(
+                Tenant::Acme,
+                "GET",
+                &format!("/api/v1/orders/{order_id}"),
+                None,
+                None,
+            )
+            .await;
+        order.expect(200, "OK");
+        let o = order.result();
+        assert_eq!(o["status"], "PENDING");
+        assert_eq!(o["customerId"], "c1");
+        assert_eq!(o["currency"], "USD");
+        assert_eq!(o["total"], 22_608);
+        assert_eq!(o["source"], "usage_close");
+        assert_eq!(o["sourceId"], result["closeId"]);
+        assert_eq!(
+            o["items"],
+            json!([
+                { "sku": "metric:api-calls", "quantity": 12_500 },
+                { "sku": "metric:storage-gb", "quantity": 150 },
+            ])
+        );
+        let lines = o["lineItems"].as_array().unwrap();
+        let sum: i64 = lines.iter().map(|l| l["amount"].as_i64().unwrap()).sum();
+        assert_eq!(sum, 22_608, "the lines add up to the total");
+        assert_eq!(lines.len(), result["lineItems"].as_array().unwrap().len());
+
+        // Closing it again, even with a new key, is refused; no second order.
+        close(&host, Tenant::Acme, "c1", start, end, "close-2")
+            .await
+            .expect(409, "PAY_004");
+        assert_eq!(host.raw.scalar("SELECT COUNT(*) FROM orders").await, 1);
+        assert_eq!(
+            host.raw
+                .scalar("SELECT COUNT(*) FROM outbox_events WHERE type = 'order.created'")
+                .await,
+            1
+        );
+
+        // A tenant-B key cannot see the order.
+        host.call(
+            Tenant::Globex,
+            "GET",
+            &format!("/api/v1/orders/{order_id}"),
+            None,
+            None,
+        )
+        .await
+        .expect(404, "NOT_FOUND");
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_racing_a_close_are_either_in_its_total_or_late_and_one_close_wins() {
+    for backend in backends() {
+        let host = Arc::new(TestHost::start(backend).await);
+        host.put_customer(Tenant::Acme, "c1", json!({}))
+            .await
+            .expect(201, "OK");
+        let end = host.now() - HOUR;
+        let start = end - DAY;
+        let mut ingests = JoinSet::new();
+        for i in 0..20_i64 {
+            let host = host.clone();
+            ingests.spawn(async move {
+                let answer = ingest(
+                    &host,
+                    Tenant::Acme,
+                    event(&format!("e{i}"), "c1", "api-calls", 1, start + i),
+                )
+                .await;
+                answer.expect(200, "OK");
+                answer.result()["events"][0]["status"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            });
+        }
+        let mut closes = JoinSet::new();
+        for k in 0..4_i64 {
+            let host = host.clone();
+            closes.spawn(async move {
+                // Overlapping periods: at most one of them can close.
+                close(
+                    &host,
+                    Tenant::Acme,
+                    "c1",
+                    start - k,
+                    end,
+                    &format!("close-{k}"),
+                )
+                .await
+            });
+        }
+        let mut statuses = Vec::new();
+        while let Some(status) = ingests.join_next().await {
+            statuses.push(status.unwrap());
+        }
+        let mut won = Vec::new();
+        while let Some(answer) = closes.join_next().await {
+            let answer = answer.unwrap();
+            match answer.code() {
+                "OK" => won.push(answer.result().clone()),
+                "PAY_004" => {}
+                other => panic!("{backend:?}: unexpected {other}: {}", answer.json),
+            }
+        }
+        assert_eq!(won.len(), 1, "{backend:?}: exactly one close");
+        let accepted = statuses.iter().filter(|s| *s == "accepted").count() as i64;
+        let late = statuses.iter().filter(|s| *s == "late").count() as i64;
+        assert_eq!(accepted + late, 20, "{statuses:?}");
+        let closed: i64 = usage_of(&won[0]).iter().map(|(_, q)| q).sum();
+        assert_eq!(
+            closed, accepted,
+            "{backend:?}: the close billed what was accepted"
+        );
+        assert_eq!(usage_rows(&host).await, accepted);
+        let host = Arc::into_inner(host).unwrap();
+        host.finish().await;
+    }
+}

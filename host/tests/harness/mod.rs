@@ -105,6 +105,7 @@ pub fn config_yaml() -> String {
     let validation = policy("fluxpay-policy-validation");
     let hostile = policy("fluxpay-fixture-hostile");
     let metered = policy("fluxpay-policy-metered");
+    let catalog = policy("fluxpay-policy-catalog");
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
     format!(
         r#"engine:
@@ -140,11 +141,23 @@ tenants:
                 - {{ up_to: 100, price: 200 }}
                 - {{ up_to: 1000, price: 150 }}
                 - {{ price: 100 }}
+      order:
+        module: {catalog}
+        config:
+          products:
+            starter-pack: {{ name: Starter pack, prices: {{ USD: 999, EUR: 899 }} }}
+            pro-pack:
+              name: Pro pack
+              prices: {{ USD: 4999 }}
+              quantity_breaks: [{{ min_quantity: 10, prices: {{ USD: 4499 }} }}]
+          discount: {{ attribute: tier, per_mille: {{ gold: 100 }} }}
     validation:
       - name: limits
         module: {validation}
         config:
           daily_credit_cap: {{ by_tier: {{ capped: 50 }} }}
+          allowed_currencies: [USD]
+          max_order_amount: {{ USD: {{ default: 100000 }} }}
       - name: usage
         module: {validation}
         config:
@@ -152,6 +165,7 @@ tenants:
   globex:
     dev: true
     api_keys: [{{ id: globex-1, sha256: {globex} }}]
+    currency: EUR
     pricing:
       credit:
         module: {credit}
@@ -164,6 +178,9 @@ tenants:
           metrics:
             emails: {{ free: 500, package: {{ size: 1000, price: 400 }} }}
             api-calls: {{ graduated: [{{ price: 1 }}] }}
+      order:
+        module: {catalog}
+        config: {{ products: {{ report: {{ prices: {{ EUR: 2500 }} }} }} }}
   initech:
     dev: true
     api_keys: [{{ id: initech-1, sha256: {initech} }}]
@@ -185,6 +202,7 @@ tenants:
         validation = validation.display(),
         hostile = hostile.display(),
         metered = metered.display(),
+        catalog = catalog.display(),
     )
 }
 

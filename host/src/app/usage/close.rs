@@ -7,15 +7,23 @@
 //! answered `late` by ingest.
 
 use super::super::credits::Render;
+use std::collections::BTreeMap;
+
 use super::super::customers::{Customer, not_found};
 use super::super::error::{AppError, PolicyRef, Result};
 use super::super::idempotency::{Claimed, claim};
 use super::super::journal::{Recorder, USAGE_PERIOD_CLOSED, entity, event_type};
+use super::super::orders::{PendingOrder, order_lines, place_order};
+use super::super::policy::invalid_output;
 use super::super::{App, Reply, RequestCtx, new_id};
 use super::{check_range, rate};
-use crate::policy::registry::CallContext;
+use crate::domain::order::OrderItem;
+use crate::domain::{Currency, CustomerId};
+use crate::policy::registry::{Binding, CallContext};
 use crate::policy::types;
-use crate::store::{MetricTotal, NewPeriodClose, Queries, Transactions, TxOps, UsageTx};
+use crate::store::{
+    MetricTotal, NewPeriodClose, OrderSource, Queries, Transactions, Tx, TxOps, UsageTx,
+};
 
 /// `POST /usage/close`.
 #[derive(Debug, Clone)]
@@ -119,10 +127,13 @@ impl App {
                     &mut tx,
                     ctx,
                     now,
-                    customer.as_str(),
-                    &close_id,
-                    &usage,
-                    &rated,
+                    &pricing,
+                    CloseBill {
+                        customer: &customer,
+                        close_id: &close_id,
+                        usage: &usage,
+                        rated: &rated,
+                    },
                 )
                 .await?,
             )
@@ -195,18 +206,49 @@ impl App {
     }
 }
 
+/// What a close bills.
+struct CloseBill<'a> {
+    customer: &'a CustomerId,
+    close_id: &'a str,
+    usage: &'a [MetricTotal],
+    rated: &'a super::Rated,
+}
+
 /// The close's bill: a `PENDING` order with one item per metric used
 /// (`metric:<name>`) and the metered quote's lines, placed inside the
-/// close's transaction by the orders module (its own business transaction:
+/// close's transaction by [`place_order`] (its own business transaction:
 /// ledger posting, history row, `order.created`).
 async fn place_close_order(
-    _tx: &mut crate::store::Tx,
-    _ctx: &RequestCtx,
-    _now: i64,
-    _customer_id: &str,
-    _close_id: &str,
-    _usage: &[MetricTotal],
-    _rated: &super::Rated,
+    tx: &mut Tx,
+    ctx: &RequestCtx,
+    now: i64,
+    pricing: &Binding,
+    bill: CloseBill<'_>,
 ) -> Result<String> {
-    Err(AppError::Internal("orders are not available yet".into()))
+    let CloseBill {
+        customer,
+        close_id,
+        usage,
+        rated,
+    } = bill;
+    let currency = Currency::parse(&rated.currency)
+        .map_err(|err| invalid_output(pricing, format!("the metered quote's currency: {err}")))?;
+    let items = usage
+        .iter()
+        .filter(|t| t.quantity > 0)
+        .map(|t| OrderItem::new(format!("metric:{}", t.metric), t.quantity))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let order = PendingOrder {
+        customer: customer.clone(),
+        currency,
+        items,
+        lines: order_lines(pricing, currency, &rated.quote)?,
+        quote: rated.quote.clone(),
+        priced_by: rated.priced_by.clone(),
+        metadata: BTreeMap::from([("usageCloseId".to_owned(), close_id.to_owned())]),
+        source: OrderSource::UsageClose,
+        source_id: Some(close_id.to_owned()),
+        reason: format!("usage period close {close_id}"),
+    };
+    Ok(place_order(tx, ctx, now, order).await?.order_id)
 }
