@@ -190,10 +190,13 @@ async fn a_single_event_and_a_batch_are_stored_and_the_summary_rates_them_with_t
 async fn a_batch_of_1000_events_is_accepted_and_one_of_1001_is_refused_with_nothing_written() {
     for backend in backends() {
         let host = TestHost::start(backend).await;
-        host.put_customer(Tenant::Globex, "c1", json!({}))
+        host.put_customer(Tenant::Acme, "c1", json!({}))
             .await
             .expect(201, "OK");
         let t = host.now() - DAY;
+        // ~150 bytes per event: a full batch is over the API's usual 64 KiB
+        // body limit and over half the policy input limit (so acme's
+        // validation policies see it in several calls).
         let batch = |n: usize, prefix: &str| {
             let events: Vec<Value> = (0..n)
                 .map(|i| {
@@ -210,7 +213,7 @@ async fn a_batch_of_1000_events_is_accepted_and_one_of_1001_is_refused_with_noth
             json!({ "events": events })
         };
 
-        let too_many = ingest(&host, Tenant::Globex, batch(1_001, "x")).await;
+        let too_many = ingest(&host, Tenant::Acme, batch(1_001, "x")).await;
         too_many.expect(400, "REQ_001");
         assert!(
             too_many.json["message"].as_str().unwrap().contains("1000"),
@@ -219,28 +222,44 @@ async fn a_batch_of_1000_events_is_accepted_and_one_of_1001_is_refused_with_noth
         );
         assert_eq!(usage_rows(&host).await, 0);
 
-        let full = ingest(&host, Tenant::Globex, batch(1_000, "e")).await;
+        // The last event breaks a policy rule: the last policy call finds it.
+        let mut bad_tail = batch(1_000, "e");
+        bad_tail["events"][999]["metric"] = json!("gpu-hours");
+        let refused = ingest(&host, Tenant::Acme, bad_tail).await;
+        refused.expect(422, "POL_001");
+        let violations = refused.result()["violations"].as_array().unwrap();
+        assert_eq!(violations.len(), 1, "{}", refused.json);
+        assert!(
+            violations[0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("e-0999")
+        );
+        assert_eq!(usage_rows(&host).await, 0);
+
+        let full = ingest(&host, Tenant::Acme, batch(1_000, "e")).await;
         full.expect(200, "OK");
         assert_eq!(full.result()["accepted"], 1_000);
         assert_eq!(usage_rows(&host).await, 1_000);
-        let s = summary(&host, Tenant::Globex, "c1", t, t + DAY).await;
+        let s = summary(&host, Tenant::Acme, "c1", t, t + DAY).await;
         assert_eq!(
             usage_of(s.expect(200, "OK").result()),
             [("api-calls".to_owned(), 1_000)]
         );
+        // All within acme's 1,000 free api-calls.
         assert_eq!(
             s.result()["total"],
-            json!({ "amount": 1_000, "currency": "EUR" })
+            json!({ "amount": 0, "currency": "USD" })
         );
 
         // The same batch again: all duplicates, nothing counted twice.
-        let again = ingest(&host, Tenant::Globex, batch(1_000, "e")).await;
+        let again = ingest(&host, Tenant::Acme, batch(1_000, "e")).await;
         again.expect(200, "OK");
         assert_eq!(again.result()["duplicates"], 1_000);
         assert_eq!(again.result()["accepted"], 0);
         assert_eq!(usage_rows(&host).await, 1_000);
 
-        let empty = ingest(&host, Tenant::Globex, json!({ "events": [] })).await;
+        let empty = ingest(&host, Tenant::Acme, json!({ "events": [] })).await;
         empty.expect(400, "REQ_001");
         host.finish().await;
     }
@@ -997,5 +1016,40 @@ async fn events_racing_a_close_are_either_in_its_total_or_late_and_one_close_win
         assert_eq!(usage_rows(&host).await, accepted);
         let host = Arc::into_inner(host).unwrap();
         host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auditor_checks_a_closed_period_has_its_history_row_and_event() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        host.put_customer(Tenant::Globex, "c1", json!({}))
+            .await
+            .expect(201, "OK");
+        let end = host.now() - HOUR;
+        ingest(
+            &host,
+            Tenant::Globex,
+            event("e1", "c1", "api-calls", 250, end - 10),
+        )
+        .await
+        .expect(200, "OK");
+        let closed = close(&host, Tenant::Globex, "c1", end - DAY, end, "close-1").await;
+        closed.expect(201, "OK");
+        assert_eq!(closed.result()["total"]["amount"], 250);
+        host.assert_audit_clean().await;
+
+        host.raw
+            .execute("DELETE FROM state_history WHERE entity_type = 'usage_period'")
+            .await;
+        let report = host.audit().await;
+        assert!(!report.is_clean());
+        let text = report.to_string();
+        assert!(text.contains("usage_period:"), "{text}");
+        assert!(
+            text.contains("outbox event has no state-history row"),
+            "{text}"
+        );
+        host.discard().await;
     }
 }

@@ -485,3 +485,7 @@ impl App {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "ingest_tests.rs"]
+mod tests;
