@@ -30,6 +30,9 @@ use crate::store::{Maintenance, Store};
 const FEED_INTERVAL: Duration = Duration::from_millis(250);
 /// How often expired idempotency records are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often grants past their `expiresAt` lose their unspent credits (the
+/// longest a lapsed grant stays spendable).
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
@@ -131,14 +134,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Background housekeeping: number committed outbox events for the feed
-/// (PostgreSQL; SQLite numbers at insert) and purge idempotency records
-/// past their retention.
+/// (PostgreSQL; SQLite numbers at insert), purge idempotency records past
+/// their retention, and expire lapsed credit grants.
 async fn maintenance(app: App, retention_hours: u32) {
     let store = app.store().clone();
     let mut feed = tokio::time::interval(FEED_INTERVAL);
     feed.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut purge = tokio::time::interval(PURGE_INTERVAL);
     purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut expiry = tokio::time::interval(EXPIRY_INTERVAL);
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let sequenced = matches!(store, Store::Postgres(_));
     loop {
         tokio::select! {
@@ -155,6 +160,16 @@ async fn maintenance(app: App, retention_hours: u32) {
                         Ok(n) => tracing::info!(tenant = %tenant.id, purged = n, "serve.idempotency_purged"),
                         Err(err) => tracing::warn!(tenant = %tenant.id, error = %err, "serve.idempotency_purge_failed"),
                     }
+                }
+            }
+            _ = expiry.tick() => {
+                match app.expire_credits(app.now()).await {
+                    Ok(run) if run.grants > 0 || run.failed > 0 => tracing::info!(
+                        grants = run.grants, credits = run.credits, failed = run.failed,
+                        "serve.credits_expired"
+                    ),
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "serve.credit_expiry_failed"),
                 }
             }
         }
