@@ -19,7 +19,9 @@
 //! - **state machines**: every entity's history is a chain (each row starts
 //!   where the previous ended, the last ends at the current state, one row
 //!   per version), order and subscription statuses are known, and every
-//!   recorded transition is legal in the domain's state table.
+//!   recorded transition is legal in the domain's state table. Entities:
+//!   customers, credit accounts and uses, orders, subscriptions, and closed
+//!   usage periods (`usage_period`: one row, `CLOSED`, version 1).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

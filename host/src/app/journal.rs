@@ -21,6 +21,9 @@ pub mod entity {
     pub const CREDIT_ACCOUNT: &str = "credit_account";
     /// A credit use (state: [`super::credit_use_state`]).
     pub const CREDIT_USE: &str = "credit_use";
+    /// A customer's closed usage period (state: [`super::USAGE_PERIOD_CLOSED`],
+    /// one version: a close is final).
+    pub const USAGE_PERIOD: &str = "usage_period";
 }
 
 /// CloudEvents `type`s emitted by the host.
@@ -61,6 +64,9 @@ pub mod event_type {
 
 /// A customer has no status of its own: every version is `ACTIVE`.
 pub const CUSTOMER_STATE: &str = "ACTIVE";
+
+/// A closed usage period's only state.
+pub const USAGE_PERIOD_CLOSED: &str = "CLOSED";
 
 /// A credit account's state as history records it.
 pub fn credit_account_state(balance: i64, reserved: i64) -> String {

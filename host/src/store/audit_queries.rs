@@ -228,6 +228,9 @@ macro_rules! audit_queries {
                  SELECT 'order', order_id, status, version FROM orders WHERE tenant_id = $1 \
                  UNION ALL \
                  SELECT 'subscription', subscription_id, status, version FROM subscriptions \
+                   WHERE tenant_id = $1 \
+                 UNION ALL \
+                 SELECT 'usage_period', close_id, 'CLOSED', 1 FROM period_closes \
                    WHERE tenant_id = $1",
             )
             .bind(tenant)

@@ -48,6 +48,7 @@ mod orders;
 mod postgres;
 mod queries;
 mod sqlite;
+mod usage;
 
 use std::future::Future;
 
@@ -57,6 +58,7 @@ pub use model::*;
 pub use orders::{NewOrder, OrderLineRecord, OrderQueries, OrderRecord, OrderSource, OrderTx};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use usage::*;
 
 use crate::config::{DatabaseConfig, DatabaseUrl};
 

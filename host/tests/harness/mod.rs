@@ -6,8 +6,13 @@
 //! Tenants of the test config:
 //! - `acme`: signed (secret [`ACME_SECRET`]); `render` costs 5 credits per
 //!   unit (×0.5 for tier `gold`), `free` costs 0; its validation policy caps
-//!   customers of tier `capped` at 50 credits a day.
-//! - `globex`: dev (unsigned); `render` costs 1 credit per unit.
+//!   customers of tier `capped` at 50 credits a day, and usage metrics are
+//!   only `api-calls` and `storage-gb`, metered in USD as in
+//!   examples/tenants.yaml (1000 free api-calls, then graduated tiers;
+//!   storage-gb by volume).
+//! - `globex`: dev (unsigned); `render` costs 1 credit per unit; metered in
+//!   EUR: `emails` 500 free then €4.00 per started 1000, `api-calls` 1 cent
+//!   each, other metrics ignored.
 //! - `initech`: dev; its credit policy is the hostile fixture set to loop
 //!   forever, so every price call runs out of fuel.
 //! - `hooli`: dev, with no policies at all.
@@ -99,6 +104,7 @@ pub fn config_yaml() -> String {
     let credit = policy("fluxpay-policy-credit");
     let validation = policy("fluxpay-policy-validation");
     let hostile = policy("fluxpay-fixture-hostile");
+    let metered = policy("fluxpay-policy-metered");
     let catalog = policy("fluxpay-policy-catalog");
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
     format!(
@@ -119,6 +125,22 @@ tenants:
           features: {{ render: {{ credits_per_unit: 5 }}, free: {{ credits_per_unit: 0 }} }}
           multiplier_attribute: tier
           multipliers: {{ gold: 500 }}
+      metered:
+        module: {metered}
+        config:
+          currency: USD
+          metrics:
+            api-calls:
+              free: 1000
+              graduated:
+                - {{ up_to: 10000, price: 10, per: 1000 }}
+                - {{ up_to: 50000, price: 5, per: 1000 }}
+                - {{ price: 2, per: 1000 }}
+            storage-gb:
+              volume:
+                - {{ up_to: 100, price: 200 }}
+                - {{ up_to: 1000, price: 150 }}
+                - {{ price: 100 }}
       order:
         module: {catalog}
         config:
@@ -136,6 +158,10 @@ tenants:
           daily_credit_cap: {{ by_tier: {{ capped: 50 }} }}
           allowed_currencies: [USD]
           max_order_amount: {{ USD: {{ default: 100000 }} }}
+      - name: usage
+        module: {validation}
+        config:
+          usage: {{ known_metrics: [api-calls, storage-gb] }}
   globex:
     dev: true
     api_keys: [{{ id: globex-1, sha256: {globex} }}]
@@ -144,6 +170,14 @@ tenants:
       credit:
         module: {credit}
         config: {{ features: {{ render: {{ credits_per_unit: 1 }} }} }}
+      metered:
+        module: {metered}
+        config:
+          currency: EUR
+          unknown_metrics: ignore
+          metrics:
+            emails: {{ free: 500, package: {{ size: 1000, price: 400 }} }}
+            api-calls: {{ graduated: [{{ price: 1 }}] }}
       order:
         module: {catalog}
         config: {{ products: {{ report: {{ prices: {{ EUR: 2500 }} }} }} }}
@@ -167,6 +201,7 @@ tenants:
         credit = credit.display(),
         validation = validation.display(),
         hostile = hostile.display(),
+        metered = metered.display(),
         catalog = catalog.display(),
     )
 }

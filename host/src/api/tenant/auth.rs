@@ -2,7 +2,8 @@
 //!
 //! 1. `Authorization: Bearer <api key>` → the tenant (`AUTH_001` if missing
 //!    or unknown). Keys are compared as sha256 digests in constant time.
-//! 2. The body is read, up to [`MAX_BODY_BYTES`] (`REQ_003`, 413, beyond).
+//! 2. The body is read, up to [`MAX_BODY_BYTES`] ([`MAX_USAGE_BODY_BYTES`]
+//!    for usage batches) (`REQ_003`, 413, beyond).
 //! 3. Signed tenants (every non-dev tenant) need
 //!    `X-FluxPay-Timestamp: <unix seconds>` and
 //!    `X-FluxPay-Signature: v1=<hex HMAC-SHA256(secret, "<ts>.<METHOD>.<path?query>.<body>")>`:
@@ -19,7 +20,7 @@
 //! returns the stored answer instead of a second effect.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
@@ -33,6 +34,9 @@ use crate::app::{App, new_id};
 
 /// Largest request body of the tenant API.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest body of `POST /api/v1/usage`: a batch of 1,000 events with a
+/// few properties each does not fit in [`MAX_BODY_BYTES`].
+pub const MAX_USAGE_BODY_BYTES: usize = 1024 * 1024;
 /// How far a signature timestamp may be from the server's clock.
 pub const TOLERANCE_S: i64 = 300;
 /// The timestamp header.
@@ -110,17 +114,16 @@ async fn check(
     // tenant is known and before the body is read.
 
     let (parts, body) = request.into_parts();
-    let body = Bytes::from_request(Request::from_parts(parts.clone(), body), &())
-        .await
-        .map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::BodyTooLarge {
-                    limit: MAX_BODY_BYTES,
-                }
-            } else {
-                ApiError::InvalidRequest(rejection.body_text())
-            }
-        })?;
+    let limit = body_limit(parts.uri.path());
+    let mut whole = Request::from_parts(parts.clone(), body);
+    DefaultBodyLimit::max(limit).apply(&mut whole);
+    let body = Bytes::from_request(whole, &()).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge { limit }
+        } else {
+            ApiError::InvalidRequest(rejection.body_text())
+        }
+    })?;
 
     let signed = parts.headers.contains_key(SIGNATURE_HEADER)
         || parts.headers.contains_key(TIMESTAMP_HEADER);
@@ -152,6 +155,15 @@ async fn check(
     request.extensions_mut().insert(caller.clone());
     request.extensions_mut().insert(RawBody(body));
     Ok((request, caller))
+}
+
+/// The body limit of a path.
+fn body_limit(path: &str) -> usize {
+    if path == "/api/v1/usage" {
+        MAX_USAGE_BODY_BYTES
+    } else {
+        MAX_BODY_BYTES
+    }
 }
 
 /// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive).
