@@ -131,7 +131,7 @@ macro_rules! credit_queries {
             sqlx::query(
                 "INSERT INTO credit_uses (tenant_id, use_id, customer_id, kind, feature, units, \
                    charged, metadata, quote, policy, policy_hash, balance_after, created_at) \
-                 VALUES ($1, $2, $3, 'use', $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 VALUES ($1, $2, $3, $13, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(tenant)
             .bind(&debit.use_id)
@@ -145,6 +145,7 @@ macro_rules! credit_queries {
             .bind(&debit.policy_hash)
             .bind(balance_after)
             .bind(debit.now)
+            .bind(debit.kind.as_str())
             .execute(ex)
             .await?;
             Ok(())

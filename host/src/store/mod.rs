@@ -46,6 +46,7 @@ pub mod model;
 mod postgres;
 mod queries;
 mod sqlite;
+mod subscriptions;
 
 use std::future::Future;
 
@@ -53,6 +54,7 @@ pub use error::{Result, StoreError};
 pub use model::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use subscriptions::*;
 
 use crate::config::{DatabaseConfig, DatabaseUrl};
 

@@ -199,7 +199,7 @@ fn check_feature(feature: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<()> {
+pub(super) fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<()> {
     if metadata.len() > MAX_METADATA {
         return Err(AppError::Invalid(format!(
             "metadata: at most {MAX_METADATA} entries"
