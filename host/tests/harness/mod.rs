@@ -6,8 +6,13 @@
 //! Tenants of the test config:
 //! - `acme`: signed (secret [`ACME_SECRET`]); `render` costs 5 credits per
 //!   unit (×0.5 for tier `gold`), `free` costs 0; its validation policy caps
-//!   customers of tier `capped` at 50 credits a day.
-//! - `globex`: dev (unsigned); `render` costs 1 credit per unit.
+//!   customers of tier `capped` at 50 credits a day. Subscriptions are paid
+//!   from credits at 100 credits per USD.
+//! - `globex`: dev (unsigned); `render` costs 1 credit per unit;
+//!   subscriptions leave orders.
+//! - `acme` and `globex` share the subscription plans `basic` (10 USD a
+//!   month), `pro` (30), `pro-yearly` (300 a year), `trial-basic` (basic
+//!   with 14 trial days) and `trial-pro` (pro with 7).
 //! - `initech`: dev; its credit policy is the hostile fixture set to loop
 //!   forever, so every price call runs out of fuel.
 //! - `hooli`: dev, with no policies at all.
@@ -99,6 +104,14 @@ pub fn config_yaml() -> String {
     let credit = policy("fluxpay-policy-credit");
     let validation = policy("fluxpay-policy-validation");
     let hostile = policy("fluxpay-fixture-hostile");
+    let subscription = policy("fluxpay-policy-subscription");
+    // Plans for the subscription tests (api_subscriptions.rs).
+    let plans = "plans: [\
+        { id: basic, interval: monthly, price: 1000, currency: USD }, \
+        { id: pro, interval: monthly, price: 3000, currency: USD }, \
+        { id: pro-yearly, interval: yearly, price: 30000, currency: USD }, \
+        { id: trial-basic, interval: monthly, price: 1000, currency: USD, trial_days: 14 }, \
+        { id: trial-pro, interval: monthly, price: 3000, currency: USD, trial_days: 7 }]";
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
     format!(
         r#"engine:
@@ -111,7 +124,11 @@ tenants:
       - {{ id: acme-1, sha256: {acme} }}
       - {{ id: acme-2, sha256: {acme2} }}
     signing: {{ secret_env: TEST_ACME_SECRET }}
+    subscriptions: {{ pay_from_credits: true, credits_per_major_unit: 100 }}
     pricing:
+      subscription:
+        module: {subscription}
+        config: {{ {plans} }}
       credit:
         module: {credit}
         config:
@@ -127,6 +144,9 @@ tenants:
     dev: true
     api_keys: [{{ id: globex-1, sha256: {globex} }}]
     pricing:
+      subscription:
+        module: {subscription}
+        config: {{ {plans} }}
       credit:
         module: {credit}
         config: {{ features: {{ render: {{ credits_per_unit: 1 }} }} }}
@@ -150,6 +170,7 @@ tenants:
         credit = credit.display(),
         validation = validation.display(),
         hostile = hostile.display(),
+        subscription = subscription.display(),
     )
 }
 
