@@ -716,3 +716,98 @@ async fn another_tenant_cannot_see_or_touch_a_subscription() {
         host.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_pay_from_credits_each_charge_leaves_a_pending_order() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        host.put_customer(Tenant::Globex, "g1", json!({}))
+            .await
+            .expect(201, "OK");
+        let created = subscribe(&host, Tenant::Globex, "g1", "basic").await;
+        created.expect(201, "OK");
+        let result = created.result();
+        assert_eq!(result["status"], "ACTIVE", "{result}");
+        assert_eq!(result["charge"]["method"], "order");
+        assert_eq!(result["charge"]["creditsCharged"], 0);
+        let id = id_of(&created);
+        let order_id = result["charge"]["orderId"].as_str().unwrap().to_owned();
+
+        let order = host
+            .call(
+                Tenant::Globex,
+                "GET",
+                &format!("/api/v1/orders/{order_id}"),
+                None,
+                None,
+            )
+            .await;
+        order.expect(200, "OK");
+        let order = order.result();
+        assert_eq!(order["status"], "PENDING", "{order}");
+        assert_eq!(order["total"], 1000);
+        assert_eq!(order["currency"], "USD");
+        assert_eq!(order["source"], "subscription");
+        assert_eq!(order["sourceId"], id.as_str());
+        assert_eq!(order["lineItems"][0]["code"], "plan:basic");
+
+        // The renewal moves on into the next period and leaves another order.
+        let end = int(&result["currentPeriodEnd"]);
+        host.advance(end - host.now());
+        assert_eq!(run_scheduler(&host).await.renewed, 1);
+        let sub = get(&host, Tenant::Globex, &id).await;
+        assert_eq!(sub.result()["status"], "ACTIVE");
+        assert_eq!(int(&sub.result()["currentPeriodStart"]), end);
+        let orders = host
+            .raw
+            .scalar(&format!(
+                "SELECT COUNT(*) FROM orders WHERE source_id = '{id}' AND status = 'PENDING'"
+            ))
+            .await;
+        assert_eq!(orders, 2);
+
+        // An upgrade leaves an order; the downgrade back owes the customer
+        // money: reported, not paid out.
+        host.advance(DAY);
+        let up = change_plan(&host, Tenant::Globex, &id, "pro", "immediate").await;
+        up.expect(200, "OK");
+        assert_eq!(up.result()["charge"]["method"], "order");
+        let back = change_plan(&host, Tenant::Globex, &id, "basic", "immediate").await;
+        back.expect(200, "OK");
+        let charge = &back.result()["charge"];
+        assert_eq!(charge["method"], "none", "{charge}");
+        assert!(int(&charge["creditOwed"]["amount"]) > 0);
+        assert_eq!(charge["creditOwed"]["currency"], "USD");
+        assert_eq!(charge["orderId"], Value::Null);
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_the_policy_refuses_to_renew_does_not_stop_the_others() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        host.funded_customer(Tenant::Acme, "c1", 5000).await;
+        host.funded_customer(Tenant::Acme, "c2", 5000).await;
+        let broken = subscribe(&host, Tenant::Acme, "c1", "basic").await;
+        let fine = subscribe(&host, Tenant::Acme, "c2", "basic").await;
+        let (broken, fine) = (id_of(&broken), id_of(&fine));
+        // The tenant removed the plan from its policy's config since.
+        host.raw
+            .execute(&format!(
+                "UPDATE subscriptions SET plan_id = 'retired' WHERE subscription_id = '{broken}'"
+            ))
+            .await;
+        host.advance(32 * DAY);
+
+        let summary = run_scheduler(&host).await;
+        assert_eq!(summary.failed, 1, "{summary:?}");
+        assert_eq!(summary.renewed, 1, "{summary:?}");
+        assert_eq!(get(&host, Tenant::Acme, &fine).await.result()["version"], 2);
+        let left = get(&host, Tenant::Acme, &broken).await;
+        assert_eq!(left.result()["status"], "ACTIVE");
+        assert_eq!(left.result()["version"], 1, "left due for the next run");
+        assert_eq!(available(&host, Tenant::Acme, "c1").await, 4000);
+        host.finish().await;
+    }
+}

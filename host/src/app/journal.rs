@@ -9,6 +9,7 @@
 use serde::Serialize;
 
 use super::RequestCtx;
+use crate::domain::Transition;
 use crate::domain::ledger::LedgerTransaction;
 use crate::store::{HistoryEntry, Journal, LedgerEntry, OutboxEntry};
 
@@ -128,6 +129,18 @@ impl<'a> Recorder<'a> {
             transaction_id: self.transaction_id.clone(),
             at: self.now,
         });
+    }
+
+    /// Records a domain state-machine step (order, subscription).
+    pub fn transition(&mut self, transition: &Transition) {
+        self.history(
+            transition.entity.as_str(),
+            &transition.entity_id,
+            transition.from.map(str::to_owned),
+            transition.to.to_owned(),
+            transition.event,
+            &transition.reason,
+        );
     }
 
     /// Records a credit account's balance moving from `balance_before` to

@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 
+use super::App;
 use super::error::{AppError, PolicyFault, PolicyRef, PolicyViolation, Result};
+use crate::config::PricingKind;
 use crate::policy::registry::{Binding, CallContext};
 use crate::policy::types;
 
@@ -91,4 +93,31 @@ pub(super) fn invalid_output(binding: &Binding, message: impl Into<String>) -> A
         )),
         stats: Default::default(),
     }))
+}
+
+impl App {
+    /// The tenant's `kind` pricing binding and its validation bindings, from
+    /// one registry snapshot (a reload mid-request does not mix versions).
+    pub(super) fn policies_for(
+        &self,
+        tenant: &str,
+        kind: PricingKind,
+    ) -> Result<(Arc<Binding>, Vec<Arc<Binding>>)> {
+        let snapshot = self.registry().snapshot();
+        if snapshot.version() == 0 {
+            return Err(AppError::NotReady);
+        }
+        let policies = snapshot.tenant(tenant);
+        let pricing = policies
+            .and_then(|p| p.pricing(kind))
+            .cloned()
+            .ok_or_else(|| AppError::NoPolicy {
+                tenant: tenant.to_owned(),
+                kind: kind.as_str(),
+            })?;
+        let validation = policies
+            .map(|p| p.validation().to_vec())
+            .unwrap_or_default();
+        Ok((pricing, validation))
+    }
 }

@@ -43,6 +43,7 @@ mod audit_queries;
 mod credit_queries;
 mod error;
 pub mod model;
+mod orders;
 mod postgres;
 mod queries;
 mod sqlite;
@@ -52,6 +53,7 @@ use std::future::Future;
 
 pub use error::{Result, StoreError};
 pub use model::*;
+pub use orders::{NewOrder, OrderLineRecord, OrderQueries, OrderRecord, OrderSource, OrderTx};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use subscriptions::*;

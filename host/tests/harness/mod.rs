@@ -9,7 +9,7 @@
 //!   customers of tier `capped` at 50 credits a day. Subscriptions are paid
 //!   from credits at 100 credits per USD.
 //! - `globex`: dev (unsigned); `render` costs 1 credit per unit;
-//!   subscriptions leave orders.
+//!   subscriptions leave orders (its plans are priced in USD).
 //! - `acme` and `globex` share the subscription plans `basic` (10 USD a
 //!   month), `pro` (30), `pro-yearly` (300 a year), `trial-basic` (basic
 //!   with 14 trial days) and `trial-pro` (pro with 7).
@@ -112,6 +112,7 @@ pub fn config_yaml() -> String {
         { id: pro-yearly, interval: yearly, price: 30000, currency: USD }, \
         { id: trial-basic, interval: monthly, price: 1000, currency: USD, trial_days: 14 }, \
         { id: trial-pro, interval: monthly, price: 3000, currency: USD, trial_days: 7 }]";
+    let catalog = policy("fluxpay-policy-catalog");
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
     format!(
         r#"engine:
@@ -135,14 +136,27 @@ tenants:
           features: {{ render: {{ credits_per_unit: 5 }}, free: {{ credits_per_unit: 0 }} }}
           multiplier_attribute: tier
           multipliers: {{ gold: 500 }}
+      order:
+        module: {catalog}
+        config:
+          products:
+            starter-pack: {{ name: Starter pack, prices: {{ USD: 999, EUR: 899 }} }}
+            pro-pack:
+              name: Pro pack
+              prices: {{ USD: 4999 }}
+              quantity_breaks: [{{ min_quantity: 10, prices: {{ USD: 4499 }} }}]
+          discount: {{ attribute: tier, per_mille: {{ gold: 100 }} }}
     validation:
       - name: limits
         module: {validation}
         config:
           daily_credit_cap: {{ by_tier: {{ capped: 50 }} }}
+          allowed_currencies: [USD]
+          max_order_amount: {{ USD: {{ default: 100000 }} }}
   globex:
     dev: true
     api_keys: [{{ id: globex-1, sha256: {globex} }}]
+    currency: EUR
     pricing:
       subscription:
         module: {subscription}
@@ -150,6 +164,9 @@ tenants:
       credit:
         module: {credit}
         config: {{ features: {{ render: {{ credits_per_unit: 1 }} }} }}
+      order:
+        module: {catalog}
+        config: {{ products: {{ report: {{ prices: {{ EUR: 2500 }} }} }} }}
   initech:
     dev: true
     api_keys: [{{ id: initech-1, sha256: {initech} }}]
@@ -171,6 +188,7 @@ tenants:
         validation = validation.display(),
         hostile = hostile.display(),
         subscription = subscription.display(),
+        catalog = catalog.display(),
     )
 }
 

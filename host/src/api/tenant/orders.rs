@@ -1,10 +1,200 @@
 //! Orders: create (priced by the tenant's order policy), read, cancel.
+//!
+//! - `POST /api/v1/orders` — `{customerId, currency?, items: [{sku, quantity}], metadata?}`;
+//!   the client never sends an amount. `Idempotency-Key` required.
+//! - `GET /api/v1/orders/{orderId}`
+//! - `POST /api/v1/orders/{orderId}/cancel` — `{reason?}` (body optional);
+//!   `Idempotency-Key` accepted.
+
+use std::collections::BTreeMap;
 
 use axum::Router;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
 
+use super::auth::{Caller, RawBody};
+use super::{idempotency, parse_body, render, request_ctx, respond};
+use crate::api::envelope::ApiOk;
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::extract::AppPath;
 use crate::app::App;
+use crate::app::orders::{CreateOrderCommand, OrderDetails, PricedBy};
 
 /// The routes of this module; [`super::router`] puts them behind auth.
 pub(super) fn routes() -> Router<App> {
     Router::new()
+        .route("/api/v1/orders", post(create))
+        .route("/api/v1/orders/{order_id}", get(read))
+        .route("/api/v1/orders/{order_id}/cancel", post(cancel))
+}
+
+/// `POST /api/v1/orders`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateOrderBody {
+    customer_id: String,
+    #[serde(default)]
+    currency: Option<String>,
+    items: Vec<ItemBody>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ItemBody {
+    sku: String,
+    quantity: i64,
+}
+
+/// `POST /api/v1/orders/{orderId}/cancel`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CancelBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// An order.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderView {
+    order_id: String,
+    customer_id: String,
+    status: String,
+    currency: String,
+    total: i64,
+    items: Vec<ItemView>,
+    line_items: Vec<OrderLineView>,
+    metadata: BTreeMap<String, String>,
+    priced_by: Option<PricedBy>,
+    source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_id: Option<String>,
+    version: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct ItemView {
+    sku: String,
+    quantity: i64,
+}
+
+/// A priced line; `amount` in minor units of the order's currency.
+#[derive(Debug, Serialize)]
+struct OrderLineView {
+    code: String,
+    description: String,
+    quantity: i64,
+    amount: i64,
+}
+
+impl From<&OrderDetails> for OrderView {
+    fn from(o: &OrderDetails) -> Self {
+        OrderView {
+            order_id: o.order_id.clone(),
+            customer_id: o.customer_id.clone(),
+            status: o.status.clone(),
+            currency: o.currency.clone(),
+            total: o.total,
+            items: o
+                .items
+                .iter()
+                .map(|(sku, quantity)| ItemView {
+                    sku: sku.clone(),
+                    quantity: *quantity,
+                })
+                .collect(),
+            line_items: o
+                .lines
+                .iter()
+                .map(|l| OrderLineView {
+                    code: l.code.clone(),
+                    description: l.description.clone(),
+                    quantity: l.quantity,
+                    amount: l.amount,
+                })
+                .collect(),
+            metadata: o.metadata.clone(),
+            priced_by: o.priced_by.clone(),
+            source: o.source.clone(),
+            source_id: o.source_id.clone(),
+            version: o.version,
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+        }
+    }
+}
+
+async fn create(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Extension(body): Extension<RawBody>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let request: CreateOrderBody = parse_body(&headers, &body)?;
+    let key = idempotency(&headers, &method, &uri, &body, true)?;
+    let command = CreateOrderCommand {
+        customer_id: request.customer_id,
+        currency: request.currency,
+        items: request
+            .items
+            .into_iter()
+            .map(|i| (i.sku, i.quantity))
+            .collect(),
+        metadata: request.metadata,
+    };
+    let reply = app
+        .create_order(&request_ctx(&caller, key), command, |order| {
+            render(
+                StatusCode::CREATED,
+                "order created",
+                &OrderView::from(order),
+            )
+        })
+        .await?;
+    Ok(respond(reply))
+}
+
+async fn read(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    AppPath(order_id): AppPath<String>,
+) -> ApiResult<OrderView> {
+    let order = app.order(&caller.tenant, &order_id).await?;
+    Ok(ApiOk::new("order", OrderView::from(&order)))
+}
+
+async fn cancel(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Extension(body): Extension<RawBody>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    AppPath(order_id): AppPath<String>,
+) -> Result<Response, ApiError> {
+    // The body is optional: an empty POST cancels without a reason.
+    let request: CancelBody = if body.0.is_empty() {
+        CancelBody::default()
+    } else {
+        parse_body(&headers, &body)?
+    };
+    let key = idempotency(&headers, &method, &uri, &body, false)?;
+    let reply = app
+        .cancel_order(
+            &request_ctx(&caller, key),
+            &order_id,
+            request.reason,
+            |order| render(StatusCode::OK, "order cancelled", &OrderView::from(order)),
+        )
+        .await?;
+    Ok(respond(reply))
 }

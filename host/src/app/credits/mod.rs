@@ -178,7 +178,7 @@ pub struct Statement {
 pub trait Render<T>: FnOnce(&T) -> StoredResponse + Send {}
 impl<T, F: FnOnce(&T) -> StoredResponse + Send> Render<T> for F {}
 
-fn check_text(field: &str, value: &str, max: usize) -> Result<()> {
+pub(super) fn check_text(field: &str, value: &str, max: usize) -> Result<()> {
     if value.trim().is_empty() || value.len() > max {
         return Err(AppError::Invalid(format!(
             "{field} must be 1-{max} bytes and not blank"
@@ -217,25 +217,9 @@ pub(super) fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<()> 
 }
 
 impl App {
-    /// The tenant's credit pricing binding and validation bindings, from one
-    /// registry snapshot (a reload mid-request does not mix versions).
+    /// The tenant's credit pricing binding and validation bindings.
     fn credit_policies(&self, tenant: &str) -> Result<(Arc<Binding>, Vec<Arc<Binding>>)> {
-        let snapshot = self.registry().snapshot();
-        if snapshot.version() == 0 {
-            return Err(AppError::NotReady);
-        }
-        let policies = snapshot.tenant(tenant);
-        let pricing = policies
-            .and_then(|p| p.pricing(PricingKind::Credit))
-            .cloned()
-            .ok_or_else(|| AppError::NoPolicy {
-                tenant: tenant.to_owned(),
-                kind: PricingKind::Credit.as_str(),
-            })?;
-        let validation = policies
-            .map(|p| p.validation().to_vec())
-            .unwrap_or_default();
-        Ok((pricing, validation))
+        self.policies_for(tenant, PricingKind::Credit)
     }
 
     /// A customer's credits.

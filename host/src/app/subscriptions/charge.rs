@@ -5,21 +5,26 @@
 //! caller's open transaction, so it commits or rolls back with the
 //! subscription change it pays for.
 
+use std::collections::BTreeMap;
+
 use serde_json::json;
 
 use super::super::customers::not_found;
 use super::super::error::{AppError, PolicyRef, Result};
 use super::super::journal::{Recorder, event_type};
+use super::super::orders::{PendingOrder, order_lines, place_order};
 use super::super::policy::invalid_output;
 use super::super::{App, RequestCtx, new_id};
 use crate::domain::credit::CreditUseKind;
 use crate::domain::ledger::LedgerTransaction;
 use crate::domain::money::AmountError;
+use crate::domain::order::OrderItem;
 use crate::domain::{Currency, CustomerId, PositiveCredits};
 use crate::policy::registry::Binding;
 use crate::policy::types;
 use crate::store::{
-    DebitCredits, DebitOutcome, GrantCredits, GrantOutcome, SubscriptionRecord, Tx, TxOps,
+    DebitCredits, DebitOutcome, GrantCredits, GrantOutcome, OrderSource, SubscriptionRecord, Tx,
+    TxOps,
 };
 
 /// How a subscription charge was settled.
@@ -186,7 +191,9 @@ impl App {
                     None if money.amount == 0 => return Ok(Paid::Done(Box::new(info))),
                     None => {
                         return self
-                            .leave_order(tx, ctx, now, binding, quote, &customer, what, info)
+                            .leave_order(
+                                tx, ctx, now, binding, quote, &customer, currency, what, info,
+                            )
                             .await;
                     }
                     Some(rate) => (
@@ -266,23 +273,38 @@ impl App {
         Ok(Paid::Done(Box::new(info)))
     }
 
-    /// The tenant does not pay from credits: a `PENDING` order carries the
-    /// charge to the payment step.
+    /// The tenant does not pay from credits: a `PENDING` order, priced by
+    /// the quote's lines, carries the charge to the payment step.
     #[allow(clippy::too_many_arguments)]
     async fn leave_order(
         &self,
-        _tx: &mut Tx,
-        _ctx: &RequestCtx,
-        _now: i64,
-        _binding: &Binding,
-        _quote: &types::Quote,
-        _customer: &CustomerId,
-        _what: ChargeFor<'_>,
-        _info: ChargeInfo,
+        tx: &mut Tx,
+        ctx: &RequestCtx,
+        now: i64,
+        binding: &Binding,
+        quote: &types::Quote,
+        customer: &CustomerId,
+        currency: Currency,
+        what: ChargeFor<'_>,
+        mut info: ChargeInfo,
     ) -> Result<Paid> {
-        Err(AppError::Internal(
-            "subscription charges by order need the orders module".into(),
-        ))
+        let subscription_id = &what.subscription.subscription_id;
+        let pending = PendingOrder {
+            customer: customer.clone(),
+            currency,
+            items: vec![OrderItem::new(format!("plan:{}", what.plan_id), 1)?],
+            lines: order_lines(binding, currency, quote)?,
+            quote: quote.clone(),
+            priced_by: info.priced_by.clone(),
+            metadata: BTreeMap::from([("subscriptionId".to_owned(), subscription_id.clone())]),
+            source: OrderSource::Subscription,
+            source_id: Some(subscription_id.clone()),
+            reason: format!("{} of {subscription_id}", what.purpose),
+        };
+        let order = place_order(tx, ctx, now, pending).await?;
+        info.method = PaymentMethod::Order;
+        info.order_id = Some(order.order_id);
+        Ok(Paid::Done(Box::new(info)))
     }
 }
 

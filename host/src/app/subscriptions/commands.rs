@@ -11,8 +11,8 @@ use super::super::{App, Reply, RequestCtx, new_id};
 use super::charge::{ChargeFor, ChargeInfo, Paid};
 use super::{
     Applied, CancelCommand, ChangePlanCommand, MAX_REASON_LEN, Render, SubscriptionOutcome,
-    SubscriptionView, Timing, event_data, quote_meta, record_transition, restore,
-    subscription_not_found, terms_period, updated,
+    SubscriptionView, Timing, event_data, quote_meta, restore, subscription_not_found,
+    terms_period, updated,
 };
 use crate::domain::subscription::SubscriptionStatus;
 use crate::domain::{Credits, DomainError, PlanId, SubscriptionId, Timestamp};
@@ -212,7 +212,7 @@ impl App {
         let view = SubscriptionView::of(&after);
         let mut journal = Recorder::new(ctx, &transaction_id, now);
         for transition in &effect.applied.transitions {
-            record_transition(&mut journal, transition);
+            journal.transition(transition);
         }
         journal.event(
             effect.event,

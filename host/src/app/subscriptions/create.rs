@@ -10,7 +10,7 @@ use super::super::{App, Reply, RequestCtx, new_id};
 use super::charge::{ChargeFor, Paid};
 use super::{
     CreateCommand, Render, SubscriptionOutcome, SubscriptionView, event_data, quote_meta,
-    record_transition, terms_period,
+    terms_period,
 };
 use crate::domain::subscription::Subscription;
 use crate::domain::{Credits, CustomerId, DomainError, PlanId, SubscriptionId, Timestamp};
@@ -116,7 +116,7 @@ impl App {
         let transaction_id = new_id("tx");
         let view = SubscriptionView::of(&record);
         let mut journal = Recorder::new(ctx, &transaction_id, now);
-        record_transition(&mut journal, &change.transition);
+        journal.transition(&change.transition);
         journal.event(
             event_type::SUBSCRIPTION_CREATED,
             customer.as_str(),

@@ -43,7 +43,6 @@ pub use scheduler::SchedulerSummary;
 use super::App;
 use super::customers::{Customer, not_found};
 use super::error::{AppError, Result};
-use super::journal::Recorder;
 use crate::config::PricingKind;
 use crate::domain::subscription::{
     Subscription, SubscriptionChange, SubscriptionParts, SubscriptionStatus,
@@ -267,18 +266,6 @@ fn updated(
         created_at: before.created_at,
         updated_at: now,
     }
-}
-
-/// Writes a domain transition as a history row.
-fn record_transition(journal: &mut Recorder<'_>, transition: &Transition) {
-    journal.history(
-        transition.entity.as_str(),
-        &transition.entity_id,
-        transition.from.map(str::to_owned),
-        transition.to.to_owned(),
-        transition.event,
-        &transition.reason,
-    );
 }
 
 /// The quote's period, which every subscription answer must carry.

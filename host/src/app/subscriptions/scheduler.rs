@@ -25,9 +25,7 @@ use super::super::journal::{Recorder, event_type};
 use super::super::policy::price;
 use super::super::{App, RequestCtx, new_id};
 use super::charge::{ChargeFor, Paid};
-use super::{
-    Applied, SubscriptionView, event_data, record_transition, restore, terms_period, updated,
-};
+use super::{Applied, SubscriptionView, event_data, restore, terms_period, updated};
 use crate::domain::Timestamp;
 use crate::domain::subscription::SubscriptionStatus;
 use crate::policy::types;
@@ -209,7 +207,7 @@ impl App {
         let transaction_id = new_id("tx");
         let mut journal = Recorder::new(&ctx, &transaction_id, now);
         for transition in &applied.transitions {
-            record_transition(&mut journal, transition);
+            journal.transition(transition);
         }
         let view = SubscriptionView::of(&after);
         journal.event(

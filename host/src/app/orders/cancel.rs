@@ -1,0 +1,73 @@
+//! `POST /orders/{id}/cancel`: `PENDING | PAID → CANCELLED` by the domain's
+//! state table, with the reversing ledger posting, history row and event
+//! in one transaction. Any other status is `PAY_004`, nothing written.
+
+use super::super::credits::{MAX_REASON_LEN, Render, check_text};
+use super::super::error::{AppError, Result};
+use super::super::idempotency::{Claimed, claim};
+use super::super::journal::{Recorder, event_type};
+use super::super::{App, Reply, RequestCtx, new_id};
+use super::{OrderDetails, order_not_found, restore_order};
+use crate::domain::OrderId;
+use crate::store::{OrderTx, Transactions, TxOps};
+
+impl App {
+    /// Cancels an order that is not yet completed.
+    pub async fn cancel_order(
+        &self,
+        ctx: &RequestCtx,
+        order_id: &str,
+        reason: Option<String>,
+        render: impl Render<OrderDetails>,
+    ) -> Result<Reply> {
+        let id = OrderId::new(order_id)?;
+        let reason = reason.unwrap_or_else(|| "cancelled through the API".into());
+        check_text("reason", &reason, MAX_REASON_LEN)?;
+        let now = self.now();
+        let tx = self.store().begin(&ctx.tenant).await?;
+        let mut tx = match claim(tx, ctx, now).await? {
+            Claimed::Proceed(tx) => tx,
+            Claimed::Replay(reply) => return Ok(reply),
+        };
+        let record = tx
+            .order_for_update(id.as_str())
+            .await?
+            .ok_or_else(|| order_not_found(id.as_str()))?;
+        let change = restore_order(&record)?.cancel(reason)?;
+        let to = change.order.status().as_str();
+        let version = tx
+            .set_order_status(id.as_str(), (&record.status, record.version), to, now)
+            .await?
+            .ok_or_else(|| {
+                AppError::StateConflict(format!("order `{id}` changed while it was cancelled"))
+            })?;
+
+        let mut journal = Recorder::new(ctx, new_id("tx"), now);
+        journal.ledger(Some(&record.customer_id), change.ledger);
+        journal.transition(&change.transition);
+        journal.event(
+            event_type::ORDER_CANCELLED,
+            &record.customer_id,
+            &serde_json::json!({
+                "orderId": id.as_str(),
+                "customerId": &record.customer_id,
+                "from": &record.status,
+                "status": to,
+                "currency": &record.currency,
+                "total": record.total,
+                "reason": &change.transition.reason,
+            }),
+        );
+        tx.record(journal.finish());
+        let mut details = OrderDetails::from_record(record)?;
+        details.status = to.to_owned();
+        details.version = version;
+        details.updated_at = now;
+        let response = render(&details);
+        tx.commit(Some(response.clone())).await?;
+        Ok(Reply {
+            response,
+            replayed: false,
+        })
+    }
+}
