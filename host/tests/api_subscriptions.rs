@@ -811,3 +811,70 @@ async fn a_subscription_the_policy_refuses_to_renew_does_not_stop_the_others() {
         host.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_of_a_plan_change_and_a_cancellation_replay_their_first_answer() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        host.funded_customer(Tenant::Acme, "c1", 10_000).await;
+        let id = id_of(&subscribe(&host, Tenant::Acme, "c1", "basic").await);
+        host.advance(DAY);
+        let path = format!("/api/v1/subscriptions/{id}/change-plan");
+        let body = json!({ "planId": "pro", "timing": "immediate" });
+        let first = host
+            .call(
+                Tenant::Acme,
+                "POST",
+                &path,
+                Some(body.clone()),
+                Some("chg-1"),
+            )
+            .await;
+        first.expect(200, "OK");
+        let paid = available(&host, Tenant::Acme, "c1").await;
+        // The subscription is on pro now, so the checks alone would refuse
+        // the retry: the stored answer is replayed instead.
+        let retry = host
+            .call(Tenant::Acme, "POST", &path, Some(body), Some("chg-1"))
+            .await;
+        retry.expect(200, "OK");
+        assert_eq!(retry.bytes, first.bytes);
+        assert_eq!(retry.headers["idempotent-replayed"], "true");
+        assert_eq!(available(&host, Tenant::Acme, "c1").await, paid);
+        host.call(
+            Tenant::Acme,
+            "POST",
+            &path,
+            Some(json!({ "planId": "basic", "timing": "period_end" })),
+            Some("chg-1"),
+        )
+        .await
+        .expect(409, "PAY_003");
+
+        let cancel_path = format!("/api/v1/subscriptions/{id}/cancel");
+        let body = json!({ "atPeriodEnd": false });
+        let first = host
+            .call(
+                Tenant::Acme,
+                "POST",
+                &cancel_path,
+                Some(body.clone()),
+                Some("cxl-1"),
+            )
+            .await;
+        first.expect(200, "OK");
+        let retry = host
+            .call(
+                Tenant::Acme,
+                "POST",
+                &cancel_path,
+                Some(body),
+                Some("cxl-1"),
+            )
+            .await;
+        retry.expect(200, "OK");
+        assert_eq!(retry.bytes, first.bytes);
+        assert_eq!(get(&host, Tenant::Acme, &id).await.result()["version"], 3);
+        host.finish().await;
+    }
+}

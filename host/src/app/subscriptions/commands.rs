@@ -37,12 +37,25 @@ impl App {
         cmd: ChangePlanCommand,
         render: impl Render<SubscriptionOutcome>,
     ) -> Result<Reply> {
+        let now = self.now();
+        match self.plan_change(ctx, cmd, now).await {
+            Ok((record, effect)) => self.apply(ctx, &record, effect, now, render).await,
+            Err(err) => self.replay_or(ctx, err).await,
+        }
+    }
+
+    /// Reads, checks and prices a plan change.
+    async fn plan_change(
+        &self,
+        ctx: &RequestCtx,
+        cmd: ChangePlanCommand,
+        now: i64,
+    ) -> Result<(SubscriptionRecord, Effect)> {
         let id = SubscriptionId::new(&cmd.subscription_id)?;
         let plan = PlanId::new(&cmd.plan_id)?;
         let binding = self.subscription_policy(&ctx.tenant)?;
         let record = self.subscription_record(&ctx.tenant, id.as_str()).await?;
         let sub = restore(&record)?;
-        let now = self.now();
         let call_ctx = self
             .call_context(&ctx.tenant, &record.customer_id, now)
             .await?;
@@ -111,7 +124,7 @@ impl App {
                 }
             }
         };
-        self.apply(ctx, &record, effect, now, render).await
+        Ok((record, effect))
     }
 
     /// Cancels now, or schedules the end for the period end.
@@ -121,6 +134,18 @@ impl App {
         cmd: CancelCommand,
         render: impl Render<SubscriptionOutcome>,
     ) -> Result<Reply> {
+        match self.cancellation(ctx, cmd).await {
+            Ok((record, effect)) => self.apply(ctx, &record, effect, self.now(), render).await,
+            Err(err) => self.replay_or(ctx, err).await,
+        }
+    }
+
+    /// Reads and checks a cancellation.
+    async fn cancellation(
+        &self,
+        ctx: &RequestCtx,
+        cmd: CancelCommand,
+    ) -> Result<(SubscriptionRecord, Effect)> {
         let id = SubscriptionId::new(&cmd.subscription_id)?;
         let reason = cmd
             .reason
@@ -142,7 +167,24 @@ impl App {
             event: event_type::SUBSCRIPTION_CANCELLED,
             payment: None,
         };
-        self.apply(ctx, &record, effect, self.now(), render).await
+        Ok((record, effect))
+    }
+
+    /// A command refused before its transaction may be the retry of one
+    /// that succeeded (the subscription has moved on since, so the checks
+    /// now fail): the stored answer wins over the fresh refusal.
+    async fn replay_or(&self, ctx: &RequestCtx, err: AppError) -> Result<Reply> {
+        if ctx.idempotency.is_none() {
+            return Err(err);
+        }
+        let tx = self.store().begin(&ctx.tenant).await?;
+        match claim(tx, ctx, self.now()).await? {
+            Claimed::Replay(reply) => Ok(reply),
+            Claimed::Proceed(tx) => {
+                tx.rollback().await?;
+                Err(err)
+            }
+        }
     }
 
     async fn subscription_record(&self, tenant: &str, id: &str) -> Result<SubscriptionRecord> {
