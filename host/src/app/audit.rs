@@ -11,7 +11,7 @@
 //!   `customer:{id}:credits_reserved`, `0 ≤ reserved ≤ balance`, and
 //!   `expiring` equals the remaining credits of its expiring grants; every
 //!   customer credits account in the ledger has a materialised row;
-//! - **credit records**: each grant, use and refund row matches its ledger
+//! - **credit records**: each grant, use, refund and expiry row matches its ledger
 //!   transaction's kind and amount; each use's `refunded` equals its refunds;
 //! - **journal links**: every ledger transaction has a state-history row and
 //!   exactly one outbox event; every history row has an event and every

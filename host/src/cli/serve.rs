@@ -32,6 +32,9 @@ const FEED_INTERVAL: Duration = Duration::from_millis(250);
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 /// How often due subscriptions are renewed, activated or expired.
 const SUBSCRIPTION_INTERVAL: Duration = Duration::from_secs(5);
+/// How often grants past their `expiresAt` lose their unspent credits (the
+/// longest a lapsed grant stays spendable).
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
@@ -134,8 +137,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// Background housekeeping: number committed outbox events for the feed
 /// (PostgreSQL; SQLite numbers at insert), purge idempotency records past
-/// their retention, and move due subscriptions on (renew, end trials,
-/// expire).
+/// their retention, expire lapsed credit grants, and move due subscriptions
+/// on (renew, end trials, expire).
 async fn maintenance(app: App, retention_hours: u32) {
     let store = app.store().clone();
     let mut feed = tokio::time::interval(FEED_INTERVAL);
@@ -144,13 +147,17 @@ async fn maintenance(app: App, retention_hours: u32) {
     purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut subscriptions = tokio::time::interval(SUBSCRIPTION_INTERVAL);
     subscriptions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut expiry = tokio::time::interval(EXPIRY_INTERVAL);
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let sequenced = matches!(store, Store::Postgres(_));
     loop {
         tokio::select! {
             _ = subscriptions.tick() => {
                 match app.run_subscription_scheduler(app.now()).await {
-                    Ok(summary) if summary == Default::default() => {}
-                    Ok(summary) => tracing::info!(?summary, "serve.subscriptions_scheduled"),
+                    Ok(summary) if summary.changed_any() => {
+                        tracing::info!(?summary, "serve.subscriptions_scheduled")
+                    }
+                    Ok(_) => {}
                     Err(err) => tracing::warn!(error = %err, "serve.subscription_scheduler_failed"),
                 }
             }
@@ -167,6 +174,16 @@ async fn maintenance(app: App, retention_hours: u32) {
                         Ok(n) => tracing::info!(tenant = %tenant.id, purged = n, "serve.idempotency_purged"),
                         Err(err) => tracing::warn!(tenant = %tenant.id, error = %err, "serve.idempotency_purge_failed"),
                     }
+                }
+            }
+            _ = expiry.tick() => {
+                match app.expire_credits(app.now()).await {
+                    Ok(run) if run.grants > 0 || run.failed > 0 => tracing::info!(
+                        grants = run.grants, credits = run.credits, failed = run.failed,
+                        "serve.credits_expired"
+                    ),
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "serve.credit_expiry_failed"),
                 }
             }
         }

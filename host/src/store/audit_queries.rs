@@ -90,7 +90,7 @@ macro_rules! audit_queries {
 
             // Each credit detail row against its ledger transaction: the
             // right kind, and the right amount on the customer's account.
-            let credit_checks: [(&str, &str); 3] = [
+            let credit_checks: [(&str, &str); 4] = [
                 (
                     "grant",
                     "SELECT g.grant_id FROM credit_grants g \
@@ -124,6 +124,17 @@ macro_rules! audit_queries {
                          WHERE p.tenant_id = r.tenant_id AND p.transaction_id = r.refund_id \
                            AND p.account = 'customer:' || r.customer_id || ':credits' \
                            AND p.unit = 'CREDITS' AND p.amount = -r.credits))",
+                ),
+                (
+                    "expiry",
+                    "SELECT x.expiry_id FROM credit_expiries x \
+                     LEFT JOIN ledger_transactions t \
+                       ON t.tenant_id = x.tenant_id AND t.transaction_id = x.expiry_id \
+                     WHERE x.tenant_id = $1 AND (t.kind IS DISTINCT FROM 'credit.expire' \
+                       OR NOT EXISTS (SELECT 1 FROM ledger_postings p \
+                         WHERE p.tenant_id = x.tenant_id AND p.transaction_id = x.expiry_id \
+                           AND p.account = 'customer:' || x.customer_id || ':credits' \
+                           AND p.unit = 'CREDITS' AND p.amount = x.credits))",
                 ),
             ];
             for (what, sql) in credit_checks {

@@ -40,6 +40,7 @@ macro_rules! dispatch_tx {
 // store traits next to their SQL and implement them for [`Store`]/[`Tx`] with
 // these macros and for both backends, so a feature lives in one file.
 mod audit_queries;
+mod credit_expiry;
 mod credit_queries;
 mod error;
 pub mod model;
@@ -51,6 +52,7 @@ mod subscriptions;
 
 use std::future::Future;
 
+pub use credit_expiry::{CreditExpiryQueries, CreditExpiryTx, DueGrant, ExpireGrant};
 pub use error::{Result, StoreError};
 pub use model::*;
 pub use orders::{NewOrder, OrderLineRecord, OrderQueries, OrderRecord, OrderSource, OrderTx};

@@ -123,6 +123,13 @@ pub enum CreditEntry {
         /// Why.
         reason: String,
     },
+    /// Unspent credits of a grant lapsed.
+    Expiry {
+        /// Credits that left the balance.
+        credits: i64,
+        /// The grant that expired.
+        grant_id: String,
+    },
 }
 
 /// One outbox event as the feed serves it.

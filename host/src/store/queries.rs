@@ -89,6 +89,9 @@ macro_rules! shared_queries {
             refund_use_id: Option<String>,
             refund_reason: Option<String>,
             refund_balance: Option<i64>,
+            expiry_credits: Option<i64>,
+            expiry_grant_id: Option<String>,
+            expiry_balance: Option<i64>,
         }
 
         impl CreditTxRow {
@@ -119,9 +122,17 @@ macro_rules! shared_queries {
                         reason: self.refund_reason.unwrap_or_default(),
                     };
                     (entry, balance)
+                } else if let (Some(credits), Some(balance)) =
+                    (self.expiry_credits, self.expiry_balance)
+                {
+                    let entry = CreditEntry::Expiry {
+                        credits,
+                        grant_id: self.expiry_grant_id.unwrap_or_default(),
+                    };
+                    (entry, balance)
                 } else {
                     return Err(StoreError::Corrupt(format!(
-                        "credit transaction {} has no grant, use or refund row",
+                        "credit transaction {} has no grant, use, refund or expiry row",
                         self.transaction_id
                     )));
                 };
@@ -152,7 +163,9 @@ macro_rules! shared_queries {
                    g.balance_after AS grant_balance, \
                    u.charged, u.refunded, u.feature, u.units, u.balance_after AS use_balance, \
                    r.credits AS refund_credits, r.use_id AS refund_use_id, \
-                   r.reason AS refund_reason, r.balance_after AS refund_balance \
+                   r.reason AS refund_reason, r.balance_after AS refund_balance, \
+                   x.credits AS expiry_credits, x.grant_id AS expiry_grant_id, \
+                   x.balance_after AS expiry_balance \
                  FROM ledger_transactions t \
                  LEFT JOIN credit_grants g \
                    ON g.tenant_id = t.tenant_id AND g.grant_id = t.transaction_id \
@@ -160,8 +173,11 @@ macro_rules! shared_queries {
                    ON u.tenant_id = t.tenant_id AND u.use_id = t.transaction_id \
                  LEFT JOIN credit_refunds r \
                    ON r.tenant_id = t.tenant_id AND r.refund_id = t.transaction_id \
+                 LEFT JOIN credit_expiries x \
+                   ON x.tenant_id = t.tenant_id AND x.expiry_id = t.transaction_id \
                  WHERE t.tenant_id = $1 AND t.customer_id = $2 AND t.seq < $3 \
-                   AND (g.grant_id IS NOT NULL OR u.use_id IS NOT NULL OR r.refund_id IS NOT NULL) \
+                   AND (g.grant_id IS NOT NULL OR u.use_id IS NOT NULL \
+                     OR r.refund_id IS NOT NULL OR x.expiry_id IS NOT NULL) \
                  ORDER BY t.seq DESC LIMIT $4",
             )
             .bind(tenant)

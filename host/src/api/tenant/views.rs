@@ -307,10 +307,11 @@ impl From<&CreditsRefunded> for RefundView {
 #[serde(rename_all = "camelCase")]
 pub struct StatementLine {
     transaction_id: String,
-    /// `grant`, `use` or `refund`.
+    /// `grant`, `use`, `refund` or `expiry`.
     #[serde(rename = "type")]
     kind: &'static str,
-    /// Signed change of the balance: + for grants and refunds, − for uses.
+    /// Signed change of the balance: + for grants and refunds, − for uses
+    /// and expiries.
     credits: i64,
     balance_after: i64,
     created_at: i64,
@@ -326,6 +327,9 @@ pub struct StatementLine {
     refunded: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     refunded_transaction_id: Option<String>,
+    /// For expiries: the grant that lapsed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grant_transaction_id: Option<String>,
 }
 
 /// `GET /credits/transactions`.
@@ -355,6 +359,7 @@ impl From<Statement> for StatementView {
                     units: None,
                     refunded: None,
                     refunded_transaction_id: None,
+                    grant_transaction_id: None,
                 };
                 match item.entry {
                     CreditEntry::Grant {
@@ -388,6 +393,11 @@ impl From<Statement> for StatementView {
                         line.credits = credits;
                         line.reason = Some(reason);
                         line.refunded_transaction_id = Some(use_id);
+                    }
+                    CreditEntry::Expiry { credits, grant_id } => {
+                        line.kind = "expiry";
+                        line.credits = -credits;
+                        line.grant_transaction_id = Some(grant_id);
                     }
                 }
                 line

@@ -4,9 +4,12 @@
 //! [`crate::app`]. This file holds the commands' types, their input checks
 //! and the reads.
 
+mod expire;
 mod grant;
 mod refund;
 mod use_credits;
+
+pub use expire::ExpiryRun;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -51,6 +51,14 @@ pub struct SchedulerSummary {
     pub failed: usize,
 }
 
+impl SchedulerSummary {
+    /// Whether the run changed or failed anything (skips alone do not
+    /// count: a past-due subscription is skipped on every run).
+    pub fn changed_any(&self) -> bool {
+        self.activated + self.renewed + self.past_due + self.expired + self.failed > 0
+    }
+}
+
 enum Outcome {
     Activated,
     Renewed,
