@@ -115,6 +115,9 @@ impl App {
                             .end_trial_early(period, "plan change ended the trial")?;
                         Applied::one(change).then(ended)
                     }
+                    // Paid time: the plan changes, the period stays (the
+                    // terms' `[change_at, period_end)` is its remainder), so
+                    // a later change is prorated over the whole period.
                     (false, _) => Applied::one(change),
                 };
                 Effect {

@@ -10,7 +10,7 @@
 //! periods chain and that the status allows the event.
 //!
 //! **How a charge is paid** (tenant setting `subscriptions.pay_from_credits`,
-//! see [`charge`]):
+//! see `charge.rs`):
 //! - `true`: the money total is converted into credits at the tenant's
 //!   `credits_per_major_unit` (rounded up to a whole credit) and debited
 //!   like a credit use (kind `subscription_charge`), never past the

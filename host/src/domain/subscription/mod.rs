@@ -40,6 +40,12 @@
 //!   failed payment); an immediate change replaces the plan and drops any
 //!   pending one; scheduling a cancellation drops it too. Changing to the
 //!   current plan is an invalid request (`REQ_001`).
+//! - A plan change during a trial follows the policy's answer: the trial
+//!   goes on on the new plan, never longer ([`Subscription::change_plan_in_trial`]),
+//!   or it ends at the change and the first paid period starts there
+//!   ([`Subscription::change_plan_now`], then [`Subscription::end_trial_early`]:
+//!   an `end_trial` that is due before the period end because the customer
+//!   chose a plan whose trial is over).
 
 mod status;
 
