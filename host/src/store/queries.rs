@@ -265,28 +265,6 @@ macro_rules! shared_queries {
             }))
         }
 
-        pub(crate) async fn complete_idempotency<'e, E>(
-            ex: E,
-            tenant: &str,
-            key: &str,
-            response: &StoredResponse,
-        ) -> Result<()>
-        where
-            E: sqlx::Executor<'e, Database = Db>,
-        {
-            sqlx::query(
-                "UPDATE idempotency_keys SET response_status = $3, response_body = $4 \
-                 WHERE tenant_id = $1 AND idem_key = $2",
-            )
-            .bind(tenant)
-            .bind(key)
-            .bind(i32::from(response.status))
-            .bind(&response.body)
-            .execute(ex)
-            .await?;
-            Ok(())
-        }
-
         // ── Customers ───────────────────────────────────────────────────
 
         /// Inserts the customer and its empty credit account; `false` when
@@ -368,73 +346,6 @@ macro_rules! shared_queries {
             .await?)
         }
 
-        // ── Journal, one row at a time (SQLite's flush; PostgreSQL batches) ─
-
-        pub(crate) async fn insert_ledger(
-            conn: &mut <Db as sqlx::Database>::Connection,
-            tenant: &str,
-            entry: &LedgerEntry,
-        ) -> Result<()> {
-            sqlx::query(
-                "INSERT INTO ledger_transactions \
-                   (tenant_id, transaction_id, kind, customer_id, request_id, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(tenant)
-            .bind(&entry.transaction_id)
-            .bind(entry.transaction.kind().as_str())
-            .bind(&entry.customer_id)
-            .bind(&entry.request_id)
-            .bind(entry.created_at)
-            .execute(&mut *conn)
-            .await?;
-            for (line, posting) in entry.transaction.postings().iter().enumerate() {
-                sqlx::query(
-                    "INSERT INTO ledger_postings \
-                       (tenant_id, transaction_id, line, account, unit, amount) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(tenant)
-                .bind(&entry.transaction_id)
-                .bind(line_number(line)?)
-                .bind(posting.account.key())
-                .bind(posting.unit.as_str())
-                .bind(posting.amount)
-                .execute(&mut *conn)
-                .await?;
-            }
-            Ok(())
-        }
-
-        pub(crate) async fn insert_history<'e, E>(
-            ex: E,
-            tenant: &str,
-            entry: &HistoryEntry,
-        ) -> Result<()>
-        where
-            E: sqlx::Executor<'e, Database = Db>,
-        {
-            sqlx::query(
-                "INSERT INTO state_history (tenant_id, entity_type, entity_id, from_state, \
-                   to_state, event, reason, actor, request_id, transaction_id, at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(tenant)
-            .bind(entry.entity_type)
-            .bind(&entry.entity_id)
-            .bind(&entry.from_state)
-            .bind(&entry.to_state)
-            .bind(&entry.event)
-            .bind(&entry.reason)
-            .bind(&entry.actor)
-            .bind(&entry.request_id)
-            .bind(&entry.transaction_id)
-            .bind(entry.at)
-            .execute(ex)
-            .await?;
-            Ok(())
-        }
-
         // ── Maintenance ─────────────────────────────────────────────────
 
         pub(crate) async fn purge_idempotency<'e, E>(
@@ -467,11 +378,6 @@ macro_rules! shared_queries {
             )
             .fetch_all(ex)
             .await?)
-        }
-
-        fn line_number(index: usize) -> Result<i16> {
-            i16::try_from(index + 1)
-                .map_err(|_| StoreError::Corrupt("a transaction has too many postings".into()))
         }
     };
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
+use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 use super::error::{Result, StoreError};
 use super::model::*;
@@ -230,16 +230,41 @@ impl TxOps for SqliteTx {
     }
 
     async fn debit_credits(&mut self, debit: &DebitCredits) -> Result<DebitOutcome> {
-        let taken = q::take_credits(
-            &mut *self.tx,
-            &self.tenant,
-            &debit.customer_id,
-            debit.credits,
-            utc_day(debit.now),
-            debit.now,
+        // The guarded debit and the use row in one round trip (two
+        // statements, one hand-off to the worker thread): the INSERT runs
+        // only if the UPDATE changed the row (`changes()`), and reads the
+        // balance it left. PostgreSQL does the same with a CTE.
+        let taken = sqlx::query_as::<_, (i64, i64, i64, i64, i64)>(
+            "UPDATE credit_accounts \
+             SET balance = balance - $3, \
+                 spent_today = CASE WHEN spent_day = $4 THEN spent_today + $3 ELSE $3 END, \
+                 spent_day = $4, version = version + 1, updated_at = $5 \
+             WHERE tenant_id = $1 AND customer_id = $2 AND balance - reserved >= $3 \
+               AND (spent_day <> $4 OR spent_today <= $6 - $3) \
+             RETURNING balance, reserved, spent_today, version, expiring; \
+             INSERT INTO credit_uses (tenant_id, use_id, customer_id, kind, feature, units, \
+               charged, metadata, quote, policy, policy_hash, balance_after, created_at) \
+             SELECT $1, $7, $2, $14, $8, $9, $3, $10, $11, $12, $13, balance, $5 \
+             FROM credit_accounts WHERE tenant_id = $1 AND customer_id = $2 AND changes() = 1",
         )
+        .bind(&self.tenant)
+        .bind(&debit.customer_id)
+        .bind(debit.credits)
+        .bind(utc_day(debit.now))
+        .bind(debit.now)
+        .bind(i64::MAX)
+        .bind(&debit.use_id)
+        .bind(&debit.feature)
+        .bind(debit.units)
+        .bind(&debit.metadata)
+        .bind(&debit.quote)
+        .bind(&debit.policy)
+        .bind(&debit.policy_hash)
+        .bind(debit.kind.as_str())
+        // `fetch_all` runs both statements to the end.
+        .fetch_all(&mut *self.tx)
         .await?;
-        let Some((after, expiring)) = taken else {
+        let Some(&(balance, reserved, spent_today, version, expiring)) = taken.first() else {
             return Ok(
                 match q::credit_account(&mut *self.tx, &self.tenant, &debit.customer_id).await? {
                     None => DebitOutcome::NoAccount,
@@ -247,7 +272,12 @@ impl TxOps for SqliteTx {
                 },
             );
         };
-        q::insert_use(&mut *self.tx, &self.tenant, debit, after.balance).await?;
+        let after = AccountAfter {
+            balance,
+            reserved,
+            spent_today,
+            version,
+        };
         if expiring > 0 {
             let grants =
                 q::expiring_grants(&mut *self.tx, &self.tenant, &debit.customer_id, debit.now)
@@ -299,17 +329,12 @@ impl TxOps for SqliteTx {
 
     async fn commit(mut self, response: Option<StoredResponse>) -> Result<()> {
         let journal = std::mem::take(&mut self.journal);
-        for entry in &journal.ledger {
-            q::insert_ledger(&mut self.tx, &self.tenant, entry).await?;
-        }
-        for entry in &journal.history {
-            q::insert_history(&mut *self.tx, &self.tenant, entry).await?;
-        }
-        for event in &journal.events {
-            insert_event(&mut self.tx, &self.tenant, event).await?;
-        }
-        if let (Some(key), Some(response)) = (&self.claimed, &response) {
-            q::complete_idempotency(&mut *self.tx, &self.tenant, key, response).await?;
+        let completion = match (&self.claimed, &response) {
+            (Some(key), Some(response)) => Some((key.as_str(), response)),
+            _ => None,
+        };
+        if let Some(mut flush) = journal_flush(&self.tenant, &journal, completion)? {
+            flush.build().execute(&mut *self.tx).await?;
         }
         self.tx.commit().await?;
         Ok(())
@@ -321,30 +346,110 @@ impl TxOps for SqliteTx {
     }
 }
 
-/// One writer: the next position is the highest so far plus one (read
-/// through the unique index on `feed_seq`).
-async fn insert_event(
-    tx: &mut Transaction<'static, Sqlite>,
-    tenant: &str,
-    event: &OutboxEntry,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO outbox_events (tenant_id, event_id, type, source, subject, time, data, \
-           transaction_id, feed_seq) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-           (SELECT COALESCE(MAX(feed_seq), 0) + 1 FROM outbox_events))",
-    )
-    .bind(tenant)
-    .bind(&event.event_id)
-    .bind(event.event_type)
-    .bind(&event.source)
-    .bind(&event.subject)
-    .bind(event.time)
-    .bind(&event.data)
-    .bind(&event.transaction_id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+/// The whole journal and the idempotent response as **one** multi-statement
+/// query: sqlx runs every SQLite statement on the connection's worker
+/// thread, so each statement is a thread hand-off there and back while the
+/// only writer is held; one query is one hand-off. Positional `?`
+/// parameters run on across the statements. `None` when there is nothing
+/// to write.
+///
+/// One writer: an event's feed position is the highest so far plus one
+/// (read through the unique index on `feed_seq`), one statement per event
+/// so each sees the one before.
+fn journal_flush<'a>(
+    tenant: &'a str,
+    journal: &'a Journal,
+    completion: Option<(&'a str, &'a StoredResponse)>,
+) -> Result<Option<QueryBuilder<'a, Sqlite>>> {
+    let mut q = QueryBuilder::<Sqlite>::new("");
+    let mut statements = 0;
+    if !journal.ledger.is_empty() {
+        q.push(
+            "INSERT INTO ledger_transactions \
+               (tenant_id, transaction_id, kind, customer_id, request_id, created_at) ",
+        );
+        q.push_values(&journal.ledger, |mut row, entry| {
+            row.push_bind(tenant)
+                .push_bind(&entry.transaction_id)
+                .push_bind(entry.transaction.kind().as_str())
+                .push_bind(&entry.customer_id)
+                .push_bind(&entry.request_id)
+                .push_bind(entry.created_at);
+        });
+        q.push("; INSERT INTO ledger_postings (tenant_id, transaction_id, line, account, unit, amount) ");
+        let mut postings = Vec::new();
+        for entry in &journal.ledger {
+            for (index, posting) in entry.transaction.postings().iter().enumerate() {
+                let line = i16::try_from(index + 1).map_err(|_| {
+                    StoreError::Corrupt("a transaction has too many postings".into())
+                })?;
+                postings.push((&entry.transaction_id, line, posting.account.key(), posting));
+            }
+        }
+        q.push_values(postings, |mut row, (id, line, account, posting)| {
+            row.push_bind(tenant)
+                .push_bind(id)
+                .push_bind(line)
+                .push_bind(account)
+                .push_bind(posting.unit.as_str().to_owned())
+                .push_bind(posting.amount);
+        });
+        q.push("; ");
+        statements += 2;
+    }
+    if !journal.history.is_empty() {
+        q.push(
+            "INSERT INTO state_history (tenant_id, entity_type, entity_id, from_state, \
+               to_state, event, reason, actor, request_id, transaction_id, at) ",
+        );
+        q.push_values(&journal.history, |mut row, h| {
+            row.push_bind(tenant)
+                .push_bind(h.entity_type)
+                .push_bind(&h.entity_id)
+                .push_bind(&h.from_state)
+                .push_bind(&h.to_state)
+                .push_bind(&h.event)
+                .push_bind(&h.reason)
+                .push_bind(&h.actor)
+                .push_bind(&h.request_id)
+                .push_bind(&h.transaction_id)
+                .push_bind(h.at);
+        });
+        q.push("; ");
+        statements += 1;
+    }
+    for event in &journal.events {
+        q.push(
+            "INSERT INTO outbox_events (tenant_id, event_id, type, source, subject, time, data, \
+               transaction_id, feed_seq) VALUES (",
+        );
+        let mut values = q.separated(", ");
+        values
+            .push_bind(tenant)
+            .push_bind(&event.event_id)
+            .push_bind(event.event_type)
+            .push_bind(&event.source)
+            .push_bind(&event.subject)
+            .push_bind(event.time)
+            .push_bind(&event.data)
+            .push_bind(&event.transaction_id)
+            .push("(SELECT COALESCE(MAX(feed_seq), 0) + 1 FROM outbox_events)");
+        q.push("); ");
+        statements += 1;
+    }
+    if let Some((key, response)) = completion {
+        q.push("UPDATE idempotency_keys SET response_status = ");
+        q.push_bind(i32::from(response.status));
+        q.push(", response_body = ");
+        q.push_bind(&response.body);
+        q.push(" WHERE tenant_id = ");
+        q.push_bind(tenant);
+        q.push(" AND idem_key = ");
+        q.push_bind(key);
+        q.push("; ");
+        statements += 1;
+    }
+    Ok((statements > 0).then_some(q))
 }
 
 async fn upsert_customer(

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use notify::{Event, EventKind, RecursiveMode, Watcher as _};
@@ -139,11 +139,19 @@ fn run(
     rx: &mpsc::Receiver<Message>,
     debounce: Duration,
 ) {
+    let mut followed = Instant::now();
     loop {
         match rx.recv_timeout(REFRESH) {
             Ok(Message::Event(event)) if state.concerns_us(&event) => {}
+            // Writes to other files in a watched directory (e.g. an SQLite
+            // database next to the config) arrive by the thousand under
+            // load: drop them, refreshing the watch set at most once per
+            // REFRESH as a quiet period would.
             Ok(Message::Event(_)) | Err(RecvTimeoutError::Timeout) => {
-                state.follow(reloader);
+                if followed.elapsed() >= REFRESH {
+                    state.follow(reloader);
+                    followed = Instant::now();
+                }
                 continue;
             }
             Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => return,
@@ -160,5 +168,6 @@ fn run(
         // leaves the old version serving.
         let _ = reloader.reload(Trigger::Watcher);
         state.follow(reloader);
+        followed = Instant::now();
     }
 }
