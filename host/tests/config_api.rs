@@ -103,7 +103,7 @@ fn database_mistakes_name_their_field() {
 #[test]
 fn tenant_api_settings_resolve_keys_signing_and_currency() {
     let config = parse(&format!(
-        "tenants:\n  acme:\n    currency: EUR\n    api_keys: [{{ id: k-1, sha256: {SHA} }}]\n    signing: {{ secret_env: ACME_SIGNING_SECRET }}\n    subscriptions: {{ pay_from_credits: true }}\n  sandbox:\n    dev: true\n    api_keys: [{{ id: s-1, sha256: {} }}]\n  nokeys: {{}}\n",
+        "tenants:\n  acme:\n    currency: EUR\n    api_keys: [{{ id: k-1, sha256: {SHA} }}]\n    signing: {{ secret_env: ACME_SIGNING_SECRET }}\n    subscriptions: {{ pay_from_credits: true, credits_per_major_unit: 100 }}\n  sandbox:\n    dev: true\n    api_keys: [{{ id: s-1, sha256: {} }}]\n  nokeys: {{}}\n",
         SHA.replace('5', "6")
     ))
     .unwrap();
@@ -117,11 +117,41 @@ fn tenant_api_settings_resolve_keys_signing_and_currency() {
         "ACME_SIGNING_SECRET"
     );
     assert!(acme.subscriptions.pay_from_credits);
+    assert_eq!(acme.subscriptions.credits_per_major_unit, Some(100));
     assert!(config.tenants["sandbox"].api.dev);
     assert!(config.tenants["sandbox"].api.signing.is_none());
     assert!(config.tenants["nokeys"].api.api_keys.is_empty());
     // Key digests never show in Debug output.
     assert!(!format!("{config:?}").contains(SHA));
+}
+
+#[test]
+fn paying_subscriptions_from_credits_needs_a_positive_exchange_rate() {
+    let tenant =
+        |subscriptions: &str| format!("tenants:\n  acme:\n    subscriptions: {subscriptions}\n");
+    assert_error(
+        &tenant("{ pay_from_credits: true }"),
+        "tenants.acme.subscriptions.credits_per_major_unit",
+        "required when pay_from_credits",
+    );
+    assert_error(
+        &tenant("{ pay_from_credits: true, credits_per_major_unit: 0 }"),
+        "tenants.acme.subscriptions.credits_per_major_unit",
+        "above 0",
+    );
+    assert_error(
+        &tenant("{ pay_from_credits: true, credits_per_major_unit: 1.5 }"),
+        "tenants.acme.subscriptions.credits_per_major_unit",
+        "expected i64",
+    );
+    let config = parse(&tenant("{ pay_from_credits: false }")).unwrap();
+    assert_eq!(
+        config.tenants["acme"]
+            .api
+            .subscriptions
+            .credits_per_major_unit,
+        None
+    );
 }
 
 #[test]

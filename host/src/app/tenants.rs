@@ -24,6 +24,9 @@ pub struct TenantSettings {
     pub currency: Option<Currency>,
     /// Renewals paid from credits.
     pub pay_from_credits: bool,
+    /// Credits per major unit of a plan's currency (set when paying from
+    /// credits; checked by the configuration).
+    pub credits_per_major_unit: Option<i64>,
 }
 
 impl TenantSettings {
@@ -95,6 +98,7 @@ impl TenantDirectory {
                 signing,
                 currency: api.currency,
                 pay_from_credits: api.subscriptions.pay_from_credits,
+                credits_per_major_unit: api.subscriptions.credits_per_major_unit,
             });
             directory.by_id.insert(id.clone(), index);
             for key in &api.api_keys {

@@ -30,6 +30,8 @@ use crate::store::{Maintenance, Store};
 const FEED_INTERVAL: Duration = Duration::from_millis(250);
 /// How often expired idempotency records are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often due subscriptions are renewed, activated or expired.
+const SUBSCRIPTION_INTERVAL: Duration = Duration::from_secs(5);
 /// How often grants past their `expiresAt` lose their unspent credits (the
 /// longest a lapsed grant stays spendable).
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
@@ -135,18 +137,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// Background housekeeping: number committed outbox events for the feed
 /// (PostgreSQL; SQLite numbers at insert), purge idempotency records past
-/// their retention, and expire lapsed credit grants.
+/// their retention, expire lapsed credit grants, and move due subscriptions
+/// on (renew, end trials, expire).
 async fn maintenance(app: App, retention_hours: u32) {
     let store = app.store().clone();
     let mut feed = tokio::time::interval(FEED_INTERVAL);
     feed.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut purge = tokio::time::interval(PURGE_INTERVAL);
     purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut subscriptions = tokio::time::interval(SUBSCRIPTION_INTERVAL);
+    subscriptions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut expiry = tokio::time::interval(EXPIRY_INTERVAL);
     expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let sequenced = matches!(store, Store::Postgres(_));
     loop {
         tokio::select! {
+            _ = subscriptions.tick() => {
+                match app.run_subscription_scheduler(app.now()).await {
+                    Ok(summary) if summary.changed_any() => {
+                        tracing::info!(?summary, "serve.subscriptions_scheduled")
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "serve.subscription_scheduler_failed"),
+                }
+            }
             _ = feed.tick(), if sequenced => {
                 if let Err(err) = store.sequence_feed().await {
                     tracing::warn!(error = %err, "serve.feed_sequencer_failed");

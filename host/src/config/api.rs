@@ -8,7 +8,7 @@
 //!     api_keys:
 //!       - { id: acme-live-1, sha256: <hex sha256 of the key> }
 //!     signing: { secret_env: ACME_SIGNING_SECRET }
-//!     subscriptions: { pay_from_credits: true }
+//!     subscriptions: { pay_from_credits: true, credits_per_major_unit: 100 }
 //!   sandbox:
 //!     dev: true          # unsigned requests allowed
 //!     api_keys: [{ id: sandbox-1, sha256: … }]
@@ -89,6 +89,10 @@ pub struct SubscriptionsConfig {
     /// Renewals are paid from the customer's credits when true; otherwise a
     /// PENDING order is left for the payment step.
     pub pay_from_credits: bool,
+    /// Credits per major unit of the plan's currency (100 → 1 USD costs 100
+    /// credits): policies quote subscriptions in money, so paying them in
+    /// credits needs a rate. Required (and > 0) when `pay_from_credits`.
+    pub credits_per_major_unit: Option<i64>,
 }
 
 /// Whether `name` is a plausible environment variable name.

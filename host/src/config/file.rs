@@ -82,6 +82,7 @@ pub(super) struct RawSigning {
 pub(super) struct RawSubscriptions {
     #[serde(default)]
     pub pay_from_credits: bool,
+    pub credits_per_major_unit: Option<i64>,
 }
 
 /// One optional binding per pricing kind: named fields (not a map) so an

@@ -30,7 +30,7 @@ pub use secret::Secret;
 
 use crate::domain::Currency;
 use crate::policy::{EngineSettings, Limits};
-use file::{RawBinding, RawConfig, RawDatabase, RawEngine, RawTenant};
+use file::{RawBinding, RawConfig, RawDatabase, RawEngine, RawSubscriptions, RawTenant};
 
 /// A validated configuration. Paths are absolute (relative ones were taken
 /// relative to the config file's directory).
@@ -442,15 +442,38 @@ impl<'a> Resolver<'a> {
         database
     }
 
+    /// `subscriptions:`; paying from credits needs the exchange rate.
+    fn subscriptions(
+        &mut self,
+        field: &str,
+        raw: Option<&RawSubscriptions>,
+    ) -> SubscriptionsConfig {
+        let Some(raw) = raw else {
+            return SubscriptionsConfig::default();
+        };
+        let key = format!("{field}.subscriptions.credits_per_major_unit");
+        match raw.credits_per_major_unit {
+            Some(rate) if rate <= 0 => self.error(
+                key,
+                format!("{rate} must be a whole number of credits above 0"),
+            ),
+            None if raw.pay_from_credits => self.error(
+                key,
+                "required when pay_from_credits is true: how many credits one major unit of \
+                 the plan's currency costs (e.g. 100 credits per 1 USD)",
+            ),
+            _ => {}
+        }
+        SubscriptionsConfig {
+            pay_from_credits: raw.pay_from_credits,
+            credits_per_major_unit: raw.credits_per_major_unit.filter(|rate| *rate > 0),
+        }
+    }
+
     fn tenant_api(&mut self, field: &str, raw: &RawTenant) -> TenantApiConfig {
         let mut api = TenantApiConfig {
             dev: raw.dev,
-            subscriptions: SubscriptionsConfig {
-                pay_from_credits: raw
-                    .subscriptions
-                    .as_ref()
-                    .is_some_and(|s| s.pay_from_credits),
-            },
+            subscriptions: self.subscriptions(field, raw.subscriptions.as_ref()),
             ..TenantApiConfig::default()
         };
         if let Some(code) = &raw.currency {

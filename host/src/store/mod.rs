@@ -49,6 +49,7 @@ mod postgres;
 mod queries;
 mod sqlite;
 mod usage;
+mod subscriptions;
 
 use std::future::Future;
 
@@ -59,6 +60,7 @@ pub use orders::{NewOrder, OrderLineRecord, OrderQueries, OrderRecord, OrderSour
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use usage::*;
+pub use subscriptions::*;
 
 use crate::config::{DatabaseConfig, DatabaseUrl};
 

@@ -228,7 +228,9 @@ pub struct DebitCredits {
     pub customer_id: String,
     /// Credits (> 0).
     pub credits: i64,
-    /// The feature used.
+    /// A feature use, or a subscription's charge paid from credits.
+    pub kind: crate::domain::credit::CreditUseKind,
+    /// The feature used (a subscription charge: `subscription:<plan>`).
     pub feature: String,
     /// Units used.
     pub units: i64,

@@ -282,7 +282,7 @@ impl TxOps for PgTx {
              used AS ( \
                INSERT INTO credit_uses (tenant_id, use_id, customer_id, kind, feature, units, \
                  charged, metadata, quote, policy, policy_hash, balance_after, created_at) \
-               SELECT $1, $7, $2, 'use', $8, $9, $3, $10, $11, $12, $13, account.balance, $5 \
+               SELECT $1, $7, $2, $14, $8, $9, $3, $10, $11, $12, $13, account.balance, $5 \
                FROM account) \
              SELECT balance, reserved, spent_today, version, expiring FROM account",
         )
@@ -299,6 +299,7 @@ impl TxOps for PgTx {
         .bind(&debit.quote)
         .bind(&debit.policy)
         .bind(&debit.policy_hash)
+        .bind(debit.kind.as_str())
         .fetch_optional(&mut *self.tx)
         .await?;
         let Some((balance, reserved, spent_today, version, expiring)) = taken else {

@@ -244,7 +244,7 @@ impl TxOps for SqliteTx {
              RETURNING balance, reserved, spent_today, version, expiring; \
              INSERT INTO credit_uses (tenant_id, use_id, customer_id, kind, feature, units, \
                charged, metadata, quote, policy, policy_hash, balance_after, created_at) \
-             SELECT $1, $7, $2, 'use', $8, $9, $3, $10, $11, $12, $13, balance, $5 \
+             SELECT $1, $7, $2, $14, $8, $9, $3, $10, $11, $12, $13, balance, $5 \
              FROM credit_accounts WHERE tenant_id = $1 AND customer_id = $2 AND changes() = 1",
         )
         .bind(&self.tenant)
@@ -260,6 +260,7 @@ impl TxOps for SqliteTx {
         .bind(&debit.quote)
         .bind(&debit.policy)
         .bind(&debit.policy_hash)
+        .bind(debit.kind.as_str())
         // `fetch_all` runs both statements to the end.
         .fetch_all(&mut *self.tx)
         .await?;

@@ -6,13 +6,17 @@
 //! Tenants of the test config:
 //! - `acme`: signed (secret [`ACME_SECRET`]); `render` costs 5 credits per
 //!   unit (×0.5 for tier `gold`), `free` costs 0; its validation policy caps
-//!   customers of tier `capped` at 50 credits a day, and usage metrics are
-//!   only `api-calls` and `storage-gb`, metered in USD as in
-//!   examples/tenants.yaml (1000 free api-calls, then graduated tiers;
-//!   storage-gb by volume).
-//! - `globex`: dev (unsigned); `render` costs 1 credit per unit; metered in
+//!   customers of tier `capped` at 50 credits a day. Subscriptions are paid
+//!   from credits at 100 credits per USD. Usage metrics are only `api-calls`
+//!   and `storage-gb`, metered in USD as in examples/tenants.yaml (1000 free
+//!   api-calls, then graduated tiers; storage-gb by volume).
+//! - `globex`: dev (unsigned); `render` costs 1 credit per unit;
+//!   subscriptions leave orders (its plans are priced in USD); metered in
 //!   EUR: `emails` 500 free then €4.00 per started 1000, `api-calls` 1 cent
 //!   each, other metrics ignored.
+//! - `acme` and `globex` share the subscription plans `basic` (10 USD a
+//!   month), `pro` (30), `pro-yearly` (300 a year), `trial-basic` (basic
+//!   with 14 trial days) and `trial-pro` (pro with 7).
 //! - `initech`: dev; its credit policy is the hostile fixture set to loop
 //!   forever, so every price call runs out of fuel.
 //! - `hooli`: dev, with no policies at all.
@@ -105,6 +109,14 @@ pub fn config_yaml() -> String {
     let validation = policy("fluxpay-policy-validation");
     let hostile = policy("fluxpay-fixture-hostile");
     let metered = policy("fluxpay-policy-metered");
+    let subscription = policy("fluxpay-policy-subscription");
+    // Plans for the subscription tests (api_subscriptions.rs).
+    let plans = "plans: [\
+        { id: basic, interval: monthly, price: 1000, currency: USD }, \
+        { id: pro, interval: monthly, price: 3000, currency: USD }, \
+        { id: pro-yearly, interval: yearly, price: 30000, currency: USD }, \
+        { id: trial-basic, interval: monthly, price: 1000, currency: USD, trial_days: 14 }, \
+        { id: trial-pro, interval: monthly, price: 3000, currency: USD, trial_days: 7 }]";
     let catalog = policy("fluxpay-policy-catalog");
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
     format!(
@@ -118,7 +130,11 @@ tenants:
       - {{ id: acme-1, sha256: {acme} }}
       - {{ id: acme-2, sha256: {acme2} }}
     signing: {{ secret_env: TEST_ACME_SECRET }}
+    subscriptions: {{ pay_from_credits: true, credits_per_major_unit: 100 }}
     pricing:
+      subscription:
+        module: {subscription}
+        config: {{ {plans} }}
       credit:
         module: {credit}
         config:
@@ -167,6 +183,9 @@ tenants:
     api_keys: [{{ id: globex-1, sha256: {globex} }}]
     currency: EUR
     pricing:
+      subscription:
+        module: {subscription}
+        config: {{ {plans} }}
       credit:
         module: {credit}
         config: {{ features: {{ render: {{ credits_per_unit: 1 }} }} }}
@@ -202,6 +221,7 @@ tenants:
         validation = validation.display(),
         hostile = hostile.display(),
         metered = metered.display(),
+        subscription = subscription.display(),
         catalog = catalog.display(),
     )
 }

@@ -10,6 +10,7 @@ use super::super::journal::{Recorder, event_type};
 use super::super::policy::{invalid_output, policy_ref, price, validate};
 use super::super::{App, Reply, RequestCtx, new_id};
 use super::{Balance, CreditsUsed, Render, UseCommand, check_feature, check_metadata};
+use crate::domain::credit::CreditUseKind;
 use crate::domain::ledger::LedgerTransaction;
 use crate::domain::money::AmountError;
 use crate::domain::{Credits, CustomerId, DomainError, PositiveCredits};
@@ -131,6 +132,7 @@ impl App {
             use_id: use_id.clone(),
             customer_id: customer.to_string(),
             credits,
+            kind: CreditUseKind::Use,
             feature: cmd.feature.clone(),
             units: cmd.units,
             metadata: serde_json::to_string(&cmd.metadata)

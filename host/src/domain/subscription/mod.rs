@@ -40,6 +40,12 @@
 //!   failed payment); an immediate change replaces the plan and drops any
 //!   pending one; scheduling a cancellation drops it too. Changing to the
 //!   current plan is an invalid request (`REQ_001`).
+//! - A plan change during a trial follows the policy's answer: the trial
+//!   goes on on the new plan, never longer ([`Subscription::change_plan_in_trial`]),
+//!   or it ends at the change and the first paid period starts there
+//!   ([`Subscription::change_plan_now`], then [`Subscription::end_trial_early`]:
+//!   an `end_trial` that is due before the period end because the customer
+//!   chose a plan whose trial is over).
 
 mod status;
 
@@ -345,6 +351,73 @@ impl Subscription {
         self.check_new_plan(&plan)?;
         let mut parts = self.parts.clone();
         parts.plan = plan;
+        parts.pending_plan = None;
+        Ok(self.changed(parts, event, reason.into()))
+    }
+
+    /// Switches to `plan` during the free trial when the policy lets the
+    /// trial go on on the new plan until `trial_end` (never past the current
+    /// trial end). The trial keeps its start: the policy prices a later
+    /// change as if the customer had begun on the new plan then.
+    pub fn change_plan_in_trial(
+        &self,
+        plan: PlanId,
+        trial_end: Timestamp,
+        now: Timestamp,
+        reason: impl Into<String>,
+    ) -> Result<SubscriptionChange> {
+        let event = SubscriptionEvent::ChangePlanNow;
+        self.check(event)?;
+        if self.parts.status != SubscriptionStatus::Trialing {
+            return Err(self.not_allowed(event, "only a trialing subscription has a trial"));
+        }
+        self.check_new_plan(&plan)?;
+        if trial_end <= now || trial_end > self.parts.period.end() {
+            return Err(DomainError::invalid(
+                "trial",
+                format!(
+                    "the new trial end ({trial_end}) must be after now ({now}) and not after \
+                     the current trial end ({})",
+                    self.parts.period.end()
+                ),
+            ));
+        }
+        let mut parts = self.parts.clone();
+        parts.plan = plan;
+        parts.pending_plan = None;
+        parts.period = Period::new(self.parts.period.start(), trial_end)?;
+        Ok(self.changed(parts, event, reason.into()))
+    }
+
+    /// Ends the free trial early: a plan change started the first paid
+    /// period `next` inside the trial (the policy's answer to a change to a
+    /// plan whose own trial is already over). `next` becomes the billing
+    /// anchor. Call it after [`Subscription::change_plan_now`], so history
+    /// shows the plan change and then the trial ending.
+    pub fn end_trial_early(
+        &self,
+        next: Period,
+        reason: impl Into<String>,
+    ) -> Result<SubscriptionChange> {
+        let event = SubscriptionEvent::EndTrial;
+        self.check(event)?;
+        self.refuse_if_cancelling(event)?;
+        let trial = self.parts.period;
+        if next.start() < trial.start() || next.start() > trial.end() {
+            return Err(DomainError::invalid(
+                "period",
+                format!(
+                    "the first paid period must start within the trial ({} – {}), not at {}",
+                    trial.start(),
+                    trial.end(),
+                    next.start()
+                ),
+            ));
+        }
+        let mut parts = self.parts.clone();
+        parts.status = SubscriptionStatus::Active;
+        parts.period = next;
+        parts.anchor = Some(next.start());
         parts.pending_plan = None;
         Ok(self.changed(parts, event, reason.into()))
     }

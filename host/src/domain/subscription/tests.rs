@@ -412,3 +412,57 @@ fn statuses_round_trip_through_their_stored_form() {
     }
     assert!("PAUSED".parse::<S>().is_err());
 }
+
+#[test]
+fn a_plan_change_during_a_trial_can_shorten_the_trial_but_keeps_its_start() {
+    let sub = subscription(S::Trialing, false);
+    let trial = sub.period();
+    let shorter = at(trial.end().unix_millis() - 50);
+    let changed = sub
+        .change_plan_in_trial(plan("pro"), shorter, trial.start(), "upgrade")
+        .unwrap();
+    assert_eq!(changed.subscription.status(), S::Trialing);
+    assert_eq!(changed.subscription.plan(), &plan("pro"));
+    assert_eq!(changed.subscription.period().start(), trial.start());
+    assert_eq!(changed.subscription.period().end(), shorter);
+    assert_eq!(changed.transition.event, "change_plan");
+
+    let longer = at(trial.end().unix_millis() + 1);
+    assert!(
+        sub.change_plan_in_trial(plan("pro"), longer, trial.start(), "x")
+            .is_err()
+    );
+    let active = subscription(S::Active, false);
+    assert!(
+        active
+            .change_plan_in_trial(plan("pro"), shorter, trial.start(), "x")
+            .is_err()
+    );
+}
+
+#[test]
+fn a_plan_change_can_end_a_trial_early_into_a_first_paid_period() {
+    let sub = subscription(S::Trialing, false);
+    let trial = sub.period();
+    let change_at = trial.start().unix_millis() + 10;
+    let next = period(change_at, change_at + 30_000);
+    let ended = sub.end_trial_early(next, "paid plan").unwrap();
+    assert_eq!(ended.subscription.status(), S::Active);
+    assert_eq!(ended.subscription.period(), next);
+    assert_eq!(ended.subscription.anchor(), Some(next.start()));
+    assert_eq!(ended.transition.from, Some("TRIALING"));
+    assert_eq!(ended.transition.event, "end_trial");
+
+    let outside = period(trial.end().unix_millis() + 1, trial.end().unix_millis() + 9);
+    assert!(sub.end_trial_early(outside, "x").is_err());
+    assert!(
+        subscription(S::Trialing, true)
+            .end_trial_early(next, "x")
+            .is_err()
+    );
+    assert!(
+        subscription(S::Active, false)
+            .end_trial_early(next, "x")
+            .is_err()
+    );
+}
