@@ -48,8 +48,8 @@ mod orders;
 mod postgres;
 mod queries;
 mod sqlite;
-mod usage;
 mod subscriptions;
+mod usage;
 
 use std::future::Future;
 
@@ -59,8 +59,8 @@ pub use model::*;
 pub use orders::{NewOrder, OrderLineRecord, OrderQueries, OrderRecord, OrderSource, OrderTx};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
-pub use usage::*;
 pub use subscriptions::*;
+pub use usage::*;
 
 use crate::config::{DatabaseConfig, DatabaseUrl};
 

@@ -8,6 +8,7 @@
 //! (`REQ_001` without). A replayed answer carries `Idempotent-Replayed: true`.
 
 pub mod auth;
+mod command;
 mod orders;
 mod subscriptions;
 mod usage;
@@ -17,21 +18,20 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use self::auth::{Caller, MAX_BODY_BYTES, RawBody};
+use self::auth::{Caller, MAX_BODY_BYTES};
+use self::command::{Command, Key};
 use self::views::*;
 use super::envelope::{ApiOk, Envelope, OK};
 use super::error::{ApiError, ApiResult};
 use super::extract::{AppPath, AppQuery};
 use crate::app::credits::{GrantCommand, RefundCommand, UseCommand};
-use crate::app::idempotency::Idempotency;
-use crate::app::{App, Reply, RequestCtx};
+use crate::app::{App, Reply};
 use crate::store::StoredResponse;
 
 /// The header that makes a POST idempotent.
@@ -68,13 +68,11 @@ pub fn router(app: App) -> Router {
 
 async fn put_customer(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Extension(body): Extension<RawBody>,
-    headers: HeaderMap,
+    command: Command,
     AppPath(customer_id): AppPath<String>,
 ) -> ApiResult<CustomerView> {
-    let request: PutCustomerBody = parse_body(&headers, &body)?;
-    let ctx = request_ctx(&caller, None);
+    let request: PutCustomerBody = command.json()?;
+    let ctx = command.ctx(Key::Ignored)?;
     let saved = app
         .put_customer(&ctx, &customer_id, request.attributes)
         .await?;
@@ -108,16 +106,9 @@ async fn balance(
     Ok(ApiOk::new("balance", BalanceResponse::from(balance)))
 }
 
-async fn charge(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Extension(body): Extension<RawBody>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let request: ChargeBody = parse_body(&headers, &body)?;
-    let key = idempotency(&headers, &method, &uri, &body, true)?;
+async fn charge(State(app): State<App>, command: Command) -> Result<Response, ApiError> {
+    let request: ChargeBody = command.json()?;
+    let ctx = command.ctx(Key::Required)?;
     let command = GrantCommand {
         customer_id: request.customer_id,
         credits: request.credits,
@@ -125,7 +116,7 @@ async fn charge(
         expires_at: request.expires_at,
     };
     let reply = app
-        .grant_credits(&request_ctx(&caller, key), command, |granted| {
+        .grant_credits(&ctx, command, |granted| {
             render(
                 StatusCode::CREATED,
                 "credits granted",
@@ -136,16 +127,9 @@ async fn charge(
     Ok(respond(reply))
 }
 
-async fn use_credits(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Extension(body): Extension<RawBody>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let request: UseBody = parse_body(&headers, &body)?;
-    let key = idempotency(&headers, &method, &uri, &body, true)?;
+async fn use_credits(State(app): State<App>, command: Command) -> Result<Response, ApiError> {
+    let request: UseBody = command.json()?;
+    let ctx = command.ctx(Key::Required)?;
     let command = UseCommand {
         customer_id: request.customer_id,
         feature: request.feature,
@@ -153,30 +137,23 @@ async fn use_credits(
         metadata: request.metadata,
     };
     let reply = app
-        .use_credits(&request_ctx(&caller, key), command, |used| {
+        .use_credits(&ctx, command, |used| {
             render(StatusCode::CREATED, "credits used", &UseView::from(used))
         })
         .await?;
     Ok(respond(reply))
 }
 
-async fn refund(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Extension(body): Extension<RawBody>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let request: RefundBody = parse_body(&headers, &body)?;
-    let key = idempotency(&headers, &method, &uri, &body, true)?;
+async fn refund(State(app): State<App>, command: Command) -> Result<Response, ApiError> {
+    let request: RefundBody = command.json()?;
+    let ctx = command.ctx(Key::Required)?;
     let command = RefundCommand {
         transaction_id: request.transaction_id,
         credits: request.credits,
         reason: request.reason,
     };
     let reply = app
-        .refund_credits(&request_ctx(&caller, key), command, |refunded| {
+        .refund_credits(&ctx, command, |refunded| {
             render(
                 StatusCode::CREATED,
                 "credits refunded",
@@ -220,78 +197,6 @@ async fn events(
 }
 
 // ── Helpers ────────────────────────────────────────────────────────────────
-
-pub(super) fn request_ctx(caller: &Caller, idempotency: Option<Idempotency>) -> RequestCtx {
-    RequestCtx {
-        tenant: caller.tenant.clone(),
-        actor: format!("api_key:{}", caller.key_id),
-        request_id: caller.request_id.clone(),
-        idempotency,
-    }
-}
-
-/// The body as `T`: declared as JSON, one JSON value, the expected shape
-/// (the error names the field that is wrong).
-pub(super) fn parse_body<T: DeserializeOwned>(
-    headers: &HeaderMap,
-    body: &RawBody,
-) -> Result<T, ApiError> {
-    let json = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| {
-            let mime = mime.trim();
-            mime.eq_ignore_ascii_case("application/json")
-                || (mime.starts_with("application/") && mime.ends_with("+json"))
-        });
-    if !json {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    let mut deserializer = serde_json::Deserializer::from_slice(&body.0);
-    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data if path != "." => {
-                ApiError::InvalidBody(format!("{path}: {inner}"))
-            }
-            serde_json::error::Category::Data => ApiError::InvalidBody(inner.to_string()),
-            _ => ApiError::MalformedJson(inner.to_string()),
-        }
-    })?;
-    deserializer
-        .end()
-        .map_err(|err| ApiError::MalformedJson(err.to_string()))?;
-    Ok(value)
-}
-
-/// The request's idempotency key and fingerprint; `required` for POSTs
-/// that move money.
-pub(super) fn idempotency(
-    headers: &HeaderMap,
-    method: &Method,
-    uri: &Uri,
-    body: &RawBody,
-    required: bool,
-) -> Result<Option<Idempotency>, ApiError> {
-    let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
-        return if required {
-            Err(ApiError::InvalidRequest(
-                "this request moves money: send an Idempotency-Key header (e.g. a UUID) and reuse it when you retry".into(),
-            ))
-        } else {
-            Ok(None)
-        };
-    };
-    let key = value
-        .to_str()
-        .map_err(|_| ApiError::InvalidRequest("Idempotency-Key must be visible ASCII".into()))?;
-    let path = uri
-        .path_and_query()
-        .map_or_else(|| uri.path(), |pq| pq.as_str());
-    Ok(Some(Idempotency::new(key, method.as_str(), path, &body.0)?))
-}
 
 /// The envelope bytes a command stores with its effect.
 pub(super) fn render<T: Serialize>(

@@ -10,13 +10,14 @@ use std::collections::BTreeMap;
 
 use axum::Router;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{Caller, RawBody};
-use super::{idempotency, parse_body, render, request_ctx, respond};
+use super::auth::Caller;
+use super::command::{Command, Key};
+use super::{render, respond};
 use crate::api::envelope::ApiOk;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::AppPath;
@@ -131,16 +132,9 @@ impl From<&OrderDetails> for OrderView {
     }
 }
 
-async fn create(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Extension(body): Extension<RawBody>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let request: CreateOrderBody = parse_body(&headers, &body)?;
-    let key = idempotency(&headers, &method, &uri, &body, true)?;
+async fn create(State(app): State<App>, command: Command) -> Result<Response, ApiError> {
+    let request: CreateOrderBody = command.json()?;
+    let ctx = command.ctx(Key::Required)?;
     let command = CreateOrderCommand {
         customer_id: request.customer_id,
         currency: request.currency,
@@ -152,7 +146,7 @@ async fn create(
         metadata: request.metadata,
     };
     let reply = app
-        .create_order(&request_ctx(&caller, key), command, |order| {
+        .create_order(&ctx, command, |order| {
             render(
                 StatusCode::CREATED,
                 "order created",
@@ -174,27 +168,16 @@ async fn read(
 
 async fn cancel(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Extension(body): Extension<RawBody>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    command: Command,
     AppPath(order_id): AppPath<String>,
 ) -> Result<Response, ApiError> {
     // The body is optional: an empty POST cancels without a reason.
-    let request: CancelBody = if body.0.is_empty() {
-        CancelBody::default()
-    } else {
-        parse_body(&headers, &body)?
-    };
-    let key = idempotency(&headers, &method, &uri, &body, false)?;
+    let request: CancelBody = command.json_or_default()?;
+    let ctx = command.ctx(Key::Optional)?;
     let reply = app
-        .cancel_order(
-            &request_ctx(&caller, key),
-            &order_id,
-            request.reason,
-            |order| render(StatusCode::OK, "order cancelled", &OrderView::from(order)),
-        )
+        .cancel_order(&ctx, &order_id, request.reason, |order| {
+            render(StatusCode::OK, "order cancelled", &OrderView::from(order))
+        })
         .await?;
     Ok(respond(reply))
 }

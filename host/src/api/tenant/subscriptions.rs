@@ -7,14 +7,15 @@ use std::collections::BTreeMap;
 
 use axum::Router;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{Caller, RawBody};
+use super::auth::Caller;
+use super::command::{Command, Key};
 use super::views::LineItemView;
-use super::{idempotency, parse_body, render, request_ctx, respond};
+use super::{render, respond};
 use crate::api::envelope::ApiOk;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::AppPath;
@@ -40,23 +41,16 @@ pub(super) fn routes() -> Router<App> {
         )
 }
 
-async fn create(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Extension(body): Extension<RawBody>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let request: CreateBody = parse_body(&headers, &body)?;
-    let key = idempotency(&headers, &method, &uri, &body, true)?;
+async fn create(State(app): State<App>, command: Command) -> Result<Response, ApiError> {
+    let request: CreateBody = command.json()?;
+    let ctx = command.ctx(Key::Required)?;
     let command = CreateCommand {
         customer_id: request.customer_id,
         plan_id: request.plan_id,
         metadata: request.metadata,
     };
     let reply = app
-        .create_subscription(&request_ctx(&caller, key), command, |outcome| {
+        .create_subscription(&ctx, command, |outcome| {
             render(
                 StatusCode::CREATED,
                 "subscription created",
@@ -78,15 +72,11 @@ async fn read(
 
 async fn change_plan(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Extension(body): Extension<RawBody>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    command: Command,
     AppPath(subscription_id): AppPath<String>,
 ) -> Result<Response, ApiError> {
-    let request: ChangePlanBody = parse_body(&headers, &body)?;
-    let key = idempotency(&headers, &method, &uri, &body, true)?;
+    let request: ChangePlanBody = command.json()?;
+    let ctx = command.ctx(Key::Required)?;
     let command = ChangePlanCommand {
         subscription_id,
         plan_id: request.plan_id,
@@ -96,7 +86,7 @@ async fn change_plan(
         },
     };
     let reply = app
-        .change_subscription_plan(&request_ctx(&caller, key), command, |outcome| {
+        .change_subscription_plan(&ctx, command, |outcome| {
             render(StatusCode::OK, "plan changed", &OutcomeView::from(outcome))
         })
         .await?;
@@ -105,27 +95,19 @@ async fn change_plan(
 
 async fn cancel(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Extension(body): Extension<RawBody>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    command: Command,
     AppPath(subscription_id): AppPath<String>,
 ) -> Result<Response, ApiError> {
     // Everything is optional: an empty body cancels at period end.
-    let request: CancelBody = if body.0.is_empty() {
-        CancelBody::default()
-    } else {
-        parse_body(&headers, &body)?
-    };
-    let key = idempotency(&headers, &method, &uri, &body, false)?;
+    let request: CancelBody = command.json_or_default()?;
+    let ctx = command.ctx(Key::Optional)?;
     let command = CancelCommand {
         subscription_id,
         at_period_end: request.at_period_end.unwrap_or(true),
         reason: request.reason,
     };
     let reply = app
-        .cancel_subscription(&request_ctx(&caller, key), command, |outcome| {
+        .cancel_subscription(&ctx, command, |outcome| {
             let message = if outcome.subscription.cancel_at_period_end {
                 "subscription will end at period end"
             } else {

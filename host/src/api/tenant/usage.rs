@@ -11,15 +11,16 @@ use std::collections::BTreeMap;
 
 use axum::Router;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::auth::{Caller, RawBody};
+use super::auth::Caller;
+use super::command::{Command, Key};
 use super::views::LineItemView;
-use super::{idempotency, parse_body, render, request_ctx, respond};
+use super::{render, respond};
 use crate::api::envelope::ApiOk;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::AppQuery;
@@ -104,7 +105,7 @@ impl From<EventBody> for EventInput {
 }
 
 /// A batch when the object has `events`, else one event; errors name the
-/// field as `parse_body`'s do.
+/// field as `Command::json`'s do.
 fn events_of(value: Value) -> Result<Vec<EventBody>, ApiError> {
     let batch = value.as_object().is_some_and(|o| o.contains_key("events"));
     let shape = |err: serde_path_to_error::Error<serde_json::Error>| {
@@ -266,22 +267,15 @@ impl From<&PeriodClosed> for CloseView {
 
 // ── Handlers ───────────────────────────────────────────────────────────────
 
-async fn ingest(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Extension(body): Extension<RawBody>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let value: Value = parse_body(&headers, &body)?;
+async fn ingest(State(app): State<App>, command: Command) -> Result<Response, ApiError> {
+    let value: Value = command.json()?;
     let events = events_of(value)?;
-    let key = idempotency(&headers, &method, &uri, &body, false)?;
+    let ctx = command.ctx(Key::Optional)?;
     let command = IngestCommand {
         events: events.into_iter().map(EventInput::from).collect(),
     };
     let reply = app
-        .ingest_usage(&request_ctx(&caller, key), command, |ingested| {
+        .ingest_usage(&ctx, command, |ingested| {
             render(
                 StatusCode::OK,
                 "usage ingested",
@@ -303,23 +297,16 @@ async fn summary(
     Ok(ApiOk::new("usage summary", SummaryView::from(summary)))
 }
 
-async fn close(
-    State(app): State<App>,
-    Extension(caller): Extension<Caller>,
-    Extension(body): Extension<RawBody>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let request: CloseBody = parse_body(&headers, &body)?;
-    let key = idempotency(&headers, &method, &uri, &body, true)?;
+async fn close(State(app): State<App>, command: Command) -> Result<Response, ApiError> {
+    let request: CloseBody = command.json()?;
+    let ctx = command.ctx(Key::Required)?;
     let command = CloseCommand {
         customer_id: request.customer_id,
         period_start: request.period_start,
         period_end: request.period_end,
     };
     let reply = app
-        .close_usage_period(&request_ctx(&caller, key), command, |closed| {
+        .close_usage_period(&ctx, command, |closed| {
             render(
                 StatusCode::CREATED,
                 "usage period closed",
