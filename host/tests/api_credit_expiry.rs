@@ -146,3 +146,30 @@ async fn concurrent_expiry_runs_expire_each_grant_once() {
         host.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credits_spent_after_a_grant_lapses_but_before_the_job_runs_come_out_of_that_grant() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        host.put_customer(Tenant::Globex, "g1", json!({}))
+            .await
+            .expect(201, "OK");
+        grant(&host, "g1", 50, None).await;
+        grant(&host, "g1", 100, Some(host.now() + HOUR)).await;
+        host.advance(HOUR + 1000);
+        // The lapsed grant is still in the balance until the job runs; a
+        // spend takes it first, so the credits that never expire are only
+        // touched for the rest.
+        host.use_credits(Tenant::Globex, "g1", "render", 120, "use-1")
+            .await
+            .expect(201, "OK");
+        let run = host.app.expire_credits(host.now()).await.unwrap();
+        assert_eq!((run.grants, run.credits), (0, 0), "nothing left to expire");
+        assert_eq!(
+            host.balance(Tenant::Globex, "g1").await.result()["balance"],
+            30,
+            "the never-expiring credits minus what the lapsed grant did not cover"
+        );
+        host.finish().await;
+    }
+}

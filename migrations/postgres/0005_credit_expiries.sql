@@ -1,7 +1,8 @@
 -- Credits of a grant that lapsed unspent. Its id is its ledger transaction
--- id (kind credit.expiry); the customer's statement shows it. `credits` is
+-- id (kind credit.expire); the customer's statement shows it. `credits` is
 -- what left the balance: the grant's remaining credits, capped by what was
--- available (credits reserved by a saga in flight are not pulled).
+-- available. Credits reserved by a saga in flight are not pulled: they
+-- expire by a later row once released, so a grant can have several.
 CREATE TABLE credit_expiries (
     tenant_id     TEXT   NOT NULL,
     expiry_id     TEXT   NOT NULL,
@@ -11,7 +12,6 @@ CREATE TABLE credit_expiries (
     balance_after BIGINT NOT NULL,
     created_at    BIGINT NOT NULL,
     CONSTRAINT credit_expiries_pkey PRIMARY KEY (tenant_id, expiry_id),
-    CONSTRAINT credit_expiries_grant_key UNIQUE (tenant_id, grant_id),
     CONSTRAINT credit_expiries_grant_fkey FOREIGN KEY (tenant_id, grant_id)
         REFERENCES credit_grants (tenant_id, grant_id),
     CONSTRAINT credit_expiries_transaction_fkey FOREIGN KEY (tenant_id, expiry_id)
@@ -19,6 +19,8 @@ CREATE TABLE credit_expiries (
         DEFERRABLE INITIALLY DEFERRED,
     CONSTRAINT credit_expiries_credits_check CHECK (credits > 0)
 );
+
+CREATE INDEX credit_expiries_grant_idx ON credit_expiries (tenant_id, grant_id);
 
 -- The expiry job's scan: grants with credits left, by expiry time.
 CREATE INDEX credit_grants_due_idx ON credit_grants (tenant_id, expires_at)

@@ -36,9 +36,8 @@ pub struct ExpireGrant {
     pub grant_id: String,
     /// The customer.
     pub customer_id: String,
-    /// The grant's remaining credits, which leave `expiring`.
-    pub remaining: i64,
-    /// Credits that leave the balance (≤ remaining; 0 writes no expiry row).
+    /// Credits that leave the balance, the grant and `expiring` (≤ the
+    /// grant's remaining credits; 0 writes nothing).
     pub expired: i64,
     /// When (ms since the epoch).
     pub now: i64,
@@ -65,10 +64,9 @@ pub trait CreditExpiryTx: Send {
         now: i64,
     ) -> impl Future<Output = Result<Option<DueGrant>>> + Send;
 
-    /// Zeroes the grant's remaining credits, takes `expired` off the
-    /// balance and `remaining` off `expiring`, and records the expiry.
-    /// Returns the account after (`None` when nothing left the balance and
-    /// the account is unchanged).
+    /// Takes `expired` off the grant, the balance and `expiring`, and
+    /// records the expiry. Returns the account after (`None` when nothing
+    /// left the balance: credits still reserved stay on the grant).
     fn expire_grant(
         &mut self,
         expiry: &ExpireGrant,
@@ -125,27 +123,20 @@ macro_rules! expiry_queries {
             tenant: &str,
             expiry: &ExpireGrant,
         ) -> Result<Option<AccountAfter>> {
+            if expiry.expired == 0 {
+                // Everything left is reserved: nothing moves now; the grant
+                // stays due and a later run takes what a release frees.
+                return Ok(None);
+            }
             sqlx::query(
-                "UPDATE credit_grants SET remaining = 0 WHERE tenant_id = $1 AND grant_id = $2",
+                "UPDATE credit_grants SET remaining = remaining - $3 \
+                 WHERE tenant_id = $1 AND grant_id = $2",
             )
             .bind(tenant)
             .bind(&expiry.grant_id)
+            .bind(expiry.expired)
             .execute(&mut *conn)
             .await?;
-            if expiry.expired == 0 {
-                // Everything left was reserved: the balance stays, only the
-                // expiring total (not part of the account's state) drops.
-                sqlx::query(
-                    "UPDATE credit_accounts SET expiring = expiring - $3 \
-                     WHERE tenant_id = $1 AND customer_id = $2",
-                )
-                .bind(tenant)
-                .bind(&expiry.customer_id)
-                .bind(expiry.remaining)
-                .execute(&mut *conn)
-                .await?;
-                return Ok(None);
-            }
             // The guard re-checks what the domain decided on the locked row:
             // never below the reserved credits.
             let after = sqlx::query_as::<_, (i64, i64, i64, i64)>(
@@ -158,7 +149,7 @@ macro_rules! expiry_queries {
             .bind(tenant)
             .bind(&expiry.customer_id)
             .bind(expiry.expired)
-            .bind(expiry.remaining)
+            .bind(expiry.expired)
             .bind(expiry.now)
             .fetch_optional(&mut *conn)
             .await?;

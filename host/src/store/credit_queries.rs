@@ -39,12 +39,14 @@ macro_rules! credit_queries {
             .bind(I64_MAX)
             .fetch_optional(ex)
             .await?;
-            Ok(row.map(|(balance, reserved, spent_today, version)| AccountAfter {
-                balance,
-                reserved,
-                spent_today,
-                version,
-            }))
+            Ok(
+                row.map(|(balance, reserved, spent_today, version)| AccountAfter {
+                    balance,
+                    reserved,
+                    spent_today,
+                    version,
+                }),
+            )
         }
 
         pub(crate) async fn insert_grant<'e, E>(
@@ -75,26 +77,25 @@ macro_rules! credit_queries {
             Ok(())
         }
 
-        /// The customer's grants that can still be spent from and expire,
-        /// locked: (id, credits, remaining, expires_at).
+        /// The customer's expiring grants with credits left (lapsed ones
+        /// included until the expiry job has run), locked:
+        /// (id, credits, remaining, expires_at).
         pub(crate) async fn expiring_grants<'e, E>(
             ex: E,
             tenant: &str,
             customer_id: &str,
-            now: i64,
         ) -> Result<Vec<(String, i64, i64, i64)>>
         where
             E: sqlx::Executor<'e, Database = Db>,
         {
             Ok(sqlx::query_as::<_, (String, i64, i64, i64)>(concat!(
                 "SELECT grant_id, credits, remaining, expires_at FROM credit_grants \
-                 WHERE tenant_id = $1 AND customer_id = $2 AND remaining > 0 AND expires_at > $3 \
+                 WHERE tenant_id = $1 AND customer_id = $2 AND remaining > 0 \
                  ORDER BY expires_at, grant_id",
                 $for_update
             ))
             .bind(tenant)
             .bind(customer_id)
-            .bind(now)
             .fetch_all(ex)
             .await?)
         }

@@ -367,7 +367,6 @@ fn allocate_grants(
     customer_id: &str,
     grants: Vec<(String, i64, i64, i64)>,
     credits: i64,
-    now: i64,
 ) -> Result<(Vec<(String, i64)>, i64)> {
     use crate::domain::credit::CreditGrant;
     use crate::domain::{CreditGrantId, CustomerId, PositiveCredits, Timestamp};
@@ -390,11 +389,7 @@ fn allocate_grants(
         .iter()
         .map(|g| (g.id().to_string(), g.remaining().value()))
         .collect();
-    let changed = CreditGrant::allocate(
-        &restored,
-        crate::domain::Credits(credits),
-        Timestamp::from_unix_millis(now),
-    );
+    let changed = CreditGrant::allocate(&restored, crate::domain::Credits(credits));
     let mut taken = 0i64;
     let mut updates = Vec::with_capacity(changed.len());
     for grant in changed {

@@ -280,10 +280,8 @@ impl TxOps for SqliteTx {
         };
         if expiring > 0 {
             let grants =
-                q::expiring_grants(&mut *self.tx, &self.tenant, &debit.customer_id, debit.now)
-                    .await?;
-            let (updates, spent) =
-                allocate_grants(&debit.customer_id, grants, debit.credits, debit.now)?;
+                q::expiring_grants(&mut *self.tx, &self.tenant, &debit.customer_id).await?;
+            let (updates, spent) = allocate_grants(&debit.customer_id, grants, debit.credits)?;
             for (grant_id, remaining) in &updates {
                 q::set_grant_remaining(&mut *self.tx, &self.tenant, grant_id, *remaining).await?;
             }

@@ -8,8 +8,11 @@
 //! order is the account, then the grant — the order a debit takes them in.
 //!
 //! Between a grant's expiry time and the job's next run its credits are
-//! still spendable; the job's interval bounds that window (`serve` runs it
-//! every 10 s).
+//! still in the balance and spendable — spent first, having the soonest
+//! expiry (see `CreditGrant::allocate`) — so the job never takes credits
+//! that do not expire in their place; `serve` runs it every 10 s. Credits a
+//! saga has reserved stay on the grant and expire on a later run, once
+//! released.
 
 use super::super::error::{AppError, Result};
 use super::super::journal::{Recorder, event_type};
@@ -64,7 +67,7 @@ impl App {
     }
 
     /// Expires one grant; the credits that left the balance, or `None` when
-    /// another run got there first.
+    /// another run got there first or all that is left is reserved.
     async fn expire_grant(&self, tenant: &str, due: &DueGrant, now: i64) -> Result<Option<i64>> {
         let ctx = RequestCtx {
             tenant: tenant.to_owned(),
@@ -109,40 +112,41 @@ impl App {
                 expiry_id: expiry_id.clone(),
                 grant_id: grant.grant_id.clone(),
                 customer_id: grant.customer_id.clone(),
-                remaining: grant.remaining,
                 expired: expiry.expired.value(),
                 now,
             })
             .await?;
-        if let (Some(after), Some(ledger)) = (after, expiry.ledger) {
-            let expired = expiry.expired.value();
-            let mut journal = Recorder::new(&ctx, &expiry_id, now);
-            journal.ledger(Some(customer.as_str()), ledger);
-            journal.credit_balance_change(
-                customer.as_str(),
-                after.balance + expired,
-                after.balance,
-                after.reserved,
-                "expire",
-                &format!("grant {} expired", grant.grant_id),
-            );
-            journal.event(
-                event_type::CREDIT_EXPIRED,
-                customer.as_str(),
-                &serde_json::json!({
-                    "customerId": customer.as_str(),
-                    "transactionId": &expiry_id,
-                    "grantTransactionId": &grant.grant_id,
-                    "credits": expired,
-                    "unspent": grant.remaining,
-                    "balance": after.balance,
-                    "available": after.balance - after.reserved,
-                    "expiredAt": grant.expires_at,
-                }),
-            );
-            tx.record(journal.finish());
-        }
+        let (Some(after), Some(ledger)) = (after, expiry.ledger) else {
+            // Everything left on it is reserved: nothing moves yet.
+            return Ok(None);
+        };
+        let expired = expiry.expired.value();
+        let mut journal = Recorder::new(&ctx, &expiry_id, now);
+        journal.ledger(Some(customer.as_str()), ledger);
+        journal.credit_balance_change(
+            customer.as_str(),
+            after.balance + expired,
+            after.balance,
+            after.reserved,
+            "expire",
+            &format!("grant {} expired", grant.grant_id),
+        );
+        journal.event(
+            event_type::CREDIT_EXPIRED,
+            customer.as_str(),
+            &serde_json::json!({
+                "customerId": customer.as_str(),
+                "transactionId": &expiry_id,
+                "grantTransactionId": &grant.grant_id,
+                "credits": expired,
+                "unspent": grant.remaining,
+                "balance": after.balance,
+                "available": after.balance - after.reserved,
+                "expiredAt": grant.expires_at,
+            }),
+        );
+        tx.record(journal.finish());
         tx.commit(None).await?;
-        Ok(Some(expiry.expired.value()))
+        Ok(Some(expired))
     }
 }

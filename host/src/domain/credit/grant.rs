@@ -98,14 +98,20 @@ impl CreditGrant {
     }
 
     /// Takes `amount` out of `grants`, soonest expiry first (never-expiring
-    /// grants last, ties by id so the result is deterministic), skipping
-    /// grants already expired at `now`. Returns only the grants that
-    /// changed. A spend larger than the grants cover is not an error: the
-    /// rest came from refunded credits, which belong to no grant.
-    pub fn allocate(grants: &[CreditGrant], amount: Credits, now: Timestamp) -> Vec<CreditGrant> {
+    /// grants last, ties by id so the result is deterministic). Returns only
+    /// the grants that changed. A spend larger than the grants cover is not
+    /// an error: the rest came from refunded credits, which belong to no
+    /// grant.
+    ///
+    /// A grant that has lapsed but not been expired yet is still in the
+    /// balance, so it is spendable — and spent first, having the soonest
+    /// expiry. Skipping it would let a spend take credits that never expire
+    /// while the lapsed ones wait, and the expiry would then take from
+    /// those.
+    pub fn allocate(grants: &[CreditGrant], amount: Credits) -> Vec<CreditGrant> {
         let mut order: Vec<&CreditGrant> = grants
             .iter()
-            .filter(|g| g.remaining.is_positive() && !g.is_expired_at(now))
+            .filter(|g| g.remaining.is_positive())
             .collect();
         order.sort_by(|a, b| {
             // `None` (never expires) sorts after every instant.

@@ -115,7 +115,7 @@ pub struct Capture {
 pub struct Expiry {
     /// The account after expiry.
     pub account: CreditAccount,
-    /// The grant, with nothing remaining.
+    /// The grant after: nothing remaining, except what was reserved.
     pub grant: CreditGrant,
     /// Credits removed from the balance.
     pub expired: Credits,
@@ -331,7 +331,8 @@ impl CreditAccount {
 
     /// Removes what is left of an expired grant. Takes at most the available
     /// credits: credits reserved by a saga in flight are not pulled from
-    /// under it, and the balance never goes negative.
+    /// under it (they stay on the grant, to expire once released), and the
+    /// balance never goes negative.
     pub fn expire(&self, grant: &CreditGrant, now: Timestamp) -> Result<Expiry> {
         self.check_owner(grant.customer(), "credit grant")?;
         match grant.expires_at() {
@@ -351,7 +352,9 @@ impl CreditAccount {
             .map(|amount| LedgerTransaction::credit_expiry(&self.customer, amount));
         Ok(Expiry {
             account: self.with_balance(self.balance.checked_sub(expired)?),
-            grant: grant.with_remaining(Credits::ZERO),
+            // What a reservation holds stays on the grant: when the saga
+            // releases it, the next expiry run takes it.
+            grant: grant.with_remaining(grant.remaining().checked_sub(expired)?),
             expired,
             ledger,
         })

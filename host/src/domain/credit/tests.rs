@@ -326,7 +326,7 @@ fn an_expired_grant_removes_what_is_left_of_it() {
         .grant(grant_id("g"), n(100), Some(at(50)), at(0))
         .unwrap();
     let used = granted.account.debit(use_id("u"), n(30)).unwrap();
-    let grant = CreditGrant::allocate(&[granted.record], Credits(30), at(10))
+    let grant = CreditGrant::allocate(&[granted.record], Credits(30))
         .pop()
         .unwrap();
     assert_eq!(grant.remaining(), Credits(70));
@@ -350,6 +350,11 @@ fn expiry_never_takes_credits_a_saga_has_reserved() {
     assert_eq!(expiry.expired, Credits(10));
     assert_eq!(expiry.account.balance(), Credits(90));
     assert_eq!(expiry.account.reserved(), Credits(90));
+    assert_eq!(
+        expiry.grant.remaining(),
+        Credits(90),
+        "the reserved credits stay on the grant, to expire once released"
+    );
 }
 
 #[test]
@@ -402,17 +407,19 @@ fn spends_come_out_of_the_soonest_expiring_grants_first() {
         grant("soon", 20, Some(200)),
         grant("lapsed", 70, Some(100)),
     ];
-    let changed = CreditGrant::allocate(&grants, Credits(60), at(150));
+    // The lapsed grant (not expired yet, so still in the balance) goes
+    // first, then the soonest, and never-expiring credits last.
+    let changed = CreditGrant::allocate(&grants, Credits(100));
     let summary: Vec<(&str, i64)> = changed
         .iter()
         .map(|g| (g.id().as_str(), g.remaining().value()))
         .collect();
-    assert_eq!(summary, [("soon", 0), ("late", 10)]);
+    assert_eq!(summary, [("lapsed", 0), ("soon", 0), ("late", 40)]);
 
-    let all = CreditGrant::allocate(&grants, Credits(1_000), at(150));
+    let all = CreditGrant::allocate(&grants, Credits(1_000));
     assert!(all.iter().all(|g| g.remaining() == Credits(0)));
-    assert_eq!(all.len(), 3, "the lapsed grant is left for expiry");
-    assert!(CreditGrant::allocate(&grants, Credits(0), at(150)).is_empty());
+    assert_eq!(all.len(), 4);
+    assert!(CreditGrant::allocate(&grants, Credits(0)).is_empty());
 }
 
 #[test]
