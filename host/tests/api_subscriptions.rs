@@ -351,6 +351,40 @@ async fn a_renewal_without_enough_credits_is_past_due_until_the_credits_arrive()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_past_due_subscription_expires_after_the_dunning_window_without_charging_a_backlog() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        host.funded_customer(Tenant::Acme, "c1", 1500).await;
+        let created = subscribe(&host, Tenant::Acme, "c1", "basic").await;
+        let id = id_of(&created);
+        let end = int(&created.result()["currentPeriodEnd"]);
+        host.advance(end - host.now());
+        assert_eq!(run_scheduler(&host).await.past_due, 1);
+
+        // Fourteen days later, still unpaid: the scheduler gives up.
+        host.advance(fluxpay_host::app::subscriptions::DUNNING_WINDOW_MS);
+        let summary = run_scheduler(&host).await;
+        assert_eq!(summary.expired, 1, "{summary:?}");
+        let sub = get(&host, Tenant::Acme, &id).await;
+        assert_eq!(sub.result()["status"], "EXPIRED");
+
+        // Credits arriving afterwards buy nothing retroactively.
+        host.charge(Tenant::Acme, "c1", 5000)
+            .await
+            .expect(201, "OK");
+        let later = run_scheduler(&host).await;
+        assert_eq!(later.activated + later.renewed, 0, "{later:?}");
+        assert_eq!(available(&host, Tenant::Acme, "c1").await, 5500);
+        let events = event_types(&host, Tenant::Acme).await;
+        assert!(
+            events.contains(&"subscription.expired".to_owned()),
+            "{events:?}"
+        );
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewals_keep_the_billing_anchor_day_through_short_months() {
     for backend in backends() {
         let host = TestHost::start(backend).await;

@@ -118,6 +118,10 @@ pub(super) struct ChargeFor<'a> {
     pub subscription: &'a SubscriptionRecord,
     pub plan_id: &'a str,
     pub purpose: &'a str,
+    /// Whether the quote may owe the customer (a prorated downgrade). A
+    /// first period or a renewal priced below zero is a policy fault, not
+    /// credits to hand out.
+    pub may_credit: bool,
 }
 
 /// `minor` units of `currency` in credits at `per_major` credits per major
@@ -167,6 +171,16 @@ impl App {
             priced_by: super::super::policy::policy_ref(binding),
         };
         let customer = CustomerId::new(&what.subscription.customer_id)?;
+        let negative = match &quote.total {
+            types::Amount::Credits(n) => *n < 0,
+            types::Amount::Money(m) => m.amount < 0,
+        };
+        if negative && !what.may_credit {
+            return Err(invalid_output(
+                binding,
+                format!("a {} was priced below zero", what.purpose),
+            ));
+        }
         // Credits owed or due, in credits (when paying from credits).
         let (sign, credits) = match (&quote.total, rate) {
             (types::Amount::Credits(n), Some(_)) => (n.signum(), n.checked_abs().unwrap_or(0)),
@@ -183,7 +197,9 @@ impl App {
                 match rate {
                     None if money.amount < 0 => {
                         info.credit_owed = Some(types::Money {
-                            amount: -money.amount,
+                            amount: money.amount.checked_neg().ok_or_else(|| {
+                                invalid_output(binding, "the amount owed does not fit 64 bits")
+                            })?,
                             currency: money.currency.clone(),
                         });
                         return Ok(Paid::Done(Box::new(info)));
@@ -198,7 +214,14 @@ impl App {
                     }
                     Some(rate) => (
                         money.amount.signum(),
-                        money_to_credits(money.amount.abs(), currency, rate, money.amount > 0)?,
+                        money_to_credits(
+                            money.amount.checked_abs().ok_or_else(|| {
+                                invalid_output(binding, "the amount does not fit 64 bits")
+                            })?,
+                            currency,
+                            rate,
+                            money.amount > 0,
+                        )?,
                     ),
                 }
             }

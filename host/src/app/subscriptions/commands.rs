@@ -237,6 +237,7 @@ impl App {
                     subscription: &after,
                     plan_id,
                     purpose,
+                    may_credit: true,
                 };
                 match self.pay(&mut tx, ctx, now, binding, quote, what).await? {
                     Paid::Done(info) => Some(*info),

@@ -99,6 +99,7 @@ impl App {
             subscription: &record,
             plan_id: plan.as_str(),
             purpose: "subscription first period",
+            may_credit: false,
         };
         let charge = match self.pay(&mut tx, ctx, now, &binding, &quote, what).await? {
             Paid::Done(info) => *info,

@@ -38,7 +38,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use charge::{ChargeInfo, PaymentMethod};
-pub use scheduler::SchedulerSummary;
+pub use scheduler::{DUNNING_WINDOW_MS, SchedulerSummary};
 
 use super::App;
 use super::customers::{Customer, not_found};

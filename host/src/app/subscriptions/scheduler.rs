@@ -11,7 +11,10 @@
 //!   (`subscription.past_due`);
 //! - PAST_DUE → the renewal is retried each run; once paid,
 //!   `payment_recovered` (`subscription.activated`); until then nothing is
-//!   written.
+//!   written. After [`DUNNING_WINDOW_MS`] unpaid past the period end the
+//!   scheduler gives up: `expire` (`subscription.expired`). So a recovery
+//!   is charged for at most the one period it resumes, never for a backlog
+//!   of periods the customer did not have.
 //!
 //! Pricing happens before the transaction; the transaction then applies
 //! the change only to the row as it was read (a version guard, and on
@@ -27,6 +30,10 @@ use super::super::{App, RequestCtx, new_id};
 use super::charge::{ChargeFor, Paid};
 use super::{Applied, SubscriptionView, event_data, restore, terms_period, updated};
 use crate::domain::Timestamp;
+
+/// How long a past-due subscription is retried after its period ended
+/// before it expires: 14 days.
+pub const DUNNING_WINDOW_MS: i64 = 14 * 86_400_000;
 use crate::domain::subscription::SubscriptionStatus;
 use crate::policy::types;
 use crate::store::{SubscriptionQueries, SubscriptionTx, Transactions, TxOps};
@@ -76,10 +83,23 @@ impl App {
         for tenant in self.tenants().iter() {
             let mut after: Option<(String, i64)> = None;
             loop {
-                let page = self
+                // One tenant's database trouble must not stop the others.
+                let page = match self
                     .store()
                     .due_subscriptions(&tenant.id, now, after.as_ref(), PAGE)
-                    .await?;
+                    .await
+                {
+                    Ok(page) => page,
+                    Err(err) => {
+                        tracing::warn!(
+                            tenant = %tenant.id,
+                            error = %err,
+                            "subscriptions.scheduler_scan_failed"
+                        );
+                        summary.failed += 1;
+                        break;
+                    }
+                };
                 for (id, _) in &page {
                     match self.settle_due(&tenant.id, id, now).await {
                         Ok(Outcome::Activated) => summary.activated += 1,
@@ -124,7 +144,9 @@ impl App {
         }
 
         // Price (outside the transaction) what moving on costs.
-        let renewal = if sub.cancels_at_period_end() {
+        let gave_up = sub.status() == SubscriptionStatus::PastDue
+            && now.saturating_sub(record.period_end) >= DUNNING_WINDOW_MS;
+        let renewal = if sub.cancels_at_period_end() || gave_up {
             None
         } else {
             let binding = self.subscription_policy(tenant)?;
@@ -154,7 +176,14 @@ impl App {
         }
         let (applied, event, outcome, charge) = match &renewal {
             None => (
-                Applied::one(sub.expire(at, "cancelled at period end")?),
+                Applied::one(sub.expire(
+                    at,
+                    if gave_up {
+                        "unpaid 14 days after the period ended"
+                    } else {
+                        "cancelled at period end"
+                    },
+                )?),
                 event_type::SUBSCRIPTION_EXPIRED,
                 Outcome::Expired,
                 None,
@@ -164,6 +193,7 @@ impl App {
                     subscription: &record,
                     plan_id: plan,
                     purpose: "subscription renewal",
+                    may_credit: false,
                 };
                 match self.pay(&mut tx, &ctx, now, binding, quote, what).await? {
                     Paid::Done(info) => {

@@ -109,12 +109,14 @@ impl UsageTx for PgTx {
     }
 
     async fn lock_customer_for_close(&mut self, customer_id: &str) -> Result<bool> {
-        // FOR UPDATE: waits for batches holding the customer FOR SHARE and
-        // keeps new ones out until the close commits, so no event can slip
-        // into a period between its total and its close row.
+        // FOR NO KEY UPDATE: waits for batches holding the customer FOR
+        // SHARE and keeps new ones out until the close commits, so no event
+        // can slip into a period between its total and its close row — yet
+        // does not block inserts that merely reference the customer (their
+        // foreign-key checks take FOR KEY SHARE), e.g. credit uses.
         let found = sqlx::query_scalar::<_, String>(
             "SELECT customer_id FROM customers WHERE tenant_id = $1 AND customer_id = $2 \
-             FOR UPDATE",
+             FOR NO KEY UPDATE",
         )
         .bind(&self.tenant)
         .bind(customer_id)
