@@ -48,6 +48,7 @@ mod orders;
 mod postgres;
 mod queries;
 mod sqlite;
+mod sqlite_writer;
 mod subscriptions;
 mod usage;
 

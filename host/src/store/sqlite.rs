@@ -3,27 +3,29 @@
 //! SQLite allows one writer at a time. Rather than let several connections
 //! race for the write lock (and sleep in the busy handler with growing
 //! back-offs, which ruins tail latency), the store keeps exactly **one
-//! writer connection**: write transactions queue, first come first served,
-//! for that connection in the pool, and each one starts with
-//! `BEGIN IMMEDIATE`, so it holds the write lock from its first statement
-//! and can never fail with SQLITE_BUSY half-way (e.g. when `serve` and a
-//! `migrate` or an operator's sqlite3 shell share the file). Reads go to a
-//! separate pool of read-only connections that WAL lets run alongside the
-//! writer.
+//! writer connection**: write transactions queue for it, first come first
+//! served, and share commits when they queue ([`super::sqlite_writer`]:
+//! group commit). A group starts with `BEGIN IMMEDIATE`, so it holds the
+//! write lock from its first statement and can never fail with SQLITE_BUSY
+//! half-way (e.g. when `serve` and a `migrate` or an operator's sqlite3
+//! shell share the file). Reads go to a separate pool of read-only
+//! connections that WAL lets run alongside the writer.
 //!
 //! Because writes are serialised, insert order is commit order: an outbox
 //! event's feed position is set at insert.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Sqlite, Transaction};
+use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
 
 use super::error::{Result, StoreError};
 use super::model::*;
+use super::sqlite_writer::{RELEASE, Writer, WriterTx};
 use super::{Maintenance, Queries, Transactions, TxOps, allocate_grants, utc_day};
 use crate::config::{self, DatabaseConfig};
 
@@ -35,7 +37,7 @@ pub(super) mod q {
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
-/// How long a request waits for the writer (or a reader) before giving up.
+/// How long a request waits for a reader before giving up.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long SQLite itself waits for a lock held by another process.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,7 +45,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The SQLite store: one writer connection, a pool of readers.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    pub(super) writer: SqlitePool,
+    writer: Writer,
+    /// How the writer connects (migrations open their own connection).
+    writer_options: Arc<SqliteConnectOptions>,
     pub(super) reader: SqlitePool,
 }
 
@@ -68,22 +72,19 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            // The one writer lives as long as the store.
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(writer_options)
-            .await?;
+        // The one writer lives as long as the store.
+        let writer = Writer::new(SqliteConnection::connect_with(&writer_options).await?);
         // Readers open the file the writer created and switched to WAL.
         let reader = SqlitePoolOptions::new()
             .max_connections(config.max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(base.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            writer_options: Arc::new(writer_options),
+            reader,
+        })
     }
 
     pub(super) async fn close(&self) {
@@ -92,7 +93,7 @@ impl SqliteStore {
     }
 
     pub(super) async fn begin(&self, tenant: &str) -> Result<SqliteTx> {
-        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let tx = self.writer.begin().await?;
         Ok(SqliteTx {
             tx,
             tenant: tenant.to_owned(),
@@ -145,12 +146,14 @@ impl Transactions for SqliteStore {
 
 impl Maintenance for SqliteStore {
     async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.writer).await?;
-        Ok(())
+        self.writer.migrate(&MIGRATOR, &self.writer_options).await
     }
 
     async fn purge_idempotency(&self, tenant: &str, before_ms: i64) -> Result<u64> {
-        q::purge_idempotency(&self.writer, tenant, before_ms).await
+        let mut tx = self.begin(tenant).await?;
+        let purged = q::purge_idempotency(&mut *tx.tx, tenant, before_ms).await?;
+        tx.tx.commit().await?;
+        Ok(purged)
     }
 
     async fn sequence_feed(&self) -> Result<u64> {
@@ -172,7 +175,7 @@ impl Maintenance for SqliteStore {
 
 /// A write transaction on the writer connection.
 pub struct SqliteTx {
-    pub(super) tx: Transaction<'static, Sqlite>,
+    pub(super) tx: WriterTx,
     pub(super) tenant: String,
     claimed: Option<String>,
     journal: Journal,
@@ -331,10 +334,15 @@ impl TxOps for SqliteTx {
             (Some(key), Some(response)) => Some((key.as_str(), response)),
             _ => None,
         };
-        if let Some(mut flush) = journal_flush(&self.tenant, &journal, completion)? {
-            flush.build().execute(&mut *self.tx).await?;
+        match journal_flush(&self.tenant, &journal, completion)? {
+            Some(mut flush) => {
+                // The savepoint's release rides along with the journal.
+                flush.push(RELEASE);
+                flush.build().execute(&mut *self.tx).await?;
+                self.tx.commit_released().await?;
+            }
+            None => self.tx.commit().await?,
         }
-        self.tx.commit().await?;
         Ok(())
     }
 
@@ -451,7 +459,7 @@ fn journal_flush<'a>(
 }
 
 async fn upsert_customer(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut SqliteConnection,
     tenant: &str,
     customer_id: &str,
     attributes: &str,
@@ -466,12 +474,12 @@ async fn upsert_customer(
             updated_at: now,
         }));
     }
-    let current = q::customer_for_update(&mut **tx, tenant, customer_id)
+    let current = q::customer_for_update(&mut *tx, tenant, customer_id)
         .await?
         .ok_or_else(|| StoreError::Database("customer vanished during upsert".into()))?;
     if current.attributes == attributes {
         return Ok(CustomerUpsert::Unchanged(current));
     }
-    let updated = q::update_customer(&mut **tx, tenant, customer_id, attributes, now).await?;
+    let updated = q::update_customer(&mut *tx, tenant, customer_id, attributes, now).await?;
     Ok(CustomerUpsert::Updated(updated))
 }

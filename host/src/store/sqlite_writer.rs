@@ -1,0 +1,570 @@
+//! Group commit for SQLite's single writer.
+//!
+//! SQLite has one writer, so write transactions run one after another on
+//! one connection. Committing each of them on its own costs, per request,
+//! a WAL append of every page it touched (the right-most leaves of the
+//! ledger, history and outbox indexes are the same pages for consecutive
+//! requests) and, with `synchronous = full`, an fsync: under load that,
+//! not the SQL, bounds throughput.
+//!
+//! So write transactions that queue behind each other share one database
+//! transaction (a *group*): the first `BEGIN IMMEDIATE`s; each request runs
+//! inside its own `SAVEPOINT`, which it releases on success or rolls back on
+//! failure (undoing only its own work); and whoever finishes while nobody is
+//! queued behind it — or when the group is full or old — `COMMIT`s. A
+//! request's [`WriterTx::commit`] returns only once the group's `COMMIT`
+//! has succeeded, so nothing is acknowledged that is not durable; if the
+//! `COMMIT` fails, every request of the group gets the error and none of
+//! them took effect. Under no contention a group has one member and this is
+//! exactly a transaction per request.
+//!
+//! Requests still run one at a time, in queue order, so they see each
+//! other's released work as any serial schedule would, and insert order
+//! stays commit order (the feed relies on it).
+//!
+//! Hand-rolled because connection pools and sqlx transactions have no
+//! notion of sharing a transaction across requests.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{Connection, SqliteConnection};
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+
+use super::error::{Result, StoreError};
+
+/// How long a request waits for the writer before giving up.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most requests in one group: bounds how much one failed `COMMIT` undoes.
+const MAX_MEMBERS: usize = 64;
+/// Oldest a group may get before the next member commits it: bounds the
+/// latency a member adds to those waiting for the group.
+const MAX_AGE: Duration = Duration::from_millis(10);
+/// How long a finished member waits for the group's outcome before it
+/// checks whether the group was left with nobody to commit it (the request
+/// queued behind it was cancelled).
+const STALL_CHECK: Duration = Duration::from_millis(25);
+
+/// What a group's `COMMIT` came to, shared with every member.
+type Outcome = Option<std::result::Result<(), String>>;
+
+/// The writer connection and the group open on it.
+struct Slot {
+    /// `None` once the store is closed.
+    conn: Option<SqliteConnection>,
+    group: Option<Arc<Group>>,
+}
+
+struct Group {
+    members: AtomicUsize,
+    started: Instant,
+    outcome: watch::Sender<Outcome>,
+}
+
+impl Group {
+    fn new() -> Self {
+        Group {
+            members: AtomicUsize::new(0),
+            started: Instant::now(),
+            outcome: watch::Sender::new(None),
+        }
+    }
+}
+
+/// The single writer connection, handed to write transactions in turn.
+#[derive(Clone)]
+pub(super) struct Writer {
+    slot: Arc<Mutex<Slot>>,
+    /// Write transactions waiting for the connection.
+    queued: Arc<AtomicUsize>,
+    /// Group `COMMIT`s so far (tests check that requests share them).
+    commits: Arc<AtomicUsize>,
+}
+
+impl fmt::Debug for Writer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Writer")
+            .field("queued", &self.queued.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts a waiter for as long as it waits (also when it is cancelled).
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Queued(counter)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+const SAVEPOINT: &str = "SAVEPOINT fluxpay_request";
+/// Ends a request's savepoint, keeping its work.
+pub(super) const RELEASE: &str = "RELEASE fluxpay_request";
+const UNDO: &str = "ROLLBACK TO fluxpay_request; RELEASE fluxpay_request";
+
+impl Writer {
+    pub(super) fn new(conn: SqliteConnection) -> Self {
+        Writer {
+            slot: Arc::new(Mutex::new(Slot {
+                conn: Some(conn),
+                group: None,
+            })),
+            queued: Arc::new(AtomicUsize::new(0)),
+            commits: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// A write transaction: joins the open group or begins one.
+    pub(super) async fn begin(&self) -> Result<WriterTx> {
+        let mut slot = {
+            let _queued = Queued::new(&self.queued);
+            tokio::time::timeout(ACQUIRE_TIMEOUT, self.slot.clone().lock_owned())
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable("timed out waiting for the database writer".into())
+                })?
+        };
+        let joining = slot.group.clone();
+        let conn = slot.conn.as_mut().ok_or(closed())?;
+        let started = match &joining {
+            Some(_) => exec(&mut *conn, SAVEPOINT).await,
+            // IMMEDIATE: the write lock from the first statement, so no
+            // request fails with SQLITE_BUSY half-way.
+            None => exec(&mut *conn, "BEGIN IMMEDIATE; SAVEPOINT fluxpay_request").await,
+        };
+        let group = match (started, joining) {
+            (Ok(_), Some(group)) => group,
+            (Ok(_), None) => {
+                let group = Arc::new(Group::new());
+                slot.group = Some(group.clone());
+                group
+            }
+            (Err(err), Some(group)) => {
+                // The group's transaction is unusable: end it for everyone.
+                abort(&mut slot, &group, &err.to_string()).await;
+                return Err(err.into());
+            }
+            (Err(err), None) => return Err(err.into()),
+        };
+        group.members.fetch_add(1, Ordering::SeqCst);
+        Ok(WriterTx {
+            slot: Some(slot),
+            group,
+            writer: self.clone(),
+        })
+    }
+
+    /// Applies `migrator` through a connection of its own opened with
+    /// `options`, while no write transaction runs.
+    pub(super) async fn migrate(
+        &self,
+        migrator: &'static sqlx::migrate::Migrator,
+        options: &SqliteConnectOptions,
+    ) -> Result<()> {
+        let _slot = self.slot.clone().lock_owned().await;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        let migrated = migrator.run(&pool).await;
+        pool.close().await;
+        migrated?;
+        Ok(())
+    }
+
+    /// Closes the connection once the transactions queued before have
+    /// finished.
+    pub(super) async fn close(&self) {
+        let mut slot = self.slot.clone().lock_owned().await;
+        if let Some(group) = slot.group.clone() {
+            abort(&mut slot, &group, "the store was closed").await;
+        }
+        if let Some(conn) = slot.conn.take() {
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// One request's write transaction (a savepoint in its group). Dropping it
+/// unfinished rolls its work back, in a spawned task.
+pub struct WriterTx {
+    slot: Option<OwnedMutexGuard<Slot>>,
+    group: Arc<Group>,
+    writer: Writer,
+}
+
+impl Deref for WriterTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        // Set from `begin` until `commit`/`rollback`/drop consume it.
+        self.slot
+            .as_ref()
+            .and_then(|slot| slot.conn.as_ref())
+            .expect("a live write transaction holds the connection")
+    }
+}
+
+impl DerefMut for WriterTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.slot
+            .as_mut()
+            .and_then(|slot| slot.conn.as_mut())
+            .expect("a live write transaction holds the connection")
+    }
+}
+
+impl WriterTx {
+    /// Keeps this request's work and returns once its group has committed.
+    pub(super) async fn commit(self) -> Result<()> {
+        self.finish(false).await
+    }
+
+    /// [`WriterTx::commit`] for a request whose last statement was
+    /// [`RELEASE`] (one round trip fewer while the writer is held).
+    pub(super) async fn commit_released(self) -> Result<()> {
+        self.finish(true).await
+    }
+
+    async fn finish(mut self, released: bool) -> Result<()> {
+        let mut slot = self.take_slot();
+        let group = self.group.clone();
+        if self.writer.should_pass_on(&group) {
+            if !released {
+                let conn = conn_of(&mut slot)?;
+                if let Err(err) = exec(conn, RELEASE).await {
+                    abort(&mut slot, &group, &err.to_string()).await;
+                    return Err(err.into());
+                }
+            }
+            drop(slot);
+            return self.writer.outcome_of(&group).await;
+        }
+        let sql = if released {
+            "COMMIT"
+        } else {
+            "RELEASE fluxpay_request; COMMIT"
+        };
+        let conn = conn_of(&mut slot)?;
+        match exec(conn, sql).await {
+            Ok(_) => {
+                slot.group = None;
+                self.writer.commits.fetch_add(1, Ordering::Relaxed);
+                group.outcome.send_replace(Some(Ok(())));
+                Ok(())
+            }
+            Err(err) => {
+                abort(&mut slot, &group, &err.to_string()).await;
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Undoes this request's work; the group goes on.
+    pub(super) async fn rollback(mut self) -> Result<()> {
+        let slot = self.take_slot();
+        let group = self.group.clone();
+        undo_and_hand_on(slot, group, self.writer.clone()).await
+    }
+
+    fn take_slot(&mut self) -> OwnedMutexGuard<Slot> {
+        self.slot
+            .take()
+            .expect("a write transaction is finished once")
+    }
+}
+
+impl Drop for WriterTx {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        // An error path (`?`) or a cancelled request: undo its work without
+        // holding up the group. Needs the runtime; there always is one
+        // where a transaction could be opened.
+        let group = self.group.clone();
+        let writer = self.writer.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    if let Err(err) = undo_and_hand_on(slot, group, writer).await {
+                        tracing::warn!(error = %err, "store.sqlite_rollback_failed");
+                    }
+                });
+            }
+            Err(_) => tracing::error!("store.sqlite_tx_dropped_outside_runtime"),
+        }
+    }
+}
+
+impl Writer {
+    /// Whether to leave the group open for the request queued behind.
+    fn should_pass_on(&self, group: &Group) -> bool {
+        self.queued.load(Ordering::SeqCst) > 0
+            && group.members.load(Ordering::SeqCst) < MAX_MEMBERS
+            && group.started.elapsed() < MAX_AGE
+    }
+
+    /// Waits for the group's `COMMIT`. If the group is left with nobody to
+    /// commit it (the request it was handed to was cancelled before it got
+    /// the connection), commits it.
+    async fn outcome_of(&self, group: &Arc<Group>) -> Result<()> {
+        let mut outcome = group.outcome.subscribe();
+        loop {
+            let done: Option<Outcome> =
+                match tokio::time::timeout(STALL_CHECK, outcome.wait_for(Option::is_some)).await {
+                    Ok(Ok(done)) => Some(done.clone()),
+                    Ok(Err(_)) => {
+                        return Err(StoreError::Database("the group commit was lost".into()));
+                    }
+                    Err(_) => None,
+                };
+            match done {
+                Some(Some(Ok(()))) => return Ok(()),
+                Some(Some(Err(message))) => {
+                    return Err(StoreError::Database(format!(
+                        "the group commit failed: {message}"
+                    )));
+                }
+                Some(None) => unreachable!("waited for an outcome"),
+                None => {
+                    // Free connection + still our group ⇒ nobody will
+                    // commit it but us.
+                    let Ok(mut slot) = self.slot.clone().try_lock_owned() else {
+                        continue;
+                    };
+                    if slot.group.as_ref().is_some_and(|g| Arc::ptr_eq(g, group)) {
+                        finish_group(&mut slot, group, self).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rolls back to the request's savepoint, then commits the group if no one
+/// is queued behind (others may be waiting for it), else hands it on.
+async fn undo_and_hand_on(
+    mut slot: OwnedMutexGuard<Slot>,
+    group: Arc<Group>,
+    writer: Writer,
+) -> Result<()> {
+    let conn = conn_of(&mut slot)?;
+    if let Err(err) = exec(conn, UNDO).await {
+        abort(&mut slot, &group, &err.to_string()).await;
+        return Err(err.into());
+    }
+    if !writer.should_pass_on(&group) {
+        finish_group(&mut slot, &group, &writer).await;
+    }
+    Ok(())
+}
+
+/// `COMMIT`s the group and tells its members.
+async fn finish_group(slot: &mut OwnedMutexGuard<Slot>, group: &Arc<Group>, writer: &Writer) {
+    let Some(conn) = slot.conn.as_mut() else {
+        return;
+    };
+    match exec(conn, "COMMIT").await {
+        Ok(_) => {
+            slot.group = None;
+            writer.commits.fetch_add(1, Ordering::Relaxed);
+            group.outcome.send_replace(Some(Ok(())));
+        }
+        Err(err) => abort(slot, group, &err.to_string()).await,
+    }
+}
+
+/// Rolls the whole group back and tells its members it failed.
+async fn abort(slot: &mut OwnedMutexGuard<Slot>, group: &Arc<Group>, why: &str) {
+    if let Some(conn) = slot.conn.as_mut() {
+        // May fail if SQLite already rolled back (some I/O errors do).
+        let _ = exec(conn, "ROLLBACK").await;
+    }
+    slot.group = None;
+    group.outcome.send_replace(Some(Err(why.to_owned())));
+    tracing::warn!(error = %why, "store.sqlite_group_aborted");
+}
+
+fn conn_of(slot: &mut OwnedMutexGuard<Slot>) -> Result<&mut SqliteConnection> {
+    slot.conn.as_mut().ok_or(closed())
+}
+
+/// Runs fixed SQL (possibly several statements).
+async fn exec(
+    conn: &mut SqliteConnection,
+    sql: &'static str,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query(sql).execute(conn).await.map(|_| ())
+}
+
+fn closed() -> StoreError {
+    StoreError::Unavailable("the database is closed".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+    use sqlx::{Connection, SqliteConnection};
+
+    use super::*;
+
+    async fn writer(dir: &tempfile::TempDir) -> (Writer, SqliteConnectOptions) {
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("w.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        (Writer::new(conn), options)
+    }
+
+    /// Rows as a separate connection sees them: committed ones only.
+    async fn committed(options: &SqliteConnectOptions) -> Vec<i64> {
+        let mut conn = SqliteConnection::connect_with(options).await.unwrap();
+        sqlx::query_scalar("SELECT id FROM t ORDER BY id")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    async fn insert(tx: &mut WriterTx, id: i64) {
+        sqlx::query("INSERT INTO t (id) VALUES ($1)")
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_requests_share_a_commit_and_each_failure_undoes_only_its_own_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, options) = writer(&dir).await;
+        // Hold the writer so the others queue behind it.
+        let mut first = writer.begin().await.unwrap();
+        insert(&mut first, 0).await;
+        let mut tasks = Vec::new();
+        for id in 1..=30i64 {
+            let writer = writer.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tx = writer.begin().await.unwrap();
+                insert(&mut tx, id).await;
+                match id % 3 {
+                    0 => tx.rollback().await.unwrap(),
+                    1 => drop(tx), // an error path: undone in the background
+                    _ => tx.commit().await.unwrap(),
+                }
+            }));
+        }
+        while writer.queued.load(Ordering::SeqCst) < 30 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        first.commit().await.unwrap();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        // Let the last background rollback finish its group.
+        drop(writer.begin().await.unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let expected: Vec<i64> = (0..=30).filter(|id| id % 3 == 2 || *id == 0).collect();
+        assert_eq!(committed(&options).await, expected);
+        let commits = writer.commits.load(Ordering::Relaxed);
+        assert!(
+            (1..11).contains(&commits),
+            "31 requests queued behind one another share commits, got {commits}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_that_is_cancelled_while_queued_does_not_strand_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, options) = writer(&dir).await;
+        let mut first = writer.begin().await.unwrap();
+        insert(&mut first, 1).await;
+        let queued = {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                let _tx = writer.begin().await;
+                // Cancelled before it gets any further.
+                std::future::pending::<()>().await;
+            })
+        };
+        while writer.queued.load(Ordering::SeqCst) < 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // `first` hands the group on to the queued request…
+        let commit = tokio::spawn(first.commit());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // …which is cancelled: the group must still commit.
+        queued.abort();
+        tokio::time::timeout(Duration::from_secs(5), commit)
+            .await
+            .expect("the commit does not hang")
+            .unwrap()
+            .unwrap();
+        assert_eq!(committed(&options).await, [1]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_group_commit_fails_every_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, options) = writer(&dir).await;
+        {
+            let mut slot = writer.slot.lock().await;
+            let conn = slot.conn.as_mut().unwrap();
+            // A deferred check that only the COMMIT can trip.
+            sqlx::query(
+                "CREATE TABLE parent (id INTEGER PRIMARY KEY); \
+                 CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER \
+                   REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED); \
+                 PRAGMA foreign_keys = ON",
+            )
+            .execute(conn)
+            .await
+            .unwrap();
+        }
+        let mut first = writer.begin().await.unwrap();
+        insert(&mut first, 1).await;
+        let second = {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                let mut tx = writer.begin().await.unwrap();
+                sqlx::query("INSERT INTO child (id, parent) VALUES (1, 42)")
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await
+            })
+        };
+        while writer.queued.load(Ordering::SeqCst) < 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let first = first.commit().await;
+        let second = second.await.unwrap();
+        assert!(first.is_err(), "the member whose work was fine fails too");
+        assert!(second.is_err());
+        assert!(committed(&options).await.is_empty(), "nothing took effect");
+        // The writer goes on.
+        let mut next = writer.begin().await.unwrap();
+        insert(&mut next, 7).await;
+        next.commit().await.unwrap();
+        assert_eq!(committed(&options).await, [7]);
+    }
+}
