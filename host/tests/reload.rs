@@ -289,3 +289,59 @@ fn the_watcher_reloads_on_a_config_edit_and_on_a_module_replaced_by_rename() {
     assert_eq!(reloader.registry().snapshot().version(), serving);
     assert_eq!(price_one(&credit(&reloader, "acme")), 7);
 }
+
+#[test]
+fn a_config_given_by_a_relative_path_watches_its_modules_by_absolute_path() {
+    // Tests run in the package directory: a temp dir inside it gives a
+    // relative config path, as `serve --config examples/tenants.yaml` does.
+    let dir = tempfile::Builder::new()
+        .prefix(".reload-relative-")
+        .tempdir_in(".")
+        .unwrap();
+    let relative = Path::new(".").join(dir.path().file_name().unwrap());
+    let module = relative.join("credit.wasm");
+    std::fs::copy(credit_module(), &module).unwrap();
+    let config = relative.join("tenants.yaml");
+    std::fs::write(
+        &config,
+        credit_tenant_yaml(3).replace(&credit_module().display().to_string(), "credit.wasm"),
+    )
+    .unwrap();
+    let reloader = common::loaded(&config);
+    let watched = reloader.watched_files();
+    assert!(watched.iter().all(|p| p.is_absolute()), "{watched:?}");
+    let module_abs = std::path::absolute(&module).unwrap();
+    assert!(watched.contains(&module_abs), "{watched:?}");
+
+    let _watcher = watch::watch(reloader.clone(), Duration::from_millis(100)).unwrap();
+    let old_hash = credit(&reloader, "acme").content_hash().to_owned();
+    write_atomically(&module, with_custom_section(&module));
+    eventually("the module replaced under a relative config path is live", || {
+        credit(&reloader, "acme").content_hash() != old_hash
+    });
+}
+
+#[test]
+fn writes_to_other_files_beside_the_config_do_not_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tenants.yaml");
+    std::fs::write(&config, credit_tenant_yaml(3)).unwrap();
+    let reloader = common::loaded(&config);
+    let _watcher = watch::watch(reloader.clone(), Duration::from_millis(50)).unwrap();
+    // What an SQLite database next to the config does under load.
+    let db = dir.path().join("fluxpay.db-wal");
+    for i in 0..500u32 {
+        std::fs::write(&db, i.to_le_bytes()).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        reloader.last_status().map(|s| s.trigger),
+        Some(Trigger::Startup),
+        "only the start-up load ran"
+    );
+    // The watcher is still alive and still reacts to the config itself.
+    write_atomically(&config, credit_tenant_yaml(9));
+    eventually("the config edit is live", || {
+        price_one(&credit(&reloader, "acme")) == 9
+    });
+}
