@@ -316,9 +316,10 @@ fn a_config_given_by_a_relative_path_watches_its_modules_by_absolute_path() {
     let _watcher = watch::watch(reloader.clone(), Duration::from_millis(100)).unwrap();
     let old_hash = credit(&reloader, "acme").content_hash().to_owned();
     write_atomically(&module, with_custom_section(&module));
-    eventually("the module replaced under a relative config path is live", || {
-        credit(&reloader, "acme").content_hash() != old_hash
-    });
+    eventually(
+        "the module replaced under a relative config path is live",
+        || credit(&reloader, "acme").content_hash() != old_hash,
+    );
 }
 
 #[test]

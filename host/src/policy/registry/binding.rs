@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -113,12 +114,19 @@ impl Binding {
         }
     }
 
+    /// Whether its calls have been quick lately (see [`SLOW_CALL`]): a caller
+    /// on an async worker may then run the next call in place instead of
+    /// handing the worker off first.
+    pub fn is_quick(&self) -> bool {
+        self.stats.slow_calls_left.load(Ordering::Relaxed) == 0
+    }
+
     /// Price a request with this binding's config and limits, counting the call.
     pub fn price(&self, ctx: CallContext, request: &types::PricingRequest) -> Call<types::Quote> {
         let call = self
             .policy
             .price(&self.context(ctx), request, &self.definition.limits);
-        self.stats.record(&call.result);
+        self.stats.record(&call.result, call.stats.duration);
         call
     }
 
@@ -131,10 +139,16 @@ impl Binding {
         let call = self
             .policy
             .validate(&self.context(ctx), subject, &self.definition.limits);
-        self.stats.record(&call.result);
+        self.stats.record(&call.result, call.stats.duration);
         call
     }
 }
+
+/// A call taking at least this long (or stopped by the sandbox for time or
+/// fuel) marks its binding slow for the next [`SLOW_FOR_CALLS`] calls.
+pub const SLOW_CALL: Duration = Duration::from_millis(1);
+/// How many calls a slow binding stays slow for.
+pub const SLOW_FOR_CALLS: u32 = 1_000;
 
 /// Counters of one binding version, updated by every call.
 #[derive(Debug, Default)]
@@ -142,6 +156,8 @@ pub struct BindingStats {
     calls: AtomicU64,
     policy_errors: AtomicU64,
     failures: [AtomicU64; FailureKind::ALL.len()],
+    /// Calls left before the binding counts as quick again.
+    slow_calls_left: AtomicU32,
 }
 
 /// A copy of [`BindingStats`] at one moment.
@@ -158,8 +174,24 @@ pub struct StatsSnapshot {
 }
 
 impl BindingStats {
-    fn record<T>(&self, result: &Result<T, CallError>) {
+    fn record<T>(&self, result: &Result<T, CallError>, duration: Duration) {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        let stopped_for_time = matches!(
+            result,
+            Err(CallError::Failed(f))
+                if matches!(f.kind, FailureKind::Deadline | FailureKind::OutOfFuel)
+        );
+        if duration >= SLOW_CALL || stopped_for_time {
+            self.slow_calls_left
+                .store(SLOW_FOR_CALLS, Ordering::Relaxed);
+        } else {
+            // Saturating: a quick binding stays at 0.
+            let _ =
+                self.slow_calls_left
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                        left.checked_sub(1)
+                    });
+        }
         match result {
             Ok(_) => {}
             Err(CallError::Policy(_)) => {
@@ -188,5 +220,56 @@ impl BindingStats {
             policy_errors: self.policy_errors.load(Ordering::Relaxed),
             failures,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PolicyFailure;
+
+    const QUICK: Duration = Duration::from_micros(20);
+
+    fn is_quick(stats: &BindingStats) -> bool {
+        stats.slow_calls_left.load(Ordering::Relaxed) == 0
+    }
+
+    #[test]
+    fn a_slow_call_marks_the_binding_slow_for_the_next_thousand_calls() {
+        let stats = BindingStats::default();
+        assert!(is_quick(&stats), "a new binding is quick");
+        stats.record(&Ok::<(), CallError>(()), QUICK);
+        assert!(is_quick(&stats));
+
+        stats.record(&Ok::<(), CallError>(()), SLOW_CALL);
+        assert!(!is_quick(&stats));
+        for _ in 0..SLOW_FOR_CALLS - 1 {
+            stats.record(&Ok::<(), CallError>(()), QUICK);
+        }
+        assert!(!is_quick(&stats), "still within the slow window");
+        stats.record(&Ok::<(), CallError>(()), QUICK);
+        assert!(
+            is_quick(&stats),
+            "quick again after {SLOW_FOR_CALLS} quick calls"
+        );
+    }
+
+    #[test]
+    fn a_call_stopped_for_time_or_fuel_marks_the_binding_slow_however_fast_it_failed() {
+        for kind in [FailureKind::Deadline, FailureKind::OutOfFuel] {
+            let stats = BindingStats::default();
+            let failed: Result<(), CallError> =
+                Err(CallError::Failed(PolicyFailure::new(kind, "stopped")));
+            stats.record(&failed, QUICK);
+            assert!(!is_quick(&stats), "{kind:?}");
+        }
+        // A trap is the policy's own fault, not a sign it hogs the worker.
+        let stats = BindingStats::default();
+        let trapped: Result<(), CallError> = Err(CallError::Failed(PolicyFailure::new(
+            FailureKind::Trap,
+            "unreachable",
+        )));
+        stats.record(&trapped, QUICK);
+        assert!(is_quick(&stats));
     }
 }
