@@ -6,10 +6,10 @@
 //!   called in place, on the async worker: handing the worker off with
 //!   `block_in_place` costs more than such a call (measured: credits/use on
 //!   PostgreSQL 1,555 → 1,860 req/s, SQLite 3,000 → 3,740; BENCHMARKS.md);
-//! - a binding with a recent slow call (≥ 1 ms, or stopped for time or fuel)
-//!   runs under `block_in_place` for its next 1,000 calls, so a slow or
-//!   hostile policy never holds an async worker for more than one call's
-//!   deadline per thousand calls;
+//! - a binding with a recent slow call (≥ 1M fuel, about a millisecond of
+//!   guest code, or stopped for time or fuel) runs under `block_in_place`
+//!   for its next 1,000 calls, so a slow or hostile policy never holds an
+//!   async worker for more than one call's deadline per thousand calls;
 //! - off a multi-threaded runtime (single-threaded test runtimes) calls run
 //!   in place.
 

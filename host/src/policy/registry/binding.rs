@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -114,7 +113,7 @@ impl Binding {
         }
     }
 
-    /// Whether its calls have been quick lately (see [`SLOW_CALL`]): a caller
+    /// Whether its calls have been quick lately (see [`SLOW_CALL_FUEL`]): a caller
     /// on an async worker may then run the next call in place instead of
     /// handing the worker off first.
     pub fn is_quick(&self) -> bool {
@@ -126,7 +125,7 @@ impl Binding {
         let call = self
             .policy
             .price(&self.context(ctx), request, &self.definition.limits);
-        self.stats.record(&call.result, call.stats.duration);
+        self.stats.record(&call.result, call.stats.fuel_used);
         call
     }
 
@@ -139,14 +138,17 @@ impl Binding {
         let call = self
             .policy
             .validate(&self.context(ctx), subject, &self.definition.limits);
-        self.stats.record(&call.result, call.stats.duration);
+        self.stats.record(&call.result, call.stats.fuel_used);
         call
     }
 }
 
-/// A call taking at least this long (or stopped by the sandbox for time or
-/// fuel) marks its binding slow for the next [`SLOW_FOR_CALLS`] calls.
-pub const SLOW_CALL: Duration = Duration::from_millis(1);
+/// A call burning at least this much fuel — about a millisecond of guest
+/// code — (or stopped by the sandbox for time or fuel) marks its binding
+/// slow for the next [`SLOW_FOR_CALLS`] calls. Fuel, not wall time: on a
+/// busy machine a 20 µs call can take milliseconds of wall time when its
+/// thread is preempted, and that says nothing about the policy.
+pub const SLOW_CALL_FUEL: u64 = 1_000_000;
 /// How many calls a slow binding stays slow for.
 pub const SLOW_FOR_CALLS: u32 = 1_000;
 
@@ -174,14 +176,14 @@ pub struct StatsSnapshot {
 }
 
 impl BindingStats {
-    fn record<T>(&self, result: &Result<T, CallError>, duration: Duration) {
+    fn record<T>(&self, result: &Result<T, CallError>, fuel_used: u64) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let stopped_for_time = matches!(
             result,
             Err(CallError::Failed(f))
                 if matches!(f.kind, FailureKind::Deadline | FailureKind::OutOfFuel)
         );
-        if duration >= SLOW_CALL || stopped_for_time {
+        if fuel_used >= SLOW_CALL_FUEL || stopped_for_time {
             self.slow_calls_left
                 .store(SLOW_FOR_CALLS, Ordering::Relaxed);
         } else {
@@ -228,7 +230,8 @@ mod tests {
     use super::*;
     use crate::policy::PolicyFailure;
 
-    const QUICK: Duration = Duration::from_micros(20);
+    /// A typical reference-policy call.
+    const QUICK: u64 = 40_000;
 
     fn is_quick(stats: &BindingStats) -> bool {
         stats.slow_calls_left.load(Ordering::Relaxed) == 0
@@ -241,7 +244,7 @@ mod tests {
         stats.record(&Ok::<(), CallError>(()), QUICK);
         assert!(is_quick(&stats));
 
-        stats.record(&Ok::<(), CallError>(()), SLOW_CALL);
+        stats.record(&Ok::<(), CallError>(()), SLOW_CALL_FUEL);
         assert!(!is_quick(&stats));
         for _ in 0..SLOW_FOR_CALLS - 1 {
             stats.record(&Ok::<(), CallError>(()), QUICK);
