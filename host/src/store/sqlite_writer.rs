@@ -127,7 +127,20 @@ impl Writer {
     }
 
     /// A write transaction: joins the open group or begins one.
+    ///
+    /// Runs in a task of its own, as do [`WriterTx::commit`] and
+    /// [`WriterTx::rollback`]: a caller cancelled half-way (a client that
+    /// hung up) must not leave the connection between a `BEGIN` or `COMMIT`
+    /// and the group's bookkeeping. The task finishes; a transaction nobody
+    /// takes is dropped, which undoes it.
     pub(super) async fn begin(&self) -> Result<WriterTx> {
+        let writer = self.clone();
+        tokio::spawn(async move { writer.begin_now().await })
+            .await
+            .map_err(|err| StoreError::Database(format!("the writer task failed: {err}")))?
+    }
+
+    async fn begin_now(&self) -> Result<WriterTx> {
         let mut slot = {
             let _queued = Queued::new(&self.queued);
             tokio::time::timeout(ACQUIRE_TIMEOUT, self.slot.clone().lock_owned())
@@ -137,7 +150,7 @@ impl Writer {
                 })?
         };
         let joining = slot.group.clone();
-        let conn = slot.conn.as_mut().ok_or(closed())?;
+        let conn = slot.conn.as_mut().ok_or_else(closed)?;
         let started = match &joining {
             Some(_) => exec(&mut *conn, SAVEPOINT).await,
             // IMMEDIATE: the write lock from the first statement, so no
@@ -229,13 +242,20 @@ impl DerefMut for WriterTx {
 impl WriterTx {
     /// Keeps this request's work and returns once its group has committed.
     pub(super) async fn commit(self) -> Result<()> {
-        self.finish(false).await
+        self.finish_in_task(false).await
     }
 
     /// [`WriterTx::commit`] for a request whose last statement was
     /// [`RELEASE`] (one round trip fewer while the writer is held).
     pub(super) async fn commit_released(self) -> Result<()> {
-        self.finish(true).await
+        self.finish_in_task(true).await
+    }
+
+    /// See [`Writer::begin`] for why a task.
+    async fn finish_in_task(self, released: bool) -> Result<()> {
+        tokio::spawn(self.finish(released))
+            .await
+            .map_err(|err| StoreError::Database(format!("the writer task failed: {err}")))?
     }
 
     async fn finish(mut self, released: bool) -> Result<()> {
@@ -276,7 +296,10 @@ impl WriterTx {
     pub(super) async fn rollback(mut self) -> Result<()> {
         let slot = self.take_slot();
         let group = self.group.clone();
-        undo_and_hand_on(slot, group, self.writer.clone()).await
+        let writer = self.writer.clone();
+        tokio::spawn(undo_and_hand_on(slot, group, writer))
+            .await
+            .map_err(|err| StoreError::Database(format!("the writer task failed: {err}")))?
     }
 
     fn take_slot(&mut self) -> OwnedMutexGuard<Slot> {
@@ -520,6 +543,48 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(committed(&options).await, [1]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_cancelled_at_any_point_leave_the_writer_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, options) = writer(&dir).await;
+        let errors = Arc::new(AtomicUsize::new(0));
+        for i in 0..60u64 {
+            let task = {
+                let writer = writer.clone();
+                let errors = errors.clone();
+                tokio::spawn(async move {
+                    let outcome = async {
+                        let mut tx = writer.begin().await?;
+                        sqlx::query("INSERT INTO t (id) VALUES ($1)")
+                            .bind(i as i64)
+                            .execute(&mut *tx)
+                            .await?;
+                        tx.commit().await
+                    };
+                    if outcome.await.is_err() {
+                        errors.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            };
+            // Cancel at a different point each time: waiting, mid-begin,
+            // mid-statement, mid-commit, or after it all.
+            tokio::time::sleep(Duration::from_micros(i * 97 % 2_000)).await;
+            task.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            errors.load(Ordering::SeqCst),
+            0,
+            "a request that ran to its end never failed because another was cancelled"
+        );
+        let mut last = writer.begin().await.expect("the writer still begins");
+        insert(&mut last, 1_000).await;
+        last.commit().await.expect("and commits");
+        let rows = committed(&options).await;
+        assert_eq!(rows.last(), Some(&1_000), "{rows:?}");
+        assert!(rows.iter().all(|id| *id == 1_000 || *id < 60));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
