@@ -1053,3 +1053,50 @@ async fn the_auditor_checks_a_closed_period_has_its_history_row_and_event() {
         host.discard().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_period_with_more_metrics_than_an_order_holds_is_billed_as_one_usage_period_item() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        host.put_customer(Tenant::Globex, "g1", json!({}))
+            .await
+            .expect(201, "OK");
+        let end = host.now() - HOUR;
+        let start = end - DAY;
+        // Globex bills `api-calls` (1 cent each) and ignores other metrics,
+        // which still count as usage: 121 metrics in all.
+        let mut events = vec![event("calls", "g1", "api-calls", 250, start)];
+        for m in 0..120 {
+            events.push(event(
+                &format!("m-{m}"),
+                "g1",
+                &format!("metric-{m}"),
+                1,
+                start,
+            ));
+        }
+        ingest(&host, Tenant::Globex, json!({ "events": events }))
+            .await
+            .expect(200, "OK");
+        let closed = close(&host, Tenant::Globex, "g1", start, end, "close-many").await;
+        closed.expect(201, "OK");
+        let order_id = closed.result()["orderId"].as_str().expect("an order");
+        let order = host
+            .call(
+                Tenant::Globex,
+                "GET",
+                &format!("/api/v1/orders/{order_id}"),
+                None,
+                None,
+            )
+            .await;
+        order.expect(200, "OK");
+        assert_eq!(
+            order.result()["items"],
+            json!([{ "sku": "usage-period", "quantity": 1 }])
+        );
+        assert_eq!(order.result()["total"], closed.result()["total"]["amount"]);
+        assert_eq!(order.result()["total"], 250);
+        host.finish().await;
+    }
+}

@@ -17,7 +17,7 @@ use super::super::orders::{PendingOrder, order_lines, place_order};
 use super::super::policy::invalid_output;
 use super::super::{App, Reply, RequestCtx, new_id};
 use super::{check_range, rate};
-use crate::domain::order::OrderItem;
+use crate::domain::order::{MAX_ORDER_ITEMS, OrderItem};
 use crate::domain::{Currency, CustomerId};
 use crate::policy::registry::{Binding, CallContext};
 use crate::policy::types;
@@ -215,7 +215,8 @@ struct CloseBill<'a> {
 }
 
 /// The close's bill: a `PENDING` order with one item per metric used
-/// (`metric:<name>`) and the metered quote's lines, placed inside the
+/// (`metric:<name>`, or a single `usage-period` item when they do not fit)
+/// and the metered quote's lines, placed inside the
 /// close's transaction by [`place_order`] (its own business transaction:
 /// ledger posting, history row, `order.created`).
 async fn place_close_order(
@@ -233,11 +234,18 @@ async fn place_close_order(
     } = bill;
     let currency = Currency::parse(&rated.currency)
         .map_err(|err| invalid_output(pricing, format!("the metered quote's currency: {err}")))?;
-    let items = usage
+    let mut items = usage
         .iter()
         .filter(|t| t.quantity > 0)
         .map(|t| OrderItem::new(format!("metric:{}", t.metric), t.quantity))
         .collect::<std::result::Result<Vec<_>, _>>()?;
+    // An order holds 1 to MAX_ORDER_ITEMS items, and the bill's detail is
+    // in its lines anyway: a period whose usage cannot be listed item by
+    // item (a policy's fee on zero usage, more metrics than an order holds)
+    // is one `usage-period` item.
+    if items.is_empty() || items.len() > MAX_ORDER_ITEMS {
+        items = vec![OrderItem::new("usage-period", 1)?];
+    }
     let order = PendingOrder {
         customer: customer.clone(),
         currency,
