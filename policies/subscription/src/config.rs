@@ -87,6 +87,10 @@ pub struct Config {
     pub plans: BTreeMap<String, Plan>,
 }
 
+/// Longest plan id: the longest line code this policy builds from one,
+/// `proration:credit:<id>`, must fit the host's 128-byte line codes.
+pub const MAX_PLAN_ID_LEN: usize = 128 - "proration:credit:".len();
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -102,6 +106,13 @@ impl TryFrom<RawConfig> for Config {
             let at = format!("plans[{index}]");
             if plan.id.is_empty() {
                 return Err(format!("{at}.id: must not be empty"));
+            }
+            if plan.id.len() > MAX_PLAN_ID_LEN || !plan.id.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(format!(
+                    "{at}.id: must be 1-{MAX_PLAN_ID_LEN} visible ASCII characters, so that \
+                     line codes such as `proration:credit:<id>` stay within the host's \
+                     128-byte limit"
+                ));
             }
             if plan.price < 0 {
                 return Err(format!("{at}.price: must not be negative"));
@@ -167,6 +178,24 @@ mod tests {
             let err = parse::<Config>(&format!(r#"{{"plans":[{plan}]}}"#)).unwrap_err();
             assert!(err.contains(expected), "{plan}: {err}");
         }
+    }
+
+    #[test]
+    fn a_plan_id_too_long_for_its_line_codes_is_refused() {
+        let plan = |id: &str| {
+            format!(
+                r#"{{"plans":[{{"id":"{id}","interval":"monthly","price":1,"currency":"USD"}}]}}"#
+            )
+        };
+        let longest = "p".repeat(MAX_PLAN_ID_LEN);
+        assert!(parse::<Config>(&plan(&longest)).is_ok());
+        let err = parse::<Config>(&plan(&format!("{longest}p"))).unwrap_err();
+        assert!(
+            err.contains("plans[0].id: must be 1-111 visible ASCII"),
+            "{err}"
+        );
+        let err = parse::<Config>(&plan("two words")).unwrap_err();
+        assert!(err.contains("plans[0].id"), "{err}");
     }
 
     #[test]
