@@ -18,7 +18,7 @@ use std::sync::Arc;
 use super::App;
 use super::error::{AppError, PolicyFault, PolicyRef, PolicyViolation, Result};
 use crate::config::PricingKind;
-use crate::policy::registry::{Binding, CallContext};
+use crate::policy::registry::{Binding, CallContext, Snapshot};
 use crate::policy::types;
 
 /// Runs `binding`'s call `f` in place when the binding is quick, else where
@@ -107,17 +107,24 @@ pub(super) fn invalid_output(binding: &Binding, message: impl Into<String>) -> A
 }
 
 impl App {
-    /// The tenant's `kind` pricing binding and its validation bindings, from
-    /// one registry snapshot (a reload mid-request does not mix versions).
+    /// The registry's current snapshot, once the first load has published
+    /// one. A use case takes every binding it needs from one snapshot, so a
+    /// reload mid-request does not mix versions.
+    fn loaded_snapshot(&self) -> Result<Arc<Snapshot>> {
+        let snapshot = self.registry().snapshot();
+        if snapshot.version() == 0 {
+            return Err(AppError::NotReady);
+        }
+        Ok(snapshot)
+    }
+
+    /// The tenant's `kind` pricing binding and its validation bindings.
     pub(super) fn policies_for(
         &self,
         tenant: &str,
         kind: PricingKind,
     ) -> Result<(Arc<Binding>, Vec<Arc<Binding>>)> {
-        let snapshot = self.registry().snapshot();
-        if snapshot.version() == 0 {
-            return Err(AppError::NotReady);
-        }
+        let snapshot = self.loaded_snapshot()?;
         let policies = snapshot.tenant(tenant);
         let pricing = policies
             .and_then(|p| p.pricing(kind))
@@ -130,5 +137,15 @@ impl App {
             .map(|p| p.validation().to_vec())
             .unwrap_or_default();
         Ok((pricing, validation))
+    }
+
+    /// The tenant's validation bindings (for requests no pricing policy
+    /// prices).
+    pub(super) fn validation_policies(&self, tenant: &str) -> Result<Vec<Arc<Binding>>> {
+        Ok(self
+            .loaded_snapshot()?
+            .tenant(tenant)
+            .map(|p| p.validation().to_vec())
+            .unwrap_or_default())
     }
 }

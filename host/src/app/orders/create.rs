@@ -70,10 +70,11 @@ impl App {
             .customer(&ctx.tenant, customer.as_str())
             .await?
             .ok_or_else(|| not_found(customer.as_str()))?;
+        let now = self.now();
         let call_ctx = CallContext {
             customer_id: customer.to_string(),
             customer_attributes: Customer::policy_attributes_of(&record.attributes)?,
-            now_ms: self.now(),
+            now_ms: now,
         };
         let metadata: Vec<(String, String)> = cmd
             .metadata
@@ -109,7 +110,6 @@ impl App {
             }),
         )?;
 
-        let now = self.now();
         let tx = self.store().begin(&ctx.tenant).await?;
         let mut tx = match claim(tx, ctx, now).await? {
             Claimed::Proceed(tx) => tx,

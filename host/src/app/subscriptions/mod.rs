@@ -183,18 +183,7 @@ impl App {
 
     /// The tenant's subscription pricing binding.
     fn subscription_policy(&self, tenant: &str) -> Result<Arc<Binding>> {
-        let snapshot = self.registry().snapshot();
-        if snapshot.version() == 0 {
-            return Err(AppError::NotReady);
-        }
-        snapshot
-            .tenant(tenant)
-            .and_then(|p| p.pricing(PricingKind::Subscription))
-            .cloned()
-            .ok_or_else(|| AppError::NoPolicy {
-                tenant: tenant.to_owned(),
-                kind: PricingKind::Subscription.as_str(),
-            })
+        Ok(self.policies_for(tenant, PricingKind::Subscription)?.0)
     }
 
     /// What a policy call about `customer` is told.

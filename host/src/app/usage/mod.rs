@@ -82,34 +82,12 @@ impl App {
     /// The tenant's metered pricing binding and its validation bindings,
     /// from one registry snapshot.
     fn metered_policies(&self, tenant: &str) -> Result<(Arc<Binding>, Vec<Arc<Binding>>)> {
-        let snapshot = self.registry().snapshot();
-        if snapshot.version() == 0 {
-            return Err(AppError::NotReady);
-        }
-        let policies = snapshot.tenant(tenant);
-        let pricing = policies
-            .and_then(|p| p.pricing(PricingKind::Metered))
-            .cloned()
-            .ok_or_else(|| AppError::NoPolicy {
-                tenant: tenant.to_owned(),
-                kind: PricingKind::Metered.as_str(),
-            })?;
-        let validation = policies
-            .map(|p| p.validation().to_vec())
-            .unwrap_or_default();
-        Ok((pricing, validation))
+        self.policies_for(tenant, PricingKind::Metered)
     }
 
     /// The tenant's validation bindings (ingest needs no pricing policy).
     fn usage_validation(&self, tenant: &str) -> Result<Vec<Arc<Binding>>> {
-        let snapshot = self.registry().snapshot();
-        if snapshot.version() == 0 {
-            return Err(AppError::NotReady);
-        }
-        Ok(snapshot
-            .tenant(tenant)
-            .map(|p| p.validation().to_vec())
-            .unwrap_or_default())
+        self.validation_policies(tenant)
     }
 
     /// `GET /usage/summary`: the customer's usage over `[from, to)` per
