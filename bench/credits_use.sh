@@ -16,9 +16,11 @@
 #
 # Knobs (environment): DURATION (s, 20), WARMUP (s, 3), CONCURRENCY ("32"),
 # CUSTOMERS (10000), HOT ("" or "K:P" — P % of the traffic on K customers,
-# run in addition), PORT (18080), PG_PORT (54329), SQLITE_SYNC ("full normal"),
+# run in addition), PORT (18080), PG_PORT (54329), SQLITE_SYNC ("full normal";
+# empty: no SQLite runs),
 # PG_POOL (host pool size on PostgreSQL, 32), PGBENCH_CLIENTS ("8 32"),
 # LOADGEN_THREADS (1), PROFILE (1: `perf record` the host during one run),
+# ROUNDS (PostgreSQL: host and pgbench runs alternate this many times, 1),
 # SKIP_BUILD (1: use the release binaries already in target/release).
 set -euo pipefail
 
@@ -31,11 +33,13 @@ CUSTOMERS=${CUSTOMERS:-10000}
 HOT=${HOT:-}
 PORT=${PORT:-18080}
 PG_PORT=${PG_PORT:-54329}
-SQLITE_SYNC=${SQLITE_SYNC:-full normal}
+SQLITE_SYNC=${SQLITE_SYNC-full normal}
 PG_POOL=${PG_POOL:-32}
 PGBENCH_CLIENTS=${PGBENCH_CLIENTS:-8 32}
 LOADGEN_THREADS=${LOADGEN_THREADS:-1}
 PROFILE=${PROFILE:-0}
+ROUNDS=${ROUNDS:-1}
+PREFIX=run$$
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 
 KEY=fp_bench_0123456789abcdef
@@ -134,44 +138,49 @@ stop_host() {
 
 loadgen() { # <label> <extra loadgen args…>
     local label=$1; shift
-    local host0 pg0 host1 pg1 n
+    local host0 pg0 host1 pg1 n gen
     host0=$(cpu_ms "$HOST_PID"); pg0=$(pg_cpu_ms)
-    LOADGEN_SECRET=$BENCH_SIGNING_SECRET "$LOADGEN_BIN" \
+    LOADGEN_SECRET=$BENCH_SIGNING_SECRET /usr/bin/time -f "loadgen CPU: %U s user, %S s system" \
+        -o "$WORK/loadgen.time" "$LOADGEN_BIN" \
         --url "http://127.0.0.1:$PORT" --key "$KEY" --threads "$LOADGEN_THREADS" "$@" \
         | tee "$WORK/loadgen.out"
     host1=$(cpu_ms "$HOST_PID"); pg1=$(pg_cpu_ms)
     # Requests including the warm-up: CPU was measured over the whole run.
     n=$(grep -oP '^credits/use: \K[0-9]+' "$WORK/loadgen.out")
     n=$((n + $(grep -oP '\(\K[0-9]+(?= warm-up)' "$WORK/loadgen.out")))
-    echo "  CPU per request: host $(( (host1 - host0) * 1000 / (n > 0 ? n : 1) )) µs, PostgreSQL $(( (pg1 - pg0) * 1000 / (n > 0 ? n : 1) )) µs (over $n requests incl. warm-up)" \
+    gen=$(awk -v n="$n" '{ printf "%d", ($3 + $6) * 1000000 / (n > 0 ? n : 1) }' "$WORK/loadgen.time")
+    echo "  CPU per request: host $(( (host1 - host0) * 1000 / (n > 0 ? n : 1) )) µs, PostgreSQL $(( (pg1 - pg0) * 1000 / (n > 0 ? n : 1) )) µs, generator $gen µs (over $n requests incl. warm-up)" \
         | tee -a "$WORK/loadgen.out"
     echo "$label $(grep '^RESULT ' "$WORK/loadgen.out" | cut -d' ' -f2-) $(grep 'CPU per request' "$WORK/loadgen.out")" >> "$WORK/summary"
 }
 
-# Seeds once, then one measured run per concurrency (and the hot variant).
-drive() { # <label prefix>
-    local prefix=run$$ 
+# Seeds the host's customers (once per host).
+seed() {
     LOADGEN_SECRET=$BENCH_SIGNING_SECRET "$LOADGEN_BIN" --url "http://127.0.0.1:$PORT" \
-        --key "$KEY" --customers "$CUSTOMERS" --prefix "$prefix" --concurrency 32 --seed-only
+        --key "$KEY" --customers "$CUSTOMERS" --prefix "$PREFIX" --concurrency 32 --seed-only
+}
+
+# One measured run per concurrency (and the hot variant).
+runs() { # <label prefix>
     for c in $CONCURRENCY; do
         facts
         if [ "$PROFILE" = 1 ] && [ -z "$PERF_PID" ] && command -v perf >/dev/null; then
             perf record -F 499 -g -p "$HOST_PID" -o "$WORK/perf.data" >/dev/null 2>&1 &
             PERF_PID=$!
         fi
-        loadgen "$1 c=$c" --customers "$CUSTOMERS" --prefix "$prefix" --skip-seed \
+        loadgen "$1 c=$c" --customers "$CUSTOMERS" --prefix "$PREFIX" --skip-seed \
             --concurrency "$c" --duration "$DURATION" --warmup "$WARMUP"
         if [ -n "$PERF_PID" ]; then
             kill -INT "$PERF_PID"; wait "$PERF_PID" || true; PERF_PID=""
             perf report -i "$WORK/perf.data" --no-children --sort dso,symbol -g none \
-                --percent-limit 0.4 --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60 > "$REPO/target/bench/perf-$1.txt" || true
-            echo "perf profile: target/bench/perf-$1.txt"
+                --percent-limit 0.4 --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60 > "$REPO/target/bench/perf-${1%% *}.txt" || true
+            echo "perf profile: target/bench/perf-${1%% *}.txt"
             PROFILE=done
         fi
         facts
     done
     if [ -n "$HOT" ]; then
-        loadgen "$1 c=${CONCURRENCY%% *} hot=$HOT" --customers "$CUSTOMERS" --prefix "$prefix" \
+        loadgen "$1 c=${CONCURRENCY%% *} hot=$HOT" --customers "$CUSTOMERS" --prefix "$PREFIX" \
             --skip-seed --concurrency "${CONCURRENCY%% *}" --duration "$DURATION" \
             --warmup "$WARMUP" --hot "${HOT%%:*}" --hot-percent "${HOT##*:}"
     fi
@@ -185,7 +194,8 @@ if [ "$MODE" = sqlite ] || [ "$MODE" = all ]; then
         say "SQLite (synchronous=$sync, WAL, one writer)"
         config "$CFG/sqlite-$sync.yaml" "sqlite_synchronous: $sync" "max_connections: 16"
         start_host "$CFG/sqlite-$sync.yaml" "sqlite://$DATA/sqlite-$sync.db"
-        drive "sqlite-$sync"
+        seed
+        runs "sqlite-$sync"
         stop_host
     done
 fi
@@ -207,16 +217,7 @@ if [ "$MODE" = postgres ] || [ "$MODE" = pgbench ] || [ "$MODE" = all ]; then
     echo "fsync=$("${PSQL[@]}" -d postgres -c 'SHOW fsync') synchronous_commit=$("${PSQL[@]}" -d postgres -c 'SHOW synchronous_commit')"
     PG_URL="postgres://postgres@127.0.0.1:$PG_PORT"
 
-    if [ "$MODE" != pgbench ]; then
-        say "fluxpay-host on PostgreSQL (pool $PG_POOL)"
-        config "$CFG/pg.yaml" "max_connections: $PG_POOL"
-        start_host "$CFG/pg.yaml" "$PG_URL/fluxpay"
-        drive "postgres"
-        stop_host
-    fi
-
     if [ "$MODE" != postgres ]; then
-        say "pgbench: the same statements (bench/pgbench_credit_use.sql)"
         config "$CFG/pgbench.yaml"
         FLUXPAY_DATABASE_URL=$PG_URL/pgbench "$HOST_BIN" migrate --config "$CFG/pgbench.yaml" >/dev/null
         "${PSQL[@]}" -d pgbench -c "
@@ -225,19 +226,66 @@ if [ "$MODE" = postgres ] || [ "$MODE" = pgbench ] || [ "$MODE" = all ]; then
             INSERT INTO credit_accounts (tenant_id, customer_id, balance, updated_at)
               SELECT 'bench', 'pgb-' || i, 1000000000, 0 FROM generate_series(1, $CUSTOMERS) i;" \
             -c "VACUUM ANALYZE"
-        for c in $PGBENCH_CLIENTS; do
-            facts
-            pg0=$(pg_cpu_ms)
-            pgbench -n -M prepared -f "$REPO/bench/pgbench_credit_use.sql" \
-                -D ncust="$CUSTOMERS" -D now="$(date +%s%3N)" -c "$c" -j 2 -T "$DURATION" \
-                -h 127.0.0.1 -p "$PG_PORT" -U postgres pgbench | tee "$WORK/pgbench.out"
-            pg1=$(pg_cpu_ms)
-            n=$(grep -oP 'actually processed: \K[0-9]+' "$WORK/pgbench.out")
-            echo "  PostgreSQL CPU per transaction: $(( (pg1 - pg0) * 1000 / (n > 0 ? n : 1) )) µs" | tee -a "$WORK/pgbench.out"
-            tps=$(grep -oP 'tps = \K[0-9.]+' "$WORK/pgbench.out" | head -1)
-            lat=$(grep -oP 'latency average = \K[0-9.]+' "$WORK/pgbench.out" | head -1)
-            echo "pgbench c=$c {\"tps\":$tps,\"latencyAvgMs\":$lat} $(grep 'CPU per transaction' "$WORK/pgbench.out")" >> "$WORK/summary"
-            facts
+    fi
+    if [ "$MODE" != pgbench ]; then
+        say "fluxpay-host on PostgreSQL (pool $PG_POOL)"
+        config "$CFG/pg.yaml" "max_connections: $PG_POOL"
+        start_host "$CFG/pg.yaml" "$PG_URL/fluxpay"
+        seed
+    fi
+
+    # The host's runs and pgbench's alternate, ROUNDS times: this VM's speed
+    # drifts with its neighbours by 20-30 % within minutes, so only runs
+    # close in time compare. Each starts from the same state: both databases
+    # vacuumed, then a CHECKPOINT, so neither pays for the other's dead rows
+    # (autovacuum waking up mid-run) or dirty pages.
+    settle() {
+        "${PSQL[@]}" -d fluxpay -c VACUUM
+        "${PSQL[@]}" -d pgbench -c VACUUM
+        "${PSQL[@]}" -d postgres -c CHECKPOINT
+    }
+    for round in $(seq 1 "$ROUNDS"); do
+        if [ "$MODE" != pgbench ]; then
+            say "round $round: fluxpay-host on PostgreSQL (pool $PG_POOL)"
+            settle
+            runs "postgres r$round"
+        fi
+        if [ "$MODE" != postgres ]; then
+            say "round $round: pgbench, the same statements (bench/pgbench_credit_use.sql)"
+            for c in $PGBENCH_CLIENTS; do
+                settle
+                facts
+                # A warm-up, as the host's runs have: the first seconds on a
+                # fresh cluster run at a third of the speed.
+                pgbench -n -M prepared -f "$REPO/bench/pgbench_credit_use.sql" \
+                    -D ncust="$CUSTOMERS" -D now="$(date +%s%3N)" -c "$c" -j 2 -T "$WARMUP" \
+                    -h 127.0.0.1 -p "$PG_PORT" -U postgres pgbench > /dev/null
+                pg0=$(pg_cpu_ms)
+                pgbench -n -M prepared -f "$REPO/bench/pgbench_credit_use.sql" \
+                    -D ncust="$CUSTOMERS" -D now="$(date +%s%3N)" -c "$c" -j 2 -T "$DURATION" \
+                    -h 127.0.0.1 -p "$PG_PORT" -U postgres pgbench | tee "$WORK/pgbench.out"
+                pg1=$(pg_cpu_ms)
+                n=$(grep -oP 'actually processed: \K[0-9]+' "$WORK/pgbench.out")
+                echo "  PostgreSQL CPU per transaction: $(( (pg1 - pg0) * 1000 / (n > 0 ? n : 1) )) µs" | tee -a "$WORK/pgbench.out"
+                tps=$(grep -oP 'tps = \K[0-9.]+' "$WORK/pgbench.out" | head -1)
+                lat=$(grep -oP 'latency average = \K[0-9.]+' "$WORK/pgbench.out" | head -1)
+                echo "pgbench r$round c=$c {\"tps\":$tps,\"latencyAvgMs\":$lat} $(grep 'CPU per transaction' "$WORK/pgbench.out")" >> "$WORK/summary"
+                facts
+            done
+        fi
+    done
+    [ "$MODE" != pgbench ] && stop_host
+    if [ "$MODE" = all ]; then
+        # host req/s ÷ pgbench TPS per round, pairing the i-th CONCURRENCY
+        # with the i-th PGBENCH_CLIENTS.
+        read -ra hc <<< "$CONCURRENCY"; read -ra bc <<< "$PGBENCH_CLIENTS"
+        for round in $(seq 1 "$ROUNDS"); do
+            for i in "${!hc[@]}"; do
+                [ -n "${bc[$i]:-}" ] || continue
+                h=$(grep -oP "^postgres r$round c=${hc[$i]} .*\"rps\":\K[0-9.]+" "$WORK/summary")
+                b=$(grep -oP "^pgbench r$round c=${bc[$i]} \{\"tps\":\K[0-9.]+" "$WORK/summary")
+                echo "ratio r$round host c=${hc[$i]} / pgbench c=${bc[$i]}: $(awk -v h="$h" -v b="$b" 'BEGIN { printf "%.3f", h / b }')" >> "$WORK/summary"
+            done
         done
     fi
 fi

@@ -204,10 +204,14 @@ async fn on_postgres_an_event_committed_late_is_served_after_those_already_read(
     };
 
     // A transaction takes its outbox id first and commits last.
+    // (As the host writes an event: the row, and its id for the sequencer.)
     let mut late = pool.begin().await.unwrap();
     sqlx::query(
-        "INSERT INTO outbox_events (tenant_id, event_id, type, source, subject, time, data, transaction_id) \
-         VALUES ('globex', 'evt_late', 'test.late', '/test', 'c1', 0, '{}', 'tx_late')",
+        "WITH ob AS (INSERT INTO outbox_events (tenant_id, event_id, type, source, subject, \
+           time, data, transaction_id) \
+           VALUES ('globex', 'evt_late', 'test.late', '/test', 'c1', 0, '{}', 'tx_late') \
+           RETURNING tenant_id, id) \
+         INSERT INTO outbox_unsequenced (tenant_id, id) SELECT tenant_id, id FROM ob",
     )
     .execute(&mut *late)
     .await
@@ -231,7 +235,7 @@ async fn on_postgres_an_event_committed_late_is_served_after_those_already_read(
     assert_eq!(types, ["test.late"]);
     assert!(after[0]["position"].as_i64().unwrap() > cursor.parse::<i64>().unwrap());
     let ids: Vec<i64> = sqlx::query_scalar(
-        "SELECT id FROM outbox_events WHERE tenant_id = 'globex' ORDER BY feed_seq",
+        "SELECT event_row FROM outbox_feed WHERE tenant_id = 'globex' ORDER BY feed_seq",
     )
     .fetch_all(pool)
     .await
@@ -242,6 +246,12 @@ async fn on_postgres_an_event_committed_late_is_served_after_those_already_read(
     );
 
     // The probe row is not an effect of the host: remove it before auditing.
+    host.raw
+        .execute(
+            "DELETE FROM outbox_feed WHERE event_row = \
+               (SELECT id FROM outbox_events WHERE transaction_id = 'tx_late')",
+        )
+        .await;
     host.raw
         .execute("DELETE FROM outbox_events WHERE transaction_id = 'tx_late'")
         .await;

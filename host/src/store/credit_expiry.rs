@@ -8,6 +8,7 @@ use std::future::Future;
 
 use super::error::Result;
 use super::model::AccountAfter;
+use super::pg_pool::pg_read;
 use super::postgres::PgTx;
 use super::sqlite::SqliteTx;
 use super::{PgStore, SqliteStore, Store, Tx};
@@ -198,7 +199,7 @@ impl CreditExpiryQueries for SqliteStore {
 
 impl CreditExpiryQueries for PgStore {
     async fn due_grants(&self, tenant: &str, now: i64, limit: i64) -> Result<Vec<DueGrant>> {
-        pg_q::due_grants(&self.pool, tenant, now, limit).await
+        pg_read!(self.db, |conn| pg_q::due_grants(conn, tenant, now, limit))
     }
 }
 

@@ -45,6 +45,7 @@ mod credit_queries;
 mod error;
 pub mod model;
 mod orders;
+mod pg_pool;
 mod postgres;
 mod queries;
 mod sqlite;

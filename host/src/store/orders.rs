@@ -337,8 +337,8 @@ impl OrderQueries for SqliteStore {
 impl OrderQueries for PgStore {
     async fn order(&self, tenant: &str, order_id: &str) -> Result<Option<OrderRecord>> {
         let mut tx = self
-            .pool
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .db
+            .begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await?;
         let order = pg_q::order(&mut tx, tenant, order_id, false).await?;
         tx.rollback().await?;

@@ -11,26 +11,28 @@
 //! Identity values are taken at insert time, so under concurrency a
 //! transaction holding a lower id can commit *after* one holding a higher
 //! id; a consumer that had already read past the higher one would never see
-//! the lower one. Outbox rows are therefore inserted with `feed_seq = NULL`,
-//! and [`PgStore::sequence_feed`] numbers them after they commit: one
-//! sequencer at a time (a transaction-level advisory lock) gives the
-//! committed, unnumbered rows the positions `max + 1 …` in id order, and
-//! commits. A position is only ever handed out above every position already
-//! visible, and a batch becomes visible all at once, so a reader paging by
-//! position never skips an event. Two events of one customer keep their
-//! causal order: the later one's row is inserted after the earlier one's
-//! transaction committed (the account row lock orders them), so it has the
-//! higher id and is numbered in the same batch after it, or in a later one.
-//! The feed endpoint runs a pass before reading and `serve` runs one every
-//! few hundred milliseconds, so the feed lags commits by at most that.
+//! the lower one. An effect's transaction therefore only adds its events'
+//! ids to `outbox_unsequenced`, and [`PgStore::sequence_feed`] numbers them
+//! after they commit: one sequencer at a time (a transaction-level advisory
+//! lock) moves the committed ids into `outbox_feed` with the positions
+//! `max + 1 …` of their tenant, in id order, and commits. A position is only
+//! ever handed out above every position already visible, and a batch
+//! becomes visible all at once, so a reader paging by position never skips
+//! an event. Two events of one customer keep their causal order: the later
+//! one's row is inserted after the earlier one's transaction committed (the
+//! account row lock orders them), so it has the higher id and is numbered in
+//! the same batch after it, or in a later one. The feed endpoint runs a pass
+//! before reading and `serve` runs one every few hundred milliseconds, so
+//! the feed lags commits by at most that. Outbox rows themselves are never
+//! rewritten for the feed (migration 0006 says why).
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
 
 use super::error::{Result, StoreError};
 use super::model::*;
+use super::pg_pool::{Lease, PgConnections, pg_read};
 use super::queries::I64_MAX;
 use super::{Maintenance, Queries, Transactions, TxOps, allocate_grants, utc_day};
 
@@ -54,7 +56,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The PostgreSQL store.
 #[derive(Clone, Debug)]
 pub struct PgStore {
-    pub(super) pool: PgPool,
+    pub(super) db: PgConnections,
 }
 
 impl PgStore {
@@ -64,21 +66,21 @@ impl PgStore {
             .parse()
             .map_err(|err: sqlx::Error| StoreError::Unavailable(format!("database url: {err}")))?;
         let options = options.application_name("fluxpay-host");
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await?;
-        Ok(PgStore { pool })
+        // A connection that broke while idle fails the one request that
+        // finds it (the client retries under its idempotency key) and is
+        // then dropped: checking each one before use would be a round trip
+        // per checkout (see `pg_pool`).
+        let db = PgConnections::connect(options, max_connections as usize, ACQUIRE_TIMEOUT).await?;
+        Ok(PgStore { db })
     }
 
     pub(super) async fn close(&self) {
-        self.pool.close().await;
+        self.db.close();
     }
 
     pub(super) async fn begin(&self, tenant: &str) -> Result<PgTx> {
         Ok(PgTx {
-            tx: self.pool.begin().await?,
+            tx: self.db.begin("BEGIN").await?,
             tenant: tenant.to_owned(),
             claimed: None,
             journal: Journal::default(),
@@ -88,7 +90,7 @@ impl PgStore {
     /// Numbers committed, unnumbered outbox rows (see the module docs).
     /// Returns 0 without waiting when another pass holds the lock.
     pub async fn sequence_feed(&self) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.begin("BEGIN").await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
             .bind(FEED_LOCK)
             .fetch_one(&mut *tx)
@@ -97,13 +99,25 @@ impl PgStore {
             tx.rollback().await?;
             return Ok(0);
         }
+        // `tops` is MATERIALIZED so each tenant's highest position is read
+        // once, before the first insert: inlined, it was evaluated per row
+        // and each evaluation stepped back over the rows this statement had
+        // already inserted (21 ms instead of 3 ms for 500 events).
         let numbered = sqlx::query(
-            "WITH top AS (SELECT COALESCE(MAX(feed_seq), 0) AS seq FROM outbox_events), \
-             pending AS ( \
-               SELECT id, row_number() OVER (ORDER BY id) AS n FROM outbox_events \
-               WHERE feed_seq IS NULL ORDER BY id LIMIT $1) \
-             UPDATE outbox_events o SET feed_seq = top.seq + pending.n \
-             FROM pending, top WHERE o.id = pending.id",
+            "WITH pending AS ( \
+               DELETE FROM outbox_unsequenced WHERE id IN \
+                 (SELECT id FROM outbox_unsequenced ORDER BY id LIMIT $1) \
+               RETURNING tenant_id, id), \
+             numbered AS ( \
+               SELECT tenant_id, id, \
+                 row_number() OVER (PARTITION BY tenant_id ORDER BY id) AS n FROM pending), \
+             tops AS MATERIALIZED ( \
+               SELECT t.tenant_id, COALESCE((SELECT MAX(f.feed_seq) FROM outbox_feed f \
+                 WHERE f.tenant_id = t.tenant_id), 0) AS top \
+               FROM (SELECT DISTINCT tenant_id FROM pending) t) \
+             INSERT INTO outbox_feed (tenant_id, feed_seq, event_row) \
+             SELECT numbered.tenant_id, tops.top + numbered.n, numbered.id \
+             FROM numbered JOIN tops USING (tenant_id)",
         )
         .bind(FEED_BATCH)
         .execute(&mut *tx)
@@ -116,12 +130,12 @@ impl PgStore {
 
 impl Queries for PgStore {
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        pg_read!(self.db, |conn| sqlx::query("SELECT 1").execute(conn))?;
         Ok(())
     }
 
     async fn customer(&self, tenant: &str, customer_id: &str) -> Result<Option<CustomerRecord>> {
-        q::customer(&self.pool, tenant, customer_id).await
+        pg_read!(self.db, |conn| q::customer(conn, tenant, customer_id))
     }
 
     async fn credit_account(
@@ -129,7 +143,7 @@ impl Queries for PgStore {
         tenant: &str,
         customer_id: &str,
     ) -> Result<Option<CreditAccountRecord>> {
-        q::credit_account(&self.pool, tenant, customer_id).await
+        pg_read!(self.db, |conn| q::credit_account(conn, tenant, customer_id))
     }
 
     async fn credit_transactions(
@@ -139,14 +153,29 @@ impl Queries for PgStore {
         before_seq: i64,
         limit: i64,
     ) -> Result<Vec<CreditTransactionRecord>> {
-        q::credit_transactions(&self.pool, tenant, customer_id, before_seq, limit).await
+        pg_read!(self.db, |conn| q::credit_transactions(
+            conn,
+            tenant,
+            customer_id,
+            before_seq,
+            limit
+        ))
     }
 
     async fn events(&self, tenant: &str, after: i64, limit: i64) -> Result<Vec<EventRecord>> {
         // Number what has committed since the last pass, so a consumer
         // polling the feed sees its own writes at once.
         self.sequence_feed().await?;
-        q::events(&self.pool, tenant, after, limit).await
+        pg_read!(self.db, |conn| sqlx::query_as::<_, EventRecord>(
+            "SELECT f.feed_seq, o.event_id, o.type, o.source, o.subject, o.time, o.data, \
+               o.transaction_id \
+             FROM outbox_feed f JOIN outbox_events o ON o.id = f.event_row \
+             WHERE f.tenant_id = $1 AND f.feed_seq > $2 ORDER BY f.feed_seq LIMIT $3",
+        )
+        .bind(tenant)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(conn))
     }
 }
 
@@ -160,12 +189,15 @@ impl Transactions for PgStore {
 
 impl Maintenance for PgStore {
     async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
+        pg_read!(self.db, |conn| async {
+            MIGRATOR.run_direct(conn).await.map_err(StoreError::from)
+        })
     }
 
     async fn purge_idempotency(&self, tenant: &str, before_ms: i64) -> Result<u64> {
-        q::purge_idempotency(&self.pool, tenant, before_ms).await
+        pg_read!(self.db, |conn| q::purge_idempotency(
+            conn, tenant, before_ms
+        ))
     }
 
     async fn sequence_feed(&self) -> Result<u64> {
@@ -173,15 +205,15 @@ impl Maintenance for PgStore {
     }
 
     async fn tenants(&self) -> Result<Vec<String>> {
-        q::tenants(&self.pool).await
+        pg_read!(self.db, |conn| q::tenants(conn))
     }
 
     async fn audit_data(&self, tenant: &str) -> Result<AuditData> {
         // One snapshot for every aggregate, so writes that commit during the
         // audit cannot make a consistent ledger look inconsistent.
         let mut tx = self
-            .pool
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .db
+            .begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await?;
         let data = q::audit_data(&mut tx, tenant).await?;
         tx.rollback().await?;
@@ -191,7 +223,7 @@ impl Maintenance for PgStore {
 
 /// A write transaction.
 pub struct PgTx {
-    pub(super) tx: Transaction<'static, Postgres>,
+    pub(super) tx: Lease,
     pub(super) tenant: String,
     claimed: Option<String>,
     journal: Journal,
@@ -385,7 +417,7 @@ impl TxOps for PgTx {
 /// each table gets one `INSERT … SELECT FROM UNNEST(arrays)` in a
 /// data-modifying CTE. Foreign keys between them are deferred to commit.
 async fn flush(
-    tx: &mut Transaction<'static, Postgres>,
+    conn: &mut PgConnection,
     tenant: &str,
     journal: &Journal,
     completion: Option<(String, StoredResponse)>,
@@ -443,7 +475,9 @@ async fn flush(
          ob AS (INSERT INTO outbox_events \
                   (tenant_id, event_id, type, source, subject, time, data, transaction_id) \
                 SELECT $1, * FROM UNNEST($22::text[], $23::text[], $24::text[], $25::text[], \
-                  $26::bigint[], $27::text[], $28::text[])), \
+                  $26::bigint[], $27::text[], $28::text[]) \
+                RETURNING id), \
+         ou AS (INSERT INTO outbox_unsequenced (tenant_id, id) SELECT $1, id FROM ob), \
          ik AS (UPDATE idempotency_keys SET response_status = $29, response_body = $30 \
                 WHERE tenant_id = $1 AND idem_key = $31) \
          SELECT 1",
@@ -495,7 +529,7 @@ async fn flush(
     .bind(status)
     .bind(body)
     .bind(key)
-    .execute(&mut **tx)
+    .execute(conn)
     .await?;
     Ok(())
 }

@@ -189,28 +189,6 @@ macro_rules! shared_queries {
             rows.into_iter().map(CreditTxRow::into_record).collect()
         }
 
-        /// Events with a feed position after `after`, in position order.
-        pub(crate) async fn events<'e, E>(
-            ex: E,
-            tenant: &str,
-            after: i64,
-            limit: i64,
-        ) -> Result<Vec<EventRecord>>
-        where
-            E: sqlx::Executor<'e, Database = Db>,
-        {
-            Ok(sqlx::query_as::<_, EventRecord>(
-                "SELECT feed_seq, event_id, type, source, subject, time, data, transaction_id \
-                 FROM outbox_events WHERE tenant_id = $1 AND feed_seq > $2 \
-                 ORDER BY feed_seq LIMIT $3",
-            )
-            .bind(tenant)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(ex)
-            .await?)
-        }
-
         // ── Idempotency ─────────────────────────────────────────────────
 
         /// Inserts the key; `false` when a committed row already holds it.

@@ -132,7 +132,16 @@ impl Queries for SqliteStore {
     }
 
     async fn events(&self, tenant: &str, after: i64, limit: i64) -> Result<Vec<EventRecord>> {
-        q::events(&self.reader, tenant, after, limit).await
+        Ok(sqlx::query_as::<_, EventRecord>(
+            "SELECT feed_seq, event_id, type, source, subject, time, data, transaction_id \
+             FROM outbox_events WHERE tenant_id = $1 AND feed_seq > $2 \
+             ORDER BY feed_seq LIMIT $3",
+        )
+        .bind(tenant)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?)
     }
 }
 

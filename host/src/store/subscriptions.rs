@@ -8,6 +8,7 @@
 use std::future::Future;
 
 use super::error::Result;
+use super::pg_pool::pg_read;
 use super::postgres::{PgStore, PgTx};
 use super::sqlite::{SqliteStore, SqliteTx};
 use super::{Store, Tx};
@@ -278,7 +279,12 @@ impl SubscriptionQueries for PgStore {
         tenant: &str,
         subscription_id: &str,
     ) -> Result<Option<SubscriptionRecord>> {
-        pg_q::subscription(&self.pool, tenant, subscription_id, "").await
+        pg_read!(self.db, |conn| pg_q::subscription(
+            conn,
+            tenant,
+            subscription_id,
+            ""
+        ))
     }
 
     async fn due_subscriptions(
@@ -288,7 +294,7 @@ impl SubscriptionQueries for PgStore {
         after: Option<&(String, i64)>,
         limit: i64,
     ) -> Result<Vec<(String, i64)>> {
-        pg_q::due(&self.pool, tenant, now, after, limit).await
+        pg_read!(self.db, |conn| pg_q::due(conn, tenant, now, after, limit))
     }
 }
 

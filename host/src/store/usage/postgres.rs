@@ -7,6 +7,7 @@ use super::{
     UsageEventRecord, UsageQueries, UsageTx, combine_totals, sorted_by_id,
 };
 use crate::store::error::Result;
+use crate::store::pg_pool::pg_read;
 use crate::store::postgres::{PgStore, PgTx};
 
 impl UsageQueries for PgStore {
@@ -17,13 +18,14 @@ impl UsageQueries for PgStore {
         from: i64,
         to: i64,
     ) -> Result<Vec<MetricTotal>> {
-        let rows = sqlx::query_as::<_, (String, i64, i64)>(TOTALS_SQL)
-            .bind(tenant)
-            .bind(customer_id)
-            .bind(from)
-            .bind(to)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = pg_read!(self.db, |conn| sqlx::query_as::<_, (String, i64, i64)>(
+            TOTALS_SQL
+        )
+        .bind(tenant)
+        .bind(customer_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(conn))?;
         combine_totals(rows)
     }
 }
