@@ -4,7 +4,7 @@
 
 mod harness;
 
-use harness::{Backend, Tenant, TestHost, backends};
+use harness::{Backend, Raw, Tenant, TestHost, backends};
 use serde_json::json;
 
 async fn customer_with_credits(host: &TestHost, tenant: Tenant, id: &str, credits: i64) {
@@ -217,6 +217,47 @@ async fn validation_policies_see_the_balance_and_todays_spend_and_answer_pol_001
         assert_eq!(balance.result()["spentToday"], 10);
         host.finish().await;
     }
+}
+
+/// A transaction the host abandons (here: a use refused by a rule after its
+/// debit locked the account row) gives its locks back at once, not when its
+/// pooled connection is next checked out: until then every other use of
+/// that account would wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_an_abandoned_transaction_releases_its_row_locks_at_once() {
+    if !backends().contains(&Backend::Postgres) {
+        return;
+    }
+    let host = TestHost::start(Backend::Postgres).await;
+    host.put_customer(Tenant::Acme, "c1", json!({ "tier": "capped" }))
+        .await
+        .expect(201, "OK");
+    host.charge(Tenant::Acme, "c1", 500).await.expect(201, "OK");
+    host.use_credits(Tenant::Acme, "c1", "render", 9, "u1")
+        .await
+        .expect(201, "OK");
+    host.use_credits(Tenant::Acme, "c1", "render", 2, "u2")
+        .await
+        .expect(422, "POL_001");
+    // No further request reaches the host, so nothing checks its
+    // connections out again.
+    let Raw::Postgres(pool) = &host.raw else {
+        unreachable!()
+    };
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query("SET lock_timeout = '5s'")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE credit_accounts SET updated_at = updated_at \
+         WHERE tenant_id = 'acme' AND customer_id = 'c1'",
+    )
+    .execute(&mut *conn)
+    .await
+    .expect("the refused use's row lock is released");
+    drop(conn);
+    host.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
