@@ -4,7 +4,7 @@
 #
 #   bench/credits_use.sh [sqlite|postgres|pgbench|all]     (default: all)
 #
-# Builds release, then for each backend starts `fluxpay-host serve` with
+# Builds BUILD_PROFILE, then for each backend starts `fluxpay-host serve` with
 # bench/tenants.yaml (one signed tenant, `bench`) on 127.0.0.1, seeds
 # customers and drives signed credits/use requests with host/examples/loadgen.rs:
 #   sqlite   — a fresh temporary SQLite file, once per SQLITE_SYNC mode
@@ -21,7 +21,8 @@
 # PG_POOL (host pool size on PostgreSQL, 32), PGBENCH_CLIENTS ("8 32"),
 # LOADGEN_THREADS (1), PROFILE (1: `perf record` the host during one run),
 # ROUNDS (PostgreSQL: host and pgbench runs alternate this many times, 1),
-# SKIP_BUILD (1: use the release binaries already in target/release).
+# BUILD_PROFILE (cargo profile: production, the LTO build a deployment runs,
+# or release), SKIP_BUILD (1: use the binaries already in target/<profile>).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,6 +39,7 @@ PG_POOL=${PG_POOL:-32}
 PGBENCH_CLIENTS=${PGBENCH_CLIENTS:-8 32}
 LOADGEN_THREADS=${LOADGEN_THREADS:-1}
 PROFILE=${PROFILE:-0}
+BUILD_PROFILE=${BUILD_PROFILE:-production}
 ROUNDS=${ROUNDS:-1}
 PREFIX=run$$
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -101,11 +103,11 @@ facts() {
 }
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    say "building release (fluxpay-host + loadgen)"
-    (cd "$REPO" && cargo build --release -p fluxpay-host --bin fluxpay-host --example loadgen)
+    say "building $BUILD_PROFILE (fluxpay-host + loadgen)"
+    (cd "$REPO" && cargo build --profile "$BUILD_PROFILE" -p fluxpay-host --bin fluxpay-host --example loadgen)
 fi
-HOST_BIN="$REPO/target/release/fluxpay-host"
-LOADGEN_BIN="$REPO/target/release/examples/loadgen"
+HOST_BIN="$REPO/target/$BUILD_PROFILE/fluxpay-host"
+LOADGEN_BIN="$REPO/target/$BUILD_PROFILE/examples/loadgen"
 
 # bench/tenants.yaml with absolute module paths, so the copy can live in $WORK.
 config() { # <file> [extra database keys…]
