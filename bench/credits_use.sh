@@ -278,16 +278,12 @@ if [ "$MODE" = postgres ] || [ "$MODE" = pgbench ] || [ "$MODE" = all ]; then
     done
     [ "$MODE" != pgbench ] && stop_host
     if [ "$MODE" = all ]; then
-        # host req/s ÷ pgbench TPS per round, pairing the i-th CONCURRENCY
-        # with the i-th PGBENCH_CLIENTS.
-        read -ra hc <<< "$CONCURRENCY"; read -ra bc <<< "$PGBENCH_CLIENTS"
+        # Per round: the host at the first CONCURRENCY ÷ the best pgbench TPS
+        # of the same round, whichever its client count.
         for round in $(seq 1 "$ROUNDS"); do
-            for i in "${!hc[@]}"; do
-                [ -n "${bc[$i]:-}" ] || continue
-                h=$(grep -oP "^postgres r$round c=${hc[$i]} .*\"rps\":\K[0-9.]+" "$WORK/summary")
-                b=$(grep -oP "^pgbench r$round c=${bc[$i]} \{\"tps\":\K[0-9.]+" "$WORK/summary")
-                echo "ratio r$round host c=${hc[$i]} / pgbench c=${bc[$i]}: $(awk -v h="$h" -v b="$b" 'BEGIN { printf "%.3f", h / b }')" >> "$WORK/summary"
-            done
+            h=$(grep -oP "^postgres r$round c=${CONCURRENCY%% *} .*\"rps\":\K[0-9.]+" "$WORK/summary")
+            b=$(grep -oP "^pgbench r$round c=[0-9]+ \{\"tps\":\K[0-9.]+" "$WORK/summary" | sort -g | tail -1)
+            echo "ratio r$round host c=${CONCURRENCY%% *} / best pgbench: $(awk -v h="$h" -v b="$b" 'BEGIN { printf "%.3f", h / b }')" >> "$WORK/summary"
         done
     fi
 fi
