@@ -257,3 +257,82 @@ async fn on_postgres_an_event_committed_late_is_served_after_those_already_read(
         .await;
     host.finish().await;
 }
+
+/// Upgrading a PostgreSQL database whose outbox already holds numbered and
+/// not-yet-numbered events (migration 0006 moves positions out of
+/// `outbox_events`): every position a consumer may hold a cursor for is
+/// kept, and the rest are numbered after them, per tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_the_feed_migration_keeps_every_position_and_numbers_the_rest() {
+    use std::borrow::Cow;
+
+    use fluxpay_host::store::{PgStore, Queries};
+    use sqlx::migrate::Migrator;
+
+    if !backends().contains(&Backend::Postgres) {
+        return;
+    }
+    let (_, url, _) = harness::fresh_pg_database().await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let all: Migrator = sqlx::migrate!("../migrations/postgres");
+    let before_0006 = Migrator {
+        migrations: Cow::Owned(
+            all.migrations
+                .iter()
+                .filter(|m| m.version < 6)
+                .cloned()
+                .collect(),
+        ),
+        ..Migrator::DEFAULT
+    };
+    before_0006.run(&pool).await.unwrap();
+    // Positions are global before 0006; one acme event is not numbered yet.
+    for (event, tenant, position) in [
+        ("e1", "acme", Some(1)),
+        ("e2", "globex", Some(2)),
+        ("e3", "acme", Some(3)),
+        ("e4", "acme", None),
+    ] {
+        sqlx::query(
+            "INSERT INTO outbox_events (tenant_id, event_id, type, source, subject, time, \
+               data, transaction_id, feed_seq) \
+             VALUES ($1, $2, 'test.old', '/test', 'c1', 0, '{}', 'tx_' || $2, $3)",
+        )
+        .bind(tenant)
+        .bind(event)
+        .bind(position)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    all.run(&pool).await.unwrap();
+    pool.close().await;
+
+    let store = PgStore::connect(&url, 2).await.unwrap();
+    assert_eq!(store.sequence_feed().await.unwrap(), 1, "e4 is numbered");
+    let feed = |tenant: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .events(tenant, 0, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.feed_seq, e.event_id))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        feed("acme").await,
+        [
+            (1, "e1".to_owned()),
+            (3, "e3".to_owned()),
+            (4, "e4".to_owned())
+        ]
+    );
+    assert_eq!(feed("globex").await, [(2, "e2".to_owned())]);
+    // A consumer holding acme's cursor 3 gets exactly the event it missed.
+    let after = store.events("acme", 3, 100).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].event_id, "e4");
+}
