@@ -10,7 +10,8 @@
 //! recycle step talks to the server only for a connection that was *not*
 //! handed back clean: one whose last use failed or was cancelled half-way,
 //! or that is still inside a transaction. Such a connection is rolled back
-//! (or pinged) before anyone else gets it, and dropped if that fails.
+//! (or pinged) before anyone else gets it, and dropped if that fails; so is
+//! one that sat unused for more than [`IDLE_CHECK`].
 //!
 //! A [`Lease`] is dirty from checkout until [`Lease::release`] sees its
 //! work succeed or a transaction it began ends. A lease dropped inside a
@@ -28,6 +29,9 @@ use sqlx::{ConnectOptions, Connection, Executor};
 
 use super::error::{Result, StoreError};
 
+/// A connection not checked out for this long is pinged before reuse.
+const IDLE_CHECK: Duration = Duration::from_secs(30);
+
 /// A pooled connection and what its last user left it in.
 #[derive(Debug)]
 pub struct PooledConnection {
@@ -42,6 +46,7 @@ pub struct PooledConnection {
 #[derive(Debug)]
 pub struct Manager {
     options: PgConnectOptions,
+    idle_check: Duration,
 }
 
 impl managed::Manager for Manager {
@@ -59,9 +64,12 @@ impl managed::Manager for Manager {
     async fn recycle(
         &self,
         pooled: &mut PooledConnection,
-        _: &Metrics,
+        metrics: &Metrics,
     ) -> RecycleResult<sqlx::Error> {
-        if pooled.clean {
+        // A connection in steady use is handed out as it is; one that sat
+        // unused for a while is pinged first, so a server restart or an
+        // idle timeout in between costs a round trip, not a request.
+        if pooled.clean && metrics.last_used() < self.idle_check {
             return Ok(());
         }
         // Either drains what a cancelled use left unread (sqlx waits for
@@ -93,14 +101,26 @@ impl PgConnections {
         max_size: usize,
         timeout: Duration,
     ) -> Result<PgConnections> {
-        let pool = managed::Pool::builder(Manager { options })
-            .max_size(max_size.max(1))
-            .wait_timeout(Some(timeout))
-            .create_timeout(Some(timeout))
-            .recycle_timeout(Some(timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|err| StoreError::Unavailable(format!("database pool: {err}")))?;
+        Self::connect_checking_idle(options, max_size, timeout, IDLE_CHECK).await
+    }
+
+    async fn connect_checking_idle(
+        options: PgConnectOptions,
+        max_size: usize,
+        timeout: Duration,
+        idle_check: Duration,
+    ) -> Result<PgConnections> {
+        let pool = managed::Pool::builder(Manager {
+            options,
+            idle_check,
+        })
+        .max_size(max_size.max(1))
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|err| StoreError::Unavailable(format!("database pool: {err}")))?;
         let connections = PgConnections { pool };
         connections.get().await?.release(Ok(()))?;
         Ok(connections)
@@ -223,3 +243,112 @@ macro_rules! pg_read {
     }};
 }
 pub(crate) use pg_read;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test cluster `.ci/run` starts; without it the test has nothing
+    /// to run against, which CI does not accept.
+    fn test_options() -> Option<PgConnectOptions> {
+        match std::env::var("FLUXPAY_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => Some(url.parse().expect("a PostgreSQL URL")),
+            _ => {
+                assert!(
+                    !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+                    "CI=true but FLUXPAY_TEST_POSTGRES_URL is not set"
+                );
+                None
+            }
+        }
+    }
+
+    async fn backend_pid(connections: &PgConnections) -> Result<i32> {
+        pg_read!(connections, |conn| sqlx::query_scalar::<_, i32>(
+            "SELECT pg_backend_pid()"
+        )
+        .fetch_one(conn))
+    }
+
+    async fn terminate(options: &PgConnectOptions, pid: i32) {
+        let mut admin = options.connect().await.unwrap();
+        let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        assert!(done);
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_died_while_idle_is_replaced_at_checkout_once_idle_long_enough() {
+        let Some(options) = test_options() else {
+            return;
+        };
+        let timeout = Duration::from_secs(10);
+        // Checked after any idle time: the dead connection is replaced.
+        let checked =
+            PgConnections::connect_checking_idle(options.clone(), 1, timeout, Duration::ZERO)
+                .await
+                .unwrap();
+        let pid = backend_pid(&checked).await.unwrap();
+        terminate(&options, pid).await;
+        let replaced = backend_pid(&checked).await.unwrap();
+        assert_ne!(replaced, pid);
+
+        // Within the idle window a clean connection is handed out as it is:
+        // the one request that finds it dead fails, the next gets a new one.
+        let trusted =
+            PgConnections::connect_checking_idle(options.clone(), 1, timeout, Duration::MAX)
+                .await
+                .unwrap();
+        let pid = backend_pid(&trusted).await.unwrap();
+        terminate(&options, pid).await;
+        assert!(backend_pid(&trusted).await.is_err());
+        let replaced = backend_pid(&trusted).await.unwrap();
+        assert_ne!(replaced, pid);
+    }
+
+    /// 42, whether the connection is inside a transaction that wrote, and whether the
+    /// test's temporary table exists.
+    async fn state(connections: &PgConnections) -> Result<(i32, bool, Option<String>)> {
+        pg_read!(connections, |conn| sqlx::query_as(
+            "SELECT 42, txid_current_if_assigned() IS NOT NULL, to_regclass('pg_temp.probe')::text"
+        )
+        .fetch_one(conn))
+    }
+
+    #[tokio::test]
+    async fn a_use_cancelled_half_way_leaves_a_connection_the_next_user_can_trust() {
+        let Some(options) = test_options() else {
+            return;
+        };
+        let connections = PgConnections::connect(options, 1, Duration::from_secs(10))
+            .await
+            .unwrap();
+        // A query abandoned while the server is still answering it…
+        let abandoned = tokio::time::timeout(Duration::from_millis(50), async {
+            let mut lease = connections.get().await.unwrap();
+            let outcome = sqlx::query("SELECT pg_sleep(0.3)")
+                .execute(&mut *lease)
+                .await
+                .map_err(StoreError::from);
+            lease.release(outcome)
+        })
+        .await;
+        assert!(abandoned.is_err(), "the query was cancelled");
+        // …and a transaction abandoned half-way.
+        let mut tx = connections.begin("BEGIN").await.unwrap();
+        sqlx::query("CREATE TEMPORARY TABLE probe (n int)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        drop(tx);
+        // The one connection answers the next query with its own answer,
+        // outside any transaction, and the abandoned work is gone.
+        let (answer, in_transaction, probe) = state(&connections).await.unwrap();
+        assert_eq!(answer, 42);
+        assert!(!in_transaction, "the abandoned transaction was rolled back");
+        assert_eq!(probe, None, "its work was undone");
+    }
+}
