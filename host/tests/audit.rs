@@ -6,7 +6,7 @@ mod harness;
 
 use std::process::Command;
 
-use harness::{Tenant, TestHost, backends};
+use harness::{Backend, Tenant, TestHost, backends};
 use serde_json::json;
 
 async fn scenario(host: &TestHost) -> String {
@@ -202,4 +202,89 @@ fn cli_audit(host: &TestHost, args: &[&str]) -> (i32, String) {
         String::from_utf8_lossy(&output.stderr)
     );
     (output.status.code().unwrap_or(-1), text)
+}
+
+/// The feed findings of a report, as "tenant: detail".
+fn feed_findings(report: &fluxpay_host::app::audit::AuditReport) -> Vec<String> {
+    report
+        .discrepancies
+        .iter()
+        .filter(|d| d.check == "feed.positions")
+        .map(|d| format!("{}: {}", d.tenant, d.detail))
+        .collect()
+}
+
+/// An event the feed would serve twice or never is a finding: on SQLite a
+/// position is set with the event; on PostgreSQL it lives in `outbox_feed`
+/// (or the event waits in `outbox_unsequenced` for the sequencer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_feed_would_serve_twice_or_never_are_reported() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let use_id = scenario(&host).await;
+        // Reading the feed numbers everything committed (PostgreSQL).
+        host.call(Tenant::Globex, "GET", "/api/v1/events?after=0", None, None)
+            .await
+            .expect(200, "OK");
+        assert!(host.audit().await.is_clean());
+        let event_row = format!("(SELECT id FROM outbox_events WHERE transaction_id = '{use_id}')");
+        let found = match backend {
+            Backend::Sqlite => {
+                host.raw
+                    .execute(&format!(
+                        "UPDATE outbox_events SET feed_seq = NULL WHERE id = {event_row}"
+                    ))
+                    .await;
+                vec![feed_findings(&host.audit().await)]
+            }
+            Backend::Postgres => {
+                let mut found = Vec::new();
+                // Two positions for one event…
+                host.raw
+                    .execute(&format!(
+                        "INSERT INTO outbox_feed (tenant_id, feed_seq, event_row) \
+                         VALUES ('globex', 1000, {event_row})"
+                    ))
+                    .await;
+                found.push(feed_findings(&host.audit().await));
+                // …none, and not queued for one…
+                host.raw
+                    .execute(&format!(
+                        "DELETE FROM outbox_feed WHERE event_row = {event_row}"
+                    ))
+                    .await;
+                found.push(feed_findings(&host.audit().await));
+                // …and a position without its event.
+                host.raw
+                    .execute(
+                        "INSERT INTO outbox_feed (tenant_id, feed_seq, event_row) \
+                         VALUES ('globex', 1001, -1)",
+                    )
+                    .await;
+                found.push(feed_findings(&host.audit().await));
+                found
+            }
+        };
+        let expected: &[&str] = match backend {
+            Backend::Sqlite => &["has no feed position"],
+            Backend::Postgres => &[
+                "has 2 feed positions",
+                "has no feed position and is not queued for one",
+                "points to no event of this tenant",
+            ],
+        };
+        for (findings, expected) in found.iter().zip(expected) {
+            assert!(
+                findings
+                    .iter()
+                    .any(|f| f.starts_with("globex: ") && f.contains(expected)),
+                "{backend:?}: expected {expected:?} in {findings:?}"
+            );
+            assert!(
+                findings.iter().all(|f| f.starts_with("globex: ")),
+                "{backend:?}: only the corrupted tenant: {findings:?}"
+            );
+        }
+        host.discard().await;
+    }
 }

@@ -16,6 +16,9 @@
 //! - **journal links**: every ledger transaction has a state-history row and
 //!   exactly one outbox event; every history row has an event and every
 //!   event a history row;
+//! - **feed positions**: every event has exactly one position in the events
+//!   feed (on PostgreSQL: or waits in `outbox_unsequenced` for the
+//!   sequencer), and every position has its event;
 //! - **state machines**: every entity's history is a chain (each row starts
 //!   where the previous ended, the last ends at the current state, one row
 //!   per version), order and subscription statuses are known, and every
@@ -175,6 +178,9 @@ pub fn check_tenant(tenant: &str, data: &AuditData, report: &mut AuditReport) {
     }
     for problem in &data.link_problems {
         findings.add("journal.links", &problem.transaction_id, &problem.problem);
+    }
+    for problem in &data.feed_problems {
+        findings.add("feed.positions", &problem.transaction_id, &problem.problem);
     }
     check_histories(data, &mut findings);
 }

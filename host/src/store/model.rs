@@ -479,6 +479,10 @@ pub struct AuditData {
     /// Ledger transactions without a history row or without exactly one
     /// outbox event; history without events; events without history.
     pub link_problems: Vec<TransactionProblem>,
+    /// Events the feed would not serve exactly once: without a position
+    /// (and, on PostgreSQL, not queued for one), with two positions, or
+    /// positions without their event.
+    pub feed_problems: Vec<TransactionProblem>,
     /// Current state of every entity that has a history.
     pub entities: Vec<EntityState>,
     /// State history, ordered by entity then row id.

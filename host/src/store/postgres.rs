@@ -215,7 +215,36 @@ impl Maintenance for PgStore {
             .db
             .begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await?;
-        let data = q::audit_data(&mut tx, tenant).await?;
+        let mut data = q::audit_data(&mut tx, tenant).await?;
+        // An event committed but not yet numbered waits in
+        // outbox_unsequenced; the sequencer moves it in one transaction.
+        data.feed_problems = sqlx::query_as::<_, (String, String)>(
+            "SELECT 'position ' || f.feed_seq, 'points to no event of this tenant' \
+             FROM outbox_feed f LEFT JOIN outbox_events o \
+               ON o.id = f.event_row AND o.tenant_id = f.tenant_id \
+             WHERE f.tenant_id = $1 AND o.id IS NULL \
+             UNION ALL \
+             SELECT o.transaction_id, 'event ' || o.event_id || ' has ' || COUNT(*) \
+               || ' feed positions' \
+             FROM outbox_feed f JOIN outbox_events o ON o.id = f.event_row \
+             WHERE f.tenant_id = $1 GROUP BY o.transaction_id, o.event_id HAVING COUNT(*) > 1 \
+             UNION ALL \
+             SELECT o.transaction_id, \
+               'event ' || o.event_id || ' has no feed position and is not queued for one' \
+             FROM outbox_events o WHERE o.tenant_id = $1 \
+               AND NOT EXISTS (SELECT 1 FROM outbox_feed f \
+                 WHERE f.tenant_id = $1 AND f.event_row = o.id) \
+               AND NOT EXISTS (SELECT 1 FROM outbox_unsequenced u WHERE u.id = o.id)",
+        )
+        .bind(tenant)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(transaction_id, problem)| TransactionProblem {
+            transaction_id,
+            problem,
+        })
+        .collect();
         tx.rollback().await?;
         Ok(data)
     }
