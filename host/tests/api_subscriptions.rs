@@ -1,6 +1,6 @@
 //! Subscriptions through the tenant API and the scheduler: create (trial or
 //! paid), read, change plan (prorated now, or at period end), cancel (now or
-//! at period end), renewals paid from credits, past due, the billing anchor,
+//! at period end), resume, renewals paid from credits, past due, the billing anchor,
 //! double scheduler runs and tenant isolation — on SQLite and (when
 //! configured) PostgreSQL, with the auditor clean after each scenario.
 //!
@@ -62,6 +62,17 @@ async fn cancel(host: &TestHost, tenant: Tenant, id: &str, body: Option<Value>) 
         &format!("/api/v1/subscriptions/{id}/cancel"),
         body,
         None,
+    )
+    .await
+}
+
+async fn resume(host: &TestHost, tenant: Tenant, id: &str, key: Option<&str>) -> Answer {
+    host.call(
+        tenant,
+        "POST",
+        &format!("/api/v1/subscriptions/{id}/resume"),
+        None,
+        key,
     )
     .await
 }
@@ -607,6 +618,68 @@ async fn cancelling_at_period_end_lets_the_scheduler_expire_it() {
             "{events:?}"
         );
         assert_eq!(run_scheduler(&host).await, SchedulerSummary::default());
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_withdraws_a_cancellation_at_period_end_and_the_subscription_renews() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        host.funded_customer(Tenant::Acme, "c1", 5000).await;
+        let created = subscribe(&host, Tenant::Acme, "c1", "basic").await;
+        let id = id_of(&created);
+        let end = int(&created.result()["currentPeriodEnd"]);
+
+        // Nothing to resume yet.
+        let before = host.raw.counts().await;
+        resume(&host, Tenant::Acme, &id, None)
+            .await
+            .expect(409, "PAY_004");
+        assert_eq!(host.raw.counts().await, before, "a refusal writes nothing");
+
+        cancel(&host, Tenant::Acme, &id, None)
+            .await
+            .expect(200, "OK");
+        let resumed = resume(&host, Tenant::Acme, &id, Some("resume-1")).await;
+        resumed.expect(200, "OK");
+        assert_eq!(resumed.result()["status"], "ACTIVE");
+        assert_eq!(resumed.result()["cancelAtPeriodEnd"], false);
+        // A retry replays the answer; a second resumption is refused.
+        let replayed = resume(&host, Tenant::Acme, &id, Some("resume-1")).await;
+        assert_eq!(replayed.status, resumed.status);
+        assert_eq!(replayed.bytes, resumed.bytes);
+        resume(&host, Tenant::Acme, &id, Some("resume-2"))
+            .await
+            .expect(409, "PAY_004");
+        // Another tenant cannot resume it.
+        cancel(&host, Tenant::Acme, &id, None)
+            .await
+            .expect(200, "OK");
+        resume(&host, Tenant::Globex, &id, None)
+            .await
+            .expect(404, "NOT_FOUND");
+        resume(&host, Tenant::Acme, &id, None)
+            .await
+            .expect(200, "OK");
+
+        // At period end it renews and is charged, instead of expiring.
+        host.advance(end - host.now());
+        let summary = run_scheduler(&host).await;
+        assert_eq!(summary.renewed, 1, "{summary:?}");
+        assert_eq!(summary.expired, 0, "{summary:?}");
+        let sub = get(&host, Tenant::Acme, &id).await;
+        assert_eq!(sub.result()["status"], "ACTIVE");
+        assert_eq!(available(&host, Tenant::Acme, "c1").await, 3000);
+        let events = event_types(&host, Tenant::Acme).await;
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| *e == "subscription.resumed")
+                .count(),
+            2,
+            "{events:?}"
+        );
         host.finish().await;
     }
 }

@@ -56,6 +56,8 @@ pub mod event_type {
     pub const SUBSCRIPTION_PLAN_CHANGED: &str = "subscription.plan_changed";
     /// A subscription was cancelled now or scheduled to end at period end.
     pub const SUBSCRIPTION_CANCELLED: &str = "subscription.cancelled";
+    /// A cancellation scheduled for period end was withdrawn.
+    pub const SUBSCRIPTION_RESUMED: &str = "subscription.resumed";
     /// A subscription ran to the end of its last period.
     pub const SUBSCRIPTION_EXPIRED: &str = "subscription.expired";
     /// A customer's metered usage over a period was closed into an order.

@@ -1,7 +1,8 @@
-//! Subscriptions: create, read, change plan, cancel — and their views.
+//! Subscriptions: create, read, change plan, cancel, resume — and their
+//! views.
 //!
 //! Create and change-plan move money and require an `Idempotency-Key`;
-//! cancel accepts one.
+//! cancel and resume accept one.
 
 use std::collections::BTreeMap;
 
@@ -20,8 +21,8 @@ use crate::api::envelope::ApiOk;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::AppPath;
 use crate::app::subscriptions::{
-    CancelCommand, ChangePlanCommand, ChargeInfo, CreateCommand, SubscriptionOutcome,
-    SubscriptionView, Timing,
+    CancelCommand, ChangePlanCommand, ChargeInfo, CreateCommand, ResumeCommand,
+    SubscriptionOutcome, SubscriptionView, Timing,
 };
 use crate::app::{App, PolicyRef};
 use crate::policy::types;
@@ -38,6 +39,10 @@ pub(super) fn routes() -> Router<App> {
         .route(
             "/api/v1/subscriptions/{subscription_id}/cancel",
             post(cancel),
+        )
+        .route(
+            "/api/v1/subscriptions/{subscription_id}/resume",
+            post(resume),
         )
 }
 
@@ -119,6 +124,29 @@ async fn cancel(
     Ok(respond(reply))
 }
 
+async fn resume(
+    State(app): State<App>,
+    command: Command,
+    AppPath(subscription_id): AppPath<String>,
+) -> Result<Response, ApiError> {
+    let request: ResumeBody = command.json_or_default()?;
+    let ctx = command.ctx(Key::Optional)?;
+    let command = ResumeCommand {
+        subscription_id,
+        reason: request.reason,
+    };
+    let reply = app
+        .resume_subscription(&ctx, command, |outcome| {
+            render(
+                StatusCode::OK,
+                "subscription resumed",
+                &OutcomeView::from(outcome),
+            )
+        })
+        .await?;
+    Ok(respond(reply))
+}
+
 // ── Request bodies ─────────────────────────────────────────────────────────
 
 /// `POST /api/v1/subscriptions`.
@@ -151,6 +179,13 @@ enum TimingBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CancelBody {
     at_period_end: Option<bool>,
+    reason: Option<String>,
+}
+
+/// `POST /api/v1/subscriptions/{id}/resume`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ResumeBody {
     reason: Option<String>,
 }
 

@@ -10,9 +10,9 @@ use super::super::policy::price;
 use super::super::{App, Reply, RequestCtx, new_id};
 use super::charge::{ChargeFor, ChargeInfo, Paid};
 use super::{
-    Applied, CancelCommand, ChangePlanCommand, MAX_REASON_LEN, Render, SubscriptionOutcome,
-    SubscriptionView, Timing, event_data, quote_meta, restore, subscription_not_found,
-    terms_period, updated,
+    Applied, CancelCommand, ChangePlanCommand, MAX_REASON_LEN, Render, ResumeCommand,
+    SubscriptionOutcome, SubscriptionView, Timing, event_data, quote_meta, restore,
+    subscription_not_found, terms_period, updated,
 };
 use crate::domain::subscription::SubscriptionStatus;
 use crate::domain::{Credits, DomainError, PlanId, SubscriptionId, Timestamp};
@@ -150,14 +150,7 @@ impl App {
         cmd: CancelCommand,
     ) -> Result<(SubscriptionRecord, Effect)> {
         let id = SubscriptionId::new(&cmd.subscription_id)?;
-        let reason = cmd
-            .reason
-            .unwrap_or_else(|| "cancelled by the tenant".into());
-        if reason.trim().is_empty() || reason.len() > MAX_REASON_LEN {
-            return Err(AppError::Invalid(format!(
-                "reason must be 1-{MAX_REASON_LEN} bytes and not blank"
-            )));
-        }
+        let reason = checked_reason(cmd.reason, "cancelled by the tenant")?;
         let record = self.subscription_record(&ctx.tenant, id.as_str()).await?;
         let sub = restore(&record)?;
         let change = if cmd.at_period_end {
@@ -168,6 +161,38 @@ impl App {
         let effect = Effect {
             applied: Applied::one(change),
             event: event_type::SUBSCRIPTION_CANCELLED,
+            payment: None,
+        };
+        Ok((record, effect))
+    }
+
+    /// Withdraws a cancellation scheduled for period end: the subscription
+    /// renews as before. `PAY_004` when none is scheduled.
+    pub async fn resume_subscription(
+        &self,
+        ctx: &RequestCtx,
+        cmd: ResumeCommand,
+        render: impl Render<SubscriptionOutcome>,
+    ) -> Result<Reply> {
+        match self.resumption(ctx, cmd).await {
+            Ok((record, effect)) => self.apply(ctx, &record, effect, self.now(), render).await,
+            Err(err) => self.replay_or(ctx, err).await,
+        }
+    }
+
+    /// Reads and checks a resumption.
+    async fn resumption(
+        &self,
+        ctx: &RequestCtx,
+        cmd: ResumeCommand,
+    ) -> Result<(SubscriptionRecord, Effect)> {
+        let id = SubscriptionId::new(&cmd.subscription_id)?;
+        let reason = checked_reason(cmd.reason, "resumed by the tenant")?;
+        let record = self.subscription_record(&ctx.tenant, id.as_str()).await?;
+        let change = restore(&record)?.resume(reason)?;
+        let effect = Effect {
+            applied: Applied::one(change),
+            event: event_type::SUBSCRIPTION_RESUMED,
             payment: None,
         };
         Ok((record, effect))
@@ -277,4 +302,15 @@ impl App {
             replayed: false,
         })
     }
+}
+
+/// A command's reason, or `default`: 1–[`MAX_REASON_LEN`] bytes, not blank.
+fn checked_reason(reason: Option<String>, default: &str) -> Result<String> {
+    let reason = reason.unwrap_or_else(|| default.into());
+    if reason.trim().is_empty() || reason.len() > MAX_REASON_LEN {
+        return Err(AppError::Invalid(format!(
+            "reason must be 1-{MAX_REASON_LEN} bytes and not blank"
+        )));
+    }
+    Ok(reason)
 }

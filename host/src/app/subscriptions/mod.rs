@@ -99,6 +99,16 @@ pub struct CancelCommand {
     pub reason: Option<String>,
 }
 
+/// `POST /subscriptions/{id}/resume`: withdraws a cancellation scheduled
+/// for period end.
+#[derive(Debug, Clone)]
+pub struct ResumeCommand {
+    /// The subscription.
+    pub subscription_id: String,
+    /// Why (history).
+    pub reason: Option<String>,
+}
+
 /// A subscription as the API shows it.
 #[derive(Debug, Clone)]
 pub struct SubscriptionView {
