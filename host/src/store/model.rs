@@ -428,6 +428,18 @@ pub struct TransactionProblem {
     pub problem: String,
 }
 
+impl TransactionProblem {
+    /// Rows of (transaction id, problem), as a check query returns them.
+    pub fn from_rows(rows: Vec<(String, String)>) -> Vec<TransactionProblem> {
+        rows.into_iter()
+            .map(|(transaction_id, problem)| TransactionProblem {
+                transaction_id,
+                problem,
+            })
+            .collect()
+    }
+}
+
 /// One state-history row, for the chain checks.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct HistoryRecord {

@@ -66,10 +66,10 @@ impl PgStore {
             .parse()
             .map_err(|err: sqlx::Error| StoreError::Unavailable(format!("database url: {err}")))?;
         let options = options.application_name("fluxpay-host");
-        // A connection that broke while idle fails the one request that
-        // finds it (the client retries under its idempotency key) and is
-        // then dropped: checking each one before use would be a round trip
-        // per checkout (see `pg_pool`).
+        // A connection that broke within 30 s of its last use fails the one
+        // request that finds it (the client retries under its idempotency
+        // key) and is then dropped: checking every one before use would be
+        // a round trip per checkout (see `pg_pool`).
         let db = PgConnections::connect(options, max_connections as usize, ACQUIRE_TIMEOUT).await?;
         Ok(PgStore { db })
     }
@@ -218,7 +218,7 @@ impl Maintenance for PgStore {
         let mut data = q::audit_data(&mut tx, tenant).await?;
         // An event committed but not yet numbered waits in
         // outbox_unsequenced; the sequencer moves it in one transaction.
-        data.feed_problems = sqlx::query_as::<_, (String, String)>(
+        let feed = sqlx::query_as::<_, (String, String)>(
             "SELECT 'position ' || f.feed_seq, 'points to no event of this tenant' \
              FROM outbox_feed f LEFT JOIN outbox_events o \
                ON o.id = f.event_row AND o.tenant_id = f.tenant_id \
@@ -238,13 +238,8 @@ impl Maintenance for PgStore {
         )
         .bind(tenant)
         .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|(transaction_id, problem)| TransactionProblem {
-            transaction_id,
-            problem,
-        })
-        .collect();
+        .await?;
+        data.feed_problems = TransactionProblem::from_rows(feed);
         tx.rollback().await?;
         Ok(data)
     }

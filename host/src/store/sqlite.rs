@@ -178,19 +178,14 @@ impl Maintenance for SqliteStore {
         let mut tx = self.reader.begin().await?;
         let mut data = q::audit_data(&mut tx, tenant).await?;
         // Positions are unique (a constraint) and set at insert.
-        data.feed_problems = sqlx::query_as::<_, (String, String)>(
+        let feed = sqlx::query_as::<_, (String, String)>(
             "SELECT transaction_id, 'event ' || event_id || ' has no feed position' \
              FROM outbox_events WHERE tenant_id = $1 AND feed_seq IS NULL",
         )
         .bind(tenant)
         .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|(transaction_id, problem)| TransactionProblem {
-            transaction_id,
-            problem,
-        })
-        .collect();
+        .await?;
+        data.feed_problems = TransactionProblem::from_rows(feed);
         tx.rollback().await?;
         Ok(data)
     }
