@@ -175,18 +175,24 @@ async fn a_use_beyond_the_available_balance_is_402_and_moves_nothing() {
     }
 }
 
+/// Acme's `c1` on the capped tier (50 credits a day), with 500 credits of
+/// which it spent 45 today (`render` × 9 at 5 each, key `u1`): a use of 2
+/// more breaks the cap.
+async fn capped_customer_near_its_cap(host: &TestHost) {
+    host.put_customer(Tenant::Acme, "c1", json!({ "tier": "capped" }))
+        .await
+        .expect(201, "OK");
+    host.charge(Tenant::Acme, "c1", 500).await.expect(201, "OK");
+    host.use_credits(Tenant::Acme, "c1", "render", 9, "u1")
+        .await
+        .expect(201, "OK");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validation_policies_see_the_balance_and_todays_spend_and_answer_pol_001() {
     for backend in backends() {
         let host = TestHost::start(backend).await;
-        host.put_customer(Tenant::Acme, "c1", json!({ "tier": "capped" }))
-            .await
-            .expect(201, "OK");
-        host.charge(Tenant::Acme, "c1", 500).await.expect(201, "OK");
-        // Cap 50 a day: 9 × 5 = 45 passes, then 2 × 5 = 10 would make 55.
-        host.use_credits(Tenant::Acme, "c1", "render", 9, "u1")
-            .await
-            .expect(201, "OK");
+        capped_customer_near_its_cap(&host).await;
         let before = host.raw.counts().await;
         let refused = host
             .use_credits(Tenant::Acme, "c1", "render", 2, "u2")
@@ -229,13 +235,7 @@ async fn on_postgres_an_abandoned_transaction_releases_its_row_locks_at_once() {
         return;
     }
     let host = TestHost::start(Backend::Postgres).await;
-    host.put_customer(Tenant::Acme, "c1", json!({ "tier": "capped" }))
-        .await
-        .expect(201, "OK");
-    host.charge(Tenant::Acme, "c1", 500).await.expect(201, "OK");
-    host.use_credits(Tenant::Acme, "c1", "render", 9, "u1")
-        .await
-        .expect(201, "OK");
+    capped_customer_near_its_cap(&host).await;
     host.use_credits(Tenant::Acme, "c1", "render", 2, "u2")
         .await
         .expect(422, "POL_001");

@@ -27,6 +27,14 @@ async fn subscribe(host: &TestHost, tenant: Tenant, customer: &str, plan: &str) 
     .await
 }
 
+/// Acme's customer `c1` funded with `credits`, on the `basic` plan:
+/// (subscription id, end of its first period).
+async fn basic_subscription(host: &TestHost, credits: i64) -> (String, i64) {
+    host.funded_customer(Tenant::Acme, "c1", credits).await;
+    let created = subscribe(host, Tenant::Acme, "c1", "basic").await;
+    (id_of(&created), int(&created.result()["currentPeriodEnd"]))
+}
+
 async fn get(host: &TestHost, tenant: Tenant, id: &str) -> Answer {
     host.call(
         tenant,
@@ -365,10 +373,7 @@ async fn a_renewal_without_enough_credits_is_past_due_until_the_credits_arrive()
 async fn a_past_due_subscription_expires_after_the_dunning_window_without_charging_a_backlog() {
     for backend in backends() {
         let host = TestHost::start(backend).await;
-        host.funded_customer(Tenant::Acme, "c1", 1500).await;
-        let created = subscribe(&host, Tenant::Acme, "c1", "basic").await;
-        let id = id_of(&created);
-        let end = int(&created.result()["currentPeriodEnd"]);
+        let (id, end) = basic_subscription(&host, 1500).await;
         host.advance(end - host.now());
         assert_eq!(run_scheduler(&host).await.past_due, 1);
 
@@ -582,10 +587,7 @@ async fn cancelling_now_ends_the_subscription_and_an_ended_one_cannot_change() {
 async fn cancelling_at_period_end_lets_the_scheduler_expire_it() {
     for backend in backends() {
         let host = TestHost::start(backend).await;
-        host.funded_customer(Tenant::Acme, "c1", 5000).await;
-        let created = subscribe(&host, Tenant::Acme, "c1", "basic").await;
-        let id = id_of(&created);
-        let end = int(&created.result()["currentPeriodEnd"]);
+        let (id, end) = basic_subscription(&host, 5000).await;
 
         let flagged = cancel(&host, Tenant::Acme, &id, None).await;
         flagged.expect(200, "OK");
@@ -626,10 +628,7 @@ async fn cancelling_at_period_end_lets_the_scheduler_expire_it() {
 async fn resuming_withdraws_a_cancellation_at_period_end_and_the_subscription_renews() {
     for backend in backends() {
         let host = TestHost::start(backend).await;
-        host.funded_customer(Tenant::Acme, "c1", 5000).await;
-        let created = subscribe(&host, Tenant::Acme, "c1", "basic").await;
-        let id = id_of(&created);
-        let end = int(&created.result()["currentPeriodEnd"]);
+        let (id, end) = basic_subscription(&host, 5000).await;
 
         // Nothing to resume yet.
         let before = host.raw.counts().await;
