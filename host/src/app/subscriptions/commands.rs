@@ -38,10 +38,8 @@ impl App {
         render: impl Render<SubscriptionOutcome>,
     ) -> Result<Reply> {
         let now = self.now();
-        match self.plan_change(ctx, cmd, now).await {
-            Ok((record, effect)) => self.apply(ctx, &record, effect, now, render).await,
-            Err(err) => self.replay_or(ctx, err).await,
-        }
+        let checked = self.plan_change(ctx, cmd, now).await;
+        self.apply_or_replay(ctx, checked, now, render).await
     }
 
     /// Reads, checks and prices a plan change.
@@ -137,10 +135,8 @@ impl App {
         cmd: CancelCommand,
         render: impl Render<SubscriptionOutcome>,
     ) -> Result<Reply> {
-        match self.cancellation(ctx, cmd).await {
-            Ok((record, effect)) => self.apply(ctx, &record, effect, self.now(), render).await,
-            Err(err) => self.replay_or(ctx, err).await,
-        }
+        let checked = self.cancellation(ctx, cmd).await;
+        self.apply_or_replay(ctx, checked, self.now(), render).await
     }
 
     /// Reads and checks a cancellation.
@@ -174,10 +170,8 @@ impl App {
         cmd: ResumeCommand,
         render: impl Render<SubscriptionOutcome>,
     ) -> Result<Reply> {
-        match self.resumption(ctx, cmd).await {
-            Ok((record, effect)) => self.apply(ctx, &record, effect, self.now(), render).await,
-            Err(err) => self.replay_or(ctx, err).await,
-        }
+        let checked = self.resumption(ctx, cmd).await;
+        self.apply_or_replay(ctx, checked, self.now(), render).await
     }
 
     /// Reads and checks a resumption.
@@ -198,10 +192,21 @@ impl App {
         Ok((record, effect))
     }
 
-    /// A command refused before its transaction may be the retry of one
-    /// that succeeded (the subscription has moved on since, so the checks
-    /// now fail): the stored answer wins over the fresh refusal.
-    async fn replay_or(&self, ctx: &RequestCtx, err: AppError) -> Result<Reply> {
+    /// Applies a command its checks accepted. A command they refused may
+    /// be the retry of one that succeeded (the subscription has moved on
+    /// since, so the checks now fail): the stored answer wins over the fresh
+    /// refusal.
+    async fn apply_or_replay(
+        &self,
+        ctx: &RequestCtx,
+        checked: Result<(SubscriptionRecord, Effect)>,
+        now: i64,
+        render: impl Render<SubscriptionOutcome>,
+    ) -> Result<Reply> {
+        let err = match checked {
+            Ok((record, effect)) => return self.apply(ctx, &record, effect, now, render).await,
+            Err(err) => err,
+        };
         if ctx.idempotency.is_none() {
             return Err(err);
         }
