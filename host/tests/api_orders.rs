@@ -70,15 +70,7 @@ async fn an_order_is_priced_by_the_policy_and_reads_back_as_created() {
         assert_eq!(order["source"], "api");
 
         let id = order["orderId"].as_str().unwrap();
-        let read = host
-            .call(
-                Tenant::Acme,
-                "GET",
-                &format!("/api/v1/orders/{id}"),
-                None,
-                None,
-            )
-            .await;
+        let read = host.order(Tenant::Acme, &id).await;
         read.expect(200, "OK");
         assert_eq!(read.result(), &order, "GET shows what POST answered");
 
@@ -334,15 +326,9 @@ async fn another_tenants_key_cannot_read_or_cancel_an_order() {
         .await;
         let id = created.result()["orderId"].as_str().unwrap().to_owned();
         let before = host.raw.counts().await;
-        host.call(
-            Tenant::Globex,
-            "GET",
-            &format!("/api/v1/orders/{id}"),
-            None,
-            None,
-        )
-        .await
-        .expect(404, "NOT_FOUND");
+        host.order(Tenant::Globex, &id)
+            .await
+            .expect(404, "NOT_FOUND");
         host.call(
             Tenant::Globex,
             "POST",
@@ -353,15 +339,7 @@ async fn another_tenants_key_cannot_read_or_cancel_an_order() {
         .await
         .expect(404, "NOT_FOUND");
         assert_eq!(host.raw.counts().await, before);
-        let status = host
-            .call(
-                Tenant::Acme,
-                "GET",
-                &format!("/api/v1/orders/{id}"),
-                None,
-                None,
-            )
-            .await;
+        let status = host.order(Tenant::Acme, &id).await;
         assert_eq!(status.result()["status"], "PENDING", "unchanged");
         host.finish().await;
     }

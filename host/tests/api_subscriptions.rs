@@ -839,15 +839,7 @@ async fn without_pay_from_credits_each_charge_leaves_a_pending_order() {
         let id = id_of(&created);
         let order_id = result["charge"]["orderId"].as_str().unwrap().to_owned();
 
-        let order = host
-            .call(
-                Tenant::Globex,
-                "GET",
-                &format!("/api/v1/orders/{order_id}"),
-                None,
-                None,
-            )
-            .await;
+        let order = host.order(Tenant::Globex, &order_id).await;
         order.expect(200, "OK");
         let order = order.result();
         assert_eq!(order["status"], "PENDING", "{order}");

@@ -894,15 +894,7 @@ async fn closing_a_period_leaves_a_pending_order_whose_lines_sum_to_the_rated_to
         assert_eq!(result["pricedBy"]["policy"], "metered");
         let order_id = result["orderId"].as_str().expect("an order").to_owned();
 
-        let order = host
-            .call(
-                Tenant::Acme,
-                "GET",
-                &format!("/api/v1/orders/{order_id}"),
-                None,
-                None,
-            )
-            .await;
+        let order = host.order(Tenant::Acme, &order_id).await;
         order.expect(200, "OK");
         let o = order.result();
         assert_eq!(o["status"], "PENDING");
@@ -936,15 +928,9 @@ async fn closing_a_period_leaves_a_pending_order_whose_lines_sum_to_the_rated_to
         );
 
         // A tenant-B key cannot see the order.
-        host.call(
-            Tenant::Globex,
-            "GET",
-            &format!("/api/v1/orders/{order_id}"),
-            None,
-            None,
-        )
-        .await
-        .expect(404, "NOT_FOUND");
+        host.order(Tenant::Globex, &order_id)
+            .await
+            .expect(404, "NOT_FOUND");
         host.finish().await;
     }
 }
@@ -1081,15 +1067,7 @@ async fn a_period_with_more_metrics_than_an_order_holds_is_billed_as_one_usage_p
         let closed = close(&host, Tenant::Globex, "g1", start, end, "close-many").await;
         closed.expect(201, "OK");
         let order_id = closed.result()["orderId"].as_str().expect("an order");
-        let order = host
-            .call(
-                Tenant::Globex,
-                "GET",
-                &format!("/api/v1/orders/{order_id}"),
-                None,
-                None,
-            )
-            .await;
+        let order = host.order(Tenant::Globex, &order_id).await;
         order.expect(200, "OK");
         assert_eq!(
             order.result()["items"],

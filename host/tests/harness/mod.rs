@@ -649,6 +649,18 @@ impl TestHost {
         .await
     }
 
+    /// `GET /api/v1/orders/{id}` as `tenant`.
+    pub async fn order(&self, tenant: Tenant, id: impl AsRef<str>) -> Answer {
+        self.call(
+            tenant,
+            "GET",
+            &format!("/api/v1/orders/{}", id.as_ref()),
+            None,
+            None,
+        )
+        .await
+    }
+
     /// The auditor's report over every tenant.
     pub async fn audit(&self) -> AuditReport {
         audit::audit(self.app.store(), &[])
