@@ -68,6 +68,34 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// The SQLite writer's inline statements (see `sqlite_writer`), classified
+/// as sqlx's are.
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        match &err {
+            rusqlite::Error::SqliteFailure(failure, message) => {
+                let message = message.clone().unwrap_or_else(|| failure.to_string());
+                match failure.code {
+                    rusqlite::ErrorCode::ConstraintViolation => StoreError::Constraint {
+                        constraint: sqlite_constraint(&message)
+                            .unwrap_or_else(|| "constraint".to_owned()),
+                        message,
+                    },
+                    rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::SystemIoFailure => StoreError::Unavailable(message),
+                    _ => StoreError::Database(message),
+                }
+            }
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..) => StoreError::Corrupt(err.to_string()),
+            _ => StoreError::Database(err.to_string()),
+        }
+    }
+}
+
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(err: sqlx::migrate::MigrateError) -> Self {
         StoreError::Migrate(err.to_string())

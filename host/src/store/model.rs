@@ -191,6 +191,23 @@ pub enum Claim {
     },
 }
 
+impl Claim {
+    /// A key found taken, from its stored row (the status and body are
+    /// both set once the row is completed).
+    pub(crate) fn taken(fingerprint: String, status: Option<i32>, body: Option<Vec<u8>>) -> Claim {
+        Claim::Taken {
+            fingerprint,
+            response: match (status, body) {
+                (Some(status), Some(body)) => Some(StoredResponse {
+                    status: u16::try_from(status).unwrap_or(500),
+                    body,
+                }),
+                _ => None,
+            },
+        }
+    }
+}
+
 /// What an upsert of a customer did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CustomerUpsert {

@@ -255,13 +255,13 @@ pub struct PgTx {
 
 impl TxOps for PgTx {
     async fn claim_idempotency(&mut self, claim: &IdempotencyClaim) -> Result<Claim> {
-        if q::insert_idempotency(&mut *self.tx, &self.tenant, claim).await? {
+        if insert_idempotency(&mut *self.tx, &self.tenant, claim).await? {
             self.claimed = Some(claim.key.clone());
             return Ok(Claim::Claimed);
         }
         // ON CONFLICT waited for the holder to commit: its row is visible
         // to this (read committed) statement.
-        q::stored_idempotency(&mut *self.tx, &self.tenant, &claim.key)
+        stored_idempotency(&mut *self.tx, &self.tenant, &claim.key)
             .await?
             .ok_or_else(|| StoreError::Database("idempotency key vanished".into()))
     }
@@ -556,4 +556,39 @@ async fn flush(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Inserts the key; `false` when a committed row already holds it.
+/// On PostgreSQL a concurrent uncommitted insert of the same key
+/// makes this wait for that transaction to end first.
+async fn insert_idempotency<'e, E>(ex: E, tenant: &str, claim: &IdempotencyClaim) -> Result<bool>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let done = sqlx::query(
+        "INSERT INTO idempotency_keys (tenant_id, idem_key, fingerprint, created_at) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, idem_key) DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(&claim.key)
+    .bind(&claim.fingerprint)
+    .bind(claim.now)
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+async fn stored_idempotency<'e, E>(ex: E, tenant: &str, key: &str) -> Result<Option<Claim>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let row = sqlx::query_as::<_, (String, Option<i32>, Option<Vec<u8>>)>(
+        "SELECT fingerprint, response_status, response_body FROM idempotency_keys \
+         WHERE tenant_id = $1 AND idem_key = $2",
+    )
+    .bind(tenant)
+    .bind(key)
+    .fetch_optional(ex)
+    .await?;
+    Ok(row.map(|(fingerprint, status, body)| Claim::taken(fingerprint, status, body)))
 }

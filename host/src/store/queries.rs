@@ -189,60 +189,6 @@ macro_rules! shared_queries {
             rows.into_iter().map(CreditTxRow::into_record).collect()
         }
 
-        // ── Idempotency ─────────────────────────────────────────────────
-
-        /// Inserts the key; `false` when a committed row already holds it.
-        /// On PostgreSQL a concurrent uncommitted insert of the same key
-        /// makes this wait for that transaction to end first.
-        pub(crate) async fn insert_idempotency<'e, E>(
-            ex: E,
-            tenant: &str,
-            claim: &IdempotencyClaim,
-        ) -> Result<bool>
-        where
-            E: sqlx::Executor<'e, Database = Db>,
-        {
-            let done = sqlx::query(
-                "INSERT INTO idempotency_keys (tenant_id, idem_key, fingerprint, created_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, idem_key) DO NOTHING",
-            )
-            .bind(tenant)
-            .bind(&claim.key)
-            .bind(&claim.fingerprint)
-            .bind(claim.now)
-            .execute(ex)
-            .await?;
-            Ok(done.rows_affected() == 1)
-        }
-
-        pub(crate) async fn stored_idempotency<'e, E>(
-            ex: E,
-            tenant: &str,
-            key: &str,
-        ) -> Result<Option<Claim>>
-        where
-            E: sqlx::Executor<'e, Database = Db>,
-        {
-            let row = sqlx::query_as::<_, (String, Option<i32>, Option<Vec<u8>>)>(
-                "SELECT fingerprint, response_status, response_body FROM idempotency_keys \
-                 WHERE tenant_id = $1 AND idem_key = $2",
-            )
-            .bind(tenant)
-            .bind(key)
-            .fetch_optional(ex)
-            .await?;
-            Ok(row.map(|(fingerprint, status, body)| Claim::Taken {
-                fingerprint,
-                response: match (status, body) {
-                    (Some(status), Some(body)) => Some(StoredResponse {
-                        status: u16::try_from(status).unwrap_or(500),
-                        body,
-                    }),
-                    _ => None,
-                },
-            }))
-        }
-
         // ── Customers ───────────────────────────────────────────────────
 
         /// Inserts the customer and its empty credit account; `false` when

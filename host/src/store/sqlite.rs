@@ -18,14 +18,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rusqlite::{OptionalExtension, params};
+use sqlx::SqliteConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
 
 use super::error::{Result, StoreError};
 use super::model::*;
-use super::sqlite_writer::{RELEASE, Writer, WriterTx};
+use super::sqlite_writer::{Writer, WriterTx};
 use super::{Maintenance, Queries, Transactions, TxOps, allocate_grants, utc_day};
 use crate::config::{self, DatabaseConfig};
 
@@ -73,7 +74,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous);
         // The one writer lives as long as the store.
-        let writer = Writer::new(SqliteConnection::connect_with(&writer_options).await?);
+        let writer = Writer::open(&writer_options).await?;
         // Readers open the file the writer created and switched to WAL.
         let reader = SqlitePoolOptions::new()
             .max_connections(config.max_connections.max(1))
@@ -201,13 +202,36 @@ pub struct SqliteTx {
 
 impl TxOps for SqliteTx {
     async fn claim_idempotency(&mut self, claim: &IdempotencyClaim) -> Result<Claim> {
-        if q::insert_idempotency(&mut *self.tx, &self.tenant, claim).await? {
+        // Inline (see `sqlite_writer`): the first statement of every
+        // money-moving request.
+        let raw = self.tx.raw();
+        let inserted = raw
+            .prepare_cached(
+                "INSERT INTO idempotency_keys (tenant_id, idem_key, fingerprint, created_at) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tenant_id, idem_key) DO NOTHING",
+            )?
+            .execute(params![
+                self.tenant,
+                claim.key,
+                claim.fingerprint,
+                claim.now
+            ])?;
+        if inserted == 1 {
             self.claimed = Some(claim.key.clone());
             return Ok(Claim::Claimed);
         }
-        q::stored_idempotency(&mut *self.tx, &self.tenant, &claim.key)
-            .await?
-            .ok_or_else(|| StoreError::Database("idempotency key vanished".into()))
+        let stored = raw
+            .prepare_cached(
+                "SELECT fingerprint, response_status, response_body FROM idempotency_keys \
+                 WHERE tenant_id = ?1 AND idem_key = ?2",
+            )?
+            .query_row(params![self.tenant, claim.key], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()?;
+        let (fingerprint, status, body): (String, Option<i32>, Option<Vec<u8>>) =
+            stored.ok_or_else(|| StoreError::Database("idempotency key vanished".into()))?;
+        Ok(Claim::taken(fingerprint, status, body))
     }
 
     async fn upsert_customer(
@@ -251,41 +275,62 @@ impl TxOps for SqliteTx {
     }
 
     async fn debit_credits(&mut self, debit: &DebitCredits) -> Result<DebitOutcome> {
-        // The guarded debit and the use row in one round trip (two
-        // statements, one hand-off to the worker thread): the INSERT runs
-        // only if the UPDATE changed the row (`changes()`), and reads the
-        // balance it left. PostgreSQL does the same with a CTE.
-        let taken = sqlx::query_as::<_, (i64, i64, i64, i64, i64)>(
-            "UPDATE credit_accounts \
-             SET balance = balance - $3, \
-                 spent_today = CASE WHEN spent_day = $4 THEN spent_today + $3 ELSE $3 END, \
-                 spent_day = $4, version = version + 1, updated_at = $5 \
-             WHERE tenant_id = $1 AND customer_id = $2 AND balance - reserved >= $3 \
-               AND (spent_day <> $4 OR spent_today <= $6 - $3) \
-             RETURNING balance, reserved, spent_today, version, expiring; \
-             INSERT INTO credit_uses (tenant_id, use_id, customer_id, kind, feature, units, \
-               charged, metadata, quote, policy, policy_hash, balance_after, created_at) \
-             SELECT $1, $7, $2, $14, $8, $9, $3, $10, $11, $12, $13, balance, $5 \
-             FROM credit_accounts WHERE tenant_id = $1 AND customer_id = $2 AND changes() = 1",
-        )
-        .bind(&self.tenant)
-        .bind(&debit.customer_id)
-        .bind(debit.credits)
-        .bind(utc_day(debit.now))
-        .bind(debit.now)
-        .bind(i64::MAX)
-        .bind(&debit.use_id)
-        .bind(&debit.feature)
-        .bind(debit.units)
-        .bind(&debit.metadata)
-        .bind(&debit.quote)
-        .bind(&debit.policy)
-        .bind(&debit.policy_hash)
-        .bind(debit.kind.as_str())
-        // `fetch_all` runs both statements to the end.
-        .fetch_all(&mut *self.tx)
-        .await?;
-        let Some(&(balance, reserved, spent_today, version, expiring)) = taken.first() else {
+        // Inline (see `sqlite_writer`): the guarded debit, then the use row
+        // with the balance it left.
+        let raw = self.tx.raw();
+        let taken = raw
+            .prepare_cached(
+                "UPDATE credit_accounts \
+                 SET balance = balance - ?3, \
+                     spent_today = CASE WHEN spent_day = ?4 THEN spent_today + ?3 ELSE ?3 END, \
+                     spent_day = ?4, version = version + 1, updated_at = ?5 \
+                 WHERE tenant_id = ?1 AND customer_id = ?2 AND balance - reserved >= ?3 \
+                   AND (spent_day <> ?4 OR spent_today <= ?6 - ?3) \
+                 RETURNING balance, reserved, spent_today, version, expiring",
+            )?
+            .query_row(
+                params![
+                    self.tenant,
+                    debit.customer_id,
+                    debit.credits,
+                    utc_day(debit.now),
+                    debit.now,
+                    i64::MAX,
+                ],
+                |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, i64>(2)?,
+                        row.get::<_, i64>(3)?,
+                        row.get::<_, i64>(4)?,
+                    ))
+                },
+            )
+            .optional()?;
+        if let Some((balance, ..)) = taken {
+            raw.prepare_cached(
+                "INSERT INTO credit_uses (tenant_id, use_id, customer_id, kind, feature, units, \
+                   charged, metadata, quote, policy, policy_hash, balance_after, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?
+            .execute(params![
+                self.tenant,
+                debit.use_id,
+                debit.customer_id,
+                debit.kind.as_str(),
+                debit.feature,
+                debit.units,
+                debit.credits,
+                debit.metadata,
+                debit.quote,
+                debit.policy,
+                debit.policy_hash,
+                balance,
+                debit.now,
+            ])?;
+        }
+        let Some((balance, reserved, spent_today, version, expiring)) = taken else {
             return Ok(
                 match q::credit_account(&mut *self.tx, &self.tenant, &debit.customer_id).await? {
                     None => DebitOutcome::NoAccount,
@@ -352,16 +397,8 @@ impl TxOps for SqliteTx {
             (Some(key), Some(response)) => Some((key.as_str(), response)),
             _ => None,
         };
-        match journal_flush(&self.tenant, &journal, completion)? {
-            Some(mut flush) => {
-                // The savepoint's release rides along with the journal.
-                flush.push(RELEASE);
-                flush.build().execute(&mut *self.tx).await?;
-                self.tx.commit_released().await?;
-            }
-            None => self.tx.commit().await?,
-        }
-        Ok(())
+        journal_flush(self.tx.raw(), &self.tenant, &journal, completion)?;
+        self.tx.commit().await
     }
 
     async fn rollback(self) -> Result<()> {
@@ -370,110 +407,107 @@ impl TxOps for SqliteTx {
     }
 }
 
-/// The whole journal and the idempotent response as **one** multi-statement
-/// query: sqlx runs every SQLite statement on the connection's worker
-/// thread, so each statement is a thread hand-off there and back while the
-/// only writer is held; one query is one hand-off. Positional `?`
-/// parameters run on across the statements. `None` when there is nothing
-/// to write.
+/// Writes the journal and completes the idempotency key, inline (see
+/// `sqlite_writer`): one cached statement per row, no round trips.
 ///
 /// One writer: an event's feed position is the highest so far plus one
 /// (read through the unique index on `feed_seq`), one statement per event
 /// so each sees the one before.
-fn journal_flush<'a>(
-    tenant: &'a str,
-    journal: &'a Journal,
-    completion: Option<(&'a str, &'a StoredResponse)>,
-) -> Result<Option<QueryBuilder<'a, Sqlite>>> {
-    let mut q = QueryBuilder::<Sqlite>::new("");
-    let mut statements = 0;
+fn journal_flush(
+    raw: &rusqlite::Connection,
+    tenant: &str,
+    journal: &Journal,
+    completion: Option<(&str, &StoredResponse)>,
+) -> Result<()> {
     if !journal.ledger.is_empty() {
-        q.push(
+        let mut transaction = raw.prepare_cached(
             "INSERT INTO ledger_transactions \
-               (tenant_id, transaction_id, kind, customer_id, request_id, created_at) ",
-        );
-        q.push_values(&journal.ledger, |mut row, entry| {
-            row.push_bind(tenant)
-                .push_bind(&entry.transaction_id)
-                .push_bind(entry.transaction.kind().as_str())
-                .push_bind(&entry.customer_id)
-                .push_bind(&entry.request_id)
-                .push_bind(entry.created_at);
-        });
-        q.push("; INSERT INTO ledger_postings (tenant_id, transaction_id, line, account, unit, amount) ");
-        let mut postings = Vec::new();
+               (tenant_id, transaction_id, kind, customer_id, request_id, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut posting = raw.prepare_cached(
+            "INSERT INTO ledger_postings (tenant_id, transaction_id, line, account, unit, amount) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
         for entry in &journal.ledger {
-            for (index, posting) in entry.transaction.postings().iter().enumerate() {
+            transaction.execute(params![
+                tenant,
+                entry.transaction_id,
+                entry.transaction.kind().as_str(),
+                entry.customer_id,
+                entry.request_id,
+                entry.created_at,
+            ])?;
+            for (index, p) in entry.transaction.postings().iter().enumerate() {
                 let line = i16::try_from(index + 1).map_err(|_| {
                     StoreError::Corrupt("a transaction has too many postings".into())
                 })?;
-                postings.push((&entry.transaction_id, line, posting.account.key(), posting));
+                posting.execute(params![
+                    tenant,
+                    entry.transaction_id,
+                    line,
+                    p.account.key(),
+                    p.unit.as_str(),
+                    p.amount,
+                ])?;
             }
         }
-        q.push_values(postings, |mut row, (id, line, account, posting)| {
-            row.push_bind(tenant)
-                .push_bind(id)
-                .push_bind(line)
-                .push_bind(account)
-                .push_bind(posting.unit.as_str().to_owned())
-                .push_bind(posting.amount);
-        });
-        q.push("; ");
-        statements += 2;
     }
     if !journal.history.is_empty() {
-        q.push(
+        let mut history = raw.prepare_cached(
             "INSERT INTO state_history (tenant_id, entity_type, entity_id, from_state, \
-               to_state, event, reason, actor, request_id, transaction_id, at) ",
-        );
-        q.push_values(&journal.history, |mut row, h| {
-            row.push_bind(tenant)
-                .push_bind(h.entity_type)
-                .push_bind(&h.entity_id)
-                .push_bind(&h.from_state)
-                .push_bind(&h.to_state)
-                .push_bind(&h.event)
-                .push_bind(&h.reason)
-                .push_bind(&h.actor)
-                .push_bind(&h.request_id)
-                .push_bind(&h.transaction_id)
-                .push_bind(h.at);
-        });
-        q.push("; ");
-        statements += 1;
+               to_state, event, reason, actor, request_id, transaction_id, at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        for h in &journal.history {
+            history.execute(params![
+                tenant,
+                h.entity_type,
+                h.entity_id,
+                h.from_state,
+                h.to_state,
+                h.event,
+                h.reason,
+                h.actor,
+                h.request_id,
+                h.transaction_id,
+                h.at,
+            ])?;
+        }
     }
-    for event in &journal.events {
-        q.push(
+    if !journal.events.is_empty() {
+        let mut event = raw.prepare_cached(
             "INSERT INTO outbox_events (tenant_id, event_id, type, source, subject, time, data, \
-               transaction_id, feed_seq) VALUES (",
-        );
-        let mut values = q.separated(", ");
-        values
-            .push_bind(tenant)
-            .push_bind(&event.event_id)
-            .push_bind(event.event_type)
-            .push_bind(&event.source)
-            .push_bind(&event.subject)
-            .push_bind(event.time)
-            .push_bind(&event.data)
-            .push_bind(&event.transaction_id)
-            .push("(SELECT COALESCE(MAX(feed_seq), 0) + 1 FROM outbox_events)");
-        q.push("); ");
-        statements += 1;
+               transaction_id, feed_seq) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
+               (SELECT COALESCE(MAX(feed_seq), 0) + 1 FROM outbox_events))",
+        )?;
+        for e in &journal.events {
+            event.execute(params![
+                tenant,
+                e.event_id,
+                e.event_type,
+                e.source,
+                e.subject,
+                e.time,
+                e.data,
+                e.transaction_id,
+            ])?;
+        }
     }
     if let Some((key, response)) = completion {
-        q.push("UPDATE idempotency_keys SET response_status = ");
-        q.push_bind(i32::from(response.status));
-        q.push(", response_body = ");
-        q.push_bind(&response.body);
-        q.push(" WHERE tenant_id = ");
-        q.push_bind(tenant);
-        q.push(" AND idem_key = ");
-        q.push_bind(key);
-        q.push("; ");
-        statements += 1;
+        raw.prepare_cached(
+            "UPDATE idempotency_keys SET response_status = ?1, response_body = ?2 \
+             WHERE tenant_id = ?3 AND idem_key = ?4",
+        )?
+        .execute(params![
+            i32::from(response.status),
+            response.body,
+            tenant,
+            key
+        ])?;
     }
-    Ok((statements > 0).then_some(q))
+    Ok(())
 }
 
 async fn upsert_customer(

@@ -24,6 +24,34 @@
 //!
 //! Hand-rolled because connection pools and sqlx transactions have no
 //! notion of sharing a transaction across requests.
+//!
+//! # Inline statements
+//!
+//! The writer is the one serial resource, so what bounds throughput is how
+//! long each request holds it. sqlx runs every SQLite statement on the
+//! connection's worker thread: a statement is a hand-off there and back,
+//! and under load the request's task then waits for a busy runtime thread
+//! before it can send the next one — a `credits/use` held the writer
+//! ~280 µs, most of it in four such round trips (BENCHMARKS.md). So the
+//! statements of a request's savepoint (and the savepoint bookkeeping) can
+//! also run **inline**, on the request's own thread, through a
+//! [`rusqlite::Connection`] wrapped around the *same* database handle
+//! ([`WriterTx::raw`]): no hand-off, no await, and so no way for a
+//! cancelled caller to stop between two of them. They are short: inside
+//! the group's transaction the write lock is held, so nothing waits for
+//! another process and nothing touches the disk before `COMMIT`. The two
+//! statements that can block — `BEGIN IMMEDIATE` (another process may hold
+//! the lock: busy timeout) and `COMMIT` (fsync) — stay on sqlx's worker
+//! thread, as does every statement written against sqlx.
+//!
+//! Sharing the handle is safe because only the holder of the writer's slot
+//! uses either side, one statement at a time, and a sqlx statement is
+//! always awaited to its end before the next inline one, with one
+//! exception the code handles: a caller cancelled while a sqlx statement
+//! runs, whose undo is then queued behind that statement on sqlx's thread
+//! rather than run inline ([`WriterTx`]'s `Drop`). The connection is
+//! opened `serialized` as well, so SQLite's own mutex would keep even a
+//! mistake in that reasoning from becoming a data race.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -48,12 +76,19 @@ const MAX_AGE: Duration = Duration::from_millis(10);
 /// checks whether the group was left with nobody to commit it (the request
 /// queued behind it was cancelled).
 const STALL_CHECK: Duration = Duration::from_millis(25);
+/// Prepared statements kept for inline use: a `credits/use` alone runs ten
+/// distinct ones.
+const INLINE_STATEMENT_CACHE: usize = 64;
 
 /// What a group's `COMMIT` came to, shared with every member.
 type Outcome = Option<std::result::Result<(), String>>;
 
 /// The writer connection and the group open on it.
 struct Slot {
+    /// `conn`'s database handle, for inline statements. Declared before
+    /// `conn` so that it is dropped first: its prepared statements must be
+    /// finalised before `conn` closes the handle. `None` once closed.
+    raw: Option<rusqlite::Connection>,
     /// `None` once the store is closed.
     conn: Option<SqliteConnection>,
     group: Option<Arc<Group>>,
@@ -110,37 +145,34 @@ impl Drop for Queued<'_> {
 }
 
 const SAVEPOINT: &str = "SAVEPOINT fluxpay_request";
-/// Ends a request's savepoint, keeping its work.
-pub(super) const RELEASE: &str = "RELEASE fluxpay_request";
+const RELEASE: &str = "RELEASE fluxpay_request";
 const UNDO: &str = "ROLLBACK TO fluxpay_request; RELEASE fluxpay_request";
 
 impl Writer {
-    pub(super) fn new(conn: SqliteConnection) -> Self {
-        Writer {
+    /// Opens the writer connection (`serialized`: see the module docs).
+    pub(super) async fn open(options: &SqliteConnectOptions) -> Result<Self> {
+        let mut conn = SqliteConnection::connect_with(&options.clone().serialized(true)).await?;
+        let handle = conn.lock_handle().await?.as_raw_handle();
+        // SAFETY: `handle` is `conn`'s open database handle. It stays valid
+        // for as long as `raw` lives: the slot owns both, drops `raw` first
+        // (field order, and `close`), and `raw` never closes a handle it
+        // was given. The two are used one at a time (module docs), and the
+        // handle is serialized besides.
+        let raw = unsafe { rusqlite::Connection::from_handle(handle.as_ptr()) }?;
+        raw.set_prepared_statement_cache_capacity(INLINE_STATEMENT_CACHE);
+        Ok(Writer {
             slot: Arc::new(Mutex::new(Slot {
+                raw: Some(raw),
                 conn: Some(conn),
                 group: None,
             })),
             queued: Arc::new(AtomicUsize::new(0)),
             commits: Arc::new(AtomicUsize::new(0)),
-        }
+        })
     }
 
     /// A write transaction: joins the open group or begins one.
-    ///
-    /// Runs in a task of its own, as do [`WriterTx::commit`] and
-    /// [`WriterTx::rollback`]: a caller cancelled half-way (a client that
-    /// hung up) must not leave the connection between a `BEGIN` or `COMMIT`
-    /// and the group's bookkeeping. The task finishes; a transaction nobody
-    /// takes is dropped, which undoes it.
     pub(super) async fn begin(&self) -> Result<WriterTx> {
-        let writer = self.clone();
-        tokio::spawn(async move { writer.begin_now().await })
-            .await
-            .map_err(|err| StoreError::Database(format!("the writer task failed: {err}")))?
-    }
-
-    async fn begin_now(&self) -> Result<WriterTx> {
         let mut slot = {
             let _queued = Queued::new(&self.queued);
             tokio::time::timeout(ACQUIRE_TIMEOUT, self.slot.clone().lock_owned())
@@ -149,34 +181,46 @@ impl Writer {
                     StoreError::Unavailable("timed out waiting for the database writer".into())
                 })?
         };
-        let joining = slot.group.clone();
-        let conn = slot.conn.as_mut().ok_or_else(closed)?;
-        let started = match &joining {
-            Some(_) => exec(&mut *conn, SAVEPOINT).await,
-            // IMMEDIATE: the write lock from the first statement, so no
-            // request fails with SQLITE_BUSY half-way.
-            None => exec(&mut *conn, "BEGIN IMMEDIATE; SAVEPOINT fluxpay_request").await,
-        };
-        let group = match (started, joining) {
-            (Ok(_), Some(group)) => group,
-            (Ok(_), None) => {
-                let group = Arc::new(Group::new());
-                slot.group = Some(group.clone());
-                group
-            }
-            (Err(err), Some(group)) => {
+        if let Some(group) = slot.group.clone() {
+            // Joining: one inline statement, nothing to cancel half-way.
+            if let Err(err) = inline(&slot, SAVEPOINT) {
                 // The group's transaction is unusable: end it for everyone.
-                abort(&mut slot, &group, &err.to_string()).await;
-                return Err(err.into());
+                abort(&mut slot, &group, &err.to_string());
+                return Err(err);
             }
-            (Err(err), None) => return Err(err.into()),
-        };
+            return Ok(self.member(slot, group));
+        }
+        // `BEGIN IMMEDIATE` may wait for another process's lock, so it runs
+        // on sqlx's thread, in a task of its own: a caller cancelled
+        // meanwhile must not leave the connection in a transaction that no
+        // group knows about. A transaction nobody takes is dropped, which
+        // undoes it.
+        let writer = self.clone();
+        tokio::spawn(async move {
+            let conn = conn_of(&mut slot)?;
+            exec(conn, "BEGIN IMMEDIATE; SAVEPOINT fluxpay_request")
+                .await
+                .inspect_err(|_| {
+                    // Undo a `BEGIN` whose `SAVEPOINT` failed (fails
+                    // harmlessly when there is nothing to undo).
+                    let _ = inline(&slot, "ROLLBACK");
+                })?;
+            let group = Arc::new(Group::new());
+            slot.group = Some(group.clone());
+            Ok(writer.member(slot, group))
+        })
+        .await
+        .map_err(task_failed)?
+    }
+
+    fn member(&self, slot: OwnedMutexGuard<Slot>, group: Arc<Group>) -> WriterTx {
         group.members.fetch_add(1, Ordering::SeqCst);
-        Ok(WriterTx {
+        WriterTx {
             slot: Some(slot),
             group,
             writer: self.clone(),
-        })
+            sqlx_used: false,
+        }
     }
 
     /// Applies `migrator` through a connection of its own opened with
@@ -202,137 +246,15 @@ impl Writer {
     pub(super) async fn close(&self) {
         let mut slot = self.slot.clone().lock_owned().await;
         if let Some(group) = slot.group.clone() {
-            abort(&mut slot, &group, "the store was closed").await;
+            abort(&mut slot, &group, "the store was closed");
         }
+        // Finalises the inline statements before the handle is closed.
+        drop(slot.raw.take());
         if let Some(conn) = slot.conn.take() {
             let _ = conn.close().await;
         }
     }
-}
 
-/// One request's write transaction (a savepoint in its group). Dropping it
-/// unfinished rolls its work back, in a spawned task.
-pub struct WriterTx {
-    slot: Option<OwnedMutexGuard<Slot>>,
-    group: Arc<Group>,
-    writer: Writer,
-}
-
-impl Deref for WriterTx {
-    type Target = SqliteConnection;
-
-    fn deref(&self) -> &SqliteConnection {
-        // Set from `begin` until `commit`/`rollback`/drop consume it.
-        self.slot
-            .as_ref()
-            .and_then(|slot| slot.conn.as_ref())
-            .expect("a live write transaction holds the connection")
-    }
-}
-
-impl DerefMut for WriterTx {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        self.slot
-            .as_mut()
-            .and_then(|slot| slot.conn.as_mut())
-            .expect("a live write transaction holds the connection")
-    }
-}
-
-impl WriterTx {
-    /// Keeps this request's work and returns once its group has committed.
-    pub(super) async fn commit(self) -> Result<()> {
-        self.finish_in_task(false).await
-    }
-
-    /// [`WriterTx::commit`] for a request whose last statement was
-    /// [`RELEASE`] (one round trip fewer while the writer is held).
-    pub(super) async fn commit_released(self) -> Result<()> {
-        self.finish_in_task(true).await
-    }
-
-    /// See [`Writer::begin`] for why a task.
-    async fn finish_in_task(self, released: bool) -> Result<()> {
-        tokio::spawn(self.finish(released))
-            .await
-            .map_err(|err| StoreError::Database(format!("the writer task failed: {err}")))?
-    }
-
-    async fn finish(mut self, released: bool) -> Result<()> {
-        let mut slot = self.take_slot();
-        let group = self.group.clone();
-        if self.writer.should_pass_on(&group) {
-            if !released {
-                let conn = conn_of(&mut slot)?;
-                if let Err(err) = exec(conn, RELEASE).await {
-                    abort(&mut slot, &group, &err.to_string()).await;
-                    return Err(err.into());
-                }
-            }
-            drop(slot);
-            return self.writer.outcome_of(&group).await;
-        }
-        let sql = if released {
-            "COMMIT"
-        } else {
-            "RELEASE fluxpay_request; COMMIT"
-        };
-        let conn = conn_of(&mut slot)?;
-        match exec(conn, sql).await {
-            Ok(_) => {
-                slot.group = None;
-                self.writer.commits.fetch_add(1, Ordering::Relaxed);
-                group.outcome.send_replace(Some(Ok(())));
-                Ok(())
-            }
-            Err(err) => {
-                abort(&mut slot, &group, &err.to_string()).await;
-                Err(err.into())
-            }
-        }
-    }
-
-    /// Undoes this request's work; the group goes on.
-    pub(super) async fn rollback(mut self) -> Result<()> {
-        let slot = self.take_slot();
-        let group = self.group.clone();
-        let writer = self.writer.clone();
-        tokio::spawn(undo_and_hand_on(slot, group, writer))
-            .await
-            .map_err(|err| StoreError::Database(format!("the writer task failed: {err}")))?
-    }
-
-    fn take_slot(&mut self) -> OwnedMutexGuard<Slot> {
-        self.slot
-            .take()
-            .expect("a write transaction is finished once")
-    }
-}
-
-impl Drop for WriterTx {
-    fn drop(&mut self) {
-        let Some(slot) = self.slot.take() else {
-            return;
-        };
-        // An error path (`?`) or a cancelled request: undo its work without
-        // holding up the group. Needs the runtime; there always is one
-        // where a transaction could be opened.
-        let group = self.group.clone();
-        let writer = self.writer.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(async move {
-                    if let Err(err) = undo_and_hand_on(slot, group, writer).await {
-                        tracing::warn!(error = %err, "store.sqlite_rollback_failed");
-                    }
-                });
-            }
-            Err(_) => tracing::error!("store.sqlite_tx_dropped_outside_runtime"),
-        }
-    }
-}
-
-impl Writer {
     /// Whether to leave the group open for the request queued behind.
     fn should_pass_on(&self, group: &Group) -> bool {
         self.queued.load(Ordering::SeqCst) > 0
@@ -365,67 +287,203 @@ impl Writer {
                 None => {
                     // Free connection + still our group ⇒ nobody will
                     // commit it but us.
-                    let Ok(mut slot) = self.slot.clone().try_lock_owned() else {
+                    let Ok(slot) = self.slot.clone().try_lock_owned() else {
                         continue;
                     };
                     if slot.group.as_ref().is_some_and(|g| Arc::ptr_eq(g, group)) {
-                        finish_group(&mut slot, group, self).await;
+                        // Its outcome reaches us through the loop.
+                        let _ = self.commit_group(slot, group.clone()).await;
                     }
                 }
             }
         }
     }
+
+    /// `COMMIT`s the group and tells its members. On sqlx's thread (the
+    /// fsync must not block a runtime thread), in a task of its own so that
+    /// a cancelled caller cannot separate the `COMMIT` from telling them.
+    async fn commit_group(&self, mut slot: OwnedMutexGuard<Slot>, group: Arc<Group>) -> Result<()> {
+        let writer = self.clone();
+        tokio::spawn(async move {
+            let conn = conn_of(&mut slot)?;
+            match exec(conn, "COMMIT").await {
+                Ok(()) => {
+                    slot.group = None;
+                    writer.commits.fetch_add(1, Ordering::Relaxed);
+                    group.outcome.send_replace(Some(Ok(())));
+                    Ok(())
+                }
+                Err(err) => {
+                    abort(&mut slot, &group, &err.to_string());
+                    Err(err.into())
+                }
+            }
+        })
+        .await
+        .map_err(task_failed)?
+    }
+
+    /// After a request's savepoint is undone: commits the group if nobody
+    /// is queued behind (others may be waiting for it), else hands it on.
+    async fn hand_on(&self, slot: OwnedMutexGuard<Slot>, group: Arc<Group>) {
+        if !self.should_pass_on(&group) {
+            // Its members (not this request) learn the outcome.
+            let _ = self.commit_group(slot, group).await;
+        }
+    }
 }
 
-/// Rolls back to the request's savepoint, then commits the group if no one
-/// is queued behind (others may be waiting for it), else hands it on.
-async fn undo_and_hand_on(
-    mut slot: OwnedMutexGuard<Slot>,
+/// One request's write transaction (a savepoint in its group). Dropping it
+/// unfinished rolls its work back.
+pub struct WriterTx {
+    slot: Option<OwnedMutexGuard<Slot>>,
     group: Arc<Group>,
     writer: Writer,
-) -> Result<()> {
-    let conn = conn_of(&mut slot)?;
-    if let Err(err) = exec(conn, UNDO).await {
-        abort(&mut slot, &group, &err.to_string()).await;
-        return Err(err.into());
+    /// Whether a statement went through sqlx (which may still be running on
+    /// sqlx's thread if the caller was cancelled).
+    sqlx_used: bool,
+}
+
+/// The connection, for statements written against sqlx.
+impl Deref for WriterTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        self.slot()
+            .conn
+            .as_ref()
+            .expect("a live write transaction holds the connection")
     }
-    if !writer.should_pass_on(&group) {
-        finish_group(&mut slot, &group, &writer).await;
+}
+
+impl DerefMut for WriterTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.sqlx_used = true;
+        self.slot
+            .as_mut()
+            .and_then(|slot| slot.conn.as_mut())
+            .expect("a live write transaction holds the connection")
     }
+}
+
+impl WriterTx {
+    fn slot(&self) -> &Slot {
+        // Set from `begin` until `commit`/`rollback`/drop consume it.
+        self.slot
+            .as_ref()
+            .expect("a live write transaction holds the connection")
+    }
+
+    /// The same connection, for statements run inline (see the module
+    /// docs).
+    pub(super) fn raw(&self) -> &rusqlite::Connection {
+        self.slot()
+            .raw
+            .as_ref()
+            .expect("a live write transaction holds the connection")
+    }
+
+    /// Keeps this request's work and returns once its group has committed.
+    pub(super) async fn commit(mut self) -> Result<()> {
+        let mut slot = self.take_slot();
+        let group = self.group.clone();
+        if let Err(err) = inline(&slot, RELEASE) {
+            abort(&mut slot, &group, &err.to_string());
+            return Err(err);
+        }
+        if self.writer.should_pass_on(&group) {
+            drop(slot);
+            return self.writer.outcome_of(&group).await;
+        }
+        self.writer.commit_group(slot, group).await
+    }
+
+    /// Undoes this request's work; the group goes on.
+    pub(super) async fn rollback(mut self) -> Result<()> {
+        let mut slot = self.take_slot();
+        let group = self.group.clone();
+        // Every sqlx statement was awaited to its end: undo inline.
+        if let Err(err) = inline(&slot, UNDO) {
+            abort(&mut slot, &group, &err.to_string());
+            return Err(err);
+        }
+        self.writer.hand_on(slot, group).await;
+        Ok(())
+    }
+
+    fn take_slot(&mut self) -> OwnedMutexGuard<Slot> {
+        self.slot
+            .take()
+            .expect("a write transaction is finished once")
+    }
+}
+
+impl Drop for WriterTx {
+    fn drop(&mut self) {
+        let Some(mut slot) = self.slot.take() else {
+            return;
+        };
+        // An error path (`?`) or a cancelled request: undo its work without
+        // holding up the group.
+        let group = self.group.clone();
+        let writer = self.writer.clone();
+        let sqlx_used = self.sqlx_used;
+        if !sqlx_used {
+            // Nothing of ours can still be running: undo inline, now.
+            if let Err(err) = inline(&slot, UNDO) {
+                abort(&mut slot, &group, &err.to_string());
+                return;
+            }
+            if writer.should_pass_on(&group) {
+                return;
+            }
+        }
+        // A cancelled sqlx statement may still be running on sqlx's thread:
+        // the undo goes there too, behind it. Or the group needs its
+        // `COMMIT`. Both need the runtime; there always is one where a
+        // transaction could be opened.
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::error!("store.sqlite_tx_dropped_outside_runtime");
+            return;
+        };
+        handle.spawn(async move {
+            if sqlx_used {
+                let conn = match conn_of(&mut slot) {
+                    Ok(conn) => conn,
+                    Err(_) => return,
+                };
+                if let Err(err) = exec(conn, UNDO).await {
+                    tracing::warn!(error = %err, "store.sqlite_rollback_failed");
+                    abort(&mut slot, &group, &err.to_string());
+                    return;
+                }
+            }
+            writer.hand_on(slot, group).await;
+        });
+    }
+}
+
+/// Runs fixed SQL inline on the slot's connection.
+fn inline(slot: &Slot, sql: &str) -> Result<()> {
+    let raw = slot.raw.as_ref().ok_or_else(closed)?;
+    raw.execute_batch(sql)?;
     Ok(())
 }
 
-/// `COMMIT`s the group and tells its members.
-async fn finish_group(slot: &mut OwnedMutexGuard<Slot>, group: &Arc<Group>, writer: &Writer) {
-    let Some(conn) = slot.conn.as_mut() else {
-        return;
-    };
-    match exec(conn, "COMMIT").await {
-        Ok(_) => {
-            slot.group = None;
-            writer.commits.fetch_add(1, Ordering::Relaxed);
-            group.outcome.send_replace(Some(Ok(())));
-        }
-        Err(err) => abort(slot, group, &err.to_string()).await,
-    }
-}
-
 /// Rolls the whole group back and tells its members it failed.
-async fn abort(slot: &mut OwnedMutexGuard<Slot>, group: &Arc<Group>, why: &str) {
-    if let Some(conn) = slot.conn.as_mut() {
-        // May fail if SQLite already rolled back (some I/O errors do).
-        let _ = exec(conn, "ROLLBACK").await;
-    }
+fn abort(slot: &mut Slot, group: &Arc<Group>, why: &str) {
+    // May fail if SQLite already rolled back (some I/O errors do).
+    let _ = inline(slot, "ROLLBACK");
     slot.group = None;
     group.outcome.send_replace(Some(Err(why.to_owned())));
     tracing::warn!(error = %why, "store.sqlite_group_aborted");
 }
 
-fn conn_of(slot: &mut OwnedMutexGuard<Slot>) -> Result<&mut SqliteConnection> {
-    slot.conn.as_mut().ok_or(closed())
+fn conn_of(slot: &mut Slot) -> Result<&mut SqliteConnection> {
+    slot.conn.as_mut().ok_or_else(closed)
 }
 
-/// Runs fixed SQL (possibly several statements).
+/// Runs fixed SQL (possibly several statements) through sqlx.
 async fn exec(
     conn: &mut SqliteConnection,
     sql: &'static str,
@@ -435,6 +493,10 @@ async fn exec(
 
 fn closed() -> StoreError {
     StoreError::Unavailable("the database is closed".into())
+}
+
+fn task_failed(err: tokio::task::JoinError) -> StoreError {
+    StoreError::Database(format!("the writer task failed: {err}"))
 }
 
 #[cfg(test)]
@@ -451,12 +513,15 @@ mod tests {
             .filename(dir.path().join("w.db"))
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal);
-        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
-        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY)")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        (Writer::new(conn), options)
+        let writer = Writer::open(&options).await.unwrap();
+        {
+            let mut slot = writer.slot.lock().await;
+            sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+                .execute(slot.conn.as_mut().unwrap())
+                .await
+                .unwrap();
+        }
+        (writer, options)
     }
 
     /// Rows as a separate connection sees them: committed ones only.
@@ -476,6 +541,20 @@ mod tests {
             .unwrap();
     }
 
+    /// Inserts through sqlx for odd ids, inline for even ones: both ways
+    /// of running a statement must undo and commit alike.
+    async fn insert_either_way(tx: &mut WriterTx, id: i64) -> Result<()> {
+        if id % 2 == 0 {
+            tx.raw().execute("INSERT INTO t (id) VALUES (?1)", [id])?;
+        } else {
+            sqlx::query("INSERT INTO t (id) VALUES ($1)")
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn queued_requests_share_a_commit_and_each_failure_undoes_only_its_own_work() {
         let dir = tempfile::tempdir().unwrap();
@@ -488,7 +567,7 @@ mod tests {
             let writer = writer.clone();
             tasks.push(tokio::spawn(async move {
                 let mut tx = writer.begin().await.unwrap();
-                insert(&mut tx, id).await;
+                insert_either_way(&mut tx, id).await.unwrap();
                 match id % 3 {
                     0 => tx.rollback().await.unwrap(),
                     1 => drop(tx), // an error path: undone in the background
@@ -557,10 +636,7 @@ mod tests {
                 tokio::spawn(async move {
                     let outcome = async {
                         let mut tx = writer.begin().await?;
-                        sqlx::query("INSERT INTO t (id) VALUES ($1)")
-                            .bind(i as i64)
-                            .execute(&mut *tx)
-                            .await?;
+                        insert_either_way(&mut tx, i as i64).await?;
                         tx.commit().await
                     };
                     if outcome.await.is_err() {
