@@ -49,6 +49,7 @@ mod pg_pool;
 mod postgres;
 mod queries;
 mod sqlite;
+mod sqlite_checkpoint;
 mod sqlite_writer;
 mod subscriptions;
 mod usage;

@@ -26,6 +26,7 @@ use sqlx::sqlite::{
 
 use super::error::{Result, StoreError};
 use super::model::*;
+use super::sqlite_checkpoint::{Checkpointer, WRITER_AUTOCHECKPOINT_PAGES};
 use super::sqlite_writer::{Writer, WriterTx};
 use super::{Maintenance, Queries, Transactions, TxOps, allocate_grants, utc_day};
 use crate::config::{self, DatabaseConfig};
@@ -50,6 +51,7 @@ pub struct SqliteStore {
     /// How the writer connects (migrations open their own connection).
     writer_options: Arc<SqliteConnectOptions>,
     pub(super) reader: SqlitePool,
+    checkpointer: Arc<Checkpointer>,
 }
 
 impl SqliteStore {
@@ -72,7 +74,12 @@ impl SqliteStore {
             .clone()
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(synchronous);
+            .synchronous(synchronous)
+            // Checkpoints are the checkpointer's (a safety net here).
+            .pragma(
+                "wal_autocheckpoint",
+                WRITER_AUTOCHECKPOINT_PAGES.to_string(),
+            );
         // The one writer lives as long as the store.
         let writer = Writer::open(&writer_options).await?;
         // Readers open the file the writer created and switched to WAL.
@@ -81,14 +88,20 @@ impl SqliteStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(base.read_only(true))
             .await?;
+        let checkpointer = Arc::new(Checkpointer::start(
+            writer_options.clone(),
+            writer.wal_restart_flag(),
+        ));
         Ok(SqliteStore {
             writer,
             writer_options: Arc::new(writer_options),
             reader,
+            checkpointer,
         })
     }
 
     pub(super) async fn close(&self) {
+        self.checkpointer.stop().await;
         self.reader.close().await;
         self.writer.close().await;
     }

@@ -40,9 +40,10 @@
 //! cancelled caller to stop between two of them. They are short: inside
 //! the group's transaction the write lock is held, so nothing waits for
 //! another process and nothing touches the disk before `COMMIT`. The two
-//! statements that can block — `BEGIN IMMEDIATE` (another process may hold
-//! the lock: busy timeout) and `COMMIT` (fsync) — stay on sqlx's worker
-//! thread, as does every statement written against sqlx.
+//! statements that can block stay on sqlx's worker thread, as does every
+//! statement written against sqlx: `COMMIT` (fsync), and `BEGIN IMMEDIATE`
+//! when another process holds the write lock (it is tried inline first,
+//! without waiting).
 //!
 //! Sharing the handle is safe because only the holder of the writer's slot
 //! uses either side, one statement at a time, and a sqlx statement is
@@ -56,7 +57,7 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
@@ -118,6 +119,11 @@ pub(super) struct Writer {
     queued: Arc<AtomicUsize>,
     /// Group `COMMIT`s so far (tests check that requests share them).
     commits: Arc<AtomicUsize>,
+    /// How long `BEGIN IMMEDIATE` waits for another process's write lock
+    /// (the connection's busy timeout).
+    busy_timeout: Duration,
+    /// See [`Writer::wal_restart_flag`].
+    wal_restart_due: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for Writer {
@@ -160,6 +166,7 @@ impl Writer {
         // handle is serialized besides.
         let raw = unsafe { rusqlite::Connection::from_handle(handle.as_ptr()) }?;
         raw.set_prepared_statement_cache_capacity(INLINE_STATEMENT_CACHE);
+        let busy_ms: u64 = raw.query_row("PRAGMA busy_timeout", [], |row| row.get(0))?;
         Ok(Writer {
             slot: Arc::new(Mutex::new(Slot {
                 raw: Some(raw),
@@ -168,6 +175,8 @@ impl Writer {
             })),
             queued: Arc::new(AtomicUsize::new(0)),
             commits: Arc::new(AtomicUsize::new(0)),
+            busy_timeout: Duration::from_millis(busy_ms),
+            wal_restart_due: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -190,11 +199,19 @@ impl Writer {
             }
             return Ok(self.member(slot, group));
         }
-        // `BEGIN IMMEDIATE` may wait for another process's lock, so it runs
-        // on sqlx's thread, in a task of its own: a caller cancelled
-        // meanwhile must not leave the connection in a transaction that no
-        // group knows about. A transaction nobody takes is dropped, which
-        // undoes it.
+        // Starting a group. `BEGIN IMMEDIATE` takes the write lock, which
+        // another process (an operator's shell, a `migrate`) may hold: try
+        // inline without waiting, which is all it takes when the lock is
+        // free.
+        if self.try_begin_inline(&slot)? {
+            let group = Arc::new(Group::new());
+            slot.group = Some(group.clone());
+            return Ok(self.member(slot, group));
+        }
+        // It is taken: wait for it (busy timeout) on sqlx's thread, in a
+        // task of its own, so that a caller cancelled meanwhile cannot leave
+        // the connection in a transaction that no group knows about. A
+        // transaction nobody takes is dropped, which undoes it.
         let writer = self.clone();
         tokio::spawn(async move {
             let conn = conn_of(&mut slot)?;
@@ -211,6 +228,29 @@ impl Writer {
         })
         .await
         .map_err(task_failed)?
+    }
+
+    /// `BEGIN IMMEDIATE` and the first savepoint, inline, if the write lock
+    /// is free right now; `false` if another process holds it.
+    fn try_begin_inline(&self, slot: &Slot) -> Result<bool> {
+        let raw = slot.raw.as_ref().ok_or_else(closed)?;
+        raw.busy_timeout(Duration::ZERO)?;
+        let begun = raw.execute_batch("BEGIN IMMEDIATE");
+        raw.busy_timeout(self.busy_timeout)?;
+        match begun {
+            Ok(()) => {}
+            Err(rusqlite::Error::SqliteFailure(failure, _))
+                if failure.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                return Ok(false);
+            }
+            Err(err) => return Err(err.into()),
+        }
+        if let Err(err) = raw.execute_batch(SAVEPOINT) {
+            let _ = raw.execute_batch("ROLLBACK");
+            return Err(err.into());
+        }
+        Ok(true)
     }
 
     fn member(&self, slot: OwnedMutexGuard<Slot>, group: Arc<Group>) -> WriterTx {
@@ -292,7 +332,7 @@ impl Writer {
                     };
                     if slot.group.as_ref().is_some_and(|g| Arc::ptr_eq(g, group)) {
                         // Its outcome reaches us through the loop.
-                        let _ = self.commit_group(slot, group.clone()).await;
+                        self.spawn_commit(slot, group.clone());
                     }
                 }
             }
@@ -301,35 +341,48 @@ impl Writer {
 
     /// `COMMIT`s the group and tells its members. On sqlx's thread (the
     /// fsync must not block a runtime thread), in a task of its own so that
-    /// a cancelled caller cannot separate the `COMMIT` from telling them.
-    async fn commit_group(&self, mut slot: OwnedMutexGuard<Slot>, group: Arc<Group>) -> Result<()> {
+    /// a cancelled caller cannot separate the `COMMIT` from telling them;
+    /// they learn the outcome through the group ([`Writer::outcome_of`]).
+    ///
+    /// When the checkpointer asks for it, the task then checkpoints what
+    /// was committed since its last pass, before it lets the next request
+    /// in, so that the next group starts the WAL over (module docs of
+    /// `sqlite_checkpoint`). The members are told before that.
+    fn spawn_commit(&self, mut slot: OwnedMutexGuard<Slot>, group: Arc<Group>) {
         let writer = self.clone();
         tokio::spawn(async move {
-            let conn = conn_of(&mut slot)?;
-            match exec(conn, "COMMIT").await {
-                Ok(()) => {
-                    slot.group = None;
-                    writer.commits.fetch_add(1, Ordering::Relaxed);
-                    group.outcome.send_replace(Some(Ok(())));
-                    Ok(())
-                }
-                Err(err) => {
-                    abort(&mut slot, &group, &err.to_string());
-                    Err(err.into())
-                }
+            let Some(conn) = slot.conn.as_mut() else {
+                abort(&mut slot, &group, "the database is closed");
+                return;
+            };
+            if let Err(err) = exec(conn, "COMMIT").await {
+                abort(&mut slot, &group, &err.to_string());
+                return;
             }
-        })
-        .await
-        .map_err(task_failed)?
+            slot.group = None;
+            writer.commits.fetch_add(1, Ordering::Relaxed);
+            group.outcome.send_replace(Some(Ok(())));
+            if writer.wal_restart_due.swap(false, Ordering::SeqCst)
+                && let Some(conn) = slot.conn.as_mut()
+                && let Err(err) = exec(conn, "PRAGMA wal_checkpoint(PASSIVE)").await
+            {
+                tracing::warn!(error = %err, "store.sqlite_checkpoint_failed");
+            }
+        });
     }
 
     /// After a request's savepoint is undone: commits the group if nobody
     /// is queued behind (others may be waiting for it), else hands it on.
-    async fn hand_on(&self, slot: OwnedMutexGuard<Slot>, group: Arc<Group>) {
+    fn hand_on(&self, slot: OwnedMutexGuard<Slot>, group: Arc<Group>) {
         if !self.should_pass_on(&group) {
-            // Its members (not this request) learn the outcome.
-            let _ = self.commit_group(slot, group).await;
+            self.spawn_commit(slot, group);
         }
+    }
+
+    /// Set by the checkpointer when the writer should let the WAL start
+    /// over after its next `COMMIT`.
+    pub(super) fn wal_restart_flag(&self) -> Arc<AtomicBool> {
+        self.wal_restart_due.clone()
     }
 }
 
@@ -393,9 +446,10 @@ impl WriterTx {
         }
         if self.writer.should_pass_on(&group) {
             drop(slot);
-            return self.writer.outcome_of(&group).await;
+        } else {
+            self.writer.spawn_commit(slot, group.clone());
         }
-        self.writer.commit_group(slot, group).await
+        self.writer.outcome_of(&group).await
     }
 
     /// Undoes this request's work; the group goes on.
@@ -407,7 +461,7 @@ impl WriterTx {
             abort(&mut slot, &group, &err.to_string());
             return Err(err);
         }
-        self.writer.hand_on(slot, group).await;
+        self.writer.hand_on(slot, group);
         Ok(())
     }
 
@@ -427,38 +481,32 @@ impl Drop for WriterTx {
         // holding up the group.
         let group = self.group.clone();
         let writer = self.writer.clone();
-        let sqlx_used = self.sqlx_used;
-        if !sqlx_used {
-            // Nothing of ours can still be running: undo inline, now.
-            if let Err(err) = inline(&slot, UNDO) {
-                abort(&mut slot, &group, &err.to_string());
-                return;
-            }
-            if writer.should_pass_on(&group) {
-                return;
-            }
-        }
-        // A cancelled sqlx statement may still be running on sqlx's thread:
-        // the undo goes there too, behind it. Or the group needs its
-        // `COMMIT`. Both need the runtime; there always is one where a
+        // Committing the group, or an undo behind a cancelled sqlx
+        // statement, needs the runtime; there always is one where a
         // transaction could be opened.
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             tracing::error!("store.sqlite_tx_dropped_outside_runtime");
             return;
         };
-        handle.spawn(async move {
-            if sqlx_used {
-                let conn = match conn_of(&mut slot) {
-                    Ok(conn) => conn,
-                    Err(_) => return,
-                };
-                if let Err(err) = exec(conn, UNDO).await {
-                    tracing::warn!(error = %err, "store.sqlite_rollback_failed");
-                    abort(&mut slot, &group, &err.to_string());
-                    return;
-                }
+        if !self.sqlx_used {
+            // Nothing of ours can still be running: undo inline, now.
+            if let Err(err) = inline(&slot, UNDO) {
+                abort(&mut slot, &group, &err.to_string());
+                return;
             }
-            writer.hand_on(slot, group).await;
+            writer.hand_on(slot, group);
+            return;
+        }
+        // A cancelled sqlx statement may still be running on sqlx's thread:
+        // the undo goes there too, behind it.
+        handle.spawn(async move {
+            let Ok(conn) = conn_of(&mut slot) else { return };
+            if let Err(err) = exec(conn, UNDO).await {
+                tracing::warn!(error = %err, "store.sqlite_rollback_failed");
+                abort(&mut slot, &group, &err.to_string());
+                return;
+            }
+            writer.hand_on(slot, group);
         });
     }
 }
@@ -661,6 +709,67 @@ mod tests {
         let rows = committed(&options).await;
         assert_eq!(rows.last(), Some(&1_000), "{rows:?}");
         assert!(rows.iter().all(|id| *id == 1_000 || *id < 60));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_lock_held_by_another_process_is_waited_for_not_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, options) = writer(&dir).await;
+        // Another process (an operator's shell, say) takes the write lock.
+        let mut other = SqliteConnection::connect_with(&options).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE; INSERT INTO t (id) VALUES (1)")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let waiting = {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                let mut tx = writer.begin().await?;
+                insert_either_way(&mut tx, 2).await?;
+                tx.commit().await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "the writer waits for the lock");
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("and gets it once released")
+            .unwrap()
+            .expect("without an error");
+        assert_eq!(committed(&options).await, [1, 2]);
+        // The next group begins inline again.
+        let mut next = writer.begin().await.unwrap();
+        insert_either_way(&mut next, 4).await.unwrap();
+        next.commit().await.unwrap();
+        assert_eq!(committed(&options).await, [1, 2, 4]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_commit_the_checkpointer_asked_for_the_next_group_starts_the_wal_over() {
+        use super::super::sqlite_checkpoint::tests::write_pages;
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, _) = writer(&dir).await;
+        let wal = dir.path().join("w.db-wal");
+        let size = || std::fs::metadata(&wal).unwrap().len();
+        for _ in 0..20 {
+            write_pages(&writer).await;
+        }
+        let grown = size();
+        write_pages(&writer).await;
+        assert!(size() > grown, "the WAL grows while nobody checkpoints");
+        writer.wal_restart_flag().store(true, Ordering::SeqCst);
+        write_pages(&writer).await;
+        let at_restart = size();
+        for _ in 0..10 {
+            write_pages(&writer).await;
+        }
+        assert_eq!(
+            size(),
+            at_restart,
+            "later commits overwrite the WAL from its start instead of growing it"
+        );
+        assert!(!writer.wal_restart_flag().load(Ordering::SeqCst));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
