@@ -79,6 +79,14 @@ pub trait Queries: Send + Sync {
         customer_id: &str,
     ) -> impl Future<Output = Result<Option<CustomerRecord>>> + Send;
 
+    /// A customer and its credit account, as last committed (`None`: no
+    /// such customer).
+    fn customer_and_account(
+        &self,
+        tenant: &str,
+        customer_id: &str,
+    ) -> impl Future<Output = Result<Option<(CustomerRecord, CreditAccountRecord)>>> + Send;
+
     /// A customer's credit account (`None`: no such customer).
     fn credit_account(
         &self,
@@ -259,6 +267,14 @@ impl Queries for Store {
 
     async fn customer(&self, tenant: &str, customer_id: &str) -> Result<Option<CustomerRecord>> {
         dispatch!(self, s => s.customer(tenant, customer_id).await)
+    }
+
+    async fn customer_and_account(
+        &self,
+        tenant: &str,
+        customer_id: &str,
+    ) -> Result<Option<(CustomerRecord, CreditAccountRecord)>> {
+        dispatch!(self, s => s.customer_and_account(tenant, customer_id).await)
     }
 
     async fn credit_account(

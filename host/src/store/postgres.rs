@@ -138,6 +138,18 @@ impl Queries for PgStore {
         pg_read!(self.db, |conn| q::customer(conn, tenant, customer_id))
     }
 
+    async fn customer_and_account(
+        &self,
+        tenant: &str,
+        customer_id: &str,
+    ) -> Result<Option<(CustomerRecord, CreditAccountRecord)>> {
+        pg_read!(self.db, |conn| q::customer_and_account(
+            conn,
+            tenant,
+            customer_id
+        ))
+    }
+
     async fn credit_account(
         &self,
         tenant: &str,

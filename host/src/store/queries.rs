@@ -51,6 +51,65 @@ macro_rules! shared_queries {
             .await?)
         }
 
+        #[derive(sqlx::FromRow)]
+        struct CustomerAccountRow {
+            customer_id: String,
+            attributes: String,
+            version: i64,
+            created_at: i64,
+            updated_at: i64,
+            balance: i64,
+            reserved: i64,
+            expiring: i64,
+            spent_day: i64,
+            spent_today: i64,
+            account_version: i64,
+            account_updated_at: i64,
+        }
+
+        /// A customer and its credit account, read together.
+        pub(crate) async fn customer_and_account<'e, E>(
+            ex: E,
+            tenant: &str,
+            customer_id: &str,
+        ) -> Result<Option<(CustomerRecord, CreditAccountRecord)>>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            let row = sqlx::query_as::<_, CustomerAccountRow>(
+                "SELECT c.customer_id, c.attributes, c.version, c.created_at, c.updated_at, \
+                   a.balance, a.reserved, a.expiring, a.spent_day, a.spent_today, \
+                   a.version AS account_version, a.updated_at AS account_updated_at \
+                 FROM customers c JOIN credit_accounts a \
+                   ON a.tenant_id = c.tenant_id AND a.customer_id = c.customer_id \
+                 WHERE c.tenant_id = $1 AND c.customer_id = $2",
+            )
+            .bind(tenant)
+            .bind(customer_id)
+            .fetch_optional(ex)
+            .await?;
+            Ok(row.map(|r| {
+                let account = CreditAccountRecord {
+                    customer_id: r.customer_id.clone(),
+                    balance: r.balance,
+                    reserved: r.reserved,
+                    expiring: r.expiring,
+                    spent_day: r.spent_day,
+                    spent_today: r.spent_today,
+                    version: r.account_version,
+                    updated_at: r.account_updated_at,
+                };
+                let customer = CustomerRecord {
+                    customer_id: r.customer_id,
+                    attributes: r.attributes,
+                    version: r.version,
+                    created_at: r.created_at,
+                    updated_at: r.updated_at,
+                };
+                (customer, account)
+            }))
+        }
+
         pub(crate) async fn credit_account<'e, E>(
             ex: E,
             tenant: &str,

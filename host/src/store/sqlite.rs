@@ -127,6 +127,14 @@ impl Queries for SqliteStore {
         q::customer(&self.reader, tenant, customer_id).await
     }
 
+    async fn customer_and_account(
+        &self,
+        tenant: &str,
+        customer_id: &str,
+    ) -> Result<Option<(CustomerRecord, CreditAccountRecord)>> {
+        q::customer_and_account(&self.reader, tenant, customer_id).await
+    }
+
     async fn credit_account(
         &self,
         tenant: &str,

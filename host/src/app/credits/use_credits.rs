@@ -42,9 +42,9 @@ impl App {
 
         // 1. Price, outside any transaction: the policy needs the customer's
         //    attributes, not its balance.
-        let record = self
+        let (record, last_seen) = self
             .store()
-            .customer(&ctx.tenant, customer.as_str())
+            .customer_and_account(&ctx.tenant, customer.as_str())
             .await?
             .ok_or_else(|| not_found(customer.as_str()))?;
         let attributes = Customer::policy_attributes_of(&record.attributes)?;
@@ -92,7 +92,16 @@ impl App {
             })
         };
 
-        // 2. One transaction: claim the key, debit, validate, journal, commit.
+        // 2. Validate against the account as last committed, outside the
+        //    transaction. The verdict is used only if the debit finds
+        //    exactly these values (a policy's answer depends on its input
+        //    alone): the common case, in which the writer or the row lock is
+        //    then held without a policy call.
+        let seen = (last_seen.available(), last_seen.spent_on(utc_day(now)));
+        let early_verdict =
+            (credits > 0).then(|| validate(&validation, &call_ctx, &subject(seen.0, seen.1)));
+
+        // 3. One transaction: claim the key, debit, validate, journal, commit.
         let tx = self.store().begin(&ctx.tenant).await?;
         let mut tx = match claim(tx, ctx, now).await? {
             Claimed::Proceed(tx) => tx,
@@ -163,13 +172,14 @@ impl App {
         };
         // The row is locked: these are exactly the values this use debits
         // from, so a daily cap holds under any concurrency.
-        let available_before = after.balance - after.reserved + credits;
-        let spent_before = after.spent_today - credits;
-        validate(
-            &validation,
-            &call_ctx,
-            &subject(available_before, spent_before),
-        )?;
+        let locked = (
+            after.balance - after.reserved + credits,
+            after.spent_today - credits,
+        );
+        match early_verdict {
+            Some(verdict) if locked == seen => verdict?,
+            _ => validate(&validation, &call_ctx, &subject(locked.0, locked.1))?,
+        }
 
         let mut journal = Recorder::new(ctx, &use_id, now);
         journal.ledger(
