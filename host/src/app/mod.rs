@@ -12,7 +12,9 @@
 //!    statement (a duplicate replays or conflicts here);
 //! 4. the guarded state change (`UPDATE … WHERE <rule> RETURNING`), which
 //!    also locks the row;
-//! 5. validation policies that need the locked state (balance, spend);
+//! 5. validation policies that need the locked state (balance, spend): a
+//!    verdict reached before the transaction on a snapshot is reused when
+//!    the locked values are the same (`credits/use`), else they run here;
 //! 6. `tx.record(journal)` — ledger postings from the domain's constructors,
 //!    history rows and outbox events from [`journal`];
 //! 7. render the response *inside* the transaction and `tx.commit(response)`,

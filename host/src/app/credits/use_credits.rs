@@ -1,7 +1,8 @@
 //! `POST /credits/use`: the reference implementation of the transaction
 //! pattern (see [`crate::app`]): price outside the transaction; claim the
-//! key, debit with a guard, validate against the locked state, journal and
-//! commit the rendered answer inside it.
+//! key, debit with a guard, validate against the locked state (a verdict
+//! reached beforehand on the same values stands), journal and commit the
+//! rendered answer inside it.
 
 use super::super::customers::{Customer, not_found};
 use super::super::error::{AppError, Result};
