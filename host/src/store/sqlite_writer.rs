@@ -204,9 +204,7 @@ impl Writer {
         // inline without waiting, which is all it takes when the lock is
         // free.
         if self.try_begin_inline(&slot)? {
-            let group = Arc::new(Group::new());
-            slot.group = Some(group.clone());
-            return Ok(self.member(slot, group));
+            return Ok(self.first_member(slot));
         }
         // It is taken: wait for it (busy timeout) on sqlx's thread, in a
         // task of its own, so that a caller cancelled meanwhile cannot leave
@@ -222,9 +220,7 @@ impl Writer {
                     // harmlessly when there is nothing to undo).
                     let _ = inline(&slot, "ROLLBACK");
                 })?;
-            let group = Arc::new(Group::new());
-            slot.group = Some(group.clone());
-            Ok(writer.member(slot, group))
+            Ok(writer.first_member(slot))
         })
         .await
         .map_err(task_failed)?
@@ -251,6 +247,13 @@ impl Writer {
             return Err(err.into());
         }
         Ok(true)
+    }
+
+    /// The transaction that began a new group on `slot`.
+    fn first_member(&self, mut slot: OwnedMutexGuard<Slot>) -> WriterTx {
+        let group = Arc::new(Group::new());
+        slot.group = Some(group.clone());
+        self.member(slot, group)
     }
 
     fn member(&self, slot: OwnedMutexGuard<Slot>, group: Arc<Group>) -> WriterTx {
