@@ -102,6 +102,25 @@ impl App {
         let early_verdict =
             (credits > 0).then(|| validate(&validation, &call_ctx, &subject(seen.0, seen.1)));
 
+        // What the debit writes, made before the writer (SQLite) or a row
+        // lock (PostgreSQL) is held.
+        let use_id = new_id("tx");
+        let debit = DebitCredits {
+            use_id: use_id.clone(),
+            customer_id: customer.to_string(),
+            credits,
+            kind: CreditUseKind::Use,
+            feature: cmd.feature.clone(),
+            units: cmd.units,
+            metadata: serde_json::to_string(&cmd.metadata)
+                .map_err(|err| AppError::Internal(err.to_string()))?,
+            quote: serde_json::to_string(&quote)
+                .map_err(|err| AppError::Internal(err.to_string()))?,
+            policy: priced_by.policy.clone(),
+            policy_hash: priced_by.content_hash.clone(),
+            now,
+        };
+
         // 3. One transaction: claim the key, debit, validate, journal, commit.
         let tx = self.store().begin(&ctx.tenant).await?;
         let mut tx = match claim(tx, ctx, now).await? {
@@ -136,22 +155,6 @@ impl App {
                 response,
                 replayed: false,
             });
-        };
-        let use_id = new_id("tx");
-        let debit = DebitCredits {
-            use_id: use_id.clone(),
-            customer_id: customer.to_string(),
-            credits,
-            kind: CreditUseKind::Use,
-            feature: cmd.feature.clone(),
-            units: cmd.units,
-            metadata: serde_json::to_string(&cmd.metadata)
-                .map_err(|err| AppError::Internal(err.to_string()))?,
-            quote: serde_json::to_string(&quote)
-                .map_err(|err| AppError::Internal(err.to_string()))?,
-            policy: priced_by.policy.clone(),
-            policy_hash: priced_by.content_hash.clone(),
-            now,
         };
         let after = match tx.debit_credits(&debit).await? {
             DebitOutcome::Debited(after) => after,
