@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+// Requests allocate and free many small buffers on two threads; glibc's
+// malloc spent ~10 % of the host's CPU on `credits/use` (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = fluxpay_host::cli::Cli::parse();
     fluxpay_host::telemetry::init(cli.log_format);
