@@ -4,6 +4,8 @@ use clap::Parser;
 
 // Requests allocate and free many small buffers on two threads; glibc's
 // malloc spent ~10 % of the host's CPU on `credits/use` (BENCHMARKS.md).
+// With the crate's `override` feature it also serves C's malloc, so
+// SQLite's allocations on the writer go through it as well.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
