@@ -556,3 +556,146 @@ async fn upsert_customer(
     let updated = q::update_customer(&mut *tx, tenant, customer_id, attributes, now).await?;
     Ok(CustomerUpsert::Updated(updated))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatabaseUrl;
+
+    /// A database made by an older release, with history and events in it,
+    /// migrated by this one: migration 0008 rebuilds both tables.
+    #[tokio::test]
+    async fn rebuilt_history_and_outbox_keep_their_rows_and_number_on_after_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        // The migrations as they were before 0008.
+        let old = dir.path().join("migrations");
+        std::fs::create_dir(&old).unwrap();
+        let current = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/sqlite");
+        for entry in std::fs::read_dir(current).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name().to_string_lossy().as_ref() < "0008" {
+                std::fs::copy(entry.path(), old.join(entry.file_name())).unwrap();
+            }
+        }
+        let pool = SqlitePool::connect_with(
+            SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        for n in 1..=3 {
+            sqlx::query(
+                "INSERT INTO state_history (tenant_id, entity_type, entity_id, to_state, event, \
+                   reason, actor, transaction_id, at) \
+                 VALUES ('t', 'order', $1, 'PENDING', 'create', 'r', 'a', $1, 0)",
+            )
+            .bind(format!("o-{n}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO outbox_events (tenant_id, event_id, type, source, subject, time, \
+                   data, transaction_id, feed_seq) \
+                 VALUES ('t', $1, 'order.created', 's', 'c', 0, '{}', $1, $2)",
+            )
+            .bind(format!("o-{n}"))
+            .bind(n * 10)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        // A row in the middle is gone: the copy keeps every id as it was.
+        sqlx::query("DELETE FROM state_history WHERE entity_id = 'o-2'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+
+        let config = DatabaseConfig {
+            url: DatabaseUrl::Sqlite(path.clone()),
+            max_connections: 1,
+            sqlite_synchronous: config::SqliteSynchronous::Full,
+            idempotency_retention_hours: 24,
+        };
+        let store = SqliteStore::open(&path, &config).await.unwrap();
+        store.migrate().await.unwrap();
+        store.close().await;
+
+        let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&path))
+            .await
+            .unwrap();
+        let history: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, entity_id FROM state_history ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(history, [(1, "o-1".into()), (3, "o-3".into())]);
+        let events: Vec<(i64, String, i64)> =
+            sqlx::query_as("SELECT id, event_id, feed_seq FROM outbox_events ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            events,
+            [
+                (1, "o-1".into(), 10),
+                (2, "o-2".into(), 20),
+                (3, "o-3".into(), 30)
+            ]
+        );
+        // New rows number on after the highest.
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO state_history (tenant_id, entity_type, entity_id, to_state, event, \
+               reason, actor, transaction_id, at) \
+             VALUES ('t', 'order', 'o-4', 'PENDING', 'create', 'r', 'a', 'o-4', 0) RETURNING id",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(id, 4);
+        // The constraints and indexes came back with the tables.
+        let duplicate = sqlx::query(
+            "INSERT INTO outbox_events (tenant_id, event_id, type, source, subject, time, data, \
+               transaction_id, feed_seq) \
+             VALUES ('t', 'o-1', 'order.created', 's', 'c', 0, '{}', 'o-1', 40)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap_err();
+        assert!(duplicate.to_string().contains("UNIQUE"), "{duplicate}");
+        let mut indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'index' \
+               AND tbl_name IN ('state_history', 'outbox_events') AND sql IS NOT NULL \
+             ORDER BY name",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        indexes.sort();
+        assert_eq!(
+            indexes,
+            [
+                "outbox_events_feed_idx",
+                "outbox_events_transaction_idx",
+                "outbox_events_unsequenced_idx",
+                "state_history_transaction_idx",
+            ]
+        );
+        let autoincrement: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master \
+             WHERE name IN ('state_history', 'outbox_events') AND sql LIKE '%AUTOINCREMENT%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(autoincrement, 0);
+    }
+}
