@@ -9,20 +9,24 @@
 //! RUST_BACKTRACE=0 cargo bench -p fluxpay-host --bench sqlite_write_path [-- USES]
 //! ```
 //!
-//! `WRITE_PATH_CONCURRENCY` (25: a group's size under the end-to-end load)
-//! requests run at once on two runtime threads, so they queue for the
-//! writer and share commits as they do in `serve`; `WRITE_PATH_SYNC` is `normal`
-//! (default: the CPU of the path, without an fsync per group) or `full`.
+//! `WRITE_PATH_CONCURRENCY` (25: a group's size under the end-to-end
+//! load) requests run at once on two runtime threads, so they queue for
+//! the writer and share commits as they do in `serve`. `WRITE_PATH_SYNC`
+//! is `normal` (default: the CPU of the path, without an fsync per group)
+//! or `full`.
 //!
 //! Wall time on this VM drifts with its neighbours; for numbers that do
 //! not, count instructions with callgrind at two sizes and take the
-//! difference per use (set-up and seeding cancel out; the customer
-//! sequence is a fixed pseudo-random one, so the runs are repeatable):
+//! difference per use (set-up and seeding cancel out). One use at a time:
+//! the customer sequence is fixed, so the runs repeat (with concurrent
+//! uses, groups would form as valgrind happens to schedule the threads):
 //!
 //! ```text
 //! B=$(ls -t target/release/deps/sqlite_write_path-* | grep -v '\.d$' | head -1)
-//! valgrind --tool=callgrind --callgrind-out-file=/dev/null $B 2000 2>&1 | grep refs
-//! valgrind --tool=callgrind --callgrind-out-file=/dev/null $B 6000 2>&1 | grep refs
+//! for n in 1000 3000; do
+//!   WRITE_PATH_CONCURRENCY=1 valgrind --tool=callgrind --callgrind-out-file=cg.$n $B $n
+//!   callgrind_annotate --inclusive=yes cg.$n | grep -E 'use_credits|journal_flush'
+//! done
 //! ```
 
 use std::sync::Arc;
