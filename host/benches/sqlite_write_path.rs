@@ -32,6 +32,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use fluxpay_host::app::journal::{credit_account_state, entity, event_type, source};
 use fluxpay_host::config::{DatabaseConfig, DatabaseUrl, SqliteSynchronous};
 use fluxpay_host::domain::credit::CreditUseKind;
 use fluxpay_host::domain::ledger::LedgerTransaction;
@@ -197,10 +198,10 @@ async fn use_credits(store: &Store, customer: usize, key: &str) {
         ),
     });
     journal.history.push(HistoryEntry {
-        entity_type: "credit_account",
+        entity_type: entity::CREDIT_ACCOUNT,
         entity_id: id.clone(),
-        from_state: Some(format!("balance={} reserved=0", after.balance + 3)),
-        to_state: format!("balance={} reserved=0", after.balance),
+        from_state: Some(credit_account_state(after.balance + 3, 0)),
+        to_state: credit_account_state(after.balance, 0),
         event: "use".into(),
         reason: "report-export × 1".into(),
         actor: "api_key:bench".into(),
@@ -210,8 +211,8 @@ async fn use_credits(store: &Store, customer: usize, key: &str) {
     });
     journal.events.push(OutboxEntry {
         event_id: format!("evt-{key}"),
-        event_type: "credit.deducted",
-        source: "/fluxpay/tenants/bench".into(),
+        event_type: event_type::CREDIT_DEDUCTED,
+        source: source(TENANT),
         subject: id.clone(),
         time: NOW,
         data: format!(

@@ -671,7 +671,7 @@ mod tests {
         .await
         .unwrap_err();
         assert!(duplicate.to_string().contains("UNIQUE"), "{duplicate}");
-        let mut indexes: Vec<String> = sqlx::query_scalar(
+        let indexes: Vec<String> = sqlx::query_scalar(
             "SELECT name FROM sqlite_master WHERE type = 'index' \
                AND tbl_name IN ('state_history', 'outbox_events') AND sql IS NOT NULL \
              ORDER BY name",
@@ -679,7 +679,6 @@ mod tests {
         .fetch_all(&pool)
         .await
         .unwrap();
-        indexes.sort();
         assert_eq!(
             indexes,
             [
