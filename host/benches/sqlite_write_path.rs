@@ -25,7 +25,7 @@
 //! B=$(ls -t target/release/deps/sqlite_write_path-* | grep -v '\.d$' | head -1)
 //! for n in 1000 3000; do
 //!   WRITE_PATH_CONCURRENCY=1 valgrind --tool=callgrind --callgrind-out-file=cg.$n $B $n
-//!   callgrind_annotate --inclusive=yes cg.$n | grep -E 'use_credits|journal_flush'
+//!   callgrind_annotate --inclusive=yes cg.$n | grep -E 'write_path::run::.*closure|journal_flush'
 //! done
 //! ```
 
@@ -51,6 +51,8 @@ const CUSTOMERS: usize = 10_000;
 const NOW: i64 = 1_795_000_000_000;
 
 fn main() {
+    // As `fluxpay-host`'s `main` does. SAFETY: no other thread exists yet.
+    unsafe { fluxpay_host::store::configure_sqlite() };
     let uses: usize = std::env::args()
         .skip(1)
         .find_map(|arg| arg.parse().ok())

@@ -61,7 +61,7 @@ pub use error::{Result, StoreError};
 pub use model::*;
 pub use orders::{NewOrder, OrderLineRecord, OrderQueries, OrderRecord, OrderSource, OrderTx};
 pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, configure_sqlite};
 pub use subscriptions::*;
 pub use usage::*;
 

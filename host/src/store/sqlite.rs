@@ -44,6 +44,46 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long SQLite itself waits for a lock held by another process.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How much of a statement journal SQLite keeps in memory (its default is
+/// 64 KiB): more than one request's savepoint needs (see
+/// [`configure_sqlite`]).
+const STATEMENT_JOURNAL_IN_MEMORY: i32 = 1 << 20;
+
+/// Process-wide SQLite settings for a serving process; `false` if SQLite
+/// was already in use (then nothing changed). Measured in BENCHMARKS.md,
+/// "SQLite write path".
+///
+/// - **No memory statistics.** With them on (SQLite's default), every
+///   allocation and free SQLite makes takes a process-wide mutex to keep
+///   counts that only `sqlite3_memory_used` and the soft heap limit read,
+///   and FluxPay uses neither: ~4 % of a `credits/use`'s instructions
+///   under the writer.
+/// - **Statement journals in memory up to 1 MiB.** Every request runs in a
+///   savepoint of its group, so SQLite first copies every page the request
+///   changes to the statement journal. Past 64 KiB it moves that journal
+///   to a temporary file: a file created and deleted per group and ~50
+///   `pwrite`s per `credits/use`, all under the writer. In memory it is
+///   one allocation and a copy per page. (`temp_store = memory` would keep
+///   it in memory too, but in 1 KiB chunks, one allocation each.)
+///
+/// # Safety
+/// SQLite's global configuration may only change while no other thread
+/// uses SQLite: call it first thing in `main`, before any thread starts.
+pub unsafe fn configure_sqlite() -> bool {
+    use rusqlite::ffi;
+    use std::os::raw::c_int;
+    // SAFETY: the caller guarantees no other thread is in SQLite. Before
+    // `sqlite3_initialize` these options are allowed; after it SQLite
+    // answers SQLITE_MISUSE and changes nothing.
+    unsafe {
+        ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int) == ffi::SQLITE_OK
+            && ffi::sqlite3_config(
+                ffi::SQLITE_CONFIG_STMTJRNL_SPILL,
+                STATEMENT_JOURNAL_IN_MEMORY as c_int,
+            ) == ffi::SQLITE_OK
+    }
+}
+
 /// The SQLite store: one writer connection, a pool of readers.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
