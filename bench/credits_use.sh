@@ -176,7 +176,8 @@ runs() { # <label prefix>
             kill -INT "$PERF_PID"; wait "$PERF_PID" || true; PERF_PID=""
             perf report -i "$WORK/perf.data" --no-children --sort dso,symbol -g none \
                 --percent-limit 0.4 --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60 > "$REPO/target/bench/perf-${1%% *}.txt" || true
-            echo "perf profile: target/bench/perf-${1%% *}.txt"
+            cp "$WORK/perf.data" "$REPO/target/bench/perf-${1%% *}.data"
+            echo "perf profile: target/bench/perf-${1%% *}.txt (and .data, for perf report/script)"
             PROFILE=done
         fi
         facts
