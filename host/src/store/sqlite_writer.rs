@@ -78,7 +78,7 @@ const MAX_AGE: Duration = Duration::from_millis(10);
 /// queued behind it was cancelled).
 const STALL_CHECK: Duration = Duration::from_millis(25);
 /// Prepared statements kept for inline use: a `credits/use` alone runs ten
-/// distinct ones.
+/// distinct ones, besides the savepoint statements.
 const INLINE_STATEMENT_CACHE: usize = 64;
 
 /// What a group's `COMMIT` came to, shared with every member.
