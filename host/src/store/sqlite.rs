@@ -27,6 +27,7 @@ use sqlx::sqlite::{
 use super::error::{Result, StoreError};
 use super::model::*;
 use super::sqlite_checkpoint::{Checkpointer, WRITER_AUTOCHECKPOINT_PAGES};
+use super::sqlite_vfs;
 use super::sqlite_writer::{Writer, WriterTx};
 use super::{Maintenance, Queries, Transactions, TxOps, allocate_grants, utc_day};
 use crate::config::{self, DatabaseConfig};
@@ -106,8 +107,11 @@ impl SqliteStore {
             config::SqliteSynchronous::Full => SqliteSynchronous::Full,
             config::SqliteSynchronous::Normal => SqliteSynchronous::Normal,
         };
+        // Every connection opens its files through the WAL shim.
+        sqlite_vfs::register()?;
         let base = SqliteConnectOptions::new()
             .filename(path)
+            .vfs(sqlite_vfs::VFS_NAME)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         let writer_options = base
