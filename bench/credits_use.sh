@@ -19,7 +19,8 @@
 # run in addition), PORT (18080), PG_PORT (54329), SQLITE_SYNC ("full normal";
 # empty: no SQLite runs),
 # PG_POOL (host pool size on PostgreSQL, 32), PGBENCH_CLIENTS ("8 32"),
-# LOADGEN_THREADS (1), PROFILE (1: `perf record` the host during one run),
+# LOADGEN_THREADS (1), PROFILE (1: `perf record` the host during one run;
+# PERF_CALL_GRAPH=dwarf for stacks through code built without frame pointers),
 # ROUNDS (PostgreSQL: host and pgbench runs alternate this many times, 1),
 # BUILD_PROFILE (cargo profile: production, the LTO build a deployment runs,
 # or release), SKIP_BUILD (1: use the binaries already in target/<profile>).
@@ -167,7 +168,7 @@ runs() { # <label prefix>
     for c in $CONCURRENCY; do
         facts
         if [ "$PROFILE" = 1 ] && [ -z "$PERF_PID" ] && command -v perf >/dev/null; then
-            perf record -F 499 -g -p "$HOST_PID" -o "$WORK/perf.data" >/dev/null 2>&1 &
+            perf record -F 499 --call-graph "${PERF_CALL_GRAPH:-fp}" -p "$HOST_PID" -o "$WORK/perf.data" >/dev/null 2>&1 &
             PERF_PID=$!
         fi
         loadgen "$1 c=$c" --customers "$CUSTOMERS" --prefix "$PREFIX" --skip-seed \
