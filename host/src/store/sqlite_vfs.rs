@@ -10,11 +10,13 @@
 //! "SQLite write path: one write per WAL commit").
 //!
 //! SQLite cannot do this itself, so the store opens its connections through
-//! this VFS, [`VFS_NAME`]: the platform's default VFS with one change. A
-//! `-wal` file it opens keeps SQLite's appends in a buffer and writes them
+//! this VFS, [`VFS_NAME`]: the platform's default VFS with two changes, on
+//! Linux (elsewhere it is the platform's VFS unchanged).
+//!
+//! A `-wal` file keeps SQLite's appends in a buffer and writes them
 //!
 //! - as soon as the page of a **commit frame** (one whose header carries
-//!   the database size) has been appended. So every byte of a committed
+//!   the database size) has been written. So every byte of a committed
 //!   transaction reaches the operating system inside that transaction's
 //!   frame writes: before SQLite syncs the WAL (`synchronous = FULL`) and
 //!   before it publishes the frames to other connections in the WAL index
@@ -23,30 +25,37 @@
 //!   lock, file control, close), so SQLite never observes the buffer;
 //! - before any write that is **not an append** to the previous one
 //!   (SQLite overwriting a frame it spilled earlier in a transaction, or
-//!   rewriting checksums), which then goes through as SQLite made it. Writes
-//!   reach the file in SQLite's own order;
+//!   rewriting checksums), which then goes through as SQLite made it.
+//!   Writes reach the file in SQLite's own order;
 //! - when the buffer reaches [`MAX_BUFFERED`] (a transaction larger than
-//!   the cache spills frames before its commit).
+//!   the cache spills frames before its commit);
+//! - and before the connection **releases the WAL's write lock**: the
+//!   second change is that the main database file's shared-memory lock
+//!   call, where SQLite releases it, writes that WAL's buffer first. So
+//!   when another connection may write the WAL, nothing of this one waits
+//!   (at most frames of a transaction rolled back after it spilled, which
+//!   the platform VFS would have written at once).
 //!
 //! What may sit in the buffer between calls is therefore only frames of a
-//! transaction that has not committed, which a crash would discard anyway.
-//! A failed write is reported by the call that made it; SQLite then rolls
-//! the transaction back as it would after any failed write.
+//! transaction that has not committed and that still holds the write lock.
+//! A failed write is reported by the call that made it; if a later call
+//! had to write it, that call fails with `SQLITE_IOERR_WRITE`, after which
+//! SQLite rolls the whole transaction back, as after any failed write.
 //!
-//! The database file, journals and shared-memory index go straight to the
-//! platform VFS. A WAL on a device without "power-safe overwrite" (where
-//! SQLite pads commits to a sector and syncs in the middle of a frame) is
-//! not buffered either.
+//! The database file's other methods, journals and the shared-memory index
+//! are the platform's. A WAL whose database reports no "power-safe
+//! overwrite" (where SQLite pads commits to a sector and syncs in the middle
+//! of a frame: `psow=0`) is not buffered.
 //!
 //! Why not a crate: the Rust VFS crates (`sqlite-vfs`, `sqlite-plugin`)
-//! implement a whole VFS; this needs the platform's own, with one method
+//! implement a whole VFS; this needs the platform's own, with two methods
 //! wrapped.
 
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::mem::size_of;
 use std::ptr;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use rusqlite::ffi;
 
@@ -60,6 +69,9 @@ const VFS_NAME_C: &CStr = c"fluxpay-wal";
 /// commit. A group commit of 64 `credits/use` appends ~2 MiB.
 const MAX_BUFFERED: usize = 8 << 20;
 
+/// Buffer capacity kept between transactions.
+const RETAINED: usize = 4 << 20;
+
 /// The most one call to the platform's xWrite may write: the unix VFS
 /// writes only the low 17 bits of a length (`seekAndWriteFd`), as SQLite
 /// itself never writes more than a page. 124 KiB, a multiple of 4 KiB.
@@ -68,8 +80,14 @@ const MAX_WRITE: usize = 0x1_f000;
 /// The size of a WAL frame header (the WAL file format's).
 const FRAME_HEADER: usize = 24;
 
-/// The platform VFS the shim wraps (set once, by [`register`]).
+/// The shared-memory lock slot of the WAL's write lock (SQLite's
+/// `WAL_WRITE_LOCK`).
+const WAL_WRITE_LOCK: c_int = 0;
+
+/// The platform VFS the shim wraps, and the size of its file struct
+/// rounded up to 8 bytes (both set once, by [`register`]).
 static PLATFORM: AtomicPtr<ffi::sqlite3_vfs> = AtomicPtr::new(ptr::null_mut());
+static PLATFORM_FILE_SIZE: AtomicUsize = AtomicUsize::new(0);
 
 /// Registers the shim (once per process; later calls return the first
 /// outcome). Initialises SQLite, so [`super::configure_sqlite`] must come
@@ -86,14 +104,20 @@ pub(super) fn register() -> Result<()> {
                 if platform.is_null() {
                     return Err("SQLite has no default VFS".to_owned());
                 }
+                let file_size = ((*platform).szOsFile as usize).next_multiple_of(8);
                 PLATFORM.store(platform, Ordering::Release);
-                // Every method but xOpen stays the platform's own. They
-                // read the VFS struct's `pAppData` and `mxPathname`, copied
-                // here unchanged, and the files they see are the platform's.
+                PLATFORM_FILE_SIZE.store(file_size, Ordering::Release);
+                // Every method but xOpen stays the platform's own. The unix
+                // VFS's ignore the VFS they are called with, except for
+                // `pAppData` and `mxPathname`, copied here unchanged; the
+                // files they see are the platform's.
                 let mut shim = *platform;
                 shim.pNext = ptr::null_mut();
                 shim.zName = VFS_NAME_C.as_ptr();
-                shim.szOsFile = (*platform).szOsFile + size_of::<WalFile>() as c_int;
+                // A database file: the platform's, then a DatabaseExtra.
+                // A WAL file: a WalFile, then the platform's.
+                let extra = size_of::<WalFile>().max(size_of::<DatabaseExtra>());
+                shim.szOsFile = (file_size + extra) as c_int;
                 shim.xOpen = Some(open);
                 let rc = ffi::sqlite3_vfs_register(Box::into_raw(Box::new(shim)), 0);
                 if rc != ffi::SQLITE_OK {
@@ -107,11 +131,14 @@ pub(super) fn register() -> Result<()> {
 }
 
 /// A `-wal` file: SQLite sees `base`; the platform's file lives right after
-/// this struct, in the same allocation (`szOsFile` counts both).
+/// this struct, in the same allocation.
 #[repr(C)]
 struct WalFile {
     base: ffi::sqlite3_file,
     platform: *mut ffi::sqlite3_file,
+    /// The main database file's extra, which points back here (null if the
+    /// database file is not the shim's: then nothing is buffered).
+    database: *mut DatabaseExtra,
     /// Whether appends are buffered at all (see the module docs).
     buffering: bool,
     /// Appends not yet written, starting at file offset `pending_at`.
@@ -119,13 +146,35 @@ struct WalFile {
     pending_at: i64,
     /// The offset just past SQLite's last write (−1 before the first).
     end: i64,
-    /// The last append was a commit frame's header: write once its page
-    /// is appended.
+    /// The last write was a commit frame's header: write everything once
+    /// its page is written.
     commit_page_next: bool,
     /// Writes made to the platform file (read by tests).
     #[cfg(test)]
     writes: u64,
 }
+
+/// What the shim keeps after a main database file's platform struct.
+#[repr(C)]
+struct DatabaseExtra {
+    /// The database's open WAL file, if any.
+    wal: *mut WalFile,
+}
+
+/// The main database file's methods: the platform's, with the
+/// shared-memory lock call wrapped.
+struct DatabaseMethods {
+    platform: *const ffi::sqlite3_io_methods,
+    shim: ffi::sqlite3_io_methods,
+}
+
+// SAFETY: both are immutable tables of function pointers, set once.
+unsafe impl Send for DatabaseMethods {}
+unsafe impl Sync for DatabaseMethods {}
+
+/// Set at the first main database file the shim opens; only files with
+/// these same platform methods are wrapped.
+static DATABASE_METHODS: OnceLock<DatabaseMethods> = OnceLock::new();
 
 unsafe extern "C" fn open(
     _shim: *mut ffi::sqlite3_vfs,
@@ -136,12 +185,24 @@ unsafe extern "C" fn open(
 ) -> c_int {
     let platform_vfs = PLATFORM.load(Ordering::Acquire);
     // SAFETY: `register` set PLATFORM before the shim could be found;
-    // SQLite hands us `szOsFile` bytes at `file`, enough for the platform's
-    // file alone or for a WalFile followed by one.
+    // SQLite hands us `szOsFile` bytes at `file`, enough for either layout.
     unsafe {
         let Some(platform_open) = (*platform_vfs).xOpen else {
             return ffi::SQLITE_CANTOPEN;
         };
+        // Elsewhere the unix VFS may compare a file's methods with its own
+        // (macOS's proxy locking), which the database's wrapped methods
+        // would change.
+        if !cfg!(target_os = "linux") {
+            return platform_open(platform_vfs, name, file, flags, out_flags);
+        }
+        if flags & ffi::SQLITE_OPEN_MAIN_DB != 0 {
+            let rc = platform_open(platform_vfs, name, file, flags, out_flags);
+            if rc == ffi::SQLITE_OK && !(*file).pMethods.is_null() {
+                wrap_database(file);
+            }
+            return rc;
+        }
         if flags & ffi::SQLITE_OPEN_WAL == 0 {
             return platform_open(platform_vfs, name, file, flags, out_flags);
         }
@@ -160,9 +221,18 @@ unsafe extern "C" fn open(
                 rc
             };
         }
-        let characteristics = (*(*platform).pMethods)
-            .xDeviceCharacteristics
-            .map_or(0, |f| f(platform));
+        // The database file this WAL belongs to (valid for a WAL's name
+        // inside xOpen), if the shim wrapped it.
+        let database = database_extra(ffi::sqlite3_database_file_object(name));
+        // SQLite pads commits when the *database* lacks power-safe
+        // overwrite (sqlite3WalOpen); ask it the same question.
+        let buffering = !database.is_null() && {
+            let db = ffi::sqlite3_database_file_object(name);
+            let characteristics = (*(*db).pMethods)
+                .xDeviceCharacteristics
+                .map_or(0, |f| f(db));
+            characteristics & ffi::SQLITE_IOCAP_POWERSAFE_OVERWRITE != 0
+        };
         // Even after a failed open SQLite closes a file whose methods are
         // set, and the close reaches the platform's file through ours.
         file.cast::<WalFile>().write(WalFile {
@@ -170,7 +240,8 @@ unsafe extern "C" fn open(
                 pMethods: &WAL_METHODS,
             },
             platform,
-            buffering: characteristics & ffi::SQLITE_IOCAP_POWERSAFE_OVERWRITE != 0,
+            database,
+            buffering,
             pending: Vec::new(),
             pending_at: 0,
             end: -1,
@@ -178,7 +249,101 @@ unsafe extern "C" fn open(
             #[cfg(test)]
             writes: 0,
         });
+        if !database.is_null() {
+            (*database).wal = file.cast();
+        }
         rc
+    }
+}
+
+/// Gives an opened main database file the wrapped methods and its extra.
+///
+/// # Safety
+/// `file` must be a main database file the platform VFS just opened in an
+/// allocation of the shim's `szOsFile`.
+unsafe fn wrap_database(file: *mut ffi::sqlite3_file) {
+    // SAFETY: per the contract; the platform's methods live as long as
+    // the process.
+    unsafe {
+        let platform = (*file).pMethods;
+        let methods = DATABASE_METHODS.get_or_init(|| DatabaseMethods {
+            platform,
+            shim: ffi::sqlite3_io_methods {
+                xShmLock: Some(database_shm_lock),
+                ..*platform
+            },
+        });
+        if !ptr::eq(methods.platform, platform)
+            || (*platform).iVersion < 2
+            || (*platform).xShmLock.is_none()
+        {
+            return;
+        }
+        database_extra_at(file).write(DatabaseExtra {
+            wal: ptr::null_mut(),
+        });
+        (*file).pMethods = &methods.shim;
+    }
+}
+
+/// # Safety
+/// `file` must be a main database file opened through the shim.
+unsafe fn database_extra_at(file: *mut ffi::sqlite3_file) -> *mut DatabaseExtra {
+    // SAFETY: the extra follows the platform's struct (see `register`).
+    unsafe {
+        file.cast::<u8>()
+            .add(PLATFORM_FILE_SIZE.load(Ordering::Acquire))
+            .cast()
+    }
+}
+
+/// The extra of `file` if the shim wrapped it, else null.
+///
+/// # Safety
+/// `file` must be null or a live SQLite file.
+unsafe fn database_extra(file: *mut ffi::sqlite3_file) -> *mut DatabaseExtra {
+    let wrapped = DATABASE_METHODS.get().is_some_and(|methods| {
+        // SAFETY: per the contract.
+        !file.is_null() && ptr::eq(unsafe { (*file).pMethods }, &methods.shim)
+    });
+    if wrapped {
+        // SAFETY: a database file the shim wrapped.
+        unsafe { database_extra_at(file) }
+    } else {
+        ptr::null_mut()
+    }
+}
+
+/// The database's shared-memory lock call: before SQLite releases the
+/// WAL's write lock, the WAL's buffer is written (see the module docs).
+unsafe extern "C" fn database_shm_lock(
+    file: *mut ffi::sqlite3_file,
+    offset: c_int,
+    n: c_int,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: SQLite calls this on a database file `wrap_database` set up,
+    // from the connection that also owns its WAL, never from inside a WAL
+    // method.
+    unsafe {
+        let releases_write_lock = flags == ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE
+            && offset <= WAL_WRITE_LOCK
+            && WAL_WRITE_LOCK < offset + n;
+        if releases_write_lock {
+            let wal = (*database_extra_at(file)).wal;
+            if !wal.is_null() {
+                // At most frames of a transaction rolled back after it
+                // spilled: if writing them fails, nothing is lost.
+                let _ = (*wal).flush();
+            }
+        }
+        let Some(methods) = DATABASE_METHODS.get() else {
+            return ffi::SQLITE_IOERR_SHMLOCK;
+        };
+        match (*methods.platform).xShmLock {
+            Some(lock) => lock(file, offset, n, flags),
+            None => ffi::SQLITE_IOERR_SHMLOCK,
+        }
     }
 }
 
@@ -257,18 +422,24 @@ impl WalFile {
         if self.pending.is_empty() {
             return ffi::SQLITE_OK;
         }
-        let pending = std::mem::take(&mut self.pending);
+        let mut pending = std::mem::take(&mut self.pending);
         let rc = self.write_through(&pending, self.pending_at);
-        self.pending = pending;
-        self.pending.clear();
+        if pending.capacity() <= RETAINED {
+            pending.clear();
+            self.pending = pending;
+        }
         rc
     }
 
     fn write(&mut self, data: &[u8], offset: i64) -> c_int {
         let appends = self.buffering && offset == self.end;
         self.end = offset + data.len() as i64;
+        // A frame header's bytes 4..8 hold the database size after a
+        // commit, zero in every other frame; the WAL header is 32 bytes
+        // and a page at least 512.
+        let commit_header = data.len() == FRAME_HEADER && data[4..8] != [0; 4];
+        let commit_page = std::mem::replace(&mut self.commit_page_next, commit_header);
         if !appends {
-            self.commit_page_next = false;
             let rc = self.flush();
             if rc != ffi::SQLITE_OK {
                 return rc;
@@ -285,12 +456,9 @@ impl WalFile {
             self.pending_at = offset;
         }
         self.pending.extend_from_slice(data);
-        if std::mem::take(&mut self.commit_page_next) {
+        if commit_page {
             return self.flush();
         }
-        // A frame header's bytes 4..8 hold the database size after a
-        // commit, zero in every other frame.
-        self.commit_page_next = data.len() == FRAME_HEADER && data[4..8] != [0; 4];
         ffi::SQLITE_OK
     }
 }
@@ -305,9 +473,11 @@ unsafe fn flushed(
 ) -> c_int {
     // SAFETY: per the contract.
     let wal = unsafe { WalFile::of(file) };
-    let rc = wal.flush();
-    if rc != ffi::SQLITE_OK {
-        return rc;
+    if wal.flush() != ffi::SQLITE_OK {
+        // Not SQLITE_FULL, which SQLite may answer by undoing only the
+        // statement, with the lost frames still in the WAL index: an I/O
+        // error rolls back the whole transaction.
+        return ffi::SQLITE_IOERR_WRITE;
     }
     call(wal.methods(), wal.platform).unwrap_or(ffi::SQLITE_IOERR)
 }
@@ -332,6 +502,9 @@ unsafe extern "C" fn wal_close(file: *mut ffi::sqlite3_file) -> c_int {
     unsafe {
         let wal = WalFile::of(file);
         let flushed = wal.flush();
+        if !wal.database.is_null() && ptr::eq((*wal.database).wal, wal) {
+            (*wal.database).wal = ptr::null_mut();
+        }
         let closed = wal
             .methods()
             .xClose
@@ -434,13 +607,24 @@ mod tests {
 
     const SYNC_MODES: [&str; 2] = ["FULL", "NORMAL"];
 
-    /// A WAL-mode connection that never checkpoints, so every committed
-    /// page stays in the `-wal` file (what a crash leaves to recover).
+    /// What happens before a commit, given the writer; returns the
+    /// connection that then commits.
+    type Setup<'a> = dyn Fn(&Connection) -> Connection + 'a;
+
+    /// A WAL-mode connection through the shim that never checkpoints, so
+    /// every committed page stays in the `-wal` file (what a crash leaves
+    /// to recover).
     fn open_writer(path: &Path, synchronous: &str) -> Connection {
+        open_writer_uri(&format!("file:{}", path.display()), synchronous)
+    }
+
+    fn open_writer_uri(uri: &str, synchronous: &str) -> Connection {
         register().unwrap();
         let conn = Connection::open_with_flags_and_vfs(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+            uri,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_URI,
             VFS_NAME,
         )
         .unwrap();
@@ -451,6 +635,26 @@ mod tests {
         ))
         .unwrap();
         conn
+    }
+
+    /// Another process's connection (an operator's shell, say): the
+    /// platform VFS, no checkpoints.
+    fn open_plain(path: &Path) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0").unwrap();
+        conn
+    }
+
+    /// A transaction that spills ~250 pages of frames and rolls back.
+    fn spill_and_roll_back(conn: &Connection) {
+        conn.execute_batch("PRAGMA cache_size = 10").unwrap();
+        let tx = conn.unchecked_transaction().unwrap();
+        for _ in 0..250 {
+            tx.execute("INSERT INTO t (body) VALUES (randomblob(3000))", [])
+                .unwrap();
+        }
+        tx.rollback().unwrap();
+        conn.execute_batch("PRAGMA cache_size = 2000").unwrap();
     }
 
     /// The connection's WAL file, as the shim opened it.
@@ -612,5 +816,105 @@ mod tests {
                 "{synchronous}"
             );
         }
+    }
+
+    #[test]
+    fn a_one_page_commit_is_readable_at_once_whatever_came_before() {
+        for synchronous in SYNC_MODES {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("one-page.db");
+            let writer = open_writer(&db, synchronous);
+            let reader = open_plain(&db);
+            insert(&writer, 5, 100);
+            // Each time the commit's one frame is not an append to the
+            // writer's own last write.
+            let before: [(&str, &Setup); 3] = [
+                ("a rolled-back spill", &|w| {
+                    spill_and_roll_back(w);
+                    open_plain(&db)
+                }),
+                ("another writer's commit", &|_| {
+                    let other = open_plain(&db);
+                    insert(&other, 1, 100);
+                    other
+                }),
+                ("a new connection", &|_| open_writer(&db, synchronous)),
+            ];
+            for (case, setup) in before {
+                let writer = setup(&writer);
+                writer
+                    .execute("UPDATE t SET body = randomblob(50) WHERE id = 1", [])
+                    .unwrap();
+                assert_eq!(
+                    contents(&reader),
+                    contents(&writer),
+                    "{synchronous}, after {case}"
+                );
+                assert_eq!(
+                    contents(&after_a_crash(dir.path(), &db)),
+                    contents(&writer),
+                    "{synchronous}, after {case}"
+                );
+                std::fs::remove_file(dir.path().join("crashed.db")).unwrap();
+                let _ = std::fs::remove_file(wal_path(&dir.path().join("crashed.db")));
+            }
+        }
+    }
+
+    #[test]
+    fn a_rolled_back_spill_never_lands_on_another_writers_commit() {
+        for synchronous in SYNC_MODES {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("dead-frames.db");
+            let writer = open_writer(&db, synchronous);
+            insert(&writer, 1, 100);
+            // An empty WAL, so the rollback itself reads nothing from it.
+            writer
+                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+                .unwrap();
+            spill_and_roll_back(&writer);
+            // Another writer commits frames where the dead ones would go.
+            let other = open_plain(&db);
+            other
+                .execute_batch(
+                    "CREATE TABLE m (x BLOB); \
+                     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500) \
+                     INSERT INTO m SELECT randomblob(500) FROM n",
+                )
+                .unwrap();
+            // The first writer writes again (and so would flush a buffer).
+            insert(&writer, 1, 100);
+
+            let fresh = open_plain(&db);
+            let check: String = fresh
+                .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(check, "ok", "{synchronous}");
+            let count = |conn: &Connection| -> i64 {
+                conn.query_row("SELECT count(*) FROM m", [], |row| row.get(0))
+                    .unwrap()
+            };
+            assert_eq!(count(&fresh), 500, "{synchronous}");
+            assert_eq!(contents(&fresh), contents(&writer), "{synchronous}");
+            assert_eq!(count(&after_a_crash(dir.path(), &db)), 500, "{synchronous}");
+        }
+    }
+
+    #[test]
+    fn a_database_without_power_safe_overwrite_is_not_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("psow.db");
+        // SQLite pads each commit to a sector and syncs mid-frame here.
+        let writer = open_writer_uri(&format!("file:{}?psow=0", db.display()), "FULL");
+        let reader = open_plain(&db);
+        for commit in 1..=10 {
+            insert(&writer, commit, 700);
+            assert_eq!(contents(&reader), contents(&writer), "#{commit}");
+        }
+        assert!(!wal_file(&writer).buffering);
+        // And with power-safe overwrite (the default) it is.
+        let other = open_writer(&dir.path().join("default.db"), "FULL");
+        insert(&other, 1, 10);
+        assert!(wal_file(&other).buffering);
     }
 }
