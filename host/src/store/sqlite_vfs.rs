@@ -29,18 +29,21 @@
 //!   Writes reach the file in SQLite's own order;
 //! - when the buffer reaches [`MAX_BUFFERED`] (a transaction larger than
 //!   the cache spills frames before its commit);
-//! - and before the connection **releases the WAL's write lock**: the
+//! - and before **any shared-memory lock change on the database**: the
 //!   second change is that the main database file's shared-memory lock
-//!   call, where SQLite releases it, writes that WAL's buffer first. So
-//!   when another connection may write the WAL, nothing of this one waits
-//!   (at most frames of a transaction rolled back after it spilled, which
-//!   the platform VFS would have written at once).
+//!   call, where SQLite releases the WAL's write lock (and retakes a read
+//!   lock before leaving exclusive locking mode), writes that WAL's buffer
+//!   first. So when another connection may write the WAL, nothing of this
+//!   one waits (at most frames of a transaction rolled back after it
+//!   spilled, which the platform VFS would have written at once).
 //!
 //! What may sit in the buffer between calls is therefore only frames of a
 //! transaction that has not committed and that still holds the write lock.
 //! A failed write is reported by the call that made it; if a later call
-//! had to write it, that call fails with `SQLITE_IOERR_WRITE`, after which
-//! SQLite rolls the whole transaction back, as after any failed write.
+//! had to write it, that call fails with `SQLITE_IOERR_WRITE` (never
+//! `SQLITE_FULL`, which SQLite may answer by undoing only the statement),
+//! after which SQLite rolls the whole transaction back, as after any
+//! failed write.
 //!
 //! The database file's other methods, journals and the shared-memory index
 //! are the platform's. A WAL whose database reports no "power-safe
@@ -48,8 +51,8 @@
 //! of a frame: `psow=0`) is not buffered.
 //!
 //! Why not a crate: the Rust VFS crates (`sqlite-vfs`, `sqlite-plugin`)
-//! implement a whole VFS; this needs the platform's own, with two methods
-//! wrapped.
+//! implement a whole VFS; this needs the platform's own, with a few
+//! methods wrapped.
 
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::mem::size_of;
@@ -79,10 +82,6 @@ const MAX_WRITE: usize = 0x1_f000;
 
 /// The size of a WAL frame header (the WAL file format's).
 const FRAME_HEADER: usize = 24;
-
-/// The shared-memory lock slot of the WAL's write lock (SQLite's
-/// `WAL_WRITE_LOCK`).
-const WAL_WRITE_LOCK: c_int = 0;
 
 /// The platform VFS the shim wraps, and the size of its file struct
 /// rounded up to 8 bytes (both set once, by [`register`]).
@@ -149,9 +148,12 @@ struct WalFile {
     /// The last write was a commit frame's header: write everything once
     /// its page is written.
     commit_page_next: bool,
-    /// Writes made to the platform file (read by tests).
+    /// Writes made to the platform file, and bytes the database's lock
+    /// changes had to write (read by tests).
     #[cfg(test)]
     writes: u64,
+    #[cfg(test)]
+    flushed_at_lock_change: u64,
 }
 
 /// What the shim keeps after a main database file's platform struct.
@@ -248,6 +250,8 @@ unsafe extern "C" fn open(
             commit_page_next: false,
             #[cfg(test)]
             writes: 0,
+            #[cfg(test)]
+            flushed_at_lock_change: 0,
         });
         if !database.is_null() {
             (*database).wal = file.cast();
@@ -314,36 +318,60 @@ unsafe fn database_extra(file: *mut ffi::sqlite3_file) -> *mut DatabaseExtra {
     }
 }
 
-/// The database's shared-memory lock call: before SQLite releases the
-/// WAL's write lock, the WAL's buffer is written (see the module docs).
+/// Writes the buffer of the database's WAL, if it has one: called before
+/// every shared-memory lock change on the database, so before any other
+/// connection may write the WAL (see the module docs).
+///
+/// # Safety
+/// `file` must be a database file `wrap_database` set up. SQLite changes a
+/// database's locks from the connection that owns its WAL, never from
+/// inside a WAL method.
+unsafe fn flush_wal_of(file: *mut ffi::sqlite3_file) {
+    // SAFETY: per the contract.
+    unsafe {
+        let wal = (*database_extra_at(file)).wal;
+        if wal.is_null() || (*wal).pending.is_empty() {
+            return;
+        }
+        #[cfg(test)]
+        {
+            (*wal).flushed_at_lock_change += (*wal).pending.len() as u64;
+        }
+        // At most frames of a transaction rolled back after it spilled:
+        // if writing them fails, nothing is lost.
+        let _ = (*wal).flush();
+    }
+}
+
+/// The database's platform methods (set before any file has the shim's).
+fn database_platform_methods() -> &'static ffi::sqlite3_io_methods {
+    let methods = DATABASE_METHODS
+        .get()
+        .expect("a wrapped database file implies the table");
+    // SAFETY: the platform's static table.
+    unsafe { &*methods.platform }
+}
+
+/// The shared-memory lock call. SQLite releases the WAL's write lock
+/// here. In exclusive locking mode it takes no shared-memory locks, and
+/// other connections wait on the file lock instead; but before it gives
+/// that up it takes a shared-memory read lock here again
+/// (`sqlite3WalExclusiveMode`). A database opened in exclusive mode keeps
+/// its WAL index in heap memory and its file lock until it closes the WAL.
 unsafe extern "C" fn database_shm_lock(
     file: *mut ffi::sqlite3_file,
     offset: c_int,
     n: c_int,
     flags: c_int,
 ) -> c_int {
-    // SAFETY: SQLite calls this on a database file `wrap_database` set up,
-    // from the connection that also owns its WAL, never from inside a WAL
-    // method.
+    // SAFETY: SQLite calls this on a database file `wrap_database` set up.
     unsafe {
-        let releases_write_lock = flags == ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE
-            && offset <= WAL_WRITE_LOCK
-            && WAL_WRITE_LOCK < offset + n;
-        if releases_write_lock {
-            let wal = (*database_extra_at(file)).wal;
-            if !wal.is_null() {
-                // At most frames of a transaction rolled back after it
-                // spilled: if writing them fails, nothing is lost.
-                let _ = (*wal).flush();
-            }
-        }
-        let Some(methods) = DATABASE_METHODS.get() else {
-            return ffi::SQLITE_IOERR_SHMLOCK;
-        };
-        match (*methods.platform).xShmLock {
-            Some(lock) => lock(file, offset, n, flags),
-            None => ffi::SQLITE_IOERR_SHMLOCK,
-        }
+        flush_wal_of(file);
+        database_platform_methods()
+            .xShmLock
+            .map_or(ffi::SQLITE_IOERR_SHMLOCK, |lock| {
+                lock(file, offset, n, flags)
+            })
     }
 }
 
@@ -440,17 +468,13 @@ impl WalFile {
         let commit_header = data.len() == FRAME_HEADER && data[4..8] != [0; 4];
         let commit_page = std::mem::replace(&mut self.commit_page_next, commit_header);
         if !appends {
-            let rc = self.flush();
-            if rc != ffi::SQLITE_OK {
-                return rc;
+            if self.flush() != ffi::SQLITE_OK {
+                return ffi::SQLITE_IOERR_WRITE;
             }
             return self.write_through(data, offset);
         }
-        if self.pending.len() + data.len() > MAX_BUFFERED {
-            let rc = self.flush();
-            if rc != ffi::SQLITE_OK {
-                return rc;
-            }
+        if self.pending.len() + data.len() > MAX_BUFFERED && self.flush() != ffi::SQLITE_OK {
+            return ffi::SQLITE_IOERR_WRITE;
         }
         if self.pending.is_empty() {
             self.pending_at = offset;
@@ -608,8 +632,8 @@ mod tests {
     const SYNC_MODES: [&str; 2] = ["FULL", "NORMAL"];
 
     /// What happens before a commit, given the writer; returns the
-    /// connection that then commits.
-    type Setup<'a> = dyn Fn(&Connection) -> Connection + 'a;
+    /// connection that then commits, if not the writer.
+    type Setup<'a> = dyn Fn(&Connection) -> Option<Connection> + 'a;
 
     /// A WAL-mode connection through the shim that never checkpoints, so
     /// every committed page stays in the `-wal` file (what a crash leaves
@@ -772,6 +796,7 @@ mod tests {
                     "{synchronous} #{commit}"
                 );
             }
+            assert_eq!(wal_file(&writer).flushed_at_lock_change, 0, "{synchronous}");
             let committed = contents(&writer);
             assert_eq!(contents(&after_a_crash(dir.path(), &db)), committed);
         }
@@ -827,34 +852,44 @@ mod tests {
             let reader = open_plain(&db);
             insert(&writer, 5, 100);
             // Each time the commit's one frame is not an append to the
-            // writer's own last write.
+            // committing connection's own last write.
             let before: [(&str, &Setup); 3] = [
                 ("a rolled-back spill", &|w| {
                     spill_and_roll_back(w);
-                    open_plain(&db)
+                    None
                 }),
                 ("another writer's commit", &|_| {
-                    let other = open_plain(&db);
-                    insert(&other, 1, 100);
-                    other
+                    insert(&open_plain(&db), 1, 100);
+                    None
                 }),
-                ("a new connection", &|_| open_writer(&db, synchronous)),
+                ("a new connection", &|_| Some(open_writer(&db, synchronous))),
             ];
             for (case, setup) in before {
-                let writer = setup(&writer);
-                writer
+                let new = setup(&writer);
+                let committer = new.as_ref().unwrap_or(&writer);
+                let flushed_before = wal_file(committer).flushed_at_lock_change;
+                committer
                     .execute("UPDATE t SET body = randomblob(50) WHERE id = 1", [])
                     .unwrap();
+                // The commit wrote its frame itself: the lock change after
+                // it found nothing to write.
+                assert_eq!(
+                    wal_file(committer).flushed_at_lock_change,
+                    flushed_before,
+                    "{synchronous}, after {case}"
+                );
                 assert_eq!(
                     contents(&reader),
-                    contents(&writer),
+                    contents(committer),
                     "{synchronous}, after {case}"
                 );
+                let crashed = after_a_crash(dir.path(), &db);
                 assert_eq!(
-                    contents(&after_a_crash(dir.path(), &db)),
-                    contents(&writer),
+                    contents(&crashed),
+                    contents(committer),
                     "{synchronous}, after {case}"
                 );
+                drop(crashed);
                 std::fs::remove_file(dir.path().join("crashed.db")).unwrap();
                 let _ = std::fs::remove_file(wal_path(&dir.path().join("crashed.db")));
             }
@@ -873,6 +908,12 @@ mod tests {
                 .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
                 .unwrap();
             spill_and_roll_back(&writer);
+            // The dead frames were written before the write lock went.
+            assert!(
+                wal_file(&writer).flushed_at_lock_change > 0,
+                "{synchronous}"
+            );
+            assert!(wal_file(&writer).pending.is_empty(), "{synchronous}");
             // Another writer commits frames where the dead ones would go.
             let other = open_plain(&db);
             other
@@ -916,5 +957,48 @@ mod tests {
         let other = open_writer(&dir.path().join("default.db"), "FULL");
         insert(&other, 1, 10);
         assert!(wal_file(&other).buffering);
+    }
+
+    #[test]
+    fn a_rolled_back_spill_in_exclusive_mode_never_lands_on_a_later_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("exclusive.db");
+        let writer = open_writer(&db, "FULL");
+        insert(&writer, 1, 100);
+        writer
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        // No shared-memory locks in exclusive mode: the file lock is what
+        // other connections wait on.
+        writer
+            .execute_batch("PRAGMA locking_mode = EXCLUSIVE")
+            .unwrap();
+        spill_and_roll_back(&writer);
+        writer
+            .execute_batch("PRAGMA locking_mode = NORMAL")
+            .unwrap();
+        // The next access gives the file lock up.
+        let _ = contents(&writer);
+        assert!(wal_file(&writer).pending.is_empty());
+
+        let other = open_plain(&db);
+        other
+            .execute_batch(
+                "CREATE TABLE m (x BLOB); \
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500) \
+                 INSERT INTO m SELECT randomblob(500) FROM n",
+            )
+            .unwrap();
+        let count = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT count(*) FROM m", [], |row| row.get(0))
+                .unwrap()
+        };
+        assert_eq!(count(&writer), 500);
+        let fresh = open_plain(&db);
+        let check: String = fresh
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        assert_eq!(count(&after_a_crash(dir.path(), &db)), 500);
     }
 }
