@@ -623,7 +623,7 @@ unsafe extern "C" fn wal_device_characteristics(file: *mut ffi::sqlite3_file) ->
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     use rusqlite::{Connection, OpenFlags, params};
 
@@ -669,16 +669,52 @@ mod tests {
         conn
     }
 
+    /// A database file `name` in a new directory, and a writer on it.
+    fn fresh(name: &str, synchronous: &str) -> (tempfile::TempDir, PathBuf, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join(name);
+        let writer = open_writer(&db, synchronous);
+        (dir, db, writer)
+    }
+
     /// A transaction that spills ~250 pages of frames and rolls back.
     fn spill_and_roll_back(conn: &Connection) {
         conn.execute_batch("PRAGMA cache_size = 10").unwrap();
         let tx = conn.unchecked_transaction().unwrap();
-        for _ in 0..250 {
-            tx.execute("INSERT INTO t (body) VALUES (randomblob(3000))", [])
-                .unwrap();
-        }
+        add_rows(&tx, 250, 3_000);
         tx.rollback().unwrap();
         conn.execute_batch("PRAGMA cache_size = 2000").unwrap();
+    }
+
+    /// `rows` rows of `bytes` random bytes, in the caller's transaction.
+    fn add_rows(conn: &Connection, rows: i64, bytes: i64) {
+        for _ in 0..rows {
+            conn.execute(
+                "INSERT INTO t (body) VALUES (randomblob(?1))",
+                params![bytes],
+            )
+            .unwrap();
+        }
+    }
+
+    /// Another writer's commit: table `m`, 500 rows (~70 pages).
+    fn commit_table_m(conn: &Connection) {
+        conn.execute_batch(
+            "CREATE TABLE m (x BLOB); \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500) \
+             INSERT INTO m SELECT randomblob(500) FROM n",
+        )
+        .unwrap();
+    }
+
+    fn rows_in_m(conn: &Connection) -> i64 {
+        conn.query_row("SELECT count(*) FROM m", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    fn integrity(conn: &Connection) -> String {
+        conn.query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .unwrap()
     }
 
     /// The connection's WAL file, as the shim opened it.
@@ -702,7 +738,7 @@ mod tests {
         }
     }
 
-    fn wal_path(db: &Path) -> std::path::PathBuf {
+    fn wal_path(db: &Path) -> PathBuf {
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
         wal.into()
@@ -744,19 +780,14 @@ mod tests {
         std::fs::copy(db, &copy).unwrap();
         std::fs::copy(wal_path(db), wal_path(&copy)).unwrap();
         let conn = Connection::open(&copy).unwrap();
-        let check: String = conn
-            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(check, "ok");
+        assert_eq!(integrity(&conn), "ok");
         conn
     }
 
     #[test]
     fn a_commit_reaches_the_wal_in_one_write() {
         for synchronous in SYNC_MODES {
-            let dir = tempfile::tempdir().unwrap();
-            let db = dir.path().join("one.db");
-            let conn = open_writer(&db, synchronous);
+            let (_dir, db, conn) = fresh("one.db", synchronous);
             // The first commit writes the WAL's header on its own.
             insert(&conn, 1, 10);
             let before = wal_file(&conn).writes;
@@ -781,9 +812,7 @@ mod tests {
     #[test]
     fn every_commit_is_readable_at_once_and_survives_a_crash() {
         for synchronous in SYNC_MODES {
-            let dir = tempfile::tempdir().unwrap();
-            let db = dir.path().join("visible.db");
-            let writer = open_writer(&db, synchronous);
+            let (dir, db, writer) = fresh("visible.db", synchronous);
             // Another connection, on the platform VFS: it reads the frames
             // the WAL index points it to straight from the file.
             let reader =
@@ -805,29 +834,19 @@ mod tests {
     #[test]
     fn a_transaction_larger_than_the_cache_spills_rewrites_and_commits() {
         for synchronous in SYNC_MODES {
-            let dir = tempfile::tempdir().unwrap();
-            let db = dir.path().join("spill.db");
-            let writer = open_writer(&db, synchronous);
+            let (dir, db, writer) = fresh("spill.db", synchronous);
             insert(&writer, 10, 500);
             // 20 pages of cache against ~400 pages changed: SQLite writes
             // uncommitted frames mid-transaction, reads them back, and
             // overwrites frames it already wrote.
             writer.execute_batch("PRAGMA cache_size = 20").unwrap();
             let tx = writer.unchecked_transaction().unwrap();
-            for _ in 0..400 {
-                tx.execute("INSERT INTO t (body) VALUES (randomblob(3000))", [])
-                    .unwrap();
-            }
+            add_rows(&tx, 400, 3_000);
             tx.execute("UPDATE t SET body = randomblob(2000) WHERE id % 7 = 0", [])
                 .unwrap();
             tx.commit().unwrap();
             // A spilled transaction rolled back leaves nothing behind.
-            let tx = writer.unchecked_transaction().unwrap();
-            for _ in 0..300 {
-                tx.execute("INSERT INTO t (body) VALUES (randomblob(3000))", [])
-                    .unwrap();
-            }
-            tx.rollback().unwrap();
+            spill_and_roll_back(&writer);
             insert(&writer, 3, 5_000);
 
             let committed = contents(&writer);
@@ -846,9 +865,7 @@ mod tests {
     #[test]
     fn a_one_page_commit_is_readable_at_once_whatever_came_before() {
         for synchronous in SYNC_MODES {
-            let dir = tempfile::tempdir().unwrap();
-            let db = dir.path().join("one-page.db");
-            let writer = open_writer(&db, synchronous);
+            let (dir, db, writer) = fresh("one-page.db", synchronous);
             let reader = open_plain(&db);
             insert(&writer, 5, 100);
             // Each time the commit's one frame is not an append to the
@@ -899,9 +916,7 @@ mod tests {
     #[test]
     fn a_rolled_back_spill_never_lands_on_another_writers_commit() {
         for synchronous in SYNC_MODES {
-            let dir = tempfile::tempdir().unwrap();
-            let db = dir.path().join("dead-frames.db");
-            let writer = open_writer(&db, synchronous);
+            let (dir, db, writer) = fresh("dead-frames.db", synchronous);
             insert(&writer, 1, 100);
             // An empty WAL, so the rollback itself reads nothing from it.
             writer
@@ -915,29 +930,19 @@ mod tests {
             );
             assert!(wal_file(&writer).pending.is_empty(), "{synchronous}");
             // Another writer commits frames where the dead ones would go.
-            let other = open_plain(&db);
-            other
-                .execute_batch(
-                    "CREATE TABLE m (x BLOB); \
-                     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500) \
-                     INSERT INTO m SELECT randomblob(500) FROM n",
-                )
-                .unwrap();
+            commit_table_m(&open_plain(&db));
             // The first writer writes again (and so would flush a buffer).
             insert(&writer, 1, 100);
 
             let fresh = open_plain(&db);
-            let check: String = fresh
-                .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-                .unwrap();
-            assert_eq!(check, "ok", "{synchronous}");
-            let count = |conn: &Connection| -> i64 {
-                conn.query_row("SELECT count(*) FROM m", [], |row| row.get(0))
-                    .unwrap()
-            };
-            assert_eq!(count(&fresh), 500, "{synchronous}");
+            assert_eq!(integrity(&fresh), "ok", "{synchronous}");
+            assert_eq!(rows_in_m(&fresh), 500, "{synchronous}");
             assert_eq!(contents(&fresh), contents(&writer), "{synchronous}");
-            assert_eq!(count(&after_a_crash(dir.path(), &db)), 500, "{synchronous}");
+            assert_eq!(
+                rows_in_m(&after_a_crash(dir.path(), &db)),
+                500,
+                "{synchronous}"
+            );
         }
     }
 
@@ -961,9 +966,7 @@ mod tests {
 
     #[test]
     fn a_rolled_back_spill_in_exclusive_mode_never_lands_on_a_later_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("exclusive.db");
-        let writer = open_writer(&db, "FULL");
+        let (dir, db, writer) = fresh("exclusive.db", "FULL");
         insert(&writer, 1, 100);
         writer
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -981,24 +984,9 @@ mod tests {
         let _ = contents(&writer);
         assert!(wal_file(&writer).pending.is_empty());
 
-        let other = open_plain(&db);
-        other
-            .execute_batch(
-                "CREATE TABLE m (x BLOB); \
-                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500) \
-                 INSERT INTO m SELECT randomblob(500) FROM n",
-            )
-            .unwrap();
-        let count = |conn: &Connection| -> i64 {
-            conn.query_row("SELECT count(*) FROM m", [], |row| row.get(0))
-                .unwrap()
-        };
-        assert_eq!(count(&writer), 500);
-        let fresh = open_plain(&db);
-        let check: String = fresh
-            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(check, "ok");
-        assert_eq!(count(&after_a_crash(dir.path(), &db)), 500);
+        commit_table_m(&open_plain(&db));
+        assert_eq!(rows_in_m(&writer), 500);
+        assert_eq!(integrity(&open_plain(&db)), "ok");
+        assert_eq!(rows_in_m(&after_a_crash(dir.path(), &db)), 500);
     }
 }
