@@ -224,12 +224,12 @@ unsafe extern "C" fn open(
             };
         }
         // The database file this WAL belongs to (valid for a WAL's name
-        // inside xOpen), if the shim wrapped it.
-        let database = database_extra(ffi::sqlite3_database_file_object(name));
+        // inside xOpen), and its extra if the shim wrapped it.
+        let db = ffi::sqlite3_database_file_object(name);
+        let database = database_extra(db);
         // SQLite pads commits when the *database* lacks power-safe
         // overwrite (sqlite3WalOpen); ask it the same question.
         let buffering = !database.is_null() && {
-            let db = ffi::sqlite3_database_file_object(name);
             let characteristics = (*(*db).pMethods)
                 .xDeviceCharacteristics
                 .map_or(0, |f| f(db));
