@@ -343,13 +343,13 @@ unsafe fn flush_wal_of(file: *mut ffi::sqlite3_file) {
     }
 }
 
-/// The database's platform methods (set before any file has the shim's).
-fn database_platform_methods() -> &'static ffi::sqlite3_io_methods {
-    let methods = DATABASE_METHODS
-        .get()
-        .expect("a wrapped database file implies the table");
+/// The database's platform methods (set before any file has the shim's,
+/// so never `None` where a wrapped file asks).
+fn database_platform_methods() -> Option<&'static ffi::sqlite3_io_methods> {
     // SAFETY: the platform's static table.
-    unsafe { &*methods.platform }
+    DATABASE_METHODS
+        .get()
+        .map(|methods| unsafe { &*methods.platform })
 }
 
 /// The shared-memory lock call. SQLite releases the WAL's write lock
@@ -368,7 +368,7 @@ unsafe extern "C" fn database_shm_lock(
     unsafe {
         flush_wal_of(file);
         database_platform_methods()
-            .xShmLock
+            .and_then(|methods| methods.xShmLock)
             .map_or(ffi::SQLITE_IOERR_SHMLOCK, |lock| {
                 lock(file, offset, n, flags)
             })
