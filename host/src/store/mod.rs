@@ -50,6 +50,7 @@ mod postgres;
 mod queries;
 mod sqlite;
 mod sqlite_checkpoint;
+mod sqlite_reader;
 mod sqlite_vfs;
 mod sqlite_writer;
 mod subscriptions;

@@ -16,6 +16,17 @@
 /// SQLite silently turns an overflowing integer sum into a float.
 pub(super) const I64_MAX: i64 = i64::MAX;
 
+/// A customer and its credit account (`customer_and_account`), by tenant
+/// and customer id. Also run inline on SQLite (`sqlite_reader`), which reads
+/// its columns by position: keep the order.
+pub(crate) const CUSTOMER_AND_ACCOUNT: &str =
+    "SELECT c.customer_id, c.attributes, c.version, c.created_at, c.updated_at, \
+       a.balance, a.reserved, a.expiring, a.spent_day, a.spent_today, \
+       a.version AS account_version, a.updated_at AS account_updated_at \
+     FROM customers c JOIN credit_accounts a \
+       ON a.tenant_id = c.tenant_id AND a.customer_id = c.customer_id \
+     WHERE c.tenant_id = $1 AND c.customer_id = $2";
+
 /// Expands to free functions over `$db` (`sqlx::Sqlite` or `sqlx::Postgres`).
 /// `$for_update` is appended to reads that lock a row for the rest of the
 /// transaction (`" FOR UPDATE"` on PostgreSQL; SQLite's write transaction
@@ -77,12 +88,7 @@ macro_rules! shared_queries {
             E: sqlx::Executor<'e, Database = Db>,
         {
             let row = sqlx::query_as::<_, CustomerAccountRow>(
-                "SELECT c.customer_id, c.attributes, c.version, c.created_at, c.updated_at, \
-                   a.balance, a.reserved, a.expiring, a.spent_day, a.spent_today, \
-                   a.version AS account_version, a.updated_at AS account_updated_at \
-                 FROM customers c JOIN credit_accounts a \
-                   ON a.tenant_id = c.tenant_id AND a.customer_id = c.customer_id \
-                 WHERE c.tenant_id = $1 AND c.customer_id = $2",
+                $crate::store::queries::CUSTOMER_AND_ACCOUNT,
             )
             .bind(tenant)
             .bind(customer_id)

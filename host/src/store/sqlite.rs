@@ -9,7 +9,9 @@
 //! write lock from its first statement and can never fail with SQLITE_BUSY
 //! half-way (e.g. when `serve` and a `migrate` or an operator's sqlite3
 //! shell share the file). Reads go to a separate pool of read-only
-//! connections that WAL lets run alongside the writer.
+//! connections that WAL lets run alongside the writer; the hottest read
+//! (a `credits/use`'s customer and account) runs inline instead
+//! ([`super::sqlite_reader`]).
 //!
 //! Because writes are serialised, insert order is commit order: an outbox
 //! event's feed position is set at insert.
@@ -27,6 +29,7 @@ use sqlx::sqlite::{
 use super::error::{Result, StoreError};
 use super::model::*;
 use super::sqlite_checkpoint::{Checkpointer, WRITER_AUTOCHECKPOINT_PAGES};
+use super::sqlite_reader::InlineReaders;
 use super::sqlite_vfs;
 use super::sqlite_writer::{Writer, WriterTx};
 use super::{Maintenance, Queries, Transactions, TxOps, allocate_grants, utc_day};
@@ -92,6 +95,8 @@ pub struct SqliteStore {
     /// How the writer connects (migrations open their own connection).
     writer_options: Arc<SqliteConnectOptions>,
     pub(super) reader: SqlitePool,
+    /// Readers for the hot reads, run on the caller's thread.
+    inline: Arc<InlineReaders>,
     checkpointer: Arc<Checkpointer>,
 }
 
@@ -140,6 +145,7 @@ impl SqliteStore {
             writer,
             writer_options: Arc::new(writer_options),
             reader,
+            inline: Arc::new(InlineReaders::new(path)),
             checkpointer,
         })
     }
@@ -147,6 +153,7 @@ impl SqliteStore {
     pub(super) async fn close(&self) {
         self.checkpointer.stop().await;
         self.reader.close().await;
+        self.inline.close();
         self.writer.close().await;
     }
 
@@ -176,7 +183,36 @@ impl Queries for SqliteStore {
         tenant: &str,
         customer_id: &str,
     ) -> Result<Option<(CustomerRecord, CreditAccountRecord)>> {
-        q::customer_and_account(&self.reader, tenant, customer_id).await
+        // Every `credits/use` starts with this read: inline, unless SQLite
+        // is busy (`sqlite_reader`).
+        let inline = self.inline.read(|conn| {
+            conn.prepare_cached(super::queries::CUSTOMER_AND_ACCOUNT)?
+                .query_row(params![tenant, customer_id], |row| {
+                    let customer = CustomerRecord {
+                        customer_id: row.get(0)?,
+                        attributes: row.get(1)?,
+                        version: row.get(2)?,
+                        created_at: row.get(3)?,
+                        updated_at: row.get(4)?,
+                    };
+                    let account = CreditAccountRecord {
+                        customer_id: customer.customer_id.clone(),
+                        balance: row.get(5)?,
+                        reserved: row.get(6)?,
+                        expiring: row.get(7)?,
+                        spent_day: row.get(8)?,
+                        spent_today: row.get(9)?,
+                        version: row.get(10)?,
+                        updated_at: row.get(11)?,
+                    };
+                    Ok((customer, account))
+                })
+                .optional()
+        })?;
+        match inline {
+            Some(found) => Ok(found),
+            None => q::customer_and_account(&self.reader, tenant, customer_id).await,
+        }
     }
 
     async fn credit_account(
