@@ -150,6 +150,17 @@ mod tests {
         // The same (cached) connection sees the new commit.
         assert_eq!(value(&readers).unwrap(), Some(2));
         assert_eq!(readers.lock().len(), 1, "one connection, reused");
+
+        // An idle reader holds no snapshot: the WAL can be copied back in
+        // full and emptied (else it would grow without bound under load).
+        let (busy, _, _): (i64, i64, i64) = writer
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(busy, 0, "a reader kept a read transaction open");
+        assert_eq!(std::fs::metadata(dir.path().join("inline.db-wal")).unwrap().len(), 0);
+        assert_eq!(value(&readers).unwrap(), Some(2));
     }
 
     #[test]
