@@ -19,8 +19,7 @@ pub(super) const I64_MAX: i64 = i64::MAX;
 /// A customer and its credit account (`customer_and_account`), by tenant
 /// and customer id. Also run inline on SQLite (`sqlite_reader`), which reads
 /// its columns by position: keep the order.
-pub(crate) const CUSTOMER_AND_ACCOUNT: &str =
-    "SELECT c.customer_id, c.attributes, c.version, c.created_at, c.updated_at, \
+pub(crate) const CUSTOMER_AND_ACCOUNT: &str = "SELECT c.customer_id, c.attributes, c.version, c.created_at, c.updated_at, \
        a.balance, a.reserved, a.expiring, a.spent_day, a.spent_today, \
        a.version AS account_version, a.updated_at AS account_updated_at \
      FROM customers c JOIN credit_accounts a \

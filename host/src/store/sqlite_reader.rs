@@ -159,7 +159,12 @@ mod tests {
             })
             .unwrap();
         assert_eq!(busy, 0, "a reader kept a read transaction open");
-        assert_eq!(std::fs::metadata(dir.path().join("inline.db-wal")).unwrap().len(), 0);
+        assert_eq!(
+            std::fs::metadata(dir.path().join("inline.db-wal"))
+                .unwrap()
+                .len(),
+            0
+        );
         assert_eq!(value(&readers).unwrap(), Some(2));
     }
 
@@ -180,7 +185,11 @@ mod tests {
             )
             .unwrap();
         let started = std::time::Instant::now();
-        assert_eq!(value(&readers).unwrap(), None, "busy, so the caller falls back");
+        assert_eq!(
+            value(&readers).unwrap(),
+            None,
+            "busy, so the caller falls back"
+        );
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "answered without the busy handler"
