@@ -1,9 +1,12 @@
 //! Idempotency keys.
 //!
 //! The source of truth is a row in `idempotency_keys`, unique per (tenant,
-//! key), inserted as the **first statement** of the effect's transaction and
-//! completed with the response (status + body bytes) in the same
-//! transaction. Consequences:
+//! key), written in the effect's transaction with the response (status +
+//! body bytes). The key is claimed by the **first statement** of that
+//! transaction: on PostgreSQL an insert of the row, completed with the
+//! response at the end; on SQLite a lookup, and the row is inserted, with
+//! the response, at the end (the single writer runs nothing else in
+//! between). Consequences:
 //!
 //! - a committed row always carries its response, and nothing else is ever
 //!   visible (an aborted attempt leaves no row, so its retry runs afresh —

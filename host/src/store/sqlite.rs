@@ -297,30 +297,22 @@ impl Maintenance for SqliteStore {
 pub struct SqliteTx {
     pub(super) tx: WriterTx,
     pub(super) tenant: String,
-    claimed: Option<String>,
+    /// The idempotency key this transaction claimed, inserted at commit.
+    claimed: Option<IdempotencyClaim>,
     journal: Journal,
 }
 
 impl TxOps for SqliteTx {
     async fn claim_idempotency(&mut self, claim: &IdempotencyClaim) -> Result<Claim> {
         // Inline (see `sqlite_writer`): the first statement of every
-        // money-moving request.
+        // money-moving request. A lookup: the row is inserted once, with
+        // its answer, at commit (`journal_flush`). Nothing can claim the
+        // key in between, because this transaction holds the one writer
+        // from here to its commit, and a request of the same group that
+        // ran before this one has released its row into the group's
+        // transaction, where the lookup finds it. Inserting the row here
+        // and completing it at commit would write it twice.
         let raw = self.tx.raw();
-        let inserted = raw
-            .prepare_cached(
-                "INSERT INTO idempotency_keys (tenant_id, idem_key, fingerprint, created_at) \
-                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tenant_id, idem_key) DO NOTHING",
-            )?
-            .execute(params![
-                self.tenant,
-                claim.key,
-                claim.fingerprint,
-                claim.now
-            ])?;
-        if inserted == 1 {
-            self.claimed = Some(claim.key.clone());
-            return Ok(Claim::Claimed);
-        }
         let stored = raw
             .prepare_cached(
                 "SELECT fingerprint, response_status, response_body FROM idempotency_keys \
@@ -330,8 +322,10 @@ impl TxOps for SqliteTx {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             })
             .optional()?;
-        let (fingerprint, status, body): (String, Option<i32>, Option<Vec<u8>>) =
-            stored.ok_or_else(|| StoreError::Database("idempotency key vanished".into()))?;
+        let Some((fingerprint, status, body)) = stored else {
+            self.claimed = Some(claim.clone());
+            return Ok(Claim::Claimed);
+        };
         Ok(Claim::taken(fingerprint, status, body))
     }
 
@@ -494,10 +488,10 @@ impl TxOps for SqliteTx {
 
     async fn commit(mut self, response: Option<StoredResponse>) -> Result<()> {
         let journal = std::mem::take(&mut self.journal);
-        let completion = match (&self.claimed, &response) {
-            (Some(key), Some(response)) => Some((key.as_str(), response)),
-            _ => None,
-        };
+        let completion = self
+            .claimed
+            .as_ref()
+            .map(|claim| (claim, response.as_ref()));
         journal_flush(self.tx.raw(), &self.tenant, &journal, completion)?;
         self.tx.commit().await
     }
@@ -508,8 +502,9 @@ impl TxOps for SqliteTx {
     }
 }
 
-/// Writes the journal and completes the idempotency key, inline (see
-/// `sqlite_writer`): one cached statement per row, no round trips.
+/// Writes the journal and the claimed idempotency key with its answer,
+/// inline (see `sqlite_writer`): one cached statement per row, no round
+/// trips.
 ///
 /// One writer: an event's feed position is the highest so far plus one
 /// (read through the unique index on `feed_seq`), one statement per event
@@ -518,7 +513,7 @@ fn journal_flush(
     raw: &rusqlite::Connection,
     tenant: &str,
     journal: &Journal,
-    completion: Option<(&str, &StoredResponse)>,
+    completion: Option<(&IdempotencyClaim, Option<&StoredResponse>)>,
 ) -> Result<()> {
     if !journal.ledger.is_empty() {
         let mut transaction = raw.prepare_cached(
@@ -596,16 +591,21 @@ fn journal_flush(
             ])?;
         }
     }
-    if let Some((key, response)) = completion {
+    if let Some((claim, response)) = completion {
+        // Without an answer (no command commits so) the row still keeps
+        // the key, as "in flight": answered with a conflict, never re-run.
         raw.prepare_cached(
-            "UPDATE idempotency_keys SET response_status = ?1, response_body = ?2 \
-             WHERE tenant_id = ?3 AND idem_key = ?4",
+            "INSERT INTO idempotency_keys \
+               (tenant_id, idem_key, fingerprint, created_at, response_status, response_body) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
         .execute(params![
-            i32::from(response.status),
-            response.body,
             tenant,
-            key
+            claim.key,
+            claim.fingerprint,
+            claim.now,
+            response.map(|r| i32::from(r.status)),
+            response.map(|r| &r.body),
         ])?;
     }
     Ok(())
