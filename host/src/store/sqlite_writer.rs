@@ -455,7 +455,12 @@ impl WriterTx {
         self.writer.outcome_of(&group).await
     }
 
-    /// Undoes this request's work; the group goes on.
+    /// Undoes this request's work; the group goes on. Returns once the
+    /// group has committed, like [`WriterTx::commit`]: what the request read
+    /// may be earlier members' work, not yet committed (an answer to
+    /// replay for the same idempotency key, a row that needed no change),
+    /// and it must not be answered from unless that work is durable. If
+    /// the group's `COMMIT` fails, so does this.
     pub(super) async fn rollback(mut self) -> Result<()> {
         let mut slot = self.take_slot();
         let group = self.group.clone();
@@ -464,8 +469,8 @@ impl WriterTx {
             abort(&mut slot, &group, &err.to_string());
             return Err(err);
         }
-        self.writer.hand_on(slot, group);
-        Ok(())
+        self.writer.hand_on(slot, group.clone());
+        self.writer.outcome_of(&group).await
     }
 
     fn take_slot(&mut self) -> OwnedMutexGuard<Slot> {
@@ -484,22 +489,32 @@ impl Drop for WriterTx {
         // holding up the group.
         let group = self.group.clone();
         let writer = self.writer.clone();
-        // Committing the group, or an undo behind a cancelled sqlx
-        // statement, needs the runtime; there always is one where a
-        // transaction could be opened.
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            tracing::error!("store.sqlite_tx_dropped_outside_runtime");
-            return;
-        };
+        let runtime = tokio::runtime::Handle::try_current();
         if !self.sqlx_used {
             // Nothing of ours can still be running: undo inline, now.
             if let Err(err) = inline(&slot, UNDO) {
                 abort(&mut slot, &group, &err.to_string());
                 return;
             }
-            writer.hand_on(slot, group);
+            if runtime.is_ok() {
+                writer.hand_on(slot, group);
+            }
+            // Else (dropped outside any runtime, which tokio never does)
+            // the group is left open: a member waiting for it commits it
+            // (`outcome_of`), or the next request joins it.
             return;
         }
+        let Ok(handle) = runtime else {
+            // The undo would have to wait behind a cancelled sqlx statement,
+            // which takes a runtime: end the group for every member rather
+            // than let this request's work commit with it.
+            abort(
+                &mut slot,
+                &group,
+                "a write transaction was dropped outside the runtime",
+            );
+            return;
+        };
         // A cancelled sqlx statement may still be running on sqlx's thread:
         // the undo goes there too, behind it.
         handle.spawn(async move {
@@ -655,6 +670,102 @@ mod tests {
             (1..11).contains(&commits),
             "31 requests queued behind one another share commits, got {commits}"
         );
+    }
+
+    /// A request that read an earlier member's work and rolls back (an
+    /// idempotent replay answers from such a read) learns whether that
+    /// work became durable before it answers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rollback_returns_once_the_work_it_read_is_committed_or_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, options) = writer(&dir).await;
+        {
+            let slot = writer.slot.lock().await;
+            slot.raw
+                .as_ref()
+                .unwrap()
+                .execute_batch(
+                    "CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                     CREATE TABLE child (parent INTEGER NOT NULL
+                         REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
+                )
+                .unwrap();
+        }
+        // `dangling`: the first request also breaks a deferred foreign key,
+        // so its group's `COMMIT` fails.
+        for (id, dangling) in [(1i64, false), (2, true)] {
+            let first = writer.begin().await.unwrap();
+            first
+                .raw()
+                .execute("INSERT INTO t (id) VALUES (?1)", [id])
+                .unwrap();
+            if dangling {
+                first
+                    .raw()
+                    .execute("INSERT INTO child (parent) VALUES (42)", [])
+                    .unwrap();
+            }
+            let reader = {
+                let writer = writer.clone();
+                let options = options.clone();
+                tokio::spawn(async move {
+                    let tx = writer.begin().await.unwrap();
+                    let seen: i64 = tx
+                        .raw()
+                        .query_row("SELECT count(*) FROM t WHERE id = ?1", [id], |row| {
+                            row.get(0)
+                        })
+                        .unwrap();
+                    assert_eq!(seen, 1, "the first request's work is visible");
+                    let rolled_back = tx.rollback().await;
+                    (rolled_back, committed(&options).await)
+                })
+            };
+            while writer.queued.load(Ordering::SeqCst) < 1 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let first_outcome = first.commit().await;
+            let (rolled_back, committed_then) = reader.await.unwrap();
+            if dangling {
+                assert!(first_outcome.is_err());
+                assert!(
+                    rolled_back.is_err(),
+                    "the work it read was lost: the rollback must not report success"
+                );
+                assert_eq!(committed_then, [1]);
+            } else {
+                first_outcome.unwrap();
+                rolled_back.unwrap();
+                assert_eq!(committed_then, [1], "durable by the time it returned");
+            }
+        }
+    }
+
+    /// Dropped where there is no runtime (tokio itself never does this),
+    /// a transaction's work is still undone, never committed by the next
+    /// group.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_dropped_outside_the_runtime_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, options) = writer(&dir).await;
+        for sqlx_used in [false, true] {
+            let mut dropped = writer.begin().await.unwrap();
+            insert_either_way(&mut dropped, if sqlx_used { 1 } else { 2 })
+                .await
+                .unwrap();
+            assert_eq!(dropped.sqlx_used, sqlx_used);
+            std::thread::spawn(move || drop(dropped)).join().unwrap();
+            let mut next = writer.begin().await.unwrap();
+            insert(&mut next, 10).await;
+            next.commit().await.unwrap();
+            assert_eq!(committed(&options).await, [10]);
+            let mut next = writer.begin().await.unwrap();
+            sqlx::query("DELETE FROM t")
+                .execute(&mut *next)
+                .await
+                .unwrap();
+            next.commit().await.unwrap();
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
