@@ -18,7 +18,8 @@ pub(super) const I64_MAX: i64 = i64::MAX;
 
 /// A customer and its credit account (`customer_and_account`), by tenant
 /// and customer id. Also run inline on SQLite (`sqlite_reader`), which reads
-/// its columns by position: keep the order.
+/// its columns by position and binds `$1`, `$2` in the order they first
+/// appear (rusqlite's positional binding): keep both orders.
 pub(crate) const CUSTOMER_AND_ACCOUNT: &str = "SELECT c.customer_id, c.attributes, c.version, c.created_at, c.updated_at, \
        a.balance, a.reserved, a.expiring, a.spent_day, a.spent_today, \
        a.version AS account_version, a.updated_at AS account_updated_at \

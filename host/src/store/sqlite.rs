@@ -642,6 +642,75 @@ mod tests {
     use super::*;
     use crate::config::DatabaseUrl;
 
+    /// The inline read (rusqlite, columns by position) and the pool's (sqlx,
+    /// columns by name) agree on every field, and both are tenant-scoped.
+    #[tokio::test]
+    async fn the_inline_customer_and_account_read_matches_the_pools() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("read.db");
+        let config = DatabaseConfig {
+            url: DatabaseUrl::Sqlite(path.clone()),
+            max_connections: 1,
+            sqlite_synchronous: config::SqliteSynchronous::Full,
+            idempotency_retention_hours: 24,
+        };
+        let store = SqliteStore::open(&path, &config).await.unwrap();
+        store.migrate().await.unwrap();
+        let tx = store.begin("t").await.unwrap();
+        tx.tx
+            .raw()
+            .execute_batch(
+                "INSERT INTO customers VALUES ('t', 'c', '{\"tier\":\"gold\"}', 3, 5, 7);
+                 INSERT INTO credit_accounts VALUES ('t', 'c', 11, 2, 4, 19, 23, 29, 31);",
+            )
+            .unwrap();
+        tx.tx.commit().await.unwrap();
+
+        let inline = store.customer_and_account("t", "c").await.unwrap().unwrap();
+        let pooled = q::customer_and_account(&store.reader, "t", "c")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(format!("{inline:?}"), format!("{pooled:?}"));
+        let (customer, account) = inline;
+        assert_eq!(
+            (
+                customer.attributes.as_str(),
+                customer.version,
+                customer.created_at,
+                customer.updated_at
+            ),
+            ("{\"tier\":\"gold\"}", 3, 5, 7)
+        );
+        assert_eq!(
+            (
+                account.balance,
+                account.reserved,
+                account.expiring,
+                account.spent_day,
+                account.spent_today,
+                account.version,
+                account.updated_at
+            ),
+            (11, 2, 4, 19, 23, 29, 31)
+        );
+        assert!(
+            store
+                .customer_and_account("u", "c")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .customer_and_account("t", "d")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        store.close().await;
+    }
+
     /// A database made by an older release, with history and events in it,
     /// migrated by this one: migration 0008 rebuilds both tables.
     #[tokio::test]

@@ -19,6 +19,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
@@ -26,9 +27,10 @@ use rusqlite::{Connection, OpenFlags};
 use super::error::Result;
 use super::sqlite_vfs;
 
-/// Connections kept between reads: more than the runtime has threads, so
-/// that reads never open one once the service is warm.
-const MAX_IDLE: usize = 8;
+/// Fewest connections kept between reads; at least twice as many as the
+/// machine has cores (the runtime's threads), so that reads never open one
+/// once the service is warm.
+const MIN_IDLE_CAP: usize = 8;
 
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 16;
@@ -38,24 +40,35 @@ const STATEMENT_CACHE: usize = 16;
 pub(super) struct InlineReaders {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    idle_cap: usize,
+    /// Set by [`InlineReaders::close`]: reads then fall back to the sqlx
+    /// pool (closed too), and no connection is opened or kept.
+    closed: AtomicBool,
 }
 
 impl InlineReaders {
     /// Readers of the database file at `path` (opened on first use, after
     /// the writer has created it and switched it to WAL).
     pub(super) fn new(path: &Path) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         InlineReaders {
             path: path.to_owned(),
             idle: Mutex::new(Vec::new()),
+            idle_cap: MIN_IDLE_CAP.max(2 * cores),
+            closed: AtomicBool::new(false),
         }
     }
 
     /// Runs `read` on an idle connection (opening one if none is idle);
-    /// `None` if SQLite answered `SQLITE_BUSY` (module docs).
+    /// `None` if SQLite answered `SQLITE_BUSY` (module docs) or the readers
+    /// are closed.
     pub(super) fn read<T>(
         &self,
         read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<Option<T>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(None);
+        }
         let taken = self.lock().pop();
         let conn = match taken {
             Some(conn) => conn,
@@ -66,7 +79,7 @@ impl InlineReaders {
         // transaction outlives a read: the connection is clean either way.
         {
             let mut idle = self.lock();
-            if idle.len() < MAX_IDLE {
+            if idle.len() < self.idle_cap && !self.closed.load(Ordering::Acquire) {
                 idle.push(conn);
             }
         }
@@ -86,6 +99,7 @@ impl InlineReaders {
 
     /// Closes the idle connections (the store is closing).
     pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         self.lock().clear();
     }
 
@@ -197,6 +211,18 @@ mod tests {
 
         drop(exclusive);
         assert_eq!(value(&readers).unwrap(), Some(3));
+    }
+
+    #[test]
+    fn closed_readers_keep_no_connection_and_defer_to_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _writer) = database(dir.path());
+        let readers = InlineReaders::new(&path);
+        assert_eq!(value(&readers).unwrap(), Some(1));
+        readers.close();
+        assert!(readers.lock().is_empty());
+        assert_eq!(value(&readers).unwrap(), None, "the caller falls back");
+        assert!(readers.lock().is_empty());
     }
 
     #[test]
