@@ -642,20 +642,26 @@ mod tests {
     use super::*;
     use crate::config::DatabaseUrl;
 
+    /// The store on the file at `path`, migrated.
+    async fn migrated(path: &Path) -> SqliteStore {
+        let config = DatabaseConfig {
+            url: DatabaseUrl::Sqlite(path.to_owned()),
+            max_connections: 1,
+            sqlite_synchronous: config::SqliteSynchronous::Full,
+            idempotency_retention_hours: 24,
+        };
+        let store = SqliteStore::open(path, &config).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
     /// The inline read (rusqlite, columns by position) and the pool's (sqlx,
     /// columns by name) agree on every field, and both are tenant-scoped.
     #[tokio::test]
     async fn the_inline_customer_and_account_read_matches_the_pools() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("read.db");
-        let config = DatabaseConfig {
-            url: DatabaseUrl::Sqlite(path.clone()),
-            max_connections: 1,
-            sqlite_synchronous: config::SqliteSynchronous::Full,
-            idempotency_retention_hours: 24,
-        };
-        let store = SqliteStore::open(&path, &config).await.unwrap();
-        store.migrate().await.unwrap();
+        let store = migrated(&path).await;
         let tx = store.begin("t").await.unwrap();
         tx.tx
             .raw()
@@ -768,14 +774,7 @@ mod tests {
             .unwrap();
         pool.close().await;
 
-        let config = DatabaseConfig {
-            url: DatabaseUrl::Sqlite(path.clone()),
-            max_connections: 1,
-            sqlite_synchronous: config::SqliteSynchronous::Full,
-            idempotency_retention_hours: 24,
-        };
-        let store = SqliteStore::open(&path, &config).await.unwrap();
-        store.migrate().await.unwrap();
+        let store = migrated(&path).await;
         store.close().await;
 
         let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&path))
