@@ -182,6 +182,29 @@ async fn migrate_creates_the_schema_of_a_new_sqlite_database_and_is_idempotent()
     );
 }
 
+#[test]
+fn auditing_a_sqlite_database_that_does_not_exist_says_so_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tenants.yaml");
+    std::fs::write(
+        &config,
+        "database:\n  url: sqlite://data/none.db\ntenants: {}\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_fluxpay-host"))
+        .args(["audit", "--config"])
+        .arg(&config)
+        .env_remove("FLUXPAY_DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("there is no database at"), "{stderr}");
+    assert!(stderr.contains("none.db"), "{stderr}");
+    assert!(!dir.path().join("data/none.db").exists());
+}
+
 /// Runs `fluxpay-host audit` against the test host's database.
 fn cli_audit(host: &TestHost, args: &[&str]) -> (i32, String) {
     let url = match &host.database.url {

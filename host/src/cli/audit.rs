@@ -31,6 +31,16 @@ pub struct AuditArgs {
 /// Run the auditor.
 pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let database = super::database_config(&args.config)?;
+    // Opening a SQLite file that is not there would create an empty one,
+    // and the audit would then fail on a missing table.
+    if let crate::config::DatabaseUrl::Sqlite(path) = &database.url
+        && !path.exists()
+    {
+        anyhow::bail!(
+            "there is no database at {}: nothing to audit (`fluxpay-host migrate` or `serve` creates it)",
+            path.display()
+        );
+    }
     super::runtime()?.block_on(async {
         let store = Store::connect(&database)
             .await
