@@ -27,9 +27,9 @@ use rusqlite::{Connection, OpenFlags};
 use super::error::Result;
 use super::sqlite_vfs;
 
-/// Fewest connections kept between reads; at least twice as many as the
-/// machine has cores (the runtime's threads), so that reads never open one
-/// once the service is warm.
+/// At most this many connections, or twice the machine's cores if that is
+/// more (the runtime has a thread per core), are kept between reads: enough
+/// that reads never open one once the service is warm.
 const MIN_IDLE_CAP: usize = 8;
 
 /// Prepared statements kept per connection.
