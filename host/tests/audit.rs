@@ -4,10 +4,21 @@
 
 mod harness;
 
+use std::path::Path;
 use std::process::Command;
 
 use harness::{Backend, Tenant, TestHost, backends};
 use serde_json::json;
+
+/// `fluxpay-host <subcommand> --config <config>`, logging warnings only.
+fn host_command(subcommand: &str, config: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fluxpay-host"));
+    command
+        .args([subcommand, "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn");
+    command
+}
 
 async fn scenario(host: &TestHost) -> String {
     host.put_customer(Tenant::Globex, "c1", json!({}))
@@ -161,11 +172,8 @@ async fn migrate_creates_the_schema_of_a_new_sqlite_database_and_is_idempotent()
     )
     .unwrap();
     for _ in 0..2 {
-        let output = Command::new(env!("CARGO_BIN_EXE_fluxpay-host"))
-            .args(["migrate", "--config"])
-            .arg(&config)
+        let output = host_command("migrate", &config)
             .env_remove("FLUXPAY_DATABASE_URL")
-            .env("RUST_LOG", "warn")
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -191,11 +199,8 @@ fn auditing_a_sqlite_database_that_does_not_exist_says_so_and_creates_nothing() 
         "database:\n  url: sqlite://data/none.db\ntenants: {}\n",
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_fluxpay-host"))
-        .args(["audit", "--config"])
-        .arg(&config)
+    let output = host_command("audit", &config)
         .env_remove("FLUXPAY_DATABASE_URL")
-        .env("RUST_LOG", "warn")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -211,12 +216,9 @@ fn cli_audit(host: &TestHost, args: &[&str]) -> (i32, String) {
         fluxpay_host::config::DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
         fluxpay_host::config::DatabaseUrl::Postgres(url) => url.expose().to_owned(),
     };
-    let output = Command::new(env!("CARGO_BIN_EXE_fluxpay-host"))
-        .args(["audit", "--config"])
-        .arg(&host.config_path)
+    let output = host_command("audit", &host.config_path)
         .args(args)
         .env("FLUXPAY_DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
         .output()
         .unwrap();
     let text = format!(
