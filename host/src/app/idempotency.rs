@@ -78,40 +78,52 @@ pub enum Claimed {
 /// The first statement of an idempotent command. A key used by a different
 /// request is [`AppError::IdempotencyConflict`] (`PAY_003`).
 pub async fn claim(mut tx: Tx, ctx: &RequestCtx, now: i64) -> Result<Claimed> {
+    match claim_in(&mut tx, ctx, now).await? {
+        None => Ok(Claimed::Proceed(tx)),
+        Some(answer) => {
+            tx.rollback().await?;
+            answer.map(Claimed::Replay)
+        }
+    }
+}
+
+/// [`claim`] in a write job ([`crate::store::Store::write`]), which owns
+/// its transaction: `None` if the job goes on; else the answer — the stored
+/// reply to replay, or `PAY_003` — with which the job undoes its
+/// transaction.
+pub async fn claim_in(tx: &mut Tx, ctx: &RequestCtx, now: i64) -> Result<Option<Result<Reply>>> {
     let Some(idempotency) = &ctx.idempotency else {
-        return Ok(Claimed::Proceed(tx));
+        return Ok(None);
     };
     let claim = IdempotencyClaim {
         key: idempotency.key.clone(),
         fingerprint: idempotency.fingerprint.clone(),
         now,
     };
-    match tx.claim_idempotency(&claim).await? {
-        Claim::Claimed => Ok(Claimed::Proceed(tx)),
+    let (fingerprint, response) = match tx.claim_idempotency(&claim).await? {
+        Claim::Claimed => return Ok(None),
         Claim::Taken {
             fingerprint,
             response,
-        } => {
-            tx.rollback().await?;
-            if fingerprint != idempotency.fingerprint {
-                return Err(AppError::IdempotencyConflict(
-                    "this Idempotency-Key was already used for a different request".into(),
-                ));
-            }
-            match response {
-                Some(response) => Ok(Claimed::Replay(Reply {
-                    response,
-                    replayed: true,
-                })),
-                // Cannot happen with the write path above (the row is
-                // completed in the transaction that inserts it); answered
-                // as a conflict rather than trusted.
-                None => Err(AppError::IdempotencyConflict(
-                    "a request with this Idempotency-Key is still in flight; retry later".into(),
-                )),
-            }
-        }
+        } => (fingerprint, response),
+    };
+    if fingerprint != idempotency.fingerprint {
+        return Ok(Some(Err(AppError::IdempotencyConflict(
+            "this Idempotency-Key was already used for a different request".into(),
+        ))));
     }
+    Ok(Some(match response {
+        Some(response) => Ok(Reply {
+            response,
+            replayed: true,
+        }),
+        // Cannot happen with the write path above (the row is completed in
+        // the transaction that inserts it); answered as a conflict rather
+        // than trusted.
+        None => Err(AppError::IdempotencyConflict(
+            "a request with this Idempotency-Key is still in flight; retry later".into(),
+        )),
+    }))
 }
 
 #[cfg(test)]

@@ -21,6 +21,13 @@
 //!    so a retry gets exactly those bytes.
 //!
 //! Any error before the commit drops the transaction: nothing is written.
+//!
+//! `credits/use`, the hot path, runs steps 3–7 as a write job instead
+//! ([`crate::store::Store::write`]): a closure given the transaction, which
+//! ends with [`crate::store::Finish`] (commit with the response, or discard
+//! for a replay) or an error that undoes it. On SQLite the job runs on the
+//! writer's own thread with the rest of its group, and every answer, an
+//! error included, waits for the group's `COMMIT`.
 
 pub mod audit;
 pub mod credits;

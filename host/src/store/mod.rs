@@ -50,6 +50,7 @@ mod postgres;
 mod queries;
 mod sqlite;
 mod sqlite_checkpoint;
+mod sqlite_jobs;
 mod sqlite_reader;
 mod sqlite_vfs;
 mod sqlite_writer;
@@ -57,6 +58,7 @@ mod subscriptions;
 mod usage;
 
 use std::future::Future;
+use std::pin::Pin;
 
 pub use credit_expiry::{CreditExpiryQueries, CreditExpiryTx, DueGrant, ExpireGrant};
 pub use error::{Result, StoreError};
@@ -226,7 +228,63 @@ pub enum Tx {
     Postgres(postgres::PgTx),
 }
 
+/// A boxed future that may borrow for `'a`: what a write job returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How a write job ([`Store::write`]) ends its transaction.
+pub enum Finish<R> {
+    /// Keep its work: the journal is written, with `response` as the
+    /// claimed idempotency key's answer, and `value` is returned once the
+    /// transaction has committed.
+    Commit {
+        /// The answer stored for the idempotency key.
+        response: Option<StoredResponse>,
+        /// What the caller gets.
+        value: R,
+    },
+    /// Undo its work (a replay, a request that changed nothing) and return
+    /// `value` once what it read is durable.
+    Discard(R),
+}
+
 impl Store {
+    /// Runs `job` as one write transaction for `tenant` and returns its
+    /// value once committed; a job's error undoes its work. On SQLite the
+    /// job runs on the writer's own thread, back to back with the other
+    /// jobs of its group (`sqlite_jobs`); it must use only the transaction
+    /// it is given. On PostgreSQL it runs here, in a transaction of its own.
+    pub async fn write<F, R, E>(&self, tenant: &str, job: F) -> std::result::Result<R, E>
+    where
+        F: for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, std::result::Result<Finish<R>, E>>
+            + Send
+            + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        match self {
+            Store::Sqlite(store) => store.write(tenant, job).await,
+            Store::Postgres(store) => {
+                let mut tx = Tx::Postgres(store.begin(tenant).await?);
+                match job(&mut tx).await {
+                    Ok(Finish::Commit { response, value }) => {
+                        tx.commit(response).await?;
+                        Ok(value)
+                    }
+                    Ok(Finish::Discard(value)) => {
+                        tx.rollback().await?;
+                        Ok(value)
+                    }
+                    Err(err) => {
+                        // Its error stands whether or not the rollback
+                        // answers: an unfinished transaction is undone.
+                        let _ = tx.rollback().await;
+                        Err(err)
+                    }
+                }
+            }
+        }
+    }
+
     /// Connects to the configured database (creating an SQLite file and its
     /// directory when missing). Does not migrate: see [`Maintenance::migrate`].
     pub async fn connect(config: &DatabaseConfig) -> Result<Store> {

@@ -29,10 +29,13 @@ use sqlx::sqlite::{
 use super::error::{Result, StoreError};
 use super::model::*;
 use super::sqlite_checkpoint::{Checkpointer, WRITER_AUTOCHECKPOINT_PAGES};
+use super::sqlite_jobs::{Jobs, Step};
 use super::sqlite_reader::InlineReaders;
 use super::sqlite_vfs;
-use super::sqlite_writer::{Writer, WriterTx};
-use super::{Maintenance, Queries, Transactions, TxOps, allocate_grants, utc_day};
+use super::sqlite_writer::{Batch, Writer, WriterTx};
+use super::{
+    BoxFuture, Finish, Maintenance, Queries, Transactions, Tx, TxOps, allocate_grants, utc_day,
+};
 use crate::config::{self, DatabaseConfig};
 
 pub(super) mod q {
@@ -98,6 +101,8 @@ pub struct SqliteStore {
     /// Readers for the hot reads, run on the caller's thread.
     inline: Arc<InlineReaders>,
     checkpointer: Arc<Checkpointer>,
+    /// Write jobs, run on the writer's own thread (`sqlite_jobs`).
+    jobs: Jobs,
 }
 
 impl SqliteStore {
@@ -142,6 +147,7 @@ impl SqliteStore {
             writer.wal_restart_flag(),
         ));
         Ok(SqliteStore {
+            jobs: Jobs::start(writer.clone())?,
             writer,
             writer_options: Arc::new(writer_options),
             reader,
@@ -158,13 +164,19 @@ impl SqliteStore {
     }
 
     pub(super) async fn begin(&self, tenant: &str) -> Result<SqliteTx> {
-        let tx = self.writer.begin().await?;
-        Ok(SqliteTx {
-            tx,
-            tenant: tenant.to_owned(),
-            claimed: None,
-            journal: Journal::default(),
-        })
+        Ok(SqliteTx::new(self.writer.begin().await?, tenant))
+    }
+
+    /// [`super::Store::write`]: on the writer's own thread.
+    pub(super) async fn write<F, R, E>(&self, tenant: &str, job: F) -> std::result::Result<R, E>
+    where
+        F: for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, std::result::Result<Finish<R>, E>>
+            + Send
+            + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        self.jobs.submit(tenant, job).await
     }
 }
 
@@ -300,6 +312,37 @@ pub struct SqliteTx {
     /// The idempotency key this transaction claimed, inserted at commit.
     claimed: Option<IdempotencyClaim>,
     journal: Journal,
+}
+
+impl SqliteTx {
+    pub(super) fn new(tx: WriterTx, tenant: &str) -> Self {
+        SqliteTx {
+            tx,
+            tenant: tenant.to_owned(),
+            claimed: None,
+            journal: Journal::default(),
+        }
+    }
+
+    /// Ends a write job's transaction in its batch (`sqlite_jobs`): on
+    /// [`Step::Keep`], writes the journal and the claimed key's answer and
+    /// keeps the work; else undoes it. The first result is the job's (a
+    /// failed write undoes its work alone); the second, the batch's (`Err`:
+    /// the group was rolled back).
+    pub(super) fn end_in_batch(self, step: Step) -> (Result<()>, Result<Batch>) {
+        let flushed = match step {
+            Step::Undo => return (Ok(()), self.tx.into_batch(false)),
+            Step::Keep(response) => {
+                let completion = self
+                    .claimed
+                    .as_ref()
+                    .map(|claim| (claim, response.as_ref()));
+                journal_flush(self.tx.raw(), &self.tenant, &self.journal, completion)
+            }
+        };
+        let kept = flushed.is_ok();
+        (flushed, self.tx.into_batch(kept))
+    }
 }
 
 impl TxOps for SqliteTx {

@@ -25,6 +25,11 @@
 //! Hand-rolled because connection pools and sqlx transactions have no
 //! notion of sharing a transaction across requests.
 //!
+//! Write jobs (`sqlite_jobs`) take their turn in the same queue: the
+//! writer's own thread waits for the connection like any request, runs a
+//! batch of jobs as members of a group (joining one handed on to it), and
+//! commits it.
+//!
 //! # Inline statements
 //!
 //! The writer is the one serial resource, so what bounds throughput is how
@@ -85,7 +90,7 @@ const INLINE_STATEMENT_CACHE: usize = 64;
 type Outcome = Option<std::result::Result<(), String>>;
 
 /// The writer connection and the group open on it.
-struct Slot {
+pub(super) struct Slot {
     /// `conn`'s database handle, for inline statements. Declared before
     /// `conn` so that it is dropped first: its prepared statements must be
     /// finalised before `conn` closes the handle. `None` once closed.
@@ -99,6 +104,13 @@ struct Group {
     members: AtomicUsize,
     started: Instant,
     outcome: watch::Sender<Outcome>,
+}
+
+#[cfg(test)]
+impl Slot {
+    pub(super) fn raw_for_test(&self) -> &rusqlite::Connection {
+        self.raw.as_ref().expect("an open writer")
+    }
 }
 
 impl Group {
@@ -382,10 +394,98 @@ impl Writer {
         }
     }
 
+    /// Takes the connection for a run of members on the calling thread,
+    /// which must not be a runtime thread: it blocks until the connection
+    /// is free, and then, if it begins the group, until another process's
+    /// write lock is released (busy timeout). Joins the open group if a
+    /// request handed one on.
+    pub(super) fn batch_blocking(&self) -> Result<Batch> {
+        let mut slot = {
+            let _queued = Queued::new(&self.queued);
+            self.slot.clone().blocking_lock_owned()
+        };
+        if let Some(group) = slot.group.clone() {
+            return Ok(Batch { slot, group });
+        }
+        prepared(slot.raw.as_ref().ok_or_else(closed)?, "BEGIN IMMEDIATE")?;
+        let group = Arc::new(Group::new());
+        slot.group = Some(group.clone());
+        Ok(Batch { slot, group })
+    }
+
+    /// Group `COMMIT`s so far.
+    #[cfg(test)]
+    pub(super) fn commits(&self) -> usize {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Transactions and batches waiting for the connection.
+    #[cfg(test)]
+    pub(super) fn queued(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
+    }
+
+    /// Holds the connection, as a request would, until dropped.
+    #[cfg(test)]
+    pub(super) async fn hold(&self) -> OwnedMutexGuard<Slot> {
+        self.slot.clone().lock_owned().await
+    }
+
     /// Set by the checkpointer when the writer should let the WAL start
     /// over after its next `COMMIT`.
     pub(super) fn wal_restart_flag(&self) -> Arc<AtomicBool> {
         self.wal_restart_due.clone()
+    }
+}
+
+/// The connection held for a run of members by one thread, which also
+/// commits their group (`SqliteStore::write`): members follow each other
+/// with no hand-off between tasks, and the `COMMIT` needs none either.
+pub(super) struct Batch {
+    slot: OwnedMutexGuard<Slot>,
+    group: Arc<Group>,
+}
+
+impl Batch {
+    /// Whether the group has reached its size or age limit.
+    pub(super) fn full(&self) -> bool {
+        self.group.members.load(Ordering::SeqCst) >= MAX_MEMBERS
+            || self.group.started.elapsed() >= MAX_AGE
+    }
+
+    /// The next member's savepoint. On an error the group was rolled back
+    /// for every member and the connection released.
+    pub(super) fn member(mut self, writer: &Writer) -> Result<WriterTx> {
+        if let Err(err) = inline_prepared(&self.slot, SAVEPOINT) {
+            abort(&mut self.slot, &self.group, &err.to_string());
+            return Err(err);
+        }
+        Ok(writer.member(self.slot, self.group))
+    }
+
+    /// `COMMIT`s the group, inline: the fsync blocks this thread only.
+    /// Members that joined before the batch learn the outcome through the
+    /// group, as from any commit. On an error the group was rolled back.
+    pub(super) fn commit(&mut self, writer: &Writer) -> Result<()> {
+        if let Err(err) = inline_prepared(&self.slot, "COMMIT") {
+            abort(&mut self.slot, &self.group, &err.to_string());
+            return Err(err);
+        }
+        self.slot.group = None;
+        writer.commits.fetch_add(1, Ordering::Relaxed);
+        self.group.outcome.send_replace(Some(Ok(())));
+        Ok(())
+    }
+
+    /// Releases the connection, first letting the WAL start over if the
+    /// checkpointer asked for it (as after any group commit).
+    pub(super) fn finish(self, writer: &Writer) {
+        if self.slot.group.is_none()
+            && writer.wal_restart_due.swap(false, Ordering::SeqCst)
+            && let Err(err) = inline(&self.slot, "PRAGMA wal_checkpoint(PASSIVE)")
+        {
+            tracing::warn!(error = %err, "store.sqlite_checkpoint_failed");
+        }
     }
 }
 
@@ -471,6 +571,47 @@ impl WriterTx {
         }
         self.writer.hand_on(slot, group.clone());
         self.writer.outcome_of(&group).await
+    }
+
+    /// Ends a member of a [`Batch`]: keeps (`RELEASE`) or undoes its work
+    /// and gives the connection back to the batch, without committing or
+    /// handing it on. On an error the group was rolled back for every
+    /// member and the connection released.
+    pub(super) fn into_batch(mut self, keep: bool) -> Result<Batch> {
+        let mut slot = self.take_slot();
+        let group = self.group.clone();
+        // The batch's thread awaited every statement to its end.
+        let ended = if keep {
+            inline_prepared(&slot, RELEASE)
+        } else {
+            inline(&slot, UNDO)
+        };
+        if let Err(err) = ended {
+            abort(&mut slot, &group, &err.to_string());
+            return Err(err);
+        }
+        Ok(Batch { slot, group })
+    }
+
+    /// [`WriterTx::into_batch`] undoing the work of a member whose job
+    /// panicked, possibly while a statement it sent through sqlx was still
+    /// running on sqlx's thread: then the undo is sent there too, behind
+    /// it (as in `Drop`), and this thread waits for it.
+    pub(super) fn undo_after_panic(mut self, runtime: &tokio::runtime::Handle) -> Result<Batch> {
+        if !self.sqlx_used {
+            return self.into_batch(false);
+        }
+        let mut slot = self.take_slot();
+        let group = self.group.clone();
+        let undone = match conn_of(&mut slot) {
+            Ok(conn) => runtime.block_on(exec(conn, UNDO)).map_err(StoreError::from),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = undone {
+            abort(&mut slot, &group, &err.to_string());
+            return Err(err);
+        }
+        Ok(Batch { slot, group })
     }
 
     fn take_slot(&mut self) -> OwnedMutexGuard<Slot> {
@@ -578,7 +719,7 @@ fn task_failed(err: tokio::task::JoinError) -> StoreError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::Duration;
 
     use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
@@ -586,7 +727,10 @@ mod tests {
 
     use super::*;
 
-    async fn writer(dir: &tempfile::TempDir) -> (Writer, SqliteConnectOptions) {
+    /// A writer on a fresh file with one table, `t (id)`.
+    pub(in crate::store) async fn writer(
+        dir: &tempfile::TempDir,
+    ) -> (Writer, SqliteConnectOptions) {
         let options = SqliteConnectOptions::new()
             .filename(dir.path().join("w.db"))
             .create_if_missing(true)
@@ -603,7 +747,7 @@ mod tests {
     }
 
     /// Rows as a separate connection sees them: committed ones only.
-    async fn committed(options: &SqliteConnectOptions) -> Vec<i64> {
+    pub(in crate::store) async fn committed(options: &SqliteConnectOptions) -> Vec<i64> {
         let mut conn = SqliteConnection::connect_with(options).await.unwrap();
         sqlx::query_scalar("SELECT id FROM t ORDER BY id")
             .fetch_all(&mut conn)

@@ -6,7 +6,7 @@
 
 use super::super::customers::{Customer, not_found};
 use super::super::error::{AppError, Result};
-use super::super::idempotency::{Claimed, claim};
+use super::super::idempotency::claim_in;
 use super::super::journal::{Recorder, event_type};
 use super::super::policy::{invalid_output, policy_ref, price, validate};
 use super::super::{App, Reply, RequestCtx, new_id};
@@ -17,7 +17,7 @@ use crate::domain::money::AmountError;
 use crate::domain::{Credits, CustomerId, DomainError, PositiveCredits};
 use crate::policy::registry::CallContext;
 use crate::policy::types;
-use crate::store::{DebitCredits, DebitOutcome, Queries, Transactions, TxOps, utc_day};
+use crate::store::{DebitCredits, DebitOutcome, Finish, Queries, TxOps, utc_day};
 
 impl App {
     /// Spends credits on a feature use: the tenant's credit policy prices
@@ -27,7 +27,7 @@ impl App {
         &self,
         ctx: &RequestCtx,
         cmd: UseCommand,
-        render: impl Render<CreditsUsed>,
+        render: impl Render<CreditsUsed> + 'static,
     ) -> Result<Reply> {
         let customer = CustomerId::new(&cmd.customer_id)?;
         check_feature(&cmd.feature)?;
@@ -82,9 +82,10 @@ impl App {
             }
         };
         let priced_by = policy_ref(&pricing);
-        let subject = |available: i64, spent_today: i64| {
+        let feature = cmd.feature.clone();
+        let subject = move |available: i64, spent_today: i64| {
             types::ValidationSubject::CreditUse(types::CreditUseSubject {
-                feature: cmd.feature.clone(),
+                feature: feature.clone(),
                 units: cmd.units,
                 credits,
                 balance: available,
@@ -121,114 +122,125 @@ impl App {
             now,
         };
 
-        // 3. One transaction: claim the key, debit, validate, journal, commit.
-        let tx = self.store().begin(&ctx.tenant).await?;
-        let mut tx = match claim(tx, ctx, now).await? {
-            Claimed::Proceed(tx) => tx,
-            Claimed::Replay(reply) => return Ok(reply),
-        };
-        let Ok(amount) = PositiveCredits::new(credits) else {
-            // Priced at zero: nothing moves, but the rules still apply and
-            // the answer is kept for the idempotency key.
-            let account = tx
-                .credit_account(customer.as_str())
-                .await?
-                .ok_or_else(|| not_found(customer.as_str()))?;
-            validate(
-                &validation,
-                &call_ctx,
-                &subject(account.available(), account.spent_on(utc_day(now))),
-            )?;
-            let response = render(&CreditsUsed {
-                transaction_id: None,
-                customer_id: customer.to_string(),
-                feature: cmd.feature,
-                units: cmd.units,
-                credits_charged: 0,
-                balance: Balance::new(account.balance, account.reserved),
-                line_items: quote.line_items,
-                priced_by,
-                created_at: now,
-            });
-            tx.commit(Some(response.clone())).await?;
-            return Ok(Reply {
-                response,
-                replayed: false,
-            });
-        };
-        let after = match tx.debit_credits(&debit).await? {
-            DebitOutcome::Debited(after) => after,
-            DebitOutcome::NoAccount => return Err(not_found(customer.as_str())),
-            DebitOutcome::Insufficient(account) => {
-                // The rules are checked first, as for any use: a use that
-                // breaks a rule is refused for that reason.
-                validate(
-                    &validation,
-                    &call_ctx,
-                    &subject(account.available(), account.spent_on(utc_day(now))),
-                )?;
-                return Err(DomainError::InsufficientCredits {
-                    available: Credits(account.available()),
-                    requested: Credits(credits),
-                }
-                .into());
-            }
-        };
-        // The row is locked: these are exactly the values this use debits
-        // from, so a daily cap holds under any concurrency.
-        let locked = (
-            after.balance - after.reserved + credits,
-            after.spent_today - credits,
-        );
-        match early_verdict {
-            Some(verdict) if locked == seen => verdict?,
-            _ => validate(&validation, &call_ctx, &subject(locked.0, locked.1))?,
-        }
+        // 3. One transaction: claim the key, debit, validate, journal, commit
+        //    (on SQLite, on the writer's own thread: `Store::write`).
+        let ctx = ctx.clone();
+        let tenant = ctx.tenant.clone();
+        self.store()
+            .write(&tenant, move |tx| {
+                Box::pin(async move {
+                    if let Some(answer) = claim_in(tx, &ctx, now).await? {
+                        return answer.map(Finish::Discard);
+                    }
+                    let Ok(amount) = PositiveCredits::new(credits) else {
+                        // Priced at zero: nothing moves, but the rules still
+                        // apply and the answer is kept for the idempotency key.
+                        let account = tx
+                            .credit_account(customer.as_str())
+                            .await?
+                            .ok_or_else(|| not_found(customer.as_str()))?;
+                        validate(
+                            &validation,
+                            &call_ctx,
+                            &subject(account.available(), account.spent_on(utc_day(now))),
+                        )?;
+                        let response = render(&CreditsUsed {
+                            transaction_id: None,
+                            customer_id: customer.to_string(),
+                            feature: cmd.feature,
+                            units: cmd.units,
+                            credits_charged: 0,
+                            balance: Balance::new(account.balance, account.reserved),
+                            line_items: quote.line_items,
+                            priced_by,
+                            created_at: now,
+                        });
+                        return Ok(Finish::Commit {
+                            response: Some(response.clone()),
+                            value: Reply {
+                                response,
+                                replayed: false,
+                            },
+                        });
+                    };
+                    let after = match tx.debit_credits(&debit).await? {
+                        DebitOutcome::Debited(after) => after,
+                        DebitOutcome::NoAccount => return Err(not_found(customer.as_str())),
+                        DebitOutcome::Insufficient(account) => {
+                            // The rules are checked first, as for any use: a
+                            // use that breaks a rule is refused for that reason.
+                            validate(
+                                &validation,
+                                &call_ctx,
+                                &subject(account.available(), account.spent_on(utc_day(now))),
+                            )?;
+                            return Err(DomainError::InsufficientCredits {
+                                available: Credits(account.available()),
+                                requested: Credits(credits),
+                            }
+                            .into());
+                        }
+                    };
+                    // The row is locked: these are exactly the values this use
+                    // debits from, so a daily cap holds under any concurrency.
+                    let locked = (
+                        after.balance - after.reserved + credits,
+                        after.spent_today - credits,
+                    );
+                    match early_verdict {
+                        Some(verdict) if locked == seen => verdict?,
+                        _ => validate(&validation, &call_ctx, &subject(locked.0, locked.1))?,
+                    }
 
-        let mut journal = Recorder::new(ctx, &use_id, now);
-        journal.ledger(
-            Some(customer.as_str()),
-            LedgerTransaction::credit_use(&customer, amount),
-        );
-        journal.credit_balance_change(
-            customer.as_str(),
-            after.balance + credits,
-            after.balance,
-            after.reserved,
-            "use",
-            &format!("{} × {}", cmd.feature, cmd.units),
-        );
-        journal.event(
-            event_type::CREDIT_DEDUCTED,
-            customer.as_str(),
-            &serde_json::json!({
-                "customerId": customer.as_str(),
-                "transactionId": &use_id,
-                "feature": &cmd.feature,
-                "units": cmd.units,
-                "credits": credits,
-                "balance": after.balance,
-                "available": after.balance - after.reserved,
-                "policy": &priced_by.policy,
-                "policyHash": &priced_by.content_hash,
-            }),
-        );
-        tx.record(journal.finish());
-        let response = render(&CreditsUsed {
-            transaction_id: Some(use_id),
-            customer_id: customer.to_string(),
-            feature: cmd.feature,
-            units: cmd.units,
-            credits_charged: credits,
-            balance: Balance::new(after.balance, after.reserved),
-            line_items: quote.line_items,
-            priced_by,
-            created_at: now,
-        });
-        tx.commit(Some(response.clone())).await?;
-        Ok(Reply {
-            response,
-            replayed: false,
-        })
+                    let mut journal = Recorder::new(&ctx, &use_id, now);
+                    journal.ledger(
+                        Some(customer.as_str()),
+                        LedgerTransaction::credit_use(&customer, amount),
+                    );
+                    journal.credit_balance_change(
+                        customer.as_str(),
+                        after.balance + credits,
+                        after.balance,
+                        after.reserved,
+                        "use",
+                        &format!("{} × {}", cmd.feature, cmd.units),
+                    );
+                    journal.event(
+                        event_type::CREDIT_DEDUCTED,
+                        customer.as_str(),
+                        &serde_json::json!({
+                            "customerId": customer.as_str(),
+                            "transactionId": &use_id,
+                            "feature": &cmd.feature,
+                            "units": cmd.units,
+                            "credits": credits,
+                            "balance": after.balance,
+                            "available": after.balance - after.reserved,
+                            "policy": &priced_by.policy,
+                            "policyHash": &priced_by.content_hash,
+                        }),
+                    );
+                    tx.record(journal.finish());
+                    let response = render(&CreditsUsed {
+                        transaction_id: Some(use_id),
+                        customer_id: customer.to_string(),
+                        feature: cmd.feature,
+                        units: cmd.units,
+                        credits_charged: credits,
+                        balance: Balance::new(after.balance, after.reserved),
+                        line_items: quote.line_items,
+                        priced_by,
+                        created_at: now,
+                    });
+                    Ok(Finish::Commit {
+                        response: Some(response.clone()),
+                        value: Reply {
+                            response,
+                            replayed: false,
+                        },
+                    })
+                })
+            })
+            .await
     }
 }
