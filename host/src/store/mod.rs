@@ -252,7 +252,9 @@ impl Store {
     /// value once committed; a job's error undoes its work. On SQLite the
     /// job runs on the writer's own thread, back to back with the other
     /// jobs of its group (`sqlite_jobs`); it must use only the transaction
-    /// it is given. On PostgreSQL it runs here, in a transaction of its own.
+    /// it is given, and await every statement it starts to its end (no
+    /// `select!` or timeout around one). On PostgreSQL it runs here, in a
+    /// transaction of its own.
     pub async fn write<F, R, E>(&self, tenant: &str, job: F) -> std::result::Result<R, E>
     where
         F: for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, std::result::Result<Finish<R>, E>>

@@ -23,8 +23,10 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::error::{Result, StoreError};
 use super::sqlite::SqliteTx;
@@ -56,6 +58,8 @@ pub(super) enum Step {
 /// A job and where its result goes.
 struct Typed<F, R, E> {
     tenant: String,
+    /// The caller's span, so that what the job logs is the request's.
+    span: tracing::Span,
     job: Option<F>,
     result: Option<std::result::Result<R, E>>,
     reply: oneshot::Sender<std::result::Result<R, E>>,
@@ -80,7 +84,8 @@ where
             let Some(job) = self.job.take() else {
                 return Step::Undo;
             };
-            let (result, step) = match job(tx).await {
+            let span = self.span.clone();
+            let (result, step) = match job(tx).instrument(span).await {
                 Ok(Finish::Commit { response, value }) => (Ok(value), Step::Keep(response)),
                 Ok(Finish::Discard(value)) => (Ok(value), Step::Undo),
                 Err(err) => (Err(err), Step::Undo),
@@ -97,7 +102,7 @@ where
     fn answer(self: Box<Self>, committed: std::result::Result<(), &StoreError>) {
         let result = match committed {
             // Whatever it decided, it read state that never became durable.
-            Err(err) => Err(StoreError::Database(err.to_string()).into()),
+            Err(err) => Err(shared(err).into()),
             Ok(()) => self.result.unwrap_or_else(|| {
                 Err(StoreError::Database("the write job did not finish".into()).into())
             }),
@@ -106,6 +111,19 @@ where
         let _ = self.reply.send(result);
     }
 }
+
+/// The error every job of a failed group gets: a retryable one stays
+/// retryable (`Unavailable`: a closed store, another process's write lock).
+fn shared(err: &StoreError) -> StoreError {
+    match err {
+        StoreError::Unavailable(message) => StoreError::Unavailable(message.clone()),
+        other => StoreError::Database(format!("the group commit failed: {other}")),
+    }
+}
+
+/// How long a caller waits for its job's answer, as for the writer itself
+/// (`sqlite_writer`): a job still queued then is skipped.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The queue of jobs for the writer's thread.
 #[derive(Clone, Debug)]
@@ -138,6 +156,7 @@ impl Jobs {
         let (reply, result) = oneshot::channel();
         let job = Box::new(Typed {
             tenant: tenant.to_owned(),
+            span: tracing::Span::current(),
             job: Some(job),
             result: None,
             reply,
@@ -145,9 +164,16 @@ impl Jobs {
         self.0
             .send(job)
             .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
-        result
-            .await
-            .map_err(|_| StoreError::Database("the database writer dropped a job".into()))?
+        match tokio::time::timeout(ANSWER_TIMEOUT, result).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => {
+                Err(StoreError::Database("the database writer dropped a job".into()).into())
+            }
+            Err(_) => Err(StoreError::Unavailable(
+                "timed out waiting for the database writer".into(),
+            )
+            .into()),
+        }
     }
 }
 
@@ -159,46 +185,68 @@ fn run(
     runtime: &tokio::runtime::Handle,
 ) {
     while let Ok(first) = receiver.recv() {
-        let mut batch = match writer.batch_blocking() {
-            Ok(batch) => Some(batch),
-            Err(err) => {
-                first.answer(Err(&err));
-                continue;
-            }
-        };
-        let mut ran: Vec<Box<dyn WriteJob>> = Vec::new();
-        let mut failed = None;
-        let mut next = Some(first);
-        // `next` is only taken while the batch holds the connection.
-        while let Some(mut job) = next.take()
-            && let Some(current) = batch.take()
-        {
-            if job.abandoned() {
-                batch = Some(current);
-            } else {
-                match run_one(writer, current, job.as_mut(), runtime) {
-                    Ok(kept) => batch = Some(kept),
-                    // The group was rolled back: every job in it fails.
-                    Err(err) => failed = Some(err),
-                }
-                ran.push(job);
-            }
-            if batch.as_ref().is_some_and(|b| !b.full()) {
-                next = receiver.try_recv().ok();
-            }
+        // A panic outside a job (none is known) ends its batch, whose
+        // group then rolls back (`Batch`'s drop) and whose callers get an
+        // error; the thread goes on with the next.
+        let batch = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            run_batch(writer, receiver, runtime, first);
+        }));
+        if batch.is_err() {
+            tracing::error!("store.sqlite_writer_batch_panicked");
         }
-        let committed = match (&mut batch, failed) {
-            (_, Some(err)) => Err(err),
-            (Some(batch), None) => batch.commit(writer),
-            (None, None) => unreachable!("a batch ends with its connection or an error"),
-        };
-        for job in ran {
-            job.answer(committed.as_ref().map(|_| ()));
+    }
+}
+
+fn run_batch(
+    writer: &Writer,
+    receiver: &mpsc::Receiver<Box<dyn WriteJob>>,
+    runtime: &tokio::runtime::Handle,
+    first: Box<dyn WriteJob>,
+) {
+    let mut batch = match writer.batch_blocking() {
+        Ok(batch) => Some(batch),
+        Err(err) => {
+            // No group could begin (a closed store, another process's
+            // write lock past the busy timeout): so for every job queued.
+            first.answer(Err(&err));
+            for job in receiver.try_iter() {
+                job.answer(Err(&err));
+            }
+            return;
         }
-        // Answered first: the checkpoint that may follow is nobody's wait.
-        if let (Some(batch), Ok(())) = (batch, &committed) {
-            batch.finish(writer);
+    };
+    let mut ran: Vec<Box<dyn WriteJob>> = Vec::new();
+    let mut failed = None;
+    let mut next = Some(first);
+    // `next` is only taken while the batch holds the connection.
+    while let Some(mut job) = next.take()
+        && let Some(current) = batch.take()
+    {
+        if job.abandoned() {
+            batch = Some(current);
+        } else {
+            match run_one(writer, current, job.as_mut(), runtime) {
+                Ok(kept) => batch = Some(kept),
+                // The group was rolled back: every job in it fails.
+                Err(err) => failed = Some(err),
+            }
+            ran.push(job);
         }
+        if batch.as_ref().is_some_and(|b| !b.full()) {
+            next = receiver.try_recv().ok();
+        }
+    }
+    let committed = match (&mut batch, failed) {
+        (_, Some(err)) => Err(err),
+        (Some(batch), None) => batch.commit(writer),
+        (None, None) => unreachable!("a batch ends with its connection or an error"),
+    };
+    for job in ran {
+        job.answer(committed.as_ref().map(|_| ()));
+    }
+    // Answered first: the checkpoint that may follow is nobody's wait.
+    if let (Some(batch), Ok(())) = (batch, &committed) {
+        batch.finish(writer);
     }
 }
 
@@ -230,6 +278,9 @@ fn run_one(
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::super::sqlite_writer::tests::{committed, writer};
     use super::*;
@@ -279,14 +330,23 @@ mod tests {
         finish: fn(i64) -> Ending,
     ) -> Vec<Result<i64>> {
         let held = writer.hold().await;
+        let sent = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = ids
             .map(|id| {
-                let jobs = jobs.clone();
-                tokio::spawn(async move { jobs.submit("t", job(id, finish(id))).await })
+                let (jobs, sent) = (jobs.clone(), sent.clone());
+                tokio::spawn(async move {
+                    // Counted as the job is sent: `submit` sends it before
+                    // its first await.
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    jobs.submit("t", job(id, finish(id))).await
+                })
             })
             .collect();
+        while sent.load(Ordering::SeqCst) < tasks.len() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         queued(writer, 1).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
         drop(held);
         let mut answers = Vec::new();
         for task in tasks {
@@ -299,6 +359,8 @@ mod tests {
     async fn queued_jobs_share_one_commit_and_are_answered_once_it_is_durable() {
         let dir = tempfile::tempdir().unwrap();
         let (writer, options) = writer(&dir).await;
+        // However slowly they run here, they make one group.
+        let writer = writer.with_max_age(Duration::from_secs(60));
         let jobs = Jobs::start(writer.clone()).unwrap();
         let before = writer.commits();
         let answers = queue_and_run(&writer, &jobs, 1..=20, |_| keep).await;
@@ -337,7 +399,9 @@ mod tests {
         assert_eq!(jobs.submit("t", job(100, keep)).await.unwrap(), 100);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // On a current-thread runtime, as most integration tests run: the job's
+    // sqlx statement runs through `Handle::block_on` on the writer's thread.
+    #[tokio::test]
     async fn a_job_that_panics_after_a_sqlx_statement_is_undone_behind_it() {
         let dir = tempfile::tempdir().unwrap();
         let (writer, options) = writer(&dir).await;
@@ -359,25 +423,33 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_commit_fails_every_job_of_its_group_and_nothing_is_answered_before() {
+    async fn a_failed_commit_fails_every_job_and_transaction_of_its_group() {
         let dir = tempfile::tempdir().unwrap();
         let (writer, options) = writer(&dir).await;
+        // The group must still take members once the jobs are queued.
+        let writer = writer.with_max_age(Duration::from_secs(60));
         let jobs = Jobs::start(writer.clone()).unwrap();
-        {
-            let held = writer.hold().await;
-            held.raw_for_test()
-                .execute_batch(
-                    "CREATE TABLE parent (id INTEGER PRIMARY KEY); \
-                     CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER \
-                       REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED); \
-                     PRAGMA foreign_keys = ON",
-                )
-                .unwrap();
-        }
-        let held = writer.hold().await;
+        writer
+            .hold()
+            .await
+            .raw_for_test()
+            .execute_batch(
+                "CREATE TABLE parent (id INTEGER PRIMARY KEY); \
+                 CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER \
+                   REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED); \
+                 PRAGMA foreign_keys = ON",
+            )
+            .unwrap();
+        // An async transaction opens the group and hands it on to the
+        // writer's thread, queued behind it with two jobs.
+        let first = writer.begin().await.unwrap();
+        first
+            .raw()
+            .execute("INSERT INTO t (id) VALUES (1)", [])
+            .unwrap();
         let good = {
             let jobs = jobs.clone();
-            tokio::spawn(async move { jobs.submit("t", job(1, keep)).await })
+            tokio::spawn(async move { jobs.submit("t", job(2, keep)).await })
         };
         queued(&writer, 1).await;
         // Only the COMMIT can trip a deferred foreign key.
@@ -399,14 +471,13 @@ mod tests {
                 .await
             })
         };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!good.is_finished() && !orphan.is_finished());
-        drop(held);
-        assert!(
-            good.await.unwrap().is_err(),
-            "its work was fine, its group's was not"
-        );
-        assert!(orphan.await.unwrap().is_err());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let first = first.commit().await;
+        let good = good.await.unwrap();
+        let orphan = orphan.await.unwrap();
+        assert!(first.is_err(), "the transaction's work was fine");
+        assert!(good.is_err(), "so was this job's");
+        assert!(orphan.is_err());
         assert!(committed(&options).await.is_empty(), "nothing took effect");
         assert_eq!(jobs.submit("t", job(7, keep)).await.unwrap(), 7);
         assert_eq!(committed(&options).await, [7]);

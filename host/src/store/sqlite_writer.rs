@@ -102,7 +102,8 @@ pub(super) struct Slot {
 
 struct Group {
     members: AtomicUsize,
-    started: Instant,
+    /// When it stops taking members ([`MAX_AGE`] after it began).
+    closes: Instant,
     outcome: watch::Sender<Outcome>,
 }
 
@@ -114,12 +115,16 @@ impl Slot {
 }
 
 impl Group {
-    fn new() -> Self {
+    fn new(max_age: Duration) -> Self {
         Group {
             members: AtomicUsize::new(0),
-            started: Instant::now(),
+            closes: Instant::now() + max_age,
             outcome: watch::Sender::new(None),
         }
+    }
+
+    fn open_to_more(&self) -> bool {
+        self.members.load(Ordering::SeqCst) < MAX_MEMBERS && Instant::now() < self.closes
     }
 }
 
@@ -136,6 +141,9 @@ pub(super) struct Writer {
     busy_timeout: Duration,
     /// See [`Writer::wal_restart_flag`].
     wal_restart_due: Arc<AtomicBool>,
+    /// [`MAX_AGE`], but for tests that need a group to stay open while
+    /// they arrange who joins it.
+    max_age: Duration,
 }
 
 impl fmt::Debug for Writer {
@@ -189,6 +197,7 @@ impl Writer {
             commits: Arc::new(AtomicUsize::new(0)),
             busy_timeout: Duration::from_millis(busy_ms),
             wal_restart_due: Arc::new(AtomicBool::new(false)),
+            max_age: MAX_AGE,
         })
     }
 
@@ -263,7 +272,7 @@ impl Writer {
 
     /// The transaction that began a new group on `slot`.
     fn first_member(&self, mut slot: OwnedMutexGuard<Slot>) -> WriterTx {
-        let group = Arc::new(Group::new());
+        let group = Arc::new(Group::new(self.max_age));
         slot.group = Some(group.clone());
         self.member(slot, group)
     }
@@ -275,6 +284,7 @@ impl Writer {
             group,
             writer: self.clone(),
             sqlx_used: false,
+            in_batch: false,
         }
     }
 
@@ -312,9 +322,7 @@ impl Writer {
 
     /// Whether to leave the group open for the request queued behind.
     fn should_pass_on(&self, group: &Group) -> bool {
-        self.queued.load(Ordering::SeqCst) > 0
-            && group.members.load(Ordering::SeqCst) < MAX_MEMBERS
-            && group.started.elapsed() < MAX_AGE
+        self.queued.load(Ordering::SeqCst) > 0 && group.open_to_more()
     }
 
     /// Waits for the group's `COMMIT`. If the group is left with nobody to
@@ -405,12 +413,19 @@ impl Writer {
             self.slot.clone().blocking_lock_owned()
         };
         if let Some(group) = slot.group.clone() {
-            return Ok(Batch { slot, group });
+            return Ok(Batch::new(slot, group));
         }
         prepared(slot.raw.as_ref().ok_or_else(closed)?, "BEGIN IMMEDIATE")?;
-        let group = Arc::new(Group::new());
+        let group = Arc::new(Group::new(self.max_age));
         slot.group = Some(group.clone());
-        Ok(Batch { slot, group })
+        Ok(Batch::new(slot, group))
+    }
+
+    /// Lets groups stay open for `max_age`.
+    #[cfg(test)]
+    pub(super) fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
     }
 
     /// Group `COMMIT`s so far.
@@ -442,47 +457,80 @@ impl Writer {
 /// commits their group (`SqliteStore::write`): members follow each other
 /// with no hand-off between tasks, and the `COMMIT` needs none either.
 pub(super) struct Batch {
-    slot: OwnedMutexGuard<Slot>,
+    /// `None` once lent to a member.
+    slot: Option<OwnedMutexGuard<Slot>>,
     group: Arc<Group>,
 }
 
+/// A batch dropped with its group still open (its thread panicked between
+/// two members) rolls the group back: its jobs' callers were not answered,
+/// so nothing of theirs may commit with the next request's work.
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.as_mut()
+            && slot.group.is_some()
+        {
+            abort(slot, &self.group, "the writer's batch ended unfinished");
+        }
+    }
+}
+
 impl Batch {
+    fn new(slot: OwnedMutexGuard<Slot>, group: Arc<Group>) -> Self {
+        Batch {
+            slot: Some(slot),
+            group,
+        }
+    }
+
+    fn slot(&mut self) -> Result<&mut OwnedMutexGuard<Slot>> {
+        self.slot.as_mut().ok_or_else(closed)
+    }
+
     /// Whether the group has reached its size or age limit.
     pub(super) fn full(&self) -> bool {
-        self.group.members.load(Ordering::SeqCst) >= MAX_MEMBERS
-            || self.group.started.elapsed() >= MAX_AGE
+        !self.group.open_to_more()
     }
 
     /// The next member's savepoint. On an error the group was rolled back
     /// for every member and the connection released.
     pub(super) fn member(mut self, writer: &Writer) -> Result<WriterTx> {
-        if let Err(err) = inline_prepared(&self.slot, SAVEPOINT) {
-            abort(&mut self.slot, &self.group, &err.to_string());
+        let Some(mut slot) = self.slot.take() else {
+            return Err(closed());
+        };
+        let group = self.group.clone();
+        if let Err(err) = inline_prepared(&slot, SAVEPOINT) {
+            abort(&mut slot, &group, &err.to_string());
             return Err(err);
         }
-        Ok(writer.member(self.slot, self.group))
+        let mut member = writer.member(slot, group);
+        member.in_batch = true;
+        Ok(member)
     }
 
     /// `COMMIT`s the group, inline: the fsync blocks this thread only.
     /// Members that joined before the batch learn the outcome through the
     /// group, as from any commit. On an error the group was rolled back.
     pub(super) fn commit(&mut self, writer: &Writer) -> Result<()> {
-        if let Err(err) = inline_prepared(&self.slot, "COMMIT") {
-            abort(&mut self.slot, &self.group, &err.to_string());
+        let group = self.group.clone();
+        let slot = self.slot()?;
+        if let Err(err) = inline_prepared(slot, "COMMIT") {
+            abort(slot, &group, &err.to_string());
             return Err(err);
         }
-        self.slot.group = None;
+        slot.group = None;
         writer.commits.fetch_add(1, Ordering::Relaxed);
-        self.group.outcome.send_replace(Some(Ok(())));
+        group.outcome.send_replace(Some(Ok(())));
         Ok(())
     }
 
     /// Releases the connection, first letting the WAL start over if the
     /// checkpointer asked for it (as after any group commit).
     pub(super) fn finish(self, writer: &Writer) {
-        if self.slot.group.is_none()
+        if let Some(slot) = &self.slot
+            && slot.group.is_none()
             && writer.wal_restart_due.swap(false, Ordering::SeqCst)
-            && let Err(err) = inline(&self.slot, "PRAGMA wal_checkpoint(PASSIVE)")
+            && let Err(err) = inline(slot, "PRAGMA wal_checkpoint(PASSIVE)")
         {
             tracing::warn!(error = %err, "store.sqlite_checkpoint_failed");
         }
@@ -498,6 +546,9 @@ pub struct WriterTx {
     /// Whether a statement went through sqlx (which may still be running on
     /// sqlx's thread if the caller was cancelled).
     sqlx_used: bool,
+    /// A member of a [`Batch`], whose thread ends it: dropped unfinished
+    /// (that thread panicked), it rolls the whole group back.
+    in_batch: bool,
 }
 
 /// The connection, for statements written against sqlx.
@@ -590,7 +641,7 @@ impl WriterTx {
             abort(&mut slot, &group, &err.to_string());
             return Err(err);
         }
-        Ok(Batch { slot, group })
+        Ok(Batch::new(slot, group))
     }
 
     /// [`WriterTx::into_batch`] undoing the work of a member whose job
@@ -611,7 +662,7 @@ impl WriterTx {
             abort(&mut slot, &group, &err.to_string());
             return Err(err);
         }
-        Ok(Batch { slot, group })
+        Ok(Batch::new(slot, group))
     }
 
     fn take_slot(&mut self) -> OwnedMutexGuard<Slot> {
@@ -626,9 +677,15 @@ impl Drop for WriterTx {
         let Some(mut slot) = self.slot.take() else {
             return;
         };
+        let group = self.group.clone();
+        if self.in_batch {
+            // Earlier jobs of the batch have released their work into the
+            // group, and their callers will not hear from it.
+            abort(&mut slot, &group, "a write job's batch ended unfinished");
+            return;
+        }
         // An error path (`?`) or a cancelled request: undo its work without
         // holding up the group.
-        let group = self.group.clone();
         let writer = self.writer.clone();
         let runtime = tokio::runtime::Handle::try_current();
         if !self.sqlx_used {
