@@ -5,9 +5,9 @@
 //! is woken and waits for a runtime thread, and after a group's `COMMIT`
 //! (on sqlx's thread) the task that tells the group is woken from outside
 //! the runtime and waits longer still. Measured under `credits/use` load
-//! (c=48, BENCHMARKS.md "The writer's own thread"), those waits were a
-//! quarter of the writer's time: ~20 µs per hand-off and ~270 µs after
-//! each `COMMIT`, against ~85 µs of statements per request.
+//! (c=48, BENCHMARKS.md "The writer's own thread"), those waits cost
+//! ~24 µs per request of the writer's ~205 (~20 µs at every hand-off,
+//! ~270 µs after every other `COMMIT`), against ~86 µs of statements.
 //!
 //! So a command can instead hand its transaction to the writer as a
 //! **job** ([`super::Store::write`]): a closure that runs on the writer's
