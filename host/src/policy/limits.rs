@@ -19,7 +19,7 @@ pub struct Limits {
     /// Instruction budget per call (instantiation included).
     pub fuel: u64,
     /// Wall-clock deadline per call in milliseconds, enforced by epoch ticks
-    /// (granularity [`crate::policy::EngineSettings::epoch_tick`]).
+    /// (granularity: `EngineSettings::epoch_tick_ms`).
     pub deadline_ms: u64,
     /// Linear memory a call may grow to.
     pub memory_bytes: u64,

@@ -113,7 +113,7 @@ impl Binding {
         }
     }
 
-    /// Whether its calls have been quick lately (see [`SLOW_CALL_FUEL`]): a caller
+    /// Whether its calls have been quick lately (see `SLOW_CALL_FUEL`): a caller
     /// on an async worker may then run the next call in place instead of
     /// handing the worker off first.
     pub fn is_quick(&self) -> bool {
