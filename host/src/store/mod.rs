@@ -231,6 +231,20 @@ pub enum Tx {
 /// A boxed future that may borrow for `'a`: what a write job returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A write job ([`Store::write`]): given the transaction, it does its work
+/// and says how the transaction ends.
+pub trait WriteJobFn<R, E>:
+    for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, std::result::Result<Finish<R>, E>> + Send + 'static
+{
+}
+
+impl<F, R, E> WriteJobFn<R, E> for F where
+    F: for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, std::result::Result<Finish<R>, E>>
+        + Send
+        + 'static
+{
+}
+
 /// How a write job ([`Store::write`]) ends its transaction.
 pub enum Finish<R> {
     /// Keep its work: the journal is written, with `response` as the
@@ -257,9 +271,7 @@ impl Store {
     /// transaction of its own.
     pub async fn write<F, R, E>(&self, tenant: &str, job: F) -> std::result::Result<R, E>
     where
-        F: for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, std::result::Result<Finish<R>, E>>
-            + Send
-            + 'static,
+        F: WriteJobFn<R, E>,
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {

@@ -33,9 +33,7 @@ use super::sqlite_jobs::{Jobs, Step};
 use super::sqlite_reader::InlineReaders;
 use super::sqlite_vfs;
 use super::sqlite_writer::{Batch, Writer, WriterTx};
-use super::{
-    BoxFuture, Finish, Maintenance, Queries, Transactions, Tx, TxOps, allocate_grants, utc_day,
-};
+use super::{Maintenance, Queries, Transactions, TxOps, WriteJobFn, allocate_grants, utc_day};
 use crate::config::{self, DatabaseConfig};
 
 pub(super) mod q {
@@ -170,9 +168,7 @@ impl SqliteStore {
     /// [`super::Store::write`]: on the writer's own thread.
     pub(super) async fn write<F, R, E>(&self, tenant: &str, job: F) -> std::result::Result<R, E>
     where
-        F: for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, std::result::Result<Finish<R>, E>>
-            + Send
-            + 'static,
+        F: WriteJobFn<R, E>,
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {

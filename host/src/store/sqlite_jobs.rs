@@ -31,7 +31,7 @@ use tracing::Instrument;
 use super::error::{Result, StoreError};
 use super::sqlite::SqliteTx;
 use super::sqlite_writer::{Batch, Writer};
-use super::{BoxFuture, Finish, StoredResponse, Tx};
+use super::{BoxFuture, Finish, StoredResponse, Tx, WriteJobFn};
 
 /// A job with its result type erased, as the writer's thread sees it.
 pub(super) trait WriteJob: Send {
@@ -147,9 +147,7 @@ impl Jobs {
     /// committed.
     pub(super) async fn submit<F, R, E>(&self, tenant: &str, job: F) -> std::result::Result<R, E>
     where
-        F: for<'a> FnOnce(&'a mut Tx) -> BoxFuture<'a, std::result::Result<Finish<R>, E>>
-            + Send
-            + 'static,
+        F: WriteJobFn<R, E>,
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
