@@ -320,6 +320,14 @@ impl SqliteTx {
         }
     }
 
+    /// Writes the journal, and the claimed key with `response` as its
+    /// answer: what keeping this transaction's work takes, before its
+    /// savepoint is released.
+    fn flush(&self, response: Option<&StoredResponse>) -> Result<()> {
+        let completion = self.claimed.as_ref().map(|claim| (claim, response));
+        journal_flush(self.tx.raw(), &self.tenant, &self.journal, completion)
+    }
+
     /// Ends a write job's transaction in its batch (`sqlite_jobs`): on
     /// [`Step::Keep`], writes the journal and the claimed key's answer and
     /// keeps the work; else undoes it. The first result is the job's (a
@@ -328,13 +336,7 @@ impl SqliteTx {
     pub(super) fn end_in_batch(self, step: Step) -> (Result<()>, Result<Batch>) {
         let flushed = match step {
             Step::Undo => return (Ok(()), self.tx.into_batch(false)),
-            Step::Keep(response) => {
-                let completion = self
-                    .claimed
-                    .as_ref()
-                    .map(|claim| (claim, response.as_ref()));
-                journal_flush(self.tx.raw(), &self.tenant, &self.journal, completion)
-            }
+            Step::Keep(response) => self.flush(response.as_ref()),
         };
         let kept = flushed.is_ok();
         (flushed, self.tx.into_batch(kept))
@@ -525,13 +527,8 @@ impl TxOps for SqliteTx {
         self.journal.extend(journal);
     }
 
-    async fn commit(mut self, response: Option<StoredResponse>) -> Result<()> {
-        let journal = std::mem::take(&mut self.journal);
-        let completion = self
-            .claimed
-            .as_ref()
-            .map(|claim| (claim, response.as_ref()));
-        journal_flush(self.tx.raw(), &self.tenant, &journal, completion)?;
+    async fn commit(self, response: Option<StoredResponse>) -> Result<()> {
+        self.flush(response.as_ref())?;
         self.tx.commit().await
     }
 

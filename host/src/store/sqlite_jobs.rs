@@ -280,7 +280,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use super::super::sqlite_writer::tests::{committed, writer};
+    use super::super::sqlite_writer::tests::{committed, with_deferred_foreign_key, writer};
     use super::*;
 
     /// A job that inserts `id` into `t` and ends as `finish` says.
@@ -310,6 +310,15 @@ mod tests {
             response: None,
             value: id,
         })
+    }
+
+    /// Submits `job` from a task of its own.
+    fn spawn_job<R: Send + 'static>(
+        jobs: &Jobs,
+        job: impl WriteJobFn<R, StoreError>,
+    ) -> tokio::task::JoinHandle<Result<R>> {
+        let jobs = jobs.clone();
+        tokio::spawn(async move { jobs.submit("t", job).await })
     }
 
     /// Waits until `n` are queued for the writer (its thread counts once).
@@ -427,17 +436,7 @@ mod tests {
         // The group must still take members once the jobs are queued.
         let writer = writer.with_max_age(Duration::from_secs(60));
         let jobs = Jobs::start(writer.clone()).unwrap();
-        writer
-            .hold()
-            .await
-            .raw_for_test()
-            .execute_batch(
-                "CREATE TABLE parent (id INTEGER PRIMARY KEY); \
-                 CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER \
-                   REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED); \
-                 PRAGMA foreign_keys = ON",
-            )
-            .unwrap();
+        with_deferred_foreign_key(&writer).await;
         // An async transaction opens the group and hands it on to the
         // writer's thread, queued behind it with two jobs.
         let first = writer.begin().await.unwrap();
@@ -445,30 +444,21 @@ mod tests {
             .raw()
             .execute("INSERT INTO t (id) VALUES (1)", [])
             .unwrap();
-        let good = {
-            let jobs = jobs.clone();
-            tokio::spawn(async move { jobs.submit("t", job(2, keep)).await })
-        };
+        let good = spawn_job(&jobs, job(2, keep));
         queued(&writer, 1).await;
         // Only the COMMIT can trip a deferred foreign key.
-        let orphan = {
-            let jobs = jobs.clone();
-            tokio::spawn(async move {
-                jobs.submit("t", |tx: &mut Tx| -> BoxFuture<'_, Result<Finish<()>>> {
-                    Box::pin(async move {
-                        let Tx::Sqlite(tx) = tx else { unreachable!() };
-                        tx.tx
-                            .raw()
-                            .execute("INSERT INTO child (id, parent) VALUES (1, 42)", [])?;
-                        Ok(Finish::Commit {
-                            response: None,
-                            value: (),
-                        })
-                    })
+        let orphan = spawn_job(&jobs, |tx: &mut Tx| -> BoxFuture<'_, Result<Finish<()>>> {
+            Box::pin(async move {
+                let Tx::Sqlite(tx) = tx else { unreachable!() };
+                tx.tx
+                    .raw()
+                    .execute("INSERT INTO child (parent) VALUES (42)", [])?;
+                Ok(Finish::Commit {
+                    response: None,
+                    value: (),
                 })
-                .await
             })
-        };
+        });
         tokio::time::sleep(Duration::from_millis(20)).await;
         let first = first.commit().await;
         let good = good.await.unwrap();
@@ -504,10 +494,7 @@ mod tests {
             .raw()
             .execute("INSERT INTO t (id) VALUES (1)", [])
             .unwrap();
-        let queued_job = {
-            let jobs = jobs.clone();
-            tokio::spawn(async move { jobs.submit("t", job(2, keep)).await })
-        };
+        let queued_job = spawn_job(&jobs, job(2, keep));
         queued(&writer, 1).await;
         let before = writer.commits();
         // The writer's thread is queued: the group is handed on to it, and

@@ -107,13 +107,6 @@ struct Group {
     outcome: watch::Sender<Outcome>,
 }
 
-#[cfg(test)]
-impl Slot {
-    pub(super) fn raw_for_test(&self) -> &rusqlite::Connection {
-        self.raw.as_ref().expect("an open writer")
-    }
-}
-
 impl Group {
     fn new(max_age: Duration) -> Self {
         Group {
@@ -803,6 +796,26 @@ pub(super) mod tests {
         (writer, options)
     }
 
+    /// Adds `parent` and `child (id, parent)`, whose foreign key only a
+    /// `COMMIT` checks: a child of a missing parent (`42`) fails the
+    /// group's `COMMIT`, not its own statement.
+    pub(in crate::store) async fn with_deferred_foreign_key(writer: &Writer) {
+        writer
+            .slot
+            .lock()
+            .await
+            .raw
+            .as_ref()
+            .expect("an open writer")
+            .execute_batch(
+                "CREATE TABLE parent (id INTEGER PRIMARY KEY); \
+                 CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER \
+                   REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED); \
+                 PRAGMA foreign_keys = ON",
+            )
+            .unwrap();
+    }
+
     /// Rows as a separate connection sees them: committed ones only.
     pub(in crate::store) async fn committed(options: &SqliteConnectOptions) -> Vec<i64> {
         let mut conn = SqliteConnection::connect_with(options).await.unwrap();
@@ -880,18 +893,7 @@ pub(super) mod tests {
     async fn a_rollback_returns_once_the_work_it_read_is_committed_or_lost() {
         let dir = tempfile::tempdir().unwrap();
         let (writer, options) = writer(&dir).await;
-        {
-            let slot = writer.slot.lock().await;
-            slot.raw
-                .as_ref()
-                .unwrap()
-                .execute_batch(
-                    "CREATE TABLE parent (id INTEGER PRIMARY KEY);
-                     CREATE TABLE child (parent INTEGER NOT NULL
-                         REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
-                )
-                .unwrap();
-        }
+        with_deferred_foreign_key(&writer).await;
         // `dangling`: the first request also breaks a deferred foreign key,
         // so its group's `COMMIT` fails.
         for (id, dangling) in [(1i64, false), (2, true)] {
@@ -1103,20 +1105,7 @@ pub(super) mod tests {
     async fn a_failed_group_commit_fails_every_member() {
         let dir = tempfile::tempdir().unwrap();
         let (writer, options) = writer(&dir).await;
-        {
-            let mut slot = writer.slot.lock().await;
-            let conn = slot.conn.as_mut().unwrap();
-            // A deferred check that only the COMMIT can trip.
-            sqlx::query(
-                "CREATE TABLE parent (id INTEGER PRIMARY KEY); \
-                 CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER \
-                   REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED); \
-                 PRAGMA foreign_keys = ON",
-            )
-            .execute(conn)
-            .await
-            .unwrap();
-        }
+        with_deferred_foreign_key(&writer).await;
         let mut first = writer.begin().await.unwrap();
         insert(&mut first, 1).await;
         let second = {

@@ -124,11 +124,11 @@ impl App {
 
         // 3. One transaction: claim the key, debit, validate, journal, commit
         //    (on SQLite, on the writer's own thread: `Store::write`).
-        let ctx = ctx.clone();
-        let tenant = ctx.tenant.clone();
+        let job_ctx = ctx.clone();
         self.store()
-            .write(&tenant, move |tx| {
+            .write(&ctx.tenant, move |tx| {
                 Box::pin(async move {
+                    let ctx = job_ctx;
                     if let Some(answer) = claim_in(tx, &ctx, now).await? {
                         return answer.map(Finish::Discard);
                     }
