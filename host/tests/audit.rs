@@ -239,9 +239,90 @@ fn feed_findings(report: &fluxpay_host::app::audit::AuditReport) -> Vec<String> 
         .collect()
 }
 
-/// An event the feed would serve twice or never is a finding: on SQLite a
-/// position is set with the event; on PostgreSQL it lives in `outbox_feed`
-/// (or the event waits in `outbox_unsequenced` for the sequencer).
+/// The journal's links, one break at a time: each finding names the
+/// transaction it concerns and what is wrong with it, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_broken_link_between_ledger_history_and_events_is_named() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let use_id = scenario(&host).await;
+        let use_id = use_id.as_str();
+        let no_event = "ledger transaction does not have exactly one outbox event";
+
+        // The effect's event moved to a transaction that does not exist.
+        let moved = format!(
+            "UPDATE outbox_events SET transaction_id = 'elsewhere' \
+             WHERE transaction_id = '{use_id}'"
+        );
+        host.raw.execute(&moved).await;
+        assert_eq!(
+            links(&host.audit().await),
+            [
+                ("elsewhere", "outbox event has no state-history row"),
+                (use_id, no_event),
+                (use_id, "state change has no outbox event"),
+            ],
+            "{backend:?}"
+        );
+        host.raw
+            .execute(&format!(
+                "UPDATE outbox_events SET transaction_id = '{use_id}' \
+                 WHERE transaction_id = 'elsewhere'"
+            ))
+            .await;
+
+        // A second event for the same effect.
+        host.raw
+            .execute(&format!(
+                "INSERT INTO outbox_events \
+                   (tenant_id, event_id, type, source, subject, time, data, transaction_id) \
+                 SELECT tenant_id, 'evt_copy', type, source, subject, time, data, transaction_id \
+                 FROM outbox_events WHERE transaction_id = '{use_id}'"
+            ))
+            .await;
+        assert_eq!(
+            links(&host.audit().await),
+            [(use_id, no_event)],
+            "{backend:?}"
+        );
+        host.raw
+            .execute("DELETE FROM outbox_events WHERE event_id = 'evt_copy'")
+            .await;
+
+        // The effect's history row gone.
+        host.raw
+            .execute(&format!(
+                "DELETE FROM state_history WHERE transaction_id = '{use_id}'"
+            ))
+            .await;
+        assert_eq!(
+            links(&host.audit().await),
+            [
+                (use_id, "ledger transaction has no state-history row"),
+                (use_id, "outbox event has no state-history row"),
+            ],
+            "{backend:?}"
+        );
+        host.discard().await;
+    }
+}
+
+/// The auditor's `journal.links` findings as (transaction, problem), sorted.
+fn links(report: &fluxpay_host::app::audit::AuditReport) -> Vec<(&str, &str)> {
+    let mut links: Vec<_> = report
+        .discrepancies
+        .iter()
+        .filter(|d| d.check == "journal.links")
+        .map(|d| (d.subject.as_str(), d.detail.as_str()))
+        .collect();
+    links.sort();
+    links
+}
+
+/// An event the feed would serve twice or never is a finding on PostgreSQL,
+/// where a position lives in `outbox_feed` (or the event waits in
+/// `outbox_unsequenced` for the sequencer). On SQLite a position is the
+/// event's rowid, so the database itself refuses to drop or share one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_the_feed_would_serve_twice_or_never_are_reported() {
     for backend in backends() {
@@ -252,17 +333,36 @@ async fn events_the_feed_would_serve_twice_or_never_are_reported() {
             .await
             .expect(200, "OK");
         assert!(host.audit().await.is_clean());
-        let event_row = format!("(SELECT id FROM outbox_events WHERE transaction_id = '{use_id}')");
         let found = match backend {
             Backend::Sqlite => {
-                host.raw
-                    .execute(&format!(
-                        "UPDATE outbox_events SET feed_seq = NULL WHERE id = {event_row}"
+                let event = format!("transaction_id = '{use_id}'");
+                let dropped = host
+                    .raw
+                    .try_execute(&format!(
+                        "UPDATE outbox_events SET feed_seq = NULL WHERE {event}"
                     ))
-                    .await;
-                vec![feed_findings(&host.audit().await)]
+                    .await
+                    .unwrap_err();
+                assert!(
+                    dropped.to_string().contains("datatype mismatch"),
+                    "{dropped}"
+                );
+                let shared = host
+                    .raw
+                    .try_execute(&format!(
+                        "UPDATE outbox_events SET feed_seq = \
+                           (SELECT MIN(feed_seq) FROM outbox_events) WHERE {event} \
+                           AND feed_seq > (SELECT MIN(feed_seq) FROM outbox_events)"
+                    ))
+                    .await
+                    .unwrap_err();
+                assert!(shared.to_string().contains("UNIQUE"), "{shared}");
+                host.finish().await;
+                continue;
             }
             Backend::Postgres => {
+                let event_row =
+                    format!("(SELECT id FROM outbox_events WHERE transaction_id = '{use_id}')");
                 let mut found = Vec::new();
                 // Two positions for one event…
                 host.raw
@@ -290,14 +390,12 @@ async fn events_the_feed_would_serve_twice_or_never_are_reported() {
                 found
             }
         };
-        let expected: &[&str] = match backend {
-            Backend::Sqlite => &["has no feed position"],
-            Backend::Postgres => &[
-                "has 2 feed positions",
-                "has no feed position and is not queued for one",
-                "points to no event of this tenant",
-            ],
-        };
+        let expected = [
+            "has 2 feed positions",
+            "has no feed position and is not queued for one",
+            "points to no event of this tenant",
+        ];
+        assert_eq!(found.len(), expected.len());
         for (findings, expected) in found.iter().zip(expected) {
             assert!(
                 findings

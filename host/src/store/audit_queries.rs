@@ -171,30 +171,36 @@ macro_rules! audit_queries {
 
             // Every effect has its history row and exactly one event, and
             // every history row and event belongs to an effect with both.
-            let links: [(&str, &str); 4] = [
+            // Whole sets are compared (EXCEPT, GROUP BY): no index by
+            // transaction id is needed (SQLite has none since 0009), and
+            // each check is a sort of the tenant's rows, not a lookup per row.
+            let links: [(&str, &str); 5] = [
                 (
                     "ledger transaction has no state-history row",
-                    "SELECT t.transaction_id FROM ledger_transactions t WHERE t.tenant_id = $1 \
-                     AND NOT EXISTS (SELECT 1 FROM state_history h \
-                       WHERE h.tenant_id = t.tenant_id AND h.transaction_id = t.transaction_id)",
+                    "SELECT transaction_id FROM ledger_transactions WHERE tenant_id = $1 \
+                     EXCEPT SELECT transaction_id FROM state_history WHERE tenant_id = $1",
                 ),
                 (
                     "ledger transaction does not have exactly one outbox event",
-                    "SELECT t.transaction_id FROM ledger_transactions t WHERE t.tenant_id = $1 \
-                     AND (SELECT COUNT(*) FROM outbox_events o \
-                       WHERE o.tenant_id = t.tenant_id AND o.transaction_id = t.transaction_id) <> 1",
+                    "SELECT transaction_id FROM ledger_transactions WHERE tenant_id = $1 \
+                     EXCEPT SELECT transaction_id FROM outbox_events WHERE tenant_id = $1",
+                ),
+                (
+                    "ledger transaction does not have exactly one outbox event",
+                    "SELECT transaction_id FROM outbox_events WHERE tenant_id = $1 \
+                       AND transaction_id IN \
+                         (SELECT transaction_id FROM ledger_transactions WHERE tenant_id = $1) \
+                     GROUP BY transaction_id HAVING COUNT(*) > 1",
                 ),
                 (
                     "state change has no outbox event",
-                    "SELECT DISTINCT h.transaction_id FROM state_history h WHERE h.tenant_id = $1 \
-                     AND NOT EXISTS (SELECT 1 FROM outbox_events o \
-                       WHERE o.tenant_id = h.tenant_id AND o.transaction_id = h.transaction_id)",
+                    "SELECT transaction_id FROM state_history WHERE tenant_id = $1 \
+                     EXCEPT SELECT transaction_id FROM outbox_events WHERE tenant_id = $1",
                 ),
                 (
                     "outbox event has no state-history row",
-                    "SELECT DISTINCT o.transaction_id FROM outbox_events o WHERE o.tenant_id = $1 \
-                     AND NOT EXISTS (SELECT 1 FROM state_history h \
-                       WHERE h.tenant_id = o.tenant_id AND h.transaction_id = o.transaction_id)",
+                    "SELECT transaction_id FROM outbox_events WHERE tenant_id = $1 \
+                     EXCEPT SELECT transaction_id FROM state_history WHERE tenant_id = $1",
                 ),
             ];
             for (problem, sql) in links {

@@ -286,16 +286,9 @@ impl Maintenance for SqliteStore {
     async fn audit_data(&self, tenant: &str) -> Result<AuditData> {
         // One read transaction: every aggregate sees the same snapshot.
         let mut tx = self.reader.begin().await?;
-        let mut data = q::audit_data(&mut tx, tenant).await?;
-        // Positions are unique (a constraint) and set at insert.
-        let feed = sqlx::query_as::<_, (String, String)>(
-            "SELECT transaction_id, 'event ' || event_id || ' has no feed position' \
-             FROM outbox_events WHERE tenant_id = $1 AND feed_seq IS NULL",
-        )
-        .bind(tenant)
-        .fetch_all(&mut *tx)
-        .await?;
-        data.feed_problems = TransactionProblem::from_rows(feed);
+        // No feed check: an event's position is its rowid, so every event
+        // has exactly one and no two share it (migration 0009).
+        let data = q::audit_data(&mut tx, tenant).await?;
         tx.rollback().await?;
         Ok(data)
     }
@@ -542,9 +535,9 @@ impl TxOps for SqliteTx {
 /// inline (see `sqlite_writer`): one cached statement per row, no round
 /// trips.
 ///
-/// One writer: an event's feed position is the highest so far plus one
-/// (read through the unique index on `feed_seq`), one statement per event
-/// so each sees the one before.
+/// An event's feed position is its rowid (`feed_seq INTEGER PRIMARY KEY`,
+/// migration 0009): with one writer, the next rowid is the next position in
+/// commit order.
 fn journal_flush(
     raw: &rusqlite::Connection,
     tenant: &str,
@@ -610,9 +603,8 @@ fn journal_flush(
     if !journal.events.is_empty() {
         let mut event = raw.prepare_cached(
             "INSERT INTO outbox_events (tenant_id, event_id, type, source, subject, time, data, \
-               transaction_id, feed_seq) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
-               (SELECT COALESCE(MAX(feed_seq), 0) + 1 FROM outbox_events))",
+               transaction_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         for e in &journal.events {
             event.execute(params![
@@ -754,9 +746,10 @@ mod tests {
     }
 
     /// A database made by an older release, with history and events in it,
-    /// migrated by this one: migration 0008 rebuilds both tables.
+    /// migrated by this one: migration 0008 rebuilds both tables, and 0009
+    /// the outbox again, with an event's feed position as its rowid.
     #[tokio::test]
-    async fn rebuilt_history_and_outbox_keep_their_rows_and_number_on_after_them() {
+    async fn rebuilt_history_and_outbox_keep_their_rows_and_positions_and_number_on() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
         // The migrations as they were before 0008.
@@ -803,6 +796,16 @@ mod tests {
             .await
             .unwrap();
         }
+        // An event without a position, which no release wrote: it gets one
+        // after every other, not a clash.
+        sqlx::query(
+            "INSERT INTO outbox_events (tenant_id, event_id, type, source, subject, time, \
+               data, transaction_id) \
+             VALUES ('t', 'o-4', 'order.created', 's', 'c', 0, '{}', 'o-4')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
         // A row in the middle is gone: the copy keeps every id as it was.
         sqlx::query("DELETE FROM state_history WHERE entity_id = 'o-2'")
             .execute(&pool)
@@ -822,17 +825,19 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(history, [(1, "o-1".into()), (3, "o-3".into())]);
-        let events: Vec<(i64, String, i64)> =
-            sqlx::query_as("SELECT id, event_id, feed_seq FROM outbox_events ORDER BY id")
+        // Every event keeps its feed position, so consumers' cursors stay valid.
+        let events: Vec<(i64, String)> =
+            sqlx::query_as("SELECT feed_seq, event_id FROM outbox_events ORDER BY feed_seq")
                 .fetch_all(&pool)
                 .await
                 .unwrap();
         assert_eq!(
             events,
             [
-                (1, "o-1".into(), 10),
-                (2, "o-2".into(), 20),
-                (3, "o-3".into(), 30)
+                (10, "o-1".into()),
+                (20, "o-2".into()),
+                (30, "o-3".into()),
+                (34, "o-4".into())
             ]
         );
         // New rows number on after the highest.
@@ -845,11 +850,20 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(id, 4);
+        let position: i64 = sqlx::query_scalar(
+            "INSERT INTO outbox_events (tenant_id, event_id, type, source, subject, time, data, \
+               transaction_id) \
+             VALUES ('t', 'o-5', 'order.created', 's', 'c', 0, '{}', 'o-5') RETURNING feed_seq",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(position, 35);
         // The constraints and indexes came back with the tables.
         let duplicate = sqlx::query(
             "INSERT INTO outbox_events (tenant_id, event_id, type, source, subject, time, data, \
-               transaction_id, feed_seq) \
-             VALUES ('t', 'o-1', 'order.created', 's', 'c', 0, '{}', 'o-1', 40)",
+               transaction_id) \
+             VALUES ('t', 'o-1', 'order.created', 's', 'c', 0, '{}', 'o-1')",
         )
         .execute(&pool)
         .await
@@ -863,14 +877,19 @@ mod tests {
         .fetch_all(&pool)
         .await
         .unwrap();
+        assert_eq!(indexes, ["outbox_events_feed_idx"]);
+        // The feed reads that index in position order, without a sort.
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+            "EXPLAIN QUERY PLAN SELECT feed_seq, data FROM outbox_events \
+             WHERE tenant_id = 't' AND feed_seq > 10 ORDER BY feed_seq LIMIT 2",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let plan: Vec<&str> = plan.iter().map(|(.., detail)| detail.as_str()).collect();
         assert_eq!(
-            indexes,
-            [
-                "outbox_events_feed_idx",
-                "outbox_events_transaction_idx",
-                "outbox_events_unsequenced_idx",
-                "state_history_transaction_idx",
-            ]
+            plan,
+            ["SEARCH outbox_events USING INDEX outbox_events_feed_idx (tenant_id=? AND rowid>?)"]
         );
         let autoincrement: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM sqlite_master \

@@ -290,13 +290,14 @@ pub const TABLES: [&str; 17] = [
 
 impl Raw {
     pub async fn execute(&self, sql: &str) {
+        self.try_execute(sql).await.unwrap();
+    }
+
+    /// Runs `sql`, handing back the database's refusal.
+    pub async fn try_execute(&self, sql: &str) -> Result<(), sqlx::Error> {
         match self {
-            Raw::Sqlite(pool) => {
-                sqlx::query(sql).execute(pool).await.unwrap();
-            }
-            Raw::Postgres(pool) => {
-                sqlx::query(sql).execute(pool).await.unwrap();
-            }
+            Raw::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+            Raw::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
         }
     }
 
