@@ -7,7 +7,7 @@ mod harness;
 use std::path::Path;
 use std::process::Command;
 
-use harness::{Backend, Tenant, TestHost, backends};
+use harness::{Backend, Tenant, TestHost, backends, fresh_pg_database};
 use serde_json::json;
 
 /// `fluxpay-host <subcommand> --config <config>`, logging warnings only.
@@ -208,6 +208,126 @@ fn auditing_a_sqlite_database_that_does_not_exist_says_so_and_creates_nothing() 
     assert!(stderr.contains("there is no database at"), "{stderr}");
     assert!(stderr.contains("none.db"), "{stderr}");
     assert!(!dir.path().join("data/none.db").exists());
+}
+
+/// An auditor that read a schema older than its own would fail on what is
+/// missing, or judge data by rules it was not written under: against a
+/// database that was never migrated, or was by an older build, `audit`
+/// refuses, names the missing migrations and changes nothing; after
+/// `migrate` it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auditing_a_database_behind_this_builds_migrations_refuses_until_it_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tenants.yaml");
+    std::fs::write(&config, "tenants: {}\n").unwrap();
+    let mut cases: Vec<(String, String)> = Vec::new();
+    let mut drop_afterwards = None;
+    for backend in backends() {
+        match backend {
+            Backend::Sqlite => {
+                let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/sqlite");
+                let mut versions: Vec<String> = std::fs::read_dir(&migrations)
+                    .unwrap()
+                    .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.ends_with(".sql"))
+                    .collect();
+                versions.sort();
+                let versions: Vec<String> = versions
+                    .iter()
+                    .map(|name| name[..4].trim_start_matches('0').to_owned())
+                    .collect();
+                // A file that exists but was never migrated: every migration.
+                let empty = dir.path().join("empty.db");
+                std::fs::write(&empty, b"").unwrap();
+                cases.push((
+                    format!("sqlite://{}", empty.display()),
+                    format!("not applied {} of", versions.len()),
+                ));
+                // A file an older build migrated: all but the newest.
+                let older = dir.path().join("older.db");
+                let old_migrations = dir.path().join("old-migrations");
+                std::fs::create_dir(&old_migrations).unwrap();
+                let newest = versions.last().unwrap().clone();
+                for entry in std::fs::read_dir(&migrations).unwrap() {
+                    let entry = entry.unwrap();
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name[..4].trim_start_matches('0') != newest {
+                        std::fs::copy(entry.path(), old_migrations.join(&name)).unwrap();
+                    }
+                }
+                let pool = sqlx::SqlitePool::connect_with(
+                    sqlx::sqlite::SqliteConnectOptions::new()
+                        .filename(&older)
+                        .create_if_missing(true),
+                )
+                .await
+                .unwrap();
+                sqlx::migrate::Migrator::new(old_migrations.as_path())
+                    .await
+                    .unwrap()
+                    .run(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                cases.push((
+                    format!("sqlite://{}", older.display()),
+                    format!("not applied 1 of this build's migrations ({newest})"),
+                ));
+            }
+            Backend::Postgres => {
+                let (admin, url, name) = fresh_pg_database().await;
+                cases.push((url, "of this build's migrations (1, 2, 4,".to_owned()));
+                drop_afterwards = Some((admin, name));
+            }
+        }
+    }
+    for (url, missing) in cases {
+        let audit = |url: &str| {
+            host_command("audit", &config)
+                .env("FLUXPAY_DATABASE_URL", url)
+                .output()
+                .unwrap()
+        };
+        let output = audit(&url);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{url}: {stderr}");
+        assert!(stderr.contains(&missing), "{url}: {stderr}");
+        assert!(
+            stderr.contains("run `fluxpay-host migrate --config"),
+            "{stderr}"
+        );
+        // Refusing changed nothing: still behind.
+        let again = audit(&url);
+        assert!(
+            String::from_utf8_lossy(&again.stderr).contains(&missing),
+            "{url}"
+        );
+
+        let migrated = host_command("migrate", &config)
+            .env("FLUXPAY_DATABASE_URL", &url)
+            .output()
+            .unwrap();
+        assert!(migrated.status.success(), "{url}: {migrated:?}");
+        let output = audit(&url);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{url}: {stdout}{:?}",
+            output.stderr
+        );
+        assert!(
+            stdout.contains("clean: no discrepancies"),
+            "{url}: {stdout}"
+        );
+    }
+    if let Some((admin, name)) = drop_afterwards {
+        let pool = sqlx::PgPool::connect(&admin).await.unwrap();
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
 }
 
 /// Runs `fluxpay-host audit` against the test host's database.

@@ -45,6 +45,25 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         let store = Store::connect(&database)
             .await
             .with_context(|| format!("connecting to {:?}", database.url))?;
+        // The checks read the schema this build's migrations make; against
+        // an older one they would fail on what is missing or, worse, judge
+        // data by rules it was not written under.
+        let unapplied = store
+            .unapplied_migrations()
+            .await
+            .context("reading which migrations the database has applied")?;
+        if !unapplied.is_empty() {
+            store.close().await;
+            let versions: Vec<String> = unapplied.iter().map(i64::to_string).collect();
+            anyhow::bail!(
+                "the database at {:?} has not applied {} of this build's migrations ({}): \
+                 run `fluxpay-host migrate --config {}` first",
+                database.url,
+                unapplied.len(),
+                versions.join(", "),
+                args.config.display()
+            );
+        }
         let tenants = match &args.tenant {
             Some(tenant) => {
                 let known = store.tenants().await.context("listing tenants")?;

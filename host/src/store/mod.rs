@@ -209,6 +209,20 @@ pub trait Maintenance: Send + Sync {
 
     /// What the auditor checks, for one tenant.
     fn audit_data(&self, tenant: &str) -> impl Future<Output = Result<AuditData>> + Send;
+
+    /// Versions of this build's migrations that the database has not
+    /// applied (every one, for a database that was never migrated). Reads
+    /// only: nothing is created.
+    fn unapplied_migrations(&self) -> impl Future<Output = Result<Vec<i64>>> + Send;
+}
+
+/// The versions of `migrator` missing from `applied`, in order.
+fn unapplied(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> Vec<i64> {
+    migrator
+        .iter()
+        .map(|m| m.version)
+        .filter(|version| !applied.contains(version))
+        .collect()
 }
 
 /// The store the host runs on.
@@ -451,6 +465,10 @@ impl Maintenance for Store {
 
     async fn audit_data(&self, tenant: &str) -> Result<AuditData> {
         dispatch!(self, s => s.audit_data(tenant).await)
+    }
+
+    async fn unapplied_migrations(&self) -> Result<Vec<i64>> {
+        dispatch!(self, s => s.unapplied_migrations().await)
     }
 }
 

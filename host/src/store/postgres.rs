@@ -255,6 +255,23 @@ impl Maintenance for PgStore {
         tx.rollback().await?;
         Ok(data)
     }
+
+    async fn unapplied_migrations(&self) -> Result<Vec<i64>> {
+        // sqlx's own listing would create its table first.
+        let applied = pg_read!(self.db, |conn| async {
+            let migrated: bool =
+                sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                    .fetch_one(&mut *conn)
+                    .await?;
+            if !migrated {
+                return Ok(Vec::new());
+            }
+            sqlx::query_scalar::<_, i64>("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&mut *conn)
+                .await
+        })?;
+        Ok(super::unapplied(&MIGRATOR, &applied))
+    }
 }
 
 /// A write transaction.

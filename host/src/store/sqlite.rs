@@ -292,6 +292,24 @@ impl Maintenance for SqliteStore {
         tx.rollback().await?;
         Ok(data)
     }
+
+    async fn unapplied_migrations(&self) -> Result<Vec<i64>> {
+        // sqlx's own listing would create its table first.
+        let migrated: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master \
+               WHERE type = 'table' AND name = '_sqlx_migrations')",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        let applied: Vec<i64> = if migrated {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.reader)
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok(super::unapplied(&MIGRATOR, &applied))
+    }
 }
 
 /// A write transaction on the writer connection.
