@@ -226,35 +226,29 @@ async fn auditing_a_database_behind_this_builds_migrations_refuses_until_it_is_m
         match backend {
             Backend::Sqlite => {
                 let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/sqlite");
-                let mut versions: Vec<String> = std::fs::read_dir(&migrations)
+                // `0009_name.sql`, in version order.
+                let mut files: Vec<String> = std::fs::read_dir(&migrations)
                     .unwrap()
                     .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
                     .filter(|name| name.ends_with(".sql"))
                     .collect();
-                versions.sort();
-                let versions: Vec<String> = versions
-                    .iter()
-                    .map(|name| name[..4].trim_start_matches('0').to_owned())
-                    .collect();
+                files.sort();
                 // A file that exists but was never migrated: every migration.
                 let empty = dir.path().join("empty.db");
                 std::fs::write(&empty, b"").unwrap();
                 cases.push((
                     format!("sqlite://{}", empty.display()),
-                    format!("not applied {} of", versions.len()),
+                    format!("not applied {} of", files.len()),
                 ));
                 // A file an older build migrated: all but the newest.
                 let older = dir.path().join("older.db");
                 let old_migrations = dir.path().join("old-migrations");
                 std::fs::create_dir(&old_migrations).unwrap();
-                let newest = versions.last().unwrap().clone();
-                for entry in std::fs::read_dir(&migrations).unwrap() {
-                    let entry = entry.unwrap();
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    if name[..4].trim_start_matches('0') != newest {
-                        std::fs::copy(entry.path(), old_migrations.join(&name)).unwrap();
-                    }
+                let (newest, earlier) = files.split_last().unwrap();
+                for name in earlier {
+                    std::fs::copy(migrations.join(name), old_migrations.join(name)).unwrap();
                 }
+                let newest = newest[..4].trim_start_matches('0');
                 let pool = sqlx::SqlitePool::connect_with(
                     sqlx::sqlite::SqliteConnectOptions::new()
                         .filename(&older)
@@ -453,63 +447,57 @@ async fn events_the_feed_would_serve_twice_or_never_are_reported() {
             .await
             .expect(200, "OK");
         assert!(host.audit().await.is_clean());
-        let found = match backend {
-            Backend::Sqlite => {
-                let event = format!("transaction_id = '{use_id}'");
-                let dropped = host
-                    .raw
-                    .try_execute(&format!(
-                        "UPDATE outbox_events SET feed_seq = NULL WHERE {event}"
-                    ))
-                    .await
-                    .unwrap_err();
-                assert!(
-                    dropped.to_string().contains("datatype mismatch"),
-                    "{dropped}"
-                );
-                let shared = host
-                    .raw
-                    .try_execute(&format!(
-                        "UPDATE outbox_events SET feed_seq = \
-                           (SELECT MIN(feed_seq) FROM outbox_events) WHERE {event} \
-                           AND feed_seq > (SELECT MIN(feed_seq) FROM outbox_events)"
-                    ))
-                    .await
-                    .unwrap_err();
-                assert!(shared.to_string().contains("UNIQUE"), "{shared}");
-                host.finish().await;
-                continue;
-            }
-            Backend::Postgres => {
-                let event_row =
-                    format!("(SELECT id FROM outbox_events WHERE transaction_id = '{use_id}')");
-                let mut found = Vec::new();
-                // Two positions for one event…
-                host.raw
-                    .execute(&format!(
-                        "INSERT INTO outbox_feed (tenant_id, feed_seq, event_row) \
-                         VALUES ('globex', 1000, {event_row})"
-                    ))
-                    .await;
-                found.push(feed_findings(&host.audit().await));
-                // …none, and not queued for one…
-                host.raw
-                    .execute(&format!(
-                        "DELETE FROM outbox_feed WHERE event_row = {event_row}"
-                    ))
-                    .await;
-                found.push(feed_findings(&host.audit().await));
-                // …and a position without its event.
-                host.raw
-                    .execute(
-                        "INSERT INTO outbox_feed (tenant_id, feed_seq, event_row) \
-                         VALUES ('globex', 1001, -1)",
-                    )
-                    .await;
-                found.push(feed_findings(&host.audit().await));
-                found
-            }
-        };
+        if backend == Backend::Sqlite {
+            let event = format!("transaction_id = '{use_id}'");
+            let dropped = host
+                .raw
+                .try_execute(&format!(
+                    "UPDATE outbox_events SET feed_seq = NULL WHERE {event}"
+                ))
+                .await
+                .unwrap_err();
+            assert!(
+                dropped.to_string().contains("datatype mismatch"),
+                "{dropped}"
+            );
+            let shared = host
+                .raw
+                .try_execute(&format!(
+                    "UPDATE outbox_events SET feed_seq = \
+                       (SELECT MIN(feed_seq) FROM outbox_events) WHERE {event} \
+                       AND feed_seq > (SELECT MIN(feed_seq) FROM outbox_events)"
+                ))
+                .await
+                .unwrap_err();
+            assert!(shared.to_string().contains("UNIQUE"), "{shared}");
+            host.finish().await;
+            continue;
+        }
+        let event_row = format!("(SELECT id FROM outbox_events WHERE transaction_id = '{use_id}')");
+        let mut found = Vec::new();
+        // Two positions for one event…
+        host.raw
+            .execute(&format!(
+                "INSERT INTO outbox_feed (tenant_id, feed_seq, event_row) \
+                 VALUES ('globex', 1000, {event_row})"
+            ))
+            .await;
+        found.push(feed_findings(&host.audit().await));
+        // …none, and not queued for one…
+        host.raw
+            .execute(&format!(
+                "DELETE FROM outbox_feed WHERE event_row = {event_row}"
+            ))
+            .await;
+        found.push(feed_findings(&host.audit().await));
+        // …and a position without its event.
+        host.raw
+            .execute(
+                "INSERT INTO outbox_feed (tenant_id, feed_seq, event_row) \
+                 VALUES ('globex', 1001, -1)",
+            )
+            .await;
+        found.push(feed_findings(&host.audit().await));
         let expected = [
             "has 2 feed positions",
             "has no feed position and is not queued for one",
