@@ -51,8 +51,6 @@ const CUSTOMERS: usize = 10_000;
 const NOW: i64 = 1_795_000_000_000;
 
 fn main() {
-    // As `fluxpay-host`'s `main` does. SAFETY: no other thread exists yet.
-    unsafe { fluxpay_host::store::configure_sqlite() };
     let uses: usize = std::env::args()
         .skip(1)
         .find_map(|arg| arg.parse().ok())

@@ -10,9 +10,6 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    // SAFETY: first thing in `main`: no other thread exists yet.
-    let configured = unsafe { fluxpay_host::store::configure_sqlite() };
-    debug_assert!(configured, "nothing uses SQLite before main");
     let cli = fluxpay_host::cli::Cli::parse();
     fluxpay_host::telemetry::init(cli.log_format);
     match fluxpay_host::cli::run(cli) {

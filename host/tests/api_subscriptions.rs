@@ -316,7 +316,19 @@ async fn concurrent_schedulers_renew_a_due_subscription_exactly_once() {
         let created = subscribe(&host, Tenant::Acme, "c1", "basic").await;
         let end = int(&created.result()["currentPeriodEnd"]);
         host.advance(end - host.now());
-        let (a, b) = tokio::join!(run_scheduler(&host), run_scheduler(&host));
+        // Two tasks, as two hosts' schedulers (or a scheduler and a
+        // restart) would run.
+        let run = |app: fluxpay_host::app::App, now| {
+            tokio::spawn(async move { app.run_subscription_scheduler(now).await })
+        };
+        let (a, b) = (
+            run(host.app.clone(), host.now()),
+            run(host.app.clone(), host.now()),
+        );
+        let (a, b) = (
+            a.await.unwrap().expect("the scheduler runs"),
+            b.await.unwrap().expect("the scheduler runs"),
+        );
         assert_eq!(a.renewed + b.renewed, 1, "{a:?} {b:?}");
         assert_eq!(available(&host, Tenant::Acme, "c1").await, 3000);
         host.finish().await;

@@ -30,7 +30,14 @@
 //! | `ADM_001` | 503 | the admin API is disabled (no `FLUXPAY_ADMIN_TOKEN`) |
 //! | `SYS_001` | 500 | internal error |
 //! | `SYS_002` | 503 | not ready (policies loading) |
-//! | `SYS_003` | 503 | the database is unavailable |
+//! | `SYS_003` | 503 | the database is unavailable (unreachable, pool exhausted, connection broken mid-request) |
+//! | `SYS_004` | 503 | the database was busy (SQLite BUSY/LOCKED, PostgreSQL serialization failure or deadlock) |
+//! | `SYS_005` | 503 | the database could not store the write (disk or size limit full, I/O error) |
+//! | `SYS_006` | 503 | what a policy decided on kept changing while the request ran |
+//!
+//! Every 503 carries `Retry-After` (seconds), and nothing of the request
+//! was written: the same request, with the same `Idempotency-Key`, may be
+//! sent again.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -197,6 +204,15 @@ pub enum ApiError {
     /// The database cannot be reached.
     #[error("the database is unavailable; retry later")]
     StoreUnavailable(#[source] StoreError),
+    /// The database was busy with other transactions.
+    #[error("the database was busy; nothing was written, retry")]
+    StoreBusy(#[source] StoreError),
+    /// The database could not store the write.
+    #[error("the database could not store the write; nothing was written, retry later")]
+    StoreFull(#[source] StoreError),
+    /// The state a policy decided on kept changing under the request.
+    #[error("{0}")]
+    Stale(String),
     /// Anything else. The cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -236,6 +252,9 @@ impl ApiError {
             ApiError::Internal(_) => "SYS_001",
             ApiError::NotReady => "SYS_002",
             ApiError::StoreUnavailable(_) => "SYS_003",
+            ApiError::StoreBusy(_) => "SYS_004",
+            ApiError::StoreFull(_) => "SYS_005",
+            ApiError::Stale(_) => "SYS_006",
         }
     }
 
@@ -253,8 +272,21 @@ impl ApiError {
             "POL_001" | "POL_003" | "POL_004" | "POL_008" | "CFG_001" => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            "POL_006" | "ADM_001" | "SYS_002" | "SYS_003" => StatusCode::SERVICE_UNAVAILABLE,
+            "POL_006" | "ADM_001" | "SYS_002" | "SYS_003" | "SYS_004" | "SYS_005" | "SYS_006" => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Seconds a client should wait before sending the same request again
+    /// (`Retry-After`), for the answers that say "retry".
+    pub fn retry_after(&self) -> Option<u32> {
+        match self.code() {
+            "POL_006" | "SYS_002" | "SYS_003" | "SYS_004" | "SYS_006" => Some(1),
+            // A full disk needs an operator: no point in coming back at once.
+            "SYS_005" => Some(30),
+            _ => None,
         }
     }
 
@@ -374,9 +406,10 @@ impl From<AppError> for ApiError {
             }
             AppError::NoPolicy { .. } => ApiError::PolicyNotBound(err.to_string()),
             AppError::NotReady => ApiError::NotReady,
-            AppError::Store(StoreError::Unavailable(message)) => {
-                ApiError::StoreUnavailable(StoreError::Unavailable(message))
-            }
+            AppError::Store(err @ StoreError::Unavailable(_)) => ApiError::StoreUnavailable(err),
+            AppError::Store(err @ StoreError::Contention(_)) => ApiError::StoreBusy(err),
+            AppError::Store(err @ StoreError::Storage(_)) => ApiError::StoreFull(err),
+            AppError::Stale(message) => ApiError::Stale(message),
             AppError::Store(err) => ApiError::Internal(anyhow::Error::new(err)),
             AppError::Internal(message) => ApiError::Internal(anyhow::anyhow!(message)),
         }
@@ -392,7 +425,9 @@ impl IntoResponse for ApiError {
                 // Logged here, once; the client only sees the code.
                 tracing::error!(code, error = format!("{err:#}"), "api.internal_error");
             }
-            ApiError::StoreUnavailable(err) => {
+            ApiError::StoreUnavailable(err)
+            | ApiError::StoreBusy(err)
+            | ApiError::StoreFull(err) => {
                 tracing::error!(code, error = %err, "api.store_unavailable");
             }
             // Readiness polls and a disabled admin API (warned about at
@@ -404,13 +439,20 @@ impl IntoResponse for ApiError {
             _ => tracing::debug!(code, error = %self, "api.error"),
         }
         let message = self.to_string();
+        let retry_after = self.retry_after();
         let body = Envelope {
             is_success: false,
             code,
             message,
             result: self.result(),
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -450,6 +492,10 @@ mod tests {
             ApiError::PolicyNotBound(String::new()),
             ApiError::AdminDisabled,
             ApiError::NotReady,
+            ApiError::StoreUnavailable(StoreError::Unavailable(String::new())),
+            ApiError::StoreBusy(StoreError::Contention(String::new())),
+            ApiError::StoreFull(StoreError::Storage(String::new())),
+            ApiError::Stale(String::new()),
             ApiError::Internal(anyhow::anyhow!("x")),
         ];
         let mut seen = std::collections::BTreeMap::new();
@@ -464,5 +510,35 @@ mod tests {
         assert_eq!(seen["PAY_003"], StatusCode::CONFLICT);
         assert_eq!(seen["NOT_FOUND"], StatusCode::NOT_FOUND);
         assert_eq!(seen["AUTH_003"], StatusCode::UNAUTHORIZED);
+        for code in ["SYS_003", "SYS_004", "SYS_005", "SYS_006"] {
+            assert_eq!(seen[code], StatusCode::SERVICE_UNAVAILABLE, "{code}");
+        }
+    }
+
+    /// A retryable store failure is a 503 with its own code and a
+    /// `Retry-After`, never the internal error's 500.
+    #[test]
+    fn retryable_store_errors_answer_503_with_retry_after() {
+        let cases = [
+            (StoreError::Unavailable("gone".into()), "SYS_003"),
+            (
+                StoreError::Contention("database is locked".into()),
+                "SYS_004",
+            ),
+            (
+                StoreError::Storage("database or disk is full".into()),
+                "SYS_005",
+            ),
+        ];
+        for (err, code) in cases {
+            assert!(err.is_retryable());
+            let response = ApiError::from(AppError::Store(err)).into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{code}");
+            assert!(response.headers().contains_key("retry-after"), "{code}");
+        }
+        let response =
+            ApiError::from(AppError::Store(StoreError::Database("syntax".into()))).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!response.headers().contains_key("retry-after"));
     }
 }

@@ -82,6 +82,11 @@ pub enum AppError {
     /// Policies are not loaded yet.
     #[error("policies are still loading")]
     NotReady,
+    /// What a policy decided on (a balance, usage totals) changed before
+    /// the transaction could apply the decision, every time it was tried:
+    /// nothing was written; the request may be sent again.
+    #[error("{0}")]
+    Stale(String),
     /// The database failed.
     #[error(transparent)]
     Store(StoreError),

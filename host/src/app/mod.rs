@@ -7,14 +7,19 @@
 //! reference implementation):
 //!
 //! 1. validate the input into domain types (`REQ_001`, nothing written);
-//! 2. price with the tenant's pricing policy, outside any transaction;
+//! 2. price and validate with the tenant's policies, outside any
+//!    transaction;
 //! 3. `store.begin(tenant)`, then [`idempotency::claim`] as the first
 //!    statement (a duplicate replays or conflicts here);
 //! 4. the guarded state change (`UPDATE … WHERE <rule> RETURNING`), which
 //!    also locks the row;
-//! 5. validation policies that need the locked state (balance, spend): a
-//!    verdict reached before the transaction on a snapshot is reused when
-//!    the locked values are the same (`credits/use`), else they run here;
+//! 5. no policy runs here: a verdict that depends on stored state
+//!    (balance, spend, usage totals) is reached before the transaction on
+//!    a snapshot, and the transaction checks that the locked values are
+//!    still the snapshot's; if not, it is left, the policy runs on the new
+//!    values and the command tries again, a bounded number of times
+//!    (`SYS_006` after that). Debug builds fail any policy call made while
+//!    a write transaction is open (`store::write_transaction_open`);
 //! 6. `tx.record(journal)` — ledger postings from the domain's constructors,
 //!    history rows and outbox events from [`journal`];
 //! 7. render the response *inside* the transaction and `tx.commit(response)`,
@@ -31,6 +36,7 @@
 
 pub mod audit;
 pub mod credits;
+mod customer_locks;
 pub mod customers;
 mod error;
 pub mod events;
@@ -74,6 +80,7 @@ struct Inner {
     registry: Arc<Registry>,
     tenants: TenantDirectory,
     clock: Clock,
+    customer_locks: customer_locks::CustomerLocks,
 }
 
 impl App {
@@ -90,6 +97,7 @@ impl App {
                 registry,
                 tenants,
                 clock,
+                customer_locks: Default::default(),
             }),
         }
     }
@@ -107,6 +115,12 @@ impl App {
     /// The tenants the API serves.
     pub fn tenants(&self) -> &TenantDirectory {
         &self.inner.tenants
+    }
+
+    /// Per-customer locks for decisions taken on a snapshot
+    /// ([`customer_locks`]).
+    fn customer_locks(&self) -> &customer_locks::CustomerLocks {
+        &self.inner.customer_locks
     }
 
     /// Now, in ms since the epoch.

@@ -23,7 +23,18 @@ use crate::policy::types;
 
 /// Runs `binding`'s call `f` in place when the binding is quick, else where
 /// blocking is allowed (see the module docs).
+///
+/// Never inside a write transaction: a policy may run for its whole
+/// deadline, and on SQLite every tenant's writes wait for the one writer
+/// (`store::write_transaction_open`). Debug builds, and so every test,
+/// fail a call made while one is open.
 fn call_on<T>(binding: &Binding, f: impl FnOnce() -> T) -> T {
+    debug_assert!(
+        !crate::store::write_transaction_open(),
+        "policy `{}` was called while a write transaction is open: price and \
+         validate before the transaction, re-check what the policy saw inside it",
+        binding.name()
+    );
     if binding.is_quick() {
         return f();
     }

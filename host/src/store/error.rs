@@ -6,7 +6,7 @@
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A named constraint refused a write (CHECK, UNIQUE, FOREIGN KEY).
     #[error("constraint `{constraint}` refused the write: {message}")]
@@ -20,9 +20,23 @@ pub enum StoreError {
     /// An integer result did not fit in 64 bits (PostgreSQL 22003).
     #[error("a value is out of the 64-bit range")]
     OutOfRange,
-    /// The database cannot be reached or the pool is exhausted.
+    /// The database cannot be reached, the pool is exhausted, or the
+    /// connection broke mid-request (PostgreSQL shutting down, a reset):
+    /// whatever the request was doing was not committed. Retryable.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// Another transaction held what this one needed for longer than the
+    /// database waits (SQLite BUSY or LOCKED), or the database chose this
+    /// one to undo (PostgreSQL serialization failure 40001, deadlock
+    /// 40P01): nothing was written. Retryable at once.
+    #[error("the database was busy: {0}")]
+    Contention(String),
+    /// The storage refused the write: the disk or the database's size
+    /// limit is full, or an I/O error (SQLITE_FULL, SQLITE_IOERR,
+    /// PostgreSQL class 53 and 58): nothing was written. Retryable once an
+    /// operator has made room.
+    #[error("the database could not store the write: {0}")]
+    Storage(String),
     /// A row that breaks what the schema promises (a bad enum value, …).
     #[error("corrupt data: {0}")]
     Corrupt(String),
@@ -34,10 +48,42 @@ pub enum StoreError {
     Database(String),
 }
 
+impl StoreError {
+    /// The error every member of a failed SQLite group commit gets: a
+    /// retryable one stays retryable (a closed store, another process's
+    /// write lock, a full disk); anything else names the group.
+    pub(super) fn shared_by_group(&self) -> StoreError {
+        match self {
+            StoreError::Unavailable(_) | StoreError::Contention(_) | StoreError::Storage(_) => {
+                self.clone()
+            }
+            other => StoreError::Database(format!("the group commit failed: {other}")),
+        }
+    }
+
+    /// Whether nothing was written and the same request may be sent again
+    /// (the API answers 503 with `Retry-After`).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::Contention(_) | StoreError::Storage(_)
+        )
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         match &err {
             sqlx::Error::Database(db) => {
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // SQLite's code is its extended result code, in decimal.
+                    let code = db.code().and_then(|c| c.parse::<i32>().ok());
+                    if let Some(err) = code.and_then(|c| sqlite_transient(c, db.message())) {
+                        return err;
+                    }
+                } else if let Some(err) = db.code().and_then(|c| pg_transient(&c, db.message())) {
+                    return err;
+                }
                 // PostgreSQL reports numeric overflow as 22003; constraint
                 // violations are class 23 and name the constraint.
                 if db.code().as_deref() == Some("22003") {
@@ -57,9 +103,13 @@ impl From<sqlx::Error> for StoreError {
                 }
                 StoreError::Database(db.message().to_owned())
             }
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                StoreError::Unavailable(err.to_string())
-            }
+            // A connection that broke mid-message reports Io or Protocol; a
+            // dead SQLite worker thread, WorkerCrashed.
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err.to_string()),
             sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
                 StoreError::Corrupt(err.to_string())
             }
@@ -75,16 +125,15 @@ impl From<rusqlite::Error> for StoreError {
         match &err {
             rusqlite::Error::SqliteFailure(failure, message) => {
                 let message = message.clone().unwrap_or_else(|| failure.to_string());
+                if let Some(err) = sqlite_transient(failure.extended_code, &message) {
+                    return err;
+                }
                 match failure.code {
                     rusqlite::ErrorCode::ConstraintViolation => StoreError::Constraint {
                         constraint: sqlite_constraint(&message)
                             .unwrap_or_else(|| "constraint".to_owned()),
                         message,
                     },
-                    rusqlite::ErrorCode::DatabaseBusy
-                    | rusqlite::ErrorCode::DatabaseLocked
-                    | rusqlite::ErrorCode::CannotOpen
-                    | rusqlite::ErrorCode::SystemIoFailure => StoreError::Unavailable(message),
                     _ => StoreError::Database(message),
                 }
             }
@@ -99,6 +148,40 @@ impl From<rusqlite::Error> for StoreError {
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(err: sqlx::migrate::MigrateError) -> Self {
         StoreError::Migrate(err.to_string())
+    }
+}
+
+/// The SQLite result codes (primary or extended) that mean "nothing was
+/// written, try again": one classification for the sqlx and the inline
+/// (rusqlite) paths.
+fn sqlite_transient(code: i32, message: &str) -> Option<StoreError> {
+    use rusqlite::ffi;
+    let message = message.to_owned();
+    match code & 0xff {
+        ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => Some(StoreError::Contention(message)),
+        ffi::SQLITE_FULL | ffi::SQLITE_IOERR | ffi::SQLITE_NOMEM | ffi::SQLITE_READONLY => {
+            Some(StoreError::Storage(message))
+        }
+        ffi::SQLITE_CANTOPEN => Some(StoreError::Unavailable(message)),
+        _ => None,
+    }
+}
+
+/// The PostgreSQL SQLSTATEs that mean "nothing was committed, try again".
+fn pg_transient(sqlstate: &str, message: &str) -> Option<StoreError> {
+    let message = message.to_owned();
+    match sqlstate {
+        // serialization_failure, deadlock_detected
+        "40001" | "40P01" => Some(StoreError::Contention(message)),
+        // lock_not_available (lock_timeout), query_canceled (statement_timeout)
+        "55P03" | "57014" => Some(StoreError::Contention(message)),
+        // too_many_connections, admin/crash shutdown, cannot connect now
+        "53300" | "57P01" | "57P02" | "57P03" => Some(StoreError::Unavailable(message)),
+        // connection exceptions
+        s if s.starts_with("08") => Some(StoreError::Unavailable(message)),
+        // insufficient resources (disk full, out of memory), system errors
+        s if s.starts_with("53") || s.starts_with("58") => Some(StoreError::Storage(message)),
+        _ => None,
     }
 }
 

@@ -84,6 +84,7 @@ impl PgStore {
             tenant: tenant.to_owned(),
             claimed: None,
             journal: Journal::default(),
+            _open: super::WriteMark::new(),
         })
     }
 
@@ -280,6 +281,7 @@ pub struct PgTx {
     pub(super) tenant: String,
     claimed: Option<String>,
     journal: Journal,
+    _open: super::WriteMark,
 }
 
 impl TxOps for PgTx {

@@ -31,7 +31,6 @@ use super::model::*;
 use super::sqlite_checkpoint::{Checkpointer, WRITER_AUTOCHECKPOINT_PAGES};
 use super::sqlite_jobs::{Jobs, Step};
 use super::sqlite_reader::InlineReaders;
-use super::sqlite_vfs;
 use super::sqlite_writer::{Batch, Writer, WriterTx};
 use super::{Maintenance, Queries, Transactions, TxOps, WriteJobFn, allocate_grants, utc_day};
 use crate::config::{self, DatabaseConfig};
@@ -48,46 +47,6 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long SQLite itself waits for a lock held by another process.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How much of a statement journal SQLite keeps in memory (its default is
-/// 64 KiB): more than one request's savepoint needs (see
-/// [`configure_sqlite`]).
-const STATEMENT_JOURNAL_IN_MEMORY: i32 = 1 << 20;
-
-/// Process-wide SQLite settings for a serving process; `false` if SQLite
-/// was already in use (then nothing changed). Measured in BENCHMARKS.md,
-/// "SQLite write path".
-///
-/// - **No memory statistics.** With them on (SQLite's default), every
-///   allocation and free SQLite makes takes a process-wide mutex to keep
-///   counts that only `sqlite3_memory_used` and the soft heap limit read,
-///   and FluxPay uses neither: ~4 % of a `credits/use`'s instructions
-///   under the writer.
-/// - **Statement journals in memory up to 1 MiB.** Every request runs in a
-///   savepoint of its group, so SQLite first copies every page the request
-///   changes to the statement journal. Past 64 KiB it moves that journal
-///   to a temporary file: a file created and deleted per group and ~50
-///   `pwrite`s per `credits/use`, all under the writer. In memory it is
-///   one allocation and a copy per page. (`temp_store = memory` would keep
-///   it in memory too, but in 1 KiB chunks, one allocation each.)
-///
-/// # Safety
-/// SQLite's global configuration may only change while no other thread
-/// uses SQLite: call it first thing in `main`, before any thread starts.
-pub unsafe fn configure_sqlite() -> bool {
-    use rusqlite::ffi;
-    use std::os::raw::c_int;
-    // SAFETY: the caller guarantees no other thread is in SQLite. Before
-    // `sqlite3_initialize` these options are allowed; after it SQLite
-    // answers SQLITE_MISUSE and changes nothing.
-    unsafe {
-        ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int) == ffi::SQLITE_OK
-            && ffi::sqlite3_config(
-                ffi::SQLITE_CONFIG_STMTJRNL_SPILL,
-                STATEMENT_JOURNAL_IN_MEMORY as c_int,
-            ) == ffi::SQLITE_OK
-    }
-}
 
 /// The SQLite store: one writer connection, a pool of readers.
 #[derive(Clone, Debug)]
@@ -115,11 +74,8 @@ impl SqliteStore {
             config::SqliteSynchronous::Full => SqliteSynchronous::Full,
             config::SqliteSynchronous::Normal => SqliteSynchronous::Normal,
         };
-        // Every connection opens its files through the WAL shim.
-        sqlite_vfs::register()?;
         let base = SqliteConnectOptions::new()
             .filename(path)
-            .vfs(sqlite_vfs::VFS_NAME)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         let writer_options = base
@@ -319,6 +275,7 @@ pub struct SqliteTx {
     /// The idempotency key this transaction claimed, inserted at commit.
     claimed: Option<IdempotencyClaim>,
     journal: Journal,
+    _open: super::WriteMark,
 }
 
 impl SqliteTx {
@@ -328,6 +285,7 @@ impl SqliteTx {
             tenant: tenant.to_owned(),
             claimed: None,
             journal: Journal::default(),
+            _open: super::WriteMark::new(),
         }
     }
 
@@ -699,6 +657,36 @@ mod tests {
         let store = SqliteStore::open(path, &config).await.unwrap();
         store.migrate().await.unwrap();
         store
+    }
+
+    /// Both kinds of write transaction mark who holds them open, which is
+    /// what the app layer's "no policy call in a write transaction"
+    /// assertion reads: a transaction held by a task, and a write job on
+    /// the writer's own thread.
+    #[cfg(debug_assertions)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn write_transactions_are_seen_as_open_by_their_holder_only() {
+        use super::super::{Finish, Store, write_transaction_open};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::Sqlite(migrated(&dir.path().join("open.db")).await);
+        let held = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let tx = store.begin("t").await.unwrap();
+                let open = write_transaction_open();
+                tx.rollback().await.unwrap();
+                (open, write_transaction_open())
+            })
+        };
+        assert_eq!(held.await.unwrap(), (true, false));
+        let in_job: bool = store
+            .write("t", |_tx| {
+                Box::pin(async { Ok::<_, StoreError>(Finish::Discard(write_transaction_open())) })
+            })
+            .await
+            .unwrap();
+        assert!(in_job, "a write job runs with its transaction open");
+        assert!(!write_transaction_open());
     }
 
     /// The inline read (rusqlite, columns by position) and the pool's (sqlx,

@@ -102,22 +102,13 @@ where
     fn answer(self: Box<Self>, committed: std::result::Result<(), &StoreError>) {
         let result = match committed {
             // Whatever it decided, it read state that never became durable.
-            Err(err) => Err(shared(err).into()),
+            Err(err) => Err(err.shared_by_group().into()),
             Ok(()) => self.result.unwrap_or_else(|| {
                 Err(StoreError::Database("the write job did not finish".into()).into())
             }),
         };
         // The caller may have gone meanwhile; its work stands.
         let _ = self.reply.send(result);
-    }
-}
-
-/// The error every job of a failed group gets: a retryable one stays
-/// retryable (`Unavailable`: a closed store, another process's write lock).
-fn shared(err: &StoreError) -> StoreError {
-    match err {
-        StoreError::Unavailable(message) => StoreError::Unavailable(message.clone()),
-        other => StoreError::Database(format!("the group commit failed: {other}")),
     }
 }
 

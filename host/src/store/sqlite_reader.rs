@@ -25,7 +25,6 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 use super::error::Result;
-use super::sqlite_vfs;
 
 /// At most this many connections, or twice the machine's cores if that is
 /// more (the runtime has a thread per core), are kept between reads: enough
@@ -111,10 +110,9 @@ impl InlineReaders {
     }
 
     fn open(&self) -> Result<Connection> {
-        let conn = Connection::open_with_flags_and_vfs(
+        let conn = Connection::open_with_flags(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            sqlite_vfs::VFS_NAME,
         )?;
         conn.busy_timeout(Duration::ZERO)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -127,7 +125,6 @@ mod tests {
     use super::*;
 
     fn database(dir: &Path) -> (PathBuf, Connection) {
-        sqlite_vfs::register().unwrap();
         let path = dir.join("inline.db");
         let writer = Connection::open(&path).unwrap();
         writer

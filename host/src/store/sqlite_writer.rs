@@ -87,7 +87,7 @@ const STALL_CHECK: Duration = Duration::from_millis(25);
 const INLINE_STATEMENT_CACHE: usize = 64;
 
 /// What a group's `COMMIT` came to, shared with every member.
-type Outcome = Option<std::result::Result<(), String>>;
+type Outcome = Option<std::result::Result<(), StoreError>>;
 
 /// The writer connection and the group open on it.
 pub(super) struct Slot {
@@ -208,7 +208,7 @@ impl Writer {
             // Joining: one inline statement, nothing to cancel half-way.
             if let Err(err) = inline_prepared(&slot, SAVEPOINT) {
                 // The group's transaction is unusable: end it for everyone.
-                abort(&mut slot, &group, &err.to_string());
+                abort(&mut slot, &group, err.clone());
                 return Err(err);
             }
             return Ok(self.member(slot, group));
@@ -304,7 +304,11 @@ impl Writer {
     pub(super) async fn close(&self) {
         let mut slot = self.slot.clone().lock_owned().await;
         if let Some(group) = slot.group.clone() {
-            abort(&mut slot, &group, "the store was closed");
+            abort(
+                &mut slot,
+                &group,
+                StoreError::Unavailable("the store was closed".into()),
+            );
         }
         // Finalises the inline statements before the handle is closed.
         drop(slot.raw.take());
@@ -334,11 +338,7 @@ impl Writer {
                 };
             match done {
                 Some(Some(Ok(()))) => return Ok(()),
-                Some(Some(Err(message))) => {
-                    return Err(StoreError::Database(format!(
-                        "the group commit failed: {message}"
-                    )));
-                }
+                Some(Some(Err(err))) => return Err(err.shared_by_group()),
                 Some(None) => unreachable!("waited for an outcome"),
                 None => {
                     // Free connection + still our group ⇒ nobody will
@@ -368,11 +368,11 @@ impl Writer {
         let writer = self.clone();
         tokio::spawn(async move {
             let Some(conn) = slot.conn.as_mut() else {
-                abort(&mut slot, &group, "the database is closed");
+                abort(&mut slot, &group, closed());
                 return;
             };
             if let Err(err) = exec(conn, "COMMIT").await {
-                abort(&mut slot, &group, &err.to_string());
+                abort(&mut slot, &group, StoreError::from(err));
                 return;
             }
             slot.group = None;
@@ -463,7 +463,11 @@ impl Drop for Batch {
         if let Some(slot) = self.slot.as_mut()
             && slot.group.is_some()
         {
-            abort(slot, &self.group, "the writer's batch ended unfinished");
+            abort(
+                slot,
+                &self.group,
+                StoreError::Database("the writer's batch ended unfinished".into()),
+            );
         }
     }
 }
@@ -493,7 +497,7 @@ impl Batch {
         };
         let group = self.group.clone();
         if let Err(err) = inline_prepared(&slot, SAVEPOINT) {
-            abort(&mut slot, &group, &err.to_string());
+            abort(&mut slot, &group, err.clone());
             return Err(err);
         }
         let mut member = writer.member(slot, group);
@@ -508,7 +512,7 @@ impl Batch {
         let group = self.group.clone();
         let slot = self.slot()?;
         if let Err(err) = inline_prepared(slot, "COMMIT") {
-            abort(slot, &group, &err.to_string());
+            abort(slot, &group, err.clone());
             return Err(err);
         }
         slot.group = None;
@@ -588,7 +592,7 @@ impl WriterTx {
         let mut slot = self.take_slot();
         let group = self.group.clone();
         if let Err(err) = inline_prepared(&slot, RELEASE) {
-            abort(&mut slot, &group, &err.to_string());
+            abort(&mut slot, &group, err.clone());
             return Err(err);
         }
         if self.writer.should_pass_on(&group) {
@@ -610,7 +614,7 @@ impl WriterTx {
         let group = self.group.clone();
         // Every sqlx statement was awaited to its end: undo inline.
         if let Err(err) = inline(&slot, UNDO) {
-            abort(&mut slot, &group, &err.to_string());
+            abort(&mut slot, &group, err.clone());
             return Err(err);
         }
         self.writer.hand_on(slot, group.clone());
@@ -631,7 +635,7 @@ impl WriterTx {
             inline(&slot, UNDO)
         };
         if let Err(err) = ended {
-            abort(&mut slot, &group, &err.to_string());
+            abort(&mut slot, &group, err.clone());
             return Err(err);
         }
         Ok(Batch::new(slot, group))
@@ -652,7 +656,7 @@ impl WriterTx {
             Err(err) => Err(err),
         };
         if let Err(err) = undone {
-            abort(&mut slot, &group, &err.to_string());
+            abort(&mut slot, &group, err.clone());
             return Err(err);
         }
         Ok(Batch::new(slot, group))
@@ -674,7 +678,11 @@ impl Drop for WriterTx {
         if self.in_batch {
             // Earlier jobs of the batch have released their work into the
             // group, and their callers will not hear from it.
-            abort(&mut slot, &group, "a write job's batch ended unfinished");
+            abort(
+                &mut slot,
+                &group,
+                StoreError::Database("a write job's batch ended unfinished".into()),
+            );
             return;
         }
         // An error path (`?`) or a cancelled request: undo its work without
@@ -684,7 +692,7 @@ impl Drop for WriterTx {
         if !self.sqlx_used {
             // Nothing of ours can still be running: undo inline, now.
             if let Err(err) = inline(&slot, UNDO) {
-                abort(&mut slot, &group, &err.to_string());
+                abort(&mut slot, &group, err.clone());
                 return;
             }
             if runtime.is_ok() {
@@ -702,7 +710,7 @@ impl Drop for WriterTx {
             abort(
                 &mut slot,
                 &group,
-                "a write transaction was dropped outside the runtime",
+                StoreError::Database("a write transaction was dropped outside the runtime".into()),
             );
             return;
         };
@@ -712,7 +720,7 @@ impl Drop for WriterTx {
             let Ok(conn) = conn_of(&mut slot) else { return };
             if let Err(err) = exec(conn, UNDO).await {
                 tracing::warn!(error = %err, "store.sqlite_rollback_failed");
-                abort(&mut slot, &group, &err.to_string());
+                abort(&mut slot, &group, StoreError::from(err));
                 return;
             }
             writer.hand_on(slot, group);
@@ -740,12 +748,12 @@ fn prepared(raw: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
 }
 
 /// Rolls the whole group back and tells its members it failed.
-fn abort(slot: &mut Slot, group: &Arc<Group>, why: &str) {
+fn abort(slot: &mut Slot, group: &Arc<Group>, why: StoreError) {
     // May fail if SQLite already rolled back (some I/O errors do).
     let _ = inline(slot, "ROLLBACK");
     slot.group = None;
-    group.outcome.send_replace(Some(Err(why.to_owned())));
     tracing::warn!(error = %why, "store.sqlite_group_aborted");
+    group.outcome.send_replace(Some(Err(why)));
 }
 
 fn conn_of(slot: &mut Slot) -> Result<&mut SqliteConnection> {

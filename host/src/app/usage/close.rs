@@ -1,10 +1,12 @@
-//! `POST /usage/close`: closes a customer's usage period, once. In one
-//! transaction: lock the customer (no event can land in the period while
-//! it closes), refuse a period that overlaps an earlier close (`PAY_004`),
-//! total the usage, rate it with the metered policy, leave a `PENDING`
-//! order for a total above zero, record the close, its history row and its
-//! `usage.period_closed` event. Events for the period that arrive later are
-//! answered `late` by ingest.
+//! `POST /usage/close`: closes a customer's usage period, once. The usage
+//! is totalled and rated by the metered policy outside any transaction;
+//! then, in one transaction: lock the customer (no event can land in the
+//! period while it closes), refuse a period that overlaps an earlier close
+//! (`PAY_004`), check that the totals are still the rated ones (else rate
+//! the new ones and try again), leave a `PENDING` order for a total above
+//! zero, record the close, its history row and its `usage.period_closed`
+//! event. Events for the period that arrive later are answered `late` by
+//! ingest.
 
 use super::super::credits::Render;
 use std::collections::BTreeMap;
@@ -22,7 +24,8 @@ use crate::domain::{Currency, CustomerId};
 use crate::policy::registry::{Binding, CallContext};
 use crate::policy::types;
 use crate::store::{
-    MetricTotal, NewPeriodClose, OrderSource, Queries, Transactions, Tx, TxOps, UsageTx,
+    MetricTotal, NewPeriodClose, OrderSource, Queries, Transactions, Tx, TxOps, UsageQueries,
+    UsageTx,
 };
 
 /// `POST /usage/close`.
@@ -93,10 +96,63 @@ impl App {
             now_ms: now,
         };
 
+        // Rate the totals as last committed, outside any transaction; the
+        // close's transaction then checks, with the customer locked, that
+        // they are still the totals (an event may have landed since). If
+        // not, it leaves, and the new totals are rated and tried again.
+        let mut usage = self
+            .store()
+            .usage_totals(
+                &ctx.tenant,
+                customer.as_str(),
+                cmd.period_start,
+                cmd.period_end,
+            )
+            .await?;
+        let mut render = render;
+        for _ in 0..CLOSE_ATTEMPTS {
+            let rated = rate(&pricing, call_ctx.clone(), period, &usage)?;
+            let rated = Rating {
+                pricing: &pricing,
+                usage,
+                rated,
+            };
+            match self
+                .close_rated(ctx, &cmd, &customer, now, rated, render)
+                .await?
+            {
+                CloseAttempt::Done(reply) => return Ok(reply),
+                CloseAttempt::Changed(found, back) => (usage, render) = (found, back),
+            }
+        }
+        Err(AppError::Stale(format!(
+            "usage of customer `{customer}` kept arriving in the period while it was \
+             rated ({CLOSE_ATTEMPTS} attempts); nothing was closed, retry"
+        )))
+    }
+
+    /// One attempt at a close rated beforehand: in one transaction, claim
+    /// the key, lock the customer (no event can land in the period while
+    /// it closes), refuse an overlapping period, and check that the
+    /// period's totals are the ones rated.
+    async fn close_rated<R: Render<PeriodClosed>>(
+        &self,
+        ctx: &RequestCtx,
+        cmd: &CloseCommand,
+        customer: &CustomerId,
+        now: i64,
+        rating: Rating<'_>,
+        render: R,
+    ) -> Result<CloseAttempt<R>> {
+        let Rating {
+            pricing,
+            usage,
+            rated,
+        } = rating;
         let tx = self.store().begin(&ctx.tenant).await?;
         let mut tx = match claim(tx, ctx, now).await? {
             Claimed::Proceed(tx) => tx,
-            Claimed::Replay(reply) => return Ok(reply),
+            Claimed::Replay(reply) => return Ok(CloseAttempt::Done(reply)),
         };
         if !tx.lock_customer_for_close(customer.as_str()).await? {
             return Err(not_found(customer.as_str()));
@@ -113,12 +169,13 @@ impl App {
         }
         // The customer is locked: these totals are exactly what the close
         // bills, and ingest answers `late` for the period from now on.
-        let usage = tx
+        let found = tx
             .usage_totals(customer.as_str(), cmd.period_start, cmd.period_end)
             .await?;
-        // The policy runs inside the transaction because it must rate the
-        // locked totals; it is bounded by its limits like any call.
-        let rated = rate(&pricing, call_ctx, period, &usage)?;
+        if found != usage {
+            tx.rollback().await?;
+            return Ok(CloseAttempt::Changed(found, render));
+        }
 
         let close_id = new_id("uclose");
         let order_id = if rated.total > 0 {
@@ -127,9 +184,9 @@ impl App {
                     &mut tx,
                     ctx,
                     now,
-                    &pricing,
+                    pricing,
                     CloseBill {
-                        customer: &customer,
+                        customer,
                         close_id: &close_id,
                         usage: &usage,
                         rated: &rated,
@@ -199,11 +256,31 @@ impl App {
             created_at: now,
         });
         tx.commit(Some(response.clone())).await?;
-        Ok(Reply {
+        Ok(CloseAttempt::Done(Reply {
             response,
             replayed: false,
-        })
+        }))
     }
+}
+
+/// How often a close rates and tries totals that keep changing before it
+/// gives up with a retryable error (`SYS_006`).
+const CLOSE_ATTEMPTS: usize = 4;
+
+/// Totals and what the metered policy made of them.
+struct Rating<'a> {
+    pricing: &'a Binding,
+    usage: Vec<MetricTotal>,
+    rated: super::Rated,
+}
+
+/// What one close attempt came to.
+enum CloseAttempt<R> {
+    /// Answered (closed, or a replay).
+    Done(Reply),
+    /// The period's totals are no longer the rated ones: these are the
+    /// totals now; the render comes back for the next attempt.
+    Changed(Vec<MetricTotal>, R),
 }
 
 /// What a close bills.
