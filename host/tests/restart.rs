@@ -5,100 +5,11 @@
 //! clean. Also an in-process restart of the store on both backends.
 
 mod harness;
+mod process;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use harness::{GLOBEX_KEY, Tenant, TestHost, backends};
-use serde_json::{Value, json};
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(config: &Path, database_url: &str) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fluxpay-host"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .args(["--listen", "127.0.0.1:0"])
-        .env("FLUXPAY_DATABASE_URL", database_url)
-        .env("TEST_ACME_SECRET", harness::ACME_SECRET)
-        .env_remove("FLUXPAY_CONFIG")
-        .env_remove("FLUXPAY_LISTEN")
-        .env("FLUXPAY_ADMIN_TOKEN", harness::ADMIN_TOKEN)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting fluxpay-host");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("fluxpay-host listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
-    let server = Server { child, addr };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while http(&server, "GET", "/health/ready", None, None).0 != 200 {
-        assert!(Instant::now() < deadline, "server never became ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    server
-}
-
-/// One request per connection; (status, raw body).
-fn http(
-    server: &Server,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-    key: Option<&str>,
-) -> (u16, Vec<u8>) {
-    let mut stream = TcpStream::connect(&server.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAuthorization: Bearer {GLOBEX_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        server.addr,
-        body.len()
-    );
-    if let Some(key) = key {
-        request.push_str(&format!("Idempotency-Key: {key}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(&body);
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete response");
-    let head = String::from_utf8_lossy(&response[..split]).into_owned();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, response[split + 4..].to_vec())
-}
-
-fn json_of(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)))
-}
+use harness::{Tenant, TestHost, backends};
+use process::{Server, database_url, http, json_of};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_server_keeps_every_acknowledged_write() {
@@ -107,14 +18,9 @@ async fn a_killed_server_keeps_every_acknowledged_write() {
         // serves it. The harness's own store stays closed meanwhile.
         let host = TestHost::start(backend).await;
         host.app.store().close().await;
-        let url = match &host.database.url {
-            fluxpay_host::config::DatabaseUrl::Sqlite(path) => {
-                format!("sqlite://{}", path.display())
-            }
-            fluxpay_host::config::DatabaseUrl::Postgres(url) => url.expose().to_owned(),
-        };
+        let url = database_url(&host);
 
-        let server = start(&host.config_path, &url);
+        let server = Server::start(&host.config_path, &url);
         assert_eq!(
             http(
                 &server,
@@ -149,7 +55,7 @@ async fn a_killed_server_keeps_every_acknowledged_write() {
         // SIGKILL right after the last answer: no shutdown, no checkpoint.
         drop(server);
 
-        let server = start(&host.config_path, &url);
+        let server = Server::start(&host.config_path, &url);
         let (_, balance) = http(
             &server,
             "GET",
