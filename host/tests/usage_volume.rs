@@ -126,6 +126,17 @@ async fn thousand_event_batches_are_stored_past_200_000_events_alone_and_concurr
             "{backend:?}"
         );
         drop(server);
+        if let fluxpay_host::config::DatabaseUrl::Sqlite(path) = &host.database.url {
+            // ~1 GB went through the WAL; the checkpoints (every 4,000
+            // frames, the writer's own past 10,000) kept starting it over.
+            let wal = std::fs::metadata(path.with_extension("db-wal"))
+                .expect("the killed server left its WAL")
+                .len();
+            assert!(
+                wal < 12_000 * (4096 + 24),
+                "the WAL grew to {wal} bytes: checkpoints did not keep up"
+            );
+        }
         host.restart().await.finish().await;
     }
 }
