@@ -38,11 +38,7 @@ impl CustomerLocks {
     /// Waits for `customer` of `tenant` (first come, first served).
     pub(super) async fn lock(&self, tenant: &str, customer: &str) -> CustomerGuard<'_> {
         let key = (tenant.to_owned(), customer.to_owned());
-        let mutex = self
-            .map()
-            .entry(key.clone())
-            .or_default()
-            .clone();
+        let mutex = self.map().entry(key.clone()).or_default().clone();
         CustomerGuard {
             locks: self,
             key,
