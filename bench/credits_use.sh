@@ -2,7 +2,7 @@
 # End-to-end benchmark of POST /api/v1/credits/use (BENCHMARKS.md,
 # "credits/use end to end").
 #
-#   bench/credits_use.sh [sqlite|postgres|pgbench|all]     (default: all)
+#   bench/credits_use.sh [sqlite|postgres|pgbench|all|isolation|usage]  (default: all)
 #
 # Builds BUILD_PROFILE, then for each backend starts `fluxpay-host serve` with
 # bench/tenants.yaml (one signed tenant, `bench`) on 127.0.0.1, seeds
@@ -12,6 +12,15 @@
 #              synchronous_commit=on) started on 127.0.0.1:$PG_PORT
 #   pgbench  — bench/pgbench_credit_use.sql (the same statements) against
 #              the same cluster, at PGBENCH_CLIENTS client counts
+#   isolation — tenant isolation in time (BENCHMARKS.md, "Tenant isolation"):
+#              on one durable SQLite host, tenant B (`bench`) runs the
+#              credits/use load alone and then while tenant A (`noisy`) calls
+#              usage/close and credits/use through the hostile fixture's
+#              `slow` policy (SPIN iterations, most of its 50 ms deadline),
+#              A_RATE calls per second on each of the two, ROUNDS times
+#   usage    — usage ingest: POST /api/v1/usage with USAGE_BATCH (1000) events
+#              per request, random event ids, at each CONCURRENCY, on a
+#              durable SQLite file (events/s in the summary)
 # Every process it starts is stopped on exit, by PID.
 #
 # Knobs (environment): DURATION (s, 20), WARMUP (s, 3), CONCURRENCY ("32"),
@@ -23,7 +32,9 @@
 # PERF_CALL_GRAPH=dwarf for stacks through code built without frame pointers),
 # ROUNDS (PostgreSQL: host and pgbench runs alternate this many times, 1),
 # BUILD_PROFILE (cargo profile: production, the LTO build a deployment runs,
-# or release), SKIP_BUILD (1: use the binaries already in target/<profile>).
+# or release), SKIP_BUILD (1: use the binaries already in target/<profile>),
+# HOST_BINS ("A B": an A/B on SQLite — each round runs every binary in turn,
+# each on a fresh database; ROUNDS rounds), HOST_BIN (the binary to run).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,6 +53,8 @@ LOADGEN_THREADS=${LOADGEN_THREADS:-1}
 PROFILE=${PROFILE:-0}
 BUILD_PROFILE=${BUILD_PROFILE:-production}
 ROUNDS=${ROUNDS:-1}
+A_RATE=${A_RATE:-2}
+SPIN=${SPIN:-25000000}
 PREFIX=run$$
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 
@@ -61,6 +74,7 @@ mkdir -p "$CFG" "$DATA"
 HOST_PID=""
 PG_DATA=""
 PERF_PID=""
+NOISY_PIDS=""
 
 as_postgres() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
@@ -68,6 +82,7 @@ as_postgres() {
 
 cleanup() {
     set +e
+    [ -n "$NOISY_PIDS" ] && kill $NOISY_PIDS 2>/dev/null
     [ -n "$PERF_PID" ] && kill -INT "$PERF_PID" 2>/dev/null && wait "$PERF_PID" 2>/dev/null
     if [ -n "$HOST_PID" ]; then
         kill "$HOST_PID" 2>/dev/null
@@ -107,7 +122,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
     say "building $BUILD_PROFILE (fluxpay-host + loadgen)"
     (cd "$REPO" && cargo build --profile "$BUILD_PROFILE" -p fluxpay-host --bin fluxpay-host --example loadgen)
 fi
-HOST_BIN="$REPO/target/$BUILD_PROFILE/fluxpay-host"
+HOST_BIN=${HOST_BIN:-"$REPO/target/$BUILD_PROFILE/fluxpay-host"}
 LOADGEN_BIN="$REPO/target/$BUILD_PROFILE/examples/loadgen"
 
 # bench/tenants.yaml with absolute module paths, so the copy can live in $WORK.
@@ -149,7 +164,7 @@ loadgen() { # <label> <extra loadgen args…>
         | tee "$WORK/loadgen.out"
     host1=$(cpu_ms "$HOST_PID"); pg1=$(pg_cpu_ms)
     # Requests including the warm-up: CPU was measured over the whole run.
-    n=$(grep -oP '^credits/use: \K[0-9]+' "$WORK/loadgen.out")
+    n=$(grep -oP '^(credits/use|usage): \K[0-9]+' "$WORK/loadgen.out")
     n=$((n + $(grep -oP '\(\K[0-9]+(?= warm-up)' "$WORK/loadgen.out")))
     gen=$(awk -v n="$n" '{ printf "%d", ($3 + $6) * 1000000 / (n > 0 ? n : 1) }' "$WORK/loadgen.time")
     echo "  CPU per request: host $(( (host1 - host0) * 1000 / (n > 0 ? n : 1) )) µs, PostgreSQL $(( (pg1 - pg0) * 1000 / (n > 0 ? n : 1) )) µs, generator $gen µs (over $n requests incl. warm-up)" \
@@ -194,14 +209,127 @@ mkdir -p "$REPO/target/bench"
 : > "$WORK/summary"
 
 if [ "$MODE" = sqlite ] || [ "$MODE" = all ]; then
-    for sync in $SQLITE_SYNC; do
-        say "SQLite (synchronous=$sync, WAL, one writer)"
-        config "$CFG/sqlite-$sync.yaml" "sqlite_synchronous: $sync" "max_connections: 16"
-        start_host "$CFG/sqlite-$sync.yaml" "sqlite://$DATA/sqlite-$sync.db"
-        seed
-        runs "sqlite-$sync"
-        stop_host
+    SQLITE_ROUNDS=1
+    [ -n "${HOST_BINS:-}" ] && SQLITE_ROUNDS=$ROUNDS
+    for round in $(seq 1 "$SQLITE_ROUNDS"); do
+        for bin in ${HOST_BINS:-$HOST_BIN}; do
+            HOST_BIN=$bin
+            tag=""
+            [ -n "${HOST_BINS:-}" ] && tag=" r$round $(basename "$bin")"
+            for sync in $SQLITE_SYNC; do
+                say "SQLite (synchronous=$sync, WAL, one writer)$tag"
+                config "$CFG/sqlite-$sync.yaml" "sqlite_synchronous: $sync" "max_connections: 16"
+                rm -f "$DATA/sqlite-$sync.db"*
+                start_host "$CFG/sqlite-$sync.yaml" "sqlite://$DATA/sqlite-$sync.db"
+                seed
+                runs "sqlite-$sync$tag"
+                stop_host
+            done
+        done
     done
+fi
+
+# Tenant A of the isolation run: dev (unsigned), priced by the slow policy.
+NOISY_KEY=fp_noisy_0123456789abcdef
+noisy_tenant() {
+    cat <<YAML
+  noisy:
+    currency: USD
+    dev: true
+    api_keys:
+      - { id: noisy-1, sha256: $(printf %s "$NOISY_KEY" | sha256sum | cut -d' ' -f1) }
+    pricing:
+      credit: &slow
+        module: $REPO/target/policies/fluxpay-fixture-hostile.wasm
+        config: { behaviour: slow, spin: $SPIN }
+        limits: { fuel: 4000000000, deadline_ms: 50 }
+      metered: *slow
+YAML
+}
+
+noisy_call() { # <method> <path> [body]: prints the HTTP status and the time taken
+    curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -X "$1" "http://127.0.0.1:$PORT$2" \
+        -H "Authorization: Bearer $NOISY_KEY" -H 'Content-Type: application/json' \
+        -H "Idempotency-Key: noisy-$RANDOM-$RANDOM-$RANDOM" ${3:+-d "$3"}
+}
+
+noisy_seed() {
+    for c in n-use n-close; do noisy_call PUT "/api/v1/customers/$c" '{"attributes":{}}' >/dev/null; done
+    noisy_call POST /api/v1/credits/charge '{"customerId":"n-use","credits":1000000000,"reason":"bench"}' >/dev/null
+}
+
+# A's two streams, A_RATE calls per second each, until noisy_stop.
+noisy_start() {
+    local pause base
+    pause=$(awk -v r="$A_RATE" 'BEGIN { printf "%.3f", 1 / r }')
+    : > "$WORK/noisy.log"
+    ( while :; do
+          noisy_call POST /api/v1/credits/use '{"customerId":"n-use","feature":"render","units":1}' | sed 's/^/use /' >> "$WORK/noisy.log"
+          sleep "$pause"
+      done ) &
+    NOISY_PIDS="$!"
+    # 10 ms periods from ~11 days ago on: each close is a new period, and
+    # a later run's periods start after this one's.
+    base=$(( $(date +%s%3N) - 1000000000 ))
+    ( k=0; while :; do
+          k=$((k + 1))
+          noisy_call POST /api/v1/usage/close "{\"customerId\":\"n-close\",\"periodStart\":$((base + k * 10)),\"periodEnd\":$((base + k * 10 + 10))}" | sed 's/^/close /' >> "$WORK/noisy.log"
+          sleep "$pause"
+      done ) &
+    NOISY_PIDS="$NOISY_PIDS $!"
+}
+
+noisy_stop() {
+    # shellcheck disable=SC2086 # a list of PIDs
+    kill $NOISY_PIDS 2>/dev/null || true
+    # shellcheck disable=SC2086
+    wait $NOISY_PIDS 2>/dev/null || true
+    NOISY_PIDS=""
+    # Per stream: calls by status, and their mean and slowest time.
+    awk '{ n[$1" "$2]++; t[$1] += $3; c[$1]++; if ($3 > m[$1]) m[$1] = $3 }
+         END { for (k in n) printf "  A %s: %d\n", k, n[k];
+               for (s in c) printf "  A %s: mean %.1f ms, max %.1f ms\n", s, t[s] * 1000 / c[s], m[s] * 1000 }' \
+        "$WORK/noisy.log" | sort | tee -a "$WORK/summary"
+}
+
+if [ "$MODE" = usage ]; then
+    config "$CFG/usage.yaml" "sqlite_synchronous: full" "max_connections: 16"
+    start_host "$CFG/usage.yaml" "sqlite://$DATA/usage.db"
+    seed
+    for round in $(seq 1 "$ROUNDS"); do
+        for c in $CONCURRENCY; do
+            facts
+            loadgen "usage r$round c=$c batch=${USAGE_BATCH:-1000}" --customers "$CUSTOMERS" \
+                --prefix "$PREFIX" --skip-seed --concurrency "$c" --duration "$DURATION" \
+                --warmup "$WARMUP" --usage-batch "${USAGE_BATCH:-1000}" --feature api-calls
+        done
+    done
+    stop_host
+fi
+
+if [ "$MODE" = isolation ]; then
+    say "building the hostile fixture (the slow policy)"
+    (cd "$REPO" && "$HOST_BIN" policy build tests/fixtures/hostile)
+    config "$CFG/isolation.yaml" "sqlite_synchronous: full" "max_connections: 16"
+    noisy_tenant >> "$CFG/isolation.yaml"
+    start_host "$CFG/isolation.yaml" "sqlite://$DATA/isolation.db"
+    seed
+    noisy_seed
+    for round in $(seq 1 "$ROUNDS"); do
+        for c in $CONCURRENCY; do
+            say "round $round: B alone"
+            facts
+            loadgen "isolation r$round c=$c B alone" --customers "$CUSTOMERS" --prefix "$PREFIX" \
+                --skip-seed --concurrency "$c" --duration "$DURATION" --warmup "$WARMUP"
+            say "round $round: B with A (slow policy, $A_RATE usage/close + $A_RATE credits/use per second)"
+            noisy_start
+            facts
+            loadgen "isolation r$round c=$c B with A" --customers "$CUSTOMERS" --prefix "$PREFIX" \
+                --skip-seed --concurrency "$c" --duration "$DURATION" --warmup "$WARMUP"
+            noisy_stop
+        done
+    done
+    stop_host
 fi
 
 if [ "$MODE" = postgres ] || [ "$MODE" = pgbench ] || [ "$MODE" = all ]; then

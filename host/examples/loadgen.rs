@@ -11,6 +11,10 @@
 //!    headers (HMAC-SHA256 over `<ts>.<METHOD>.<path with query>.<body>`).
 //!    Customers are picked uniformly, or with `--hot K --hot-percent P`, P %
 //!    of the requests go to the first K customers (row-lock contention).
+//!    With `--usage-batch N` each request is instead `POST /api/v1/usage`
+//!    with N events of `--feature` (as the metric) for one customer, with
+//!    random event ids (as client-made UUIDs are), and events/s is printed
+//!    too.
 //! 3. Prints requests/s, latency p50/p95/p99/max and every non-2xx answer by
 //!    HTTP status and envelope code, plus one `RESULT {json}` line for
 //!    scripts. Exits 1 when any answer was not 2xx (PAY_001 is allowed only
@@ -35,6 +39,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 const USE_PATH: &str = "/api/v1/credits/use";
+const USAGE_PATH: &str = "/api/v1/usage";
 const CHARGE_PATH: &str = "/api/v1/credits/charge";
 
 #[derive(Clone, Debug)]
@@ -57,12 +62,14 @@ struct Args {
     seed_only: bool,
     skip_seed: bool,
     allow_insufficient: bool,
+    usage_batch: u64,
 }
 
 const USAGE: &str = "loadgen --key K [--secret S] [--url http://127.0.0.1:8080] \
 [--customers 10000] [--prefix ID] [--grant CREDITS] [--feature api-call] [--units 1] \
 [--concurrency 32] (--duration SECONDS | --requests N) [--warmup SECONDS] \
-[--hot K --hot-percent P] [--threads 1] [--seed-only | --skip-seed] [--allow-insufficient]";
+[--hot K --hot-percent P] [--threads 1] [--seed-only | --skip-seed] [--allow-insufficient] \
+[--usage-batch EVENTS]";
 
 fn parse_args() -> Result<Args, String> {
     let env = |name: &str| std::env::var(format!("LOADGEN_{name}")).ok();
@@ -83,6 +90,7 @@ fn parse_args() -> Result<Args, String> {
         "HOT",
         "HOT_PERCENT",
         "THREADS",
+        "USAGE_BATCH",
     ] {
         if let Some(value) = env(name) {
             flags.insert(name.to_lowercase().replace('_', "-"), value);
@@ -145,6 +153,7 @@ fn parse_args() -> Result<Args, String> {
         seed_only: switches.iter().any(|s| s == "seed-only"),
         skip_seed: switches.iter().any(|s| s == "skip-seed"),
         allow_insufficient: switches.iter().any(|s| s == "allow-insufficient"),
+        usage_batch: num(&mut flags, "usage-batch", Some(0))?.unwrap_or(0),
     };
     if let Some(unknown) = flags.keys().next() {
         return Err(format!("unknown flag --{unknown}\n{USAGE}"));
@@ -342,6 +351,33 @@ impl Rng {
     }
 }
 
+/// A usage batch of `--usage-batch` events for one customer, each with a
+/// random id, stamped a second ago.
+fn usage_body(args: &Args, customer: u64, rng: &mut Rng) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    let customer = customer_id(args, customer);
+    let mut body = String::with_capacity(args.usage_batch as usize * 120 + 16);
+    body.push_str(r#"{"events":["#);
+    for i in 0..args.usage_batch {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&format!(
+            r#"{{"eventId":"{:016x}{:016x}","customerId":"{customer}","metric":"{}","quantity":{},"timestamp":{}}}"#,
+            rng.next(),
+            rng.next(),
+            args.feature,
+            args.units,
+            now - 1000
+        ));
+    }
+    body.push_str("]}");
+    body
+}
+
 #[derive(Default)]
 struct WorkerStats {
     /// Latencies in microseconds of measured requests (after the warm-up).
@@ -379,21 +415,26 @@ async fn drive(
             (r >> 8) % args.customers
         };
         let n = shared.sequence.fetch_add(1, Ordering::Relaxed);
-        let body = format!(
-            r#"{{"customerId":"{}","feature":"{}","units":{},"metadata":{{"request-id":"{}-{:x}-{n}"}}}}"#,
-            customer_id(&args, index),
-            args.feature,
-            args.units,
-            args.prefix,
-            shared.run
-        );
+        let (path, body) = if args.usage_batch > 0 {
+            (USAGE_PATH, usage_body(&args, index, &mut rng))
+        } else {
+            let body = format!(
+                r#"{{"customerId":"{}","feature":"{}","units":{},"metadata":{{"request-id":"{}-{:x}-{n}"}}}}"#,
+                customer_id(&args, index),
+                args.feature,
+                args.units,
+                args.prefix,
+                shared.run
+            );
+            (USE_PATH, body)
+        };
         let key = format!("{}-{:x}-use-{n}", args.prefix, shared.run);
         let at = Instant::now();
         let outcome = send(
             &client,
             &args,
             reqwest::Method::POST,
-            USE_PATH,
+            path,
             body,
             Some(&key),
         )
@@ -513,15 +554,27 @@ async fn run(args: Arc<Args>) -> i32 {
     } else {
         latencies.iter().map(|&l| f64::from(l)).sum::<f64>() / total as f64 / 1000.0
     };
+    let events_per_second = rps * args.usage_batch as f64;
     println!(
-        "credits/use: {total} requests in {elapsed:.2} s ({warmup_requests} warm-up requests not counted), \
+        "{}: {total} requests in {elapsed:.2} s ({warmup_requests} warm-up requests not counted), \
          concurrency {}, customers {} (hot {} at {} %)",
+        if args.usage_batch > 0 {
+            "usage"
+        } else {
+            "credits/use"
+        },
         args.concurrency,
         args.customers,
         args.hot,
         if args.hot > 0 { args.hot_percent } else { 0 }
     );
     println!("  throughput {rps:.0} req/s; {ok} answered 2xx");
+    if args.usage_batch > 0 {
+        println!(
+            "  events: {events_per_second:.0} events/s in batches of {}",
+            args.usage_batch
+        );
+    }
     println!(
         "  latency ms: mean {mean:.2}  p50 {p50:.2}  p95 {p95:.2}  p99 {p99:.2}  max {max:.2}"
     );
@@ -543,6 +596,8 @@ async fn run(args: Arc<Args>) -> i32 {
         "hotPercent": if args.hot > 0 { args.hot_percent } else { 0 },
         "latencyMs": { "mean": mean, "p50": p50, "p95": p95, "p99": p99, "max": max },
         "errors": errors,
+        "usageBatch": args.usage_batch,
+        "eventsPerSecond": events_per_second,
     });
     println!("RESULT {result}");
     let unexpected = errors
