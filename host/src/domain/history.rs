@@ -13,6 +13,8 @@ pub enum EntityKind {
     Order,
     /// A [`Subscription`](crate::domain::subscription::Subscription).
     Subscription,
+    /// A [`Payment`](crate::domain::payment::Payment).
+    Payment,
 }
 
 impl EntityKind {
@@ -21,6 +23,7 @@ impl EntityKind {
         match self {
             EntityKind::Order => "order",
             EntityKind::Subscription => "subscription",
+            EntityKind::Payment => "payment",
         }
     }
 }
@@ -84,5 +87,6 @@ mod tests {
     fn entity_kinds_have_stable_names() {
         assert_eq!(EntityKind::Order.as_str(), "order");
         assert_eq!(EntityKind::Subscription.as_str(), "subscription");
+        assert_eq!(EntityKind::Payment.as_str(), "payment");
     }
 }

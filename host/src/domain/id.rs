@@ -99,6 +99,11 @@ entity_id!(
     "order id"
 );
 entity_id!(
+    /// A payment: one attempt to take an order's money through the gateway.
+    PaymentId,
+    "payment id"
+);
+entity_id!(
     /// A subscription.
     SubscriptionId,
     "subscription id"

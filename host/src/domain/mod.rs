@@ -11,6 +11,7 @@
 //! - [`ledger`]: the chart of accounts and balanced transactions.
 //! - [`credit`]: a customer's credit account (grant, use, refund, reserve, expire).
 //! - [`order`]: the order state machine.
+//! - [`payment`]: the payment state machine (gateway approvals, voids, refunds).
 //! - [`subscription`]: the subscription state machine.
 //! - [`usage`]: metered-usage validation.
 //! - [`history`]: state-history records.
@@ -23,6 +24,7 @@ pub mod id;
 pub mod ledger;
 pub mod money;
 pub mod order;
+pub mod payment;
 pub mod subscription;
 pub mod time;
 pub mod usage;
@@ -30,7 +32,8 @@ pub mod usage;
 pub use error::{DomainError, Result};
 pub use history::{EntityKind, Transition};
 pub use id::{
-    CreditGrantId, CreditUseId, CustomerId, OrderId, PlanId, ReservationId, SubscriptionId,
+    CreditGrantId, CreditUseId, CustomerId, OrderId, PaymentId, PlanId, ReservationId,
+    SubscriptionId,
 };
 pub use money::{Credits, Currency, Money, PositiveCredits, PositiveMoney};
 pub use time::{Period, Timestamp};

@@ -241,8 +241,10 @@ pub struct OrderChange {
     pub order: Order,
     /// The history row.
     pub transition: Transition,
-    /// The ledger transaction.
-    pub ledger: LedgerTransaction,
+    /// The ledger transaction, when the step moves money: paying an order
+    /// moves none of its own (the payment's approval and the credits
+    /// applied to it settle the bill).
+    pub ledger: Option<LedgerTransaction>,
 }
 
 /// An order: what was asked for, how the policy priced it, and its status.
@@ -270,7 +272,10 @@ impl Order {
     ) -> Result<OrderChange> {
         let order = Order::restore(id, customer, currency, items, lines, OrderStatus::Pending)?;
         let transition = order.transition(None, "create", reason.into());
-        let ledger = LedgerTransaction::order_created(&order.customer, order.total);
+        let ledger = Some(LedgerTransaction::order_created(
+            &order.customer,
+            order.total,
+        ));
         Ok(OrderChange {
             order,
             transition,
@@ -310,33 +315,30 @@ impl Order {
         })
     }
 
-    /// Records that the payment was taken: `PENDING → PAID`.
+    /// Records that the order is paid for: `PENDING → PAID`. The money
+    /// moves with the payment ([`LedgerTransaction::payment_approved`]).
     pub fn pay(&self, reason: impl Into<String>) -> Result<OrderChange> {
-        let ledger = LedgerTransaction::order_paid(&self.customer, self.total);
-        self.apply(OrderEvent::Pay, ledger, reason.into())
+        self.apply(OrderEvent::Pay, None, reason.into())
     }
 
     /// Records fulfilment: `PAID → COMPLETED`; the revenue is earned.
     pub fn complete(&self, reason: impl Into<String>) -> Result<OrderChange> {
         let ledger = LedgerTransaction::order_completed(self.total);
-        self.apply(OrderEvent::Complete, ledger, reason.into())
+        self.apply(OrderEvent::Complete, Some(ledger), reason.into())
     }
 
-    /// Calls the order off: `PENDING | PAID → CANCELLED`. From `PAID` the
-    /// ledger sends the payment back out of clearing; the gateway refund
-    /// itself is the saga's job.
+    /// Calls the order off: `PENDING | PAID → CANCELLED`; the bill is
+    /// withdrawn. A paid order's payment is voided first (the saga's job),
+    /// which opens the bill again ([`LedgerTransaction::payment_voided`]).
     pub fn cancel(&self, reason: impl Into<String>) -> Result<OrderChange> {
-        let ledger = match self.status {
-            OrderStatus::Paid => LedgerTransaction::order_cancelled_paid(self.total),
-            _ => LedgerTransaction::order_cancelled_unpaid(&self.customer, self.total),
-        };
-        self.apply(OrderEvent::Cancel, ledger, reason.into())
+        let ledger = LedgerTransaction::order_cancelled(&self.customer, self.total);
+        self.apply(OrderEvent::Cancel, Some(ledger), reason.into())
     }
 
     fn apply(
         &self,
         event: OrderEvent,
-        ledger: LedgerTransaction,
+        ledger: Option<LedgerTransaction>,
         reason: String,
     ) -> Result<OrderChange> {
         let to = self.status.on(event)?;

@@ -43,7 +43,9 @@ impl App {
             })?;
 
         let mut journal = Recorder::new(ctx, new_id("tx"), now);
-        journal.ledger(Some(&record.customer_id), change.ledger);
+        if let Some(ledger) = change.ledger {
+            journal.ledger(Some(&record.customer_id), ledger);
+        }
         journal.transition(&change.transition);
         journal.event(
             event_type::ORDER_CANCELLED,

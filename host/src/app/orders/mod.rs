@@ -226,7 +226,9 @@ pub async fn place_order<T: OrderTx + crate::store::TxOps>(
     tx.insert_order(&record).await?;
 
     let mut journal = Recorder::new(ctx, new_id("tx"), now);
-    journal.ledger(Some(order.customer.as_str()), change.ledger.clone());
+    if let Some(ledger) = change.ledger.clone() {
+        journal.ledger(Some(order.customer.as_str()), ledger);
+    }
     journal.transition(&change.transition);
     journal.event(
         event_type::ORDER_CREATED,

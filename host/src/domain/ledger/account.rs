@@ -12,6 +12,7 @@
 //! | `tenant:deferred_revenue`         | money   | credit | orders billed but not yet completed             |
 //! | `tenant:payments_clearing`        | money   | debit  | payments taken by the gateway, not yet settled  |
 //! | `tenant:revenue`                  | money   | credit | completed orders                                |
+//! | `tenant:refunds`                  | money   | debit  | money given back on completed orders (contra revenue) |
 //!
 //! Because every transaction balances, at any time (per tenant):
 //! `issued = credits + reserved + consumed + expired − refunded`, and the
@@ -113,6 +114,9 @@ pub enum LedgerAccount {
     PaymentsClearing,
     /// Earned revenue from completed orders.
     Revenue,
+    /// Money refunded through the gateway after an order was completed
+    /// (contra to revenue: net revenue is revenue − refunds).
+    Refunds,
 }
 
 const CUSTOMER_PREFIX: &str = "customer:";
@@ -133,6 +137,7 @@ impl LedgerAccount {
             LedgerAccount::DeferredRevenue => "tenant:deferred_revenue".into(),
             LedgerAccount::PaymentsClearing => "tenant:payments_clearing".into(),
             LedgerAccount::Revenue => "tenant:revenue".into(),
+            LedgerAccount::Refunds => "tenant:refunds".into(),
         }
     }
 
@@ -160,6 +165,7 @@ impl LedgerAccount {
             "tenant:deferred_revenue" => Ok(LedgerAccount::DeferredRevenue),
             "tenant:payments_clearing" => Ok(LedgerAccount::PaymentsClearing),
             "tenant:revenue" => Ok(LedgerAccount::Revenue),
+            "tenant:refunds" => Ok(LedgerAccount::Refunds),
             _ => Err(unknown()),
         }
     }
@@ -176,7 +182,8 @@ impl LedgerAccount {
             LedgerAccount::CustomerReceivable(_)
             | LedgerAccount::DeferredRevenue
             | LedgerAccount::PaymentsClearing
-            | LedgerAccount::Revenue => AccountUnit::Money,
+            | LedgerAccount::Revenue
+            | LedgerAccount::Refunds => AccountUnit::Money,
         }
     }
 
@@ -194,7 +201,8 @@ impl LedgerAccount {
             LedgerAccount::CustomerReceivable(_)
             | LedgerAccount::CreditsIssued
             | LedgerAccount::CreditsRefunded
-            | LedgerAccount::PaymentsClearing => NormalBalance::Debit,
+            | LedgerAccount::PaymentsClearing
+            | LedgerAccount::Refunds => NormalBalance::Debit,
             LedgerAccount::CustomerCredits(_)
             | LedgerAccount::CustomerReservedCredits(_)
             | LedgerAccount::CreditsConsumed

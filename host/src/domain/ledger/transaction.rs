@@ -62,8 +62,13 @@ pub enum TransactionKind {
     SubscriptionCharge,
     /// An order billed to the customer.
     OrderCreated,
-    /// An order's payment taken.
-    OrderPaid,
+    /// A payment approved by the gateway: the customer's bill is paid.
+    PaymentApproved,
+    /// An approved payment voided before its order completed: the bill is
+    /// open again.
+    PaymentVoided,
+    /// Money given back through the gateway after the order completed.
+    PaymentRefunded,
     /// An order fulfilled: its revenue is earned.
     OrderCompleted,
     /// An order cancelled: its billing (and payment, if any) reversed.
@@ -72,7 +77,7 @@ pub enum TransactionKind {
 
 impl TransactionKind {
     /// Every kind, for exhaustive checks and parsing.
-    pub const ALL: [TransactionKind; 12] = [
+    pub const ALL: [TransactionKind; 14] = [
         TransactionKind::CreditGrant,
         TransactionKind::CreditUse,
         TransactionKind::CreditRefund,
@@ -82,9 +87,11 @@ impl TransactionKind {
         TransactionKind::CreditCapture,
         TransactionKind::SubscriptionCharge,
         TransactionKind::OrderCreated,
-        TransactionKind::OrderPaid,
         TransactionKind::OrderCompleted,
         TransactionKind::OrderCancelled,
+        TransactionKind::PaymentApproved,
+        TransactionKind::PaymentVoided,
+        TransactionKind::PaymentRefunded,
     ];
 
     /// The stable database form, e.g. `"credit.use"`.
@@ -99,9 +106,12 @@ impl TransactionKind {
             TransactionKind::CreditCapture => "credit.capture",
             TransactionKind::SubscriptionCharge => "subscription.charge",
             TransactionKind::OrderCreated => "order.created",
-            TransactionKind::OrderPaid => "order.paid",
+
             TransactionKind::OrderCompleted => "order.completed",
             TransactionKind::OrderCancelled => "order.cancelled",
+            TransactionKind::PaymentApproved => "payment.approved",
+            TransactionKind::PaymentVoided => "payment.voided",
+            TransactionKind::PaymentRefunded => "payment.refunded",
         }
     }
 
@@ -331,16 +341,6 @@ impl LedgerTransaction {
         )
     }
 
-    /// Order paid: Dr `tenant:payments_clearing`, Cr `customer:{id}:receivable`.
-    pub fn order_paid(customer: &CustomerId, total: PositiveMoney) -> Self {
-        Self::money(
-            TransactionKind::OrderPaid,
-            LedgerAccount::PaymentsClearing,
-            LedgerAccount::CustomerReceivable(customer.clone()),
-            total,
-        )
-    }
-
     /// Order completed: Dr `tenant:deferred_revenue`, Cr `tenant:revenue`.
     pub fn order_completed(total: PositiveMoney) -> Self {
         Self::money(
@@ -351,9 +351,11 @@ impl LedgerTransaction {
         )
     }
 
-    /// Unpaid order cancelled — the bill is withdrawn: Dr
-    /// `tenant:deferred_revenue`, Cr `customer:{id}:receivable`.
-    pub fn order_cancelled_unpaid(customer: &CustomerId, total: PositiveMoney) -> Self {
+    /// Order cancelled — the bill is withdrawn: Dr
+    /// `tenant:deferred_revenue`, Cr `customer:{id}:receivable`. A paid
+    /// order's payments are voided first ([`Self::payment_voided`]), which
+    /// opens the bill again, so this one posting fits every cancellation.
+    pub fn order_cancelled(customer: &CustomerId, total: PositiveMoney) -> Self {
         Self::money(
             TransactionKind::OrderCancelled,
             LedgerAccount::DeferredRevenue,
@@ -362,15 +364,38 @@ impl LedgerTransaction {
         )
     }
 
-    /// Paid order cancelled — the payment goes back through the gateway
-    /// (void or refund, driven by the saga): Dr `tenant:deferred_revenue`,
-    /// Cr `tenant:payments_clearing`.
-    pub fn order_cancelled_paid(total: PositiveMoney) -> Self {
+    /// Payment approved by the gateway — the customer's bill is paid and
+    /// the gateway owes the money: Dr `tenant:payments_clearing`, Cr
+    /// `customer:{id}:receivable`.
+    pub fn payment_approved(customer: &CustomerId, amount: PositiveMoney) -> Self {
         Self::money(
-            TransactionKind::OrderCancelled,
-            LedgerAccount::DeferredRevenue,
+            TransactionKind::PaymentApproved,
             LedgerAccount::PaymentsClearing,
-            total,
+            LedgerAccount::CustomerReceivable(customer.clone()),
+            amount,
+        )
+    }
+
+    /// Approved payment voided — the gateway releases the money and the
+    /// bill is open again: Dr `customer:{id}:receivable`, Cr
+    /// `tenant:payments_clearing`.
+    pub fn payment_voided(customer: &CustomerId, amount: PositiveMoney) -> Self {
+        Self::money(
+            TransactionKind::PaymentVoided,
+            LedgerAccount::CustomerReceivable(customer.clone()),
+            LedgerAccount::PaymentsClearing,
+            amount,
+        )
+    }
+
+    /// Confirmed payment refunded (in part or whole) after its order
+    /// completed: Dr `tenant:refunds`, Cr `tenant:payments_clearing`.
+    pub fn payment_refunded(amount: PositiveMoney) -> Self {
+        Self::money(
+            TransactionKind::PaymentRefunded,
+            LedgerAccount::Refunds,
+            LedgerAccount::PaymentsClearing,
+            amount,
         )
     }
 }

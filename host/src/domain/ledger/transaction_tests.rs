@@ -140,20 +140,24 @@ fn order_movements_each_balance_in_the_order_currency() {
             ("customer:c_1:receivable", "tenant:deferred_revenue"),
         ),
         (
-            LedgerTransaction::order_paid(&c, usd(1999)),
-            ("tenant:payments_clearing", "customer:c_1:receivable"),
-        ),
-        (
             LedgerTransaction::order_completed(usd(1999)),
             ("tenant:deferred_revenue", "tenant:revenue"),
         ),
         (
-            LedgerTransaction::order_cancelled_unpaid(&c, usd(1999)),
+            LedgerTransaction::order_cancelled(&c, usd(1999)),
             ("tenant:deferred_revenue", "customer:c_1:receivable"),
         ),
         (
-            LedgerTransaction::order_cancelled_paid(usd(1999)),
-            ("tenant:deferred_revenue", "tenant:payments_clearing"),
+            LedgerTransaction::payment_approved(&c, usd(1999)),
+            ("tenant:payments_clearing", "customer:c_1:receivable"),
+        ),
+        (
+            LedgerTransaction::payment_voided(&c, usd(1999)),
+            ("customer:c_1:receivable", "tenant:payments_clearing"),
+        ),
+        (
+            LedgerTransaction::payment_refunded(usd(1999)),
+            ("tenant:refunds", "tenant:payments_clearing"),
         ),
     ];
     for (tx, (debit, credit)) in cases {
@@ -172,7 +176,7 @@ fn a_full_order_lifecycle_leaves_only_revenue_and_clearing() {
     let mut sums: BTreeMap<String, i64> = BTreeMap::new();
     for tx in [
         LedgerTransaction::order_created(&c, usd(500)),
-        LedgerTransaction::order_paid(&c, usd(500)),
+        LedgerTransaction::payment_approved(&c, usd(500)),
         LedgerTransaction::order_completed(usd(500)),
     ] {
         for p in tx.postings() {
@@ -184,6 +188,47 @@ fn a_full_order_lifecycle_leaves_only_revenue_and_clearing() {
         sums,
         BTreeMap::from([
             ("tenant:payments_clearing".to_string(), 500),
+            ("tenant:revenue".to_string(), -500),
+        ])
+    );
+}
+
+/// Σ postings per account over `txs`, zero balances left out.
+fn net(txs: &[LedgerTransaction]) -> BTreeMap<String, i64> {
+    let mut sums: BTreeMap<String, i64> = BTreeMap::new();
+    for p in txs.iter().flat_map(|tx| tx.postings()) {
+        *sums.entry(p.account.key()).or_default() += p.amount;
+    }
+    sums.retain(|_, v| *v != 0);
+    sums
+}
+
+#[test]
+fn a_voided_payment_and_a_cancelled_order_leave_nothing_behind() {
+    let c = customer();
+    let books = net(&[
+        LedgerTransaction::order_created(&c, usd(500)),
+        LedgerTransaction::payment_approved(&c, usd(500)),
+        LedgerTransaction::payment_voided(&c, usd(500)),
+        LedgerTransaction::order_cancelled(&c, usd(500)),
+    ]);
+    assert_eq!(books, BTreeMap::new());
+}
+
+#[test]
+fn a_refund_after_completion_leaves_net_revenue_and_what_the_gateway_still_holds() {
+    let c = customer();
+    let books = net(&[
+        LedgerTransaction::order_created(&c, usd(500)),
+        LedgerTransaction::payment_approved(&c, usd(500)),
+        LedgerTransaction::order_completed(usd(500)),
+        LedgerTransaction::payment_refunded(usd(120)),
+    ]);
+    assert_eq!(
+        books,
+        BTreeMap::from([
+            ("tenant:payments_clearing".to_string(), 380),
+            ("tenant:refunds".to_string(), 120),
             ("tenant:revenue".to_string(), -500),
         ])
     );
@@ -245,7 +290,7 @@ fn balance_is_checked_per_unit_not_across_units() {
     let eur = Unit::Money(Currency::EUR);
     // +10 USD and -10 EUR sum to zero as numbers but not per currency.
     let result = LedgerTransaction::new(
-        TransactionKind::OrderPaid,
+        TransactionKind::PaymentApproved,
         vec![
             posting(LedgerAccount::PaymentsClearing, usd, 10),
             posting(LedgerAccount::Revenue, eur, -10),
@@ -254,7 +299,7 @@ fn balance_is_checked_per_unit_not_across_units() {
     assert!(matches!(result, Err(LedgerError::Unbalanced { .. })));
     // Two units each balanced on their own is fine.
     let mixed = LedgerTransaction::new(
-        TransactionKind::OrderPaid,
+        TransactionKind::PaymentApproved,
         vec![
             posting(LedgerAccount::PaymentsClearing, usd, 10),
             posting(LedgerAccount::Revenue, usd, -10),
