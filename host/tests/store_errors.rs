@@ -60,6 +60,7 @@ async fn sqlite_busy_is_contention_on_the_sqlx_and_the_inline_path() {
     );
 
     let inline = rusqlite::Connection::open(&path).unwrap();
+    inline.busy_timeout(Duration::ZERO).unwrap();
     let via_rusqlite =
         StoreError::from(inline.execute("INSERT INTO t VALUES (3)", []).unwrap_err());
 
@@ -257,6 +258,10 @@ async fn connections_ended_under_load_answer_503_never_500_and_nothing_is_lost()
         }
     }
     eprintln!("{ended} connections ended, {unavailable} answers 503");
+    assert!(
+        unavailable > 0,
+        "no request met an ended connection: the test did not test it"
+    );
 
     // Every request, sent again with its key, takes effect exactly once.
     for key in &keys {

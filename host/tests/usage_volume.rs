@@ -1,10 +1,12 @@
 //! Usage batches at the documented maximum (1,000 events) keep working on
 //! a large usage table, one client after another and several at once,
-//! through the real binary (so with every process-wide setting `main`
-//! makes). A batch's transaction writes far more than any statement
-//! journal or cache threshold: this is the test that drives them past
-//! their edge. It once failed with `SYS_001` ("database or disk is full")
-//! from about 20,000 stored events on.
+//! through the real binary (with every setting it runs with). A batch's
+//! transaction writes far more than any statement journal or cache
+//! threshold — megabytes of in-memory statement journal (`temp_store =
+//! memory`), thousands of WAL frames past the checkpoint thresholds: this
+//! is the test that drives them past their edge. With SQLite's statement
+//! journal spill set to 1 MiB in memory it once failed with `SYS_001`
+//! ("database or disk is full") from about 25,000 stored events on.
 
 mod harness;
 mod process;
@@ -128,12 +130,14 @@ async fn thousand_event_batches_are_stored_past_200_000_events_alone_and_concurr
         drop(server);
         if let fluxpay_host::config::DatabaseUrl::Sqlite(path) = &host.database.url {
             // ~1 GB went through the WAL; the checkpoints (every 4,000
-            // frames, the writer's own past 10,000) kept starting it over.
+            // frames, the writer's own past 10,000) kept starting it over,
+            // so it stays a fraction of that (the bound leaves room for a
+            // checkpointer that fell behind on a busy machine).
             let wal = std::fs::metadata(path.with_extension("db-wal"))
                 .expect("the killed server left its WAL")
                 .len();
             assert!(
-                wal < 12_000 * (4096 + 24),
+                wal < 256 << 20,
                 "the WAL grew to {wal} bytes: checkpoints did not keep up"
             );
         }

@@ -35,9 +35,10 @@
 //! | `SYS_005` | 503 | the database could not store the write (disk or size limit full, I/O error) |
 //! | `SYS_006` | 503 | what a policy decided on kept changing while the request ran |
 //!
-//! Every 503 carries `Retry-After` (seconds), and nothing of the request
-//! was written: the same request, with the same `Idempotency-Key`, may be
-//! sent again.
+//! Every 503 carries `Retry-After` (seconds) and may be sent again with
+//! the same `Idempotency-Key`. Most never wrote anything; one whose
+//! connection broke during its commit may have, and the key makes the
+//! retry answer with what was stored instead of doing it twice.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -202,13 +203,13 @@ pub enum ApiError {
     #[error("not ready: policies are still loading")]
     NotReady,
     /// The database cannot be reached.
-    #[error("the database is unavailable; retry later")]
+    #[error("the database is unavailable; retry later with the same Idempotency-Key")]
     StoreUnavailable(#[source] StoreError),
     /// The database was busy with other transactions.
-    #[error("the database was busy; nothing was written, retry")]
+    #[error("the database was busy; retry with the same Idempotency-Key")]
     StoreBusy(#[source] StoreError),
     /// The database could not store the write.
-    #[error("the database could not store the write; nothing was written, retry later")]
+    #[error("the database could not store the write; retry later with the same Idempotency-Key")]
     StoreFull(#[source] StoreError),
     /// The state a policy decided on kept changing under the request.
     #[error("{0}")]

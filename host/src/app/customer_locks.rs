@@ -21,13 +21,21 @@ use tokio::sync::OwnedMutexGuard;
 
 type Key = (String, String);
 
+/// A customer's mutex and how many hold or wait for it.
+struct Entry {
+    mutex: Arc<tokio::sync::Mutex<()>>,
+    users: usize,
+}
+
 /// The per-customer locks of one process.
 #[derive(Default)]
 pub(super) struct CustomerLocks {
-    locks: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<HashMap<Key, Entry>>,
 }
 
-/// A customer's lock, held until dropped.
+/// A customer's turn: registered from the moment it starts waiting, held
+/// once `guard` is set, and given up (with the map entry, when it was the
+/// last user) when dropped — also when the waiting future is cancelled.
 pub(super) struct CustomerGuard<'a> {
     locks: &'a CustomerLocks,
     key: Key,
@@ -38,15 +46,27 @@ impl CustomerLocks {
     /// Waits for `customer` of `tenant` (first come, first served).
     pub(super) async fn lock(&self, tenant: &str, customer: &str) -> CustomerGuard<'_> {
         let key = (tenant.to_owned(), customer.to_owned());
-        let mutex = self.map().entry(key.clone()).or_default().clone();
-        CustomerGuard {
+        let mutex = {
+            let mut map = self.map();
+            let entry = map.entry(key.clone()).or_insert_with(|| Entry {
+                mutex: Default::default(),
+                users: 0,
+            });
+            entry.users += 1;
+            entry.mutex.clone()
+        };
+        // Registered before the wait: if the caller is cancelled while it
+        // waits, this turn's drop still counts it out.
+        let mut turn = CustomerGuard {
             locks: self,
             key,
-            guard: Some(mutex.lock_owned().await),
-        }
+            guard: None,
+        };
+        turn.guard = Some(mutex.lock_owned().await);
+        turn
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<tokio::sync::Mutex<()>>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
         // Nothing panics while the map is locked; a poisoned map is whole.
         self.locks.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -59,16 +79,14 @@ impl CustomerLocks {
 
 impl Drop for CustomerGuard<'_> {
     fn drop(&mut self) {
-        let mut map = self.locks.map();
+        // The next waiter may go on at once.
         drop(self.guard.take());
-        // Gone when only the map holds it: nobody holds or waits (a waiter
-        // holds a clone of the Arc), and new lockers take the map's lock
-        // first, which we hold.
-        if map
-            .get(&self.key)
-            .is_some_and(|mutex| Arc::strong_count(mutex) == 1)
-        {
-            map.remove(&self.key);
+        let mut map = self.locks.map();
+        if let Some(entry) = map.get_mut(&self.key) {
+            entry.users -= 1;
+            if entry.users == 0 {
+                map.remove(&self.key);
+            }
         }
     }
 }
@@ -110,5 +128,19 @@ mod tests {
         }
         assert_eq!(most.load(Ordering::SeqCst), 1, "never two holders of c1");
         assert_eq!(locks.len(), 0, "no entry outlives its holders");
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_gives_up_leaves_no_entry_behind() {
+        let locks = CustomerLocks::default();
+        let held = locks.lock("t", "c1").await;
+        // A request cancelled while it waits (its client went away).
+        let waited = tokio::time::timeout(Duration::from_millis(10), locks.lock("t", "c1")).await;
+        assert!(waited.is_err(), "c1 is held");
+        drop(held);
+        assert_eq!(locks.len(), 0);
+        // And the customer can be locked again.
+        drop(locks.lock("t", "c1").await);
+        assert_eq!(locks.len(), 0);
     }
 }

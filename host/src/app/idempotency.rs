@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::{AppError, Result};
 use super::{Reply, RequestCtx};
-use crate::store::{Claim, IdempotencyClaim, Tx, TxOps};
+use crate::store::{Claim, IdempotencyClaim, Queries, Store, Tx, TxOps};
 
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 255;
@@ -103,19 +103,41 @@ pub async fn claim_in(tx: &mut Tx, ctx: &RequestCtx, now: i64) -> Result<Option<
         fingerprint: idempotency.fingerprint.clone(),
         now,
     };
-    let (fingerprint, response) = match tx.claim_idempotency(&claim).await? {
-        Claim::Claimed => return Ok(None),
-        Claim::Taken {
-            fingerprint,
-            response,
-        } => (fingerprint, response),
+    match tx.claim_idempotency(&claim).await? {
+        Claim::Claimed => Ok(None),
+        taken => Ok(Some(answer_of(idempotency, taken))),
+    }
+}
+
+/// The stored answer of an earlier request with this request's key, as
+/// last committed, read outside any transaction: lets a command whose
+/// work starts with a policy call (`usage/close`) replay without calling
+/// it. `None`: no earlier request (the transaction's [`claim`] decides).
+pub async fn stored_answer(store: &Store, ctx: &RequestCtx) -> Result<Option<Result<Reply>>> {
+    let Some(idempotency) = &ctx.idempotency else {
+        return Ok(None);
+    };
+    Ok(store
+        .idempotency_record(&ctx.tenant, &idempotency.key)
+        .await?
+        .map(|taken| answer_of(idempotency, taken)))
+}
+
+/// What a taken key answers: the stored reply, or `PAY_003`.
+fn answer_of(idempotency: &Idempotency, taken: Claim) -> Result<Reply> {
+    let Claim::Taken {
+        fingerprint,
+        response,
+    } = taken
+    else {
+        unreachable!("only taken keys have an answer");
     };
     if fingerprint != idempotency.fingerprint {
-        return Ok(Some(Err(AppError::IdempotencyConflict(
+        return Err(AppError::IdempotencyConflict(
             "this Idempotency-Key was already used for a different request".into(),
-        ))));
+        ));
     }
-    Ok(Some(match response {
+    match response {
         Some(response) => Ok(Reply {
             response,
             replayed: true,
@@ -126,7 +148,7 @@ pub async fn claim_in(tx: &mut Tx, ctx: &RequestCtx, now: i64) -> Result<Option<
         None => Err(AppError::IdempotencyConflict(
             "a request with this Idempotency-Key is still in flight; retry later".into(),
         )),
-    }))
+    }
 }
 
 #[cfg(test)]

@@ -21,20 +21,21 @@ pub enum StoreError {
     #[error("a value is out of the 64-bit range")]
     OutOfRange,
     /// The database cannot be reached, the pool is exhausted, or the
-    /// connection broke mid-request (PostgreSQL shutting down, a reset):
-    /// whatever the request was doing was not committed. Retryable.
+    /// connection broke mid-request (PostgreSQL shutting down, a reset).
+    /// Retryable; a break during `COMMIT` leaves its outcome unknown, which
+    /// the request's idempotency key resolves on the retry.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
     /// Another transaction held what this one needed for longer than the
     /// database waits (SQLite BUSY or LOCKED), or the database chose this
     /// one to undo (PostgreSQL serialization failure 40001, deadlock
-    /// 40P01): nothing was written. Retryable at once.
+    /// 40P01), or a statement was cancelled (57014, 55P03). Retryable.
     #[error("the database was busy: {0}")]
     Contention(String),
     /// The storage refused the write: the disk or the database's size
     /// limit is full, or an I/O error (SQLITE_FULL, SQLITE_IOERR,
-    /// PostgreSQL class 53 and 58): nothing was written. Retryable once an
-    /// operator has made room.
+    /// PostgreSQL 53100, 58000, 58030). Retryable once an operator has made
+    /// room.
     #[error("the database could not store the write: {0}")]
     Storage(String),
     /// A row that breaks what the schema promises (a bad enum value, …).
@@ -159,10 +160,10 @@ fn sqlite_transient(code: i32, message: &str) -> Option<StoreError> {
     let message = message.to_owned();
     match code & 0xff {
         ffi::SQLITE_BUSY | ffi::SQLITE_LOCKED => Some(StoreError::Contention(message)),
-        ffi::SQLITE_FULL | ffi::SQLITE_IOERR | ffi::SQLITE_NOMEM | ffi::SQLITE_READONLY => {
+        ffi::SQLITE_FULL | ffi::SQLITE_IOERR | ffi::SQLITE_READONLY => {
             Some(StoreError::Storage(message))
         }
-        ffi::SQLITE_CANTOPEN => Some(StoreError::Unavailable(message)),
+        ffi::SQLITE_CANTOPEN | ffi::SQLITE_NOMEM => Some(StoreError::Unavailable(message)),
         _ => None,
     }
 }
@@ -175,12 +176,13 @@ fn pg_transient(sqlstate: &str, message: &str) -> Option<StoreError> {
         "40001" | "40P01" => Some(StoreError::Contention(message)),
         // lock_not_available (lock_timeout), query_canceled (statement_timeout)
         "55P03" | "57014" => Some(StoreError::Contention(message)),
-        // too_many_connections, admin/crash shutdown, cannot connect now
-        "53300" | "57P01" | "57P02" | "57P03" => Some(StoreError::Unavailable(message)),
-        // connection exceptions
-        s if s.starts_with("08") => Some(StoreError::Unavailable(message)),
-        // insufficient resources (disk full, out of memory), system errors
-        s if s.starts_with("53") || s.starts_with("58") => Some(StoreError::Storage(message)),
+        // too_many_connections, out_of_memory, admin/crash shutdown,
+        // cannot connect now
+        "53300" | "53200" | "57P01" | "57P02" | "57P03" => Some(StoreError::Unavailable(message)),
+        // connection exceptions (not a protocol violation: that is a bug)
+        s if s.starts_with("08") && s != "08P01" => Some(StoreError::Unavailable(message)),
+        // disk_full, system_error, io_error
+        "53100" | "58000" | "58030" => Some(StoreError::Storage(message)),
         _ => None,
     }
 }

@@ -109,6 +109,14 @@ pub trait Queries: Send + Sync {
         limit: i64,
     ) -> impl Future<Output = Result<Vec<CreditTransactionRecord>>> + Send;
 
+    /// What a request with idempotency key `key` left, as last committed
+    /// (`None`: the key is free). A read: it claims nothing.
+    fn idempotency_record(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Claim>>> + Send;
+
     /// The tenant's events after feed position `after`, in feed order.
     fn events(
         &self,
@@ -383,6 +391,10 @@ impl Queries for Store {
         limit: i64,
     ) -> Result<Vec<CreditTransactionRecord>> {
         dispatch!(self, s => s.credit_transactions(tenant, customer_id, before_seq, limit).await)
+    }
+
+    async fn idempotency_record(&self, tenant: &str, key: &str) -> Result<Option<Claim>> {
+        dispatch!(self, s => s.idempotency_record(tenant, key).await)
     }
 
     async fn events(&self, tenant: &str, after: i64, limit: i64) -> Result<Vec<EventRecord>> {

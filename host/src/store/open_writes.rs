@@ -12,70 +12,64 @@
 //! own thread runs write jobs outside any task (`sqlite_jobs`): there it
 //! is counted per thread. Two futures joined inside one task (or one
 //! `block_on`) count as one holder: concurrent requests run as tasks of
-//! their own, as the server runs them. Release builds keep no count: [`WriteMark`] is
+//! their own, as the server runs them. A policy called from a task spawned
+//! by the holder is not seen: use cases call policies in their own task.
+//! Release builds keep no count: [`WriteMark`] is
 //! empty and [`write_transaction_open`] answers `false`.
 
 #[cfg(debug_assertions)]
 mod tracking {
-    use std::cell::Cell;
     use std::collections::HashMap;
     use std::sync::{Mutex, PoisonError};
+    use std::thread::ThreadId;
 
     use tokio::task::Id;
 
-    static TASKS: Mutex<Option<HashMap<Id, usize>>> = Mutex::new(None);
-
-    thread_local! {
-        static THREAD: Cell<usize> = const { Cell::new(0) };
-    }
-
-    /// Where a mark was counted.
-    #[derive(Debug)]
+    /// Who holds a mark: the task, or outside any task the thread. Kept in
+    /// one map so a mark dropped elsewhere still counts its own holder out.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub(super) enum Holder {
         Task(Id),
-        Thread,
+        Thread(ThreadId),
     }
 
-    fn tasks<R>(f: impl FnOnce(&mut HashMap<Id, usize>) -> R) -> R {
-        let mut guard = TASKS.lock().unwrap_or_else(PoisonError::into_inner);
+    static HOLDERS: Mutex<Option<HashMap<Holder, usize>>> = Mutex::new(None);
+
+    fn holders<R>(f: impl FnOnce(&mut HashMap<Holder, usize>) -> R) -> R {
+        let mut guard = HOLDERS.lock().unwrap_or_else(PoisonError::into_inner);
         f(guard.get_or_insert_with(HashMap::new))
     }
 
-    pub(super) fn enter() -> Holder {
+    /// The current task, or outside a task the current thread (a task on
+    /// a current-thread runtime shares its thread with the runtime's own
+    /// future, which is no task).
+    fn current() -> Holder {
         match tokio::task::try_id() {
-            Some(id) => {
-                tasks(|map| *map.entry(id).or_default() += 1);
-                Holder::Task(id)
-            }
-            None => {
-                THREAD.with(|n| n.set(n.get() + 1));
-                Holder::Thread
-            }
+            Some(id) => Holder::Task(id),
+            None => Holder::Thread(std::thread::current().id()),
         }
     }
 
-    pub(super) fn leave(holder: &Holder) {
-        match holder {
-            Holder::Task(id) => tasks(|map| {
-                if let Some(n) = map.get_mut(id) {
-                    *n -= 1;
-                    if *n == 0 {
-                        map.remove(id);
-                    }
+    pub(super) fn enter() -> Holder {
+        let holder = current();
+        holders(|map| *map.entry(holder).or_default() += 1);
+        holder
+    }
+
+    pub(super) fn leave(holder: Holder) {
+        holders(|map| {
+            if let Some(n) = map.get_mut(&holder) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&holder);
                 }
-            }),
-            Holder::Thread => THREAD.with(|n| n.set(n.get().saturating_sub(1))),
-        }
+            }
+        });
     }
 
     pub(super) fn open_here() -> bool {
-        // A task's marks are its own; outside a task, the thread's (a task
-        // on a current-thread runtime shares its thread with the runtime's
-        // own future, which is no task).
-        match tokio::task::try_id() {
-            Some(id) => tasks(|map| map.contains_key(&id)),
-            None => THREAD.with(Cell::get) > 0,
-        }
+        let holder = current();
+        holders(|map| map.contains_key(&holder))
     }
 }
 
@@ -100,7 +94,7 @@ impl WriteMark {
 impl Drop for WriteMark {
     fn drop(&mut self) {
         #[cfg(debug_assertions)]
-        tracking::leave(&self.holder);
+        tracking::leave(self.holder);
     }
 }
 
@@ -137,6 +131,14 @@ mod tests {
         });
         assert!(!write_transaction_open());
         holder.await.unwrap();
+    }
+
+    #[test]
+    fn a_mark_dropped_on_another_thread_counts_its_own_thread_out() {
+        let mark = WriteMark::new();
+        assert!(write_transaction_open());
+        std::thread::spawn(move || drop(mark)).join().unwrap();
+        assert!(!write_transaction_open());
     }
 
     #[test]

@@ -139,6 +139,10 @@ impl Queries for PgStore {
         pg_read!(self.db, |conn| q::customer(conn, tenant, customer_id))
     }
 
+    async fn idempotency_record(&self, tenant: &str, key: &str) -> Result<Option<Claim>> {
+        pg_read!(self.db, |conn| q::idempotency_record(conn, tenant, key))
+    }
+
     async fn customer_and_account(
         &self,
         tenant: &str,

@@ -335,6 +335,26 @@ macro_rules! shared_queries {
             .await?)
         }
 
+        /// A key's stored row, as [`Claim::Taken`] (`None`: free).
+        pub(crate) async fn idempotency_record<'e, E>(
+            ex: E,
+            tenant: &str,
+            key: &str,
+        ) -> Result<Option<Claim>>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            let row = sqlx::query_as::<_, (String, Option<i32>, Option<Vec<u8>>)>(
+                "SELECT fingerprint, response_status, response_body FROM idempotency_keys \
+                 WHERE tenant_id = $1 AND idem_key = $2",
+            )
+            .bind(tenant)
+            .bind(key)
+            .fetch_optional(ex)
+            .await?;
+            Ok(row.map(|(fingerprint, status, body)| Claim::taken(fingerprint, status, body)))
+        }
+
         // ── Maintenance ─────────────────────────────────────────────────
 
         pub(crate) async fn purge_idempotency<'e, E>(

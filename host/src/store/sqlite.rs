@@ -149,6 +149,10 @@ impl Queries for SqliteStore {
         q::customer(&self.reader, tenant, customer_id).await
     }
 
+    async fn idempotency_record(&self, tenant: &str, key: &str) -> Result<Option<Claim>> {
+        q::idempotency_record(&self.reader, tenant, key).await
+    }
+
     async fn customer_and_account(
         &self,
         tenant: &str,

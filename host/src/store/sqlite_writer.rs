@@ -614,6 +614,7 @@ impl WriterTx {
         let group = self.group.clone();
         // Every sqlx statement was awaited to its end: undo inline.
         if let Err(err) = inline(&slot, UNDO) {
+            let err = undo_failed(&slot, err);
             abort(&mut slot, &group, err.clone());
             return Err(err);
         }
@@ -632,7 +633,7 @@ impl WriterTx {
         let ended = if keep {
             inline_prepared(&slot, RELEASE)
         } else {
-            inline(&slot, UNDO)
+            inline(&slot, UNDO).map_err(|err| undo_failed(&slot, err))
         };
         if let Err(err) = ended {
             abort(&mut slot, &group, err.clone());
@@ -652,7 +653,10 @@ impl WriterTx {
         let mut slot = self.take_slot();
         let group = self.group.clone();
         let undone = match conn_of(&mut slot) {
-            Ok(conn) => runtime.block_on(exec(conn, UNDO)).map_err(StoreError::from),
+            Ok(conn) => runtime
+                .block_on(exec(conn, UNDO))
+                .map_err(StoreError::from)
+                .map_err(|err| undo_failed(&slot, err)),
             Err(err) => Err(err),
         };
         if let Err(err) = undone {
@@ -692,6 +696,7 @@ impl Drop for WriterTx {
         if !self.sqlx_used {
             // Nothing of ours can still be running: undo inline, now.
             if let Err(err) = inline(&slot, UNDO) {
+                let err = undo_failed(&slot, err);
                 abort(&mut slot, &group, err.clone());
                 return;
             }
@@ -754,6 +759,20 @@ fn abort(slot: &mut Slot, group: &Arc<Group>, why: StoreError) {
     slot.group = None;
     tracing::warn!(error = %why, "store.sqlite_group_aborted");
     group.outcome.send_replace(Some(Err(why)));
+}
+
+/// The error a failed undo shares with its group. Some errors (a full
+/// disk, an I/O error) make SQLite roll back the whole transaction itself,
+/// and the undo then fails for want of a savepoint: the group's work is
+/// gone, not in doubt, so the members get a retryable error rather than
+/// the undo's own.
+fn undo_failed(slot: &Slot, err: StoreError) -> StoreError {
+    match slot.raw.as_ref() {
+        Some(raw) if raw.is_autocommit() && !err.is_retryable() => StoreError::Unavailable(
+            format!("SQLite rolled the group's transaction back after an error ({err})"),
+        ),
+        _ => err,
+    }
 }
 
 fn conn_of(slot: &mut Slot) -> Result<&mut SqliteConnection> {
@@ -892,6 +911,41 @@ pub(super) mod tests {
             (1..11).contains(&commits),
             "31 requests queued behind one another share commits, got {commits}"
         );
+    }
+
+    /// When SQLite itself rolls the group's transaction back (it does after
+    /// some I/O and disk-full errors), the member's undo finds no savepoint:
+    /// every member then learns its work is gone with a retryable error,
+    /// not a 500.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_that_sqlite_rolled_back_fails_every_member_retryably() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, options) = writer(&dir).await;
+        let mut first = writer.begin().await.unwrap();
+        insert(&mut first, 1).await;
+        let second = {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                let tx = writer.begin().await.unwrap();
+                // What SQLite does on its own after such an error.
+                tx.raw().execute_batch("ROLLBACK").unwrap();
+                tx.rollback().await
+            })
+        };
+        while writer.queued.load(Ordering::SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        let first = first.commit().await.unwrap_err();
+        let second = second.await.unwrap().unwrap_err();
+        for err in [&first, &second] {
+            assert!(err.is_retryable(), "{err}");
+        }
+        assert_eq!(committed(&options).await, Vec::<i64>::new());
+        // The writer goes on.
+        let mut next = writer.begin().await.unwrap();
+        insert(&mut next, 2).await;
+        next.commit().await.unwrap();
+        assert_eq!(committed(&options).await, [2]);
     }
 
     /// A request that read an earlier member's work and rolls back (an

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use super::super::customers::{Customer, not_found};
 use super::super::error::{AppError, PolicyRef, Result};
-use super::super::idempotency::{Claimed, claim};
+use super::super::idempotency::{Claimed, claim, stored_answer};
 use super::super::journal::{Recorder, USAGE_PERIOD_CLOSED, entity, event_type};
 use super::super::orders::{PendingOrder, order_lines, place_order};
 use super::super::policy::invalid_output;
@@ -96,6 +96,11 @@ impl App {
             now_ms: now,
         };
 
+        // A replay answers as stored, without rating anything again (the
+        // transaction's claim still decides for requests that race).
+        if let Some(answer) = stored_answer(self.store(), ctx).await? {
+            return answer;
+        }
         // Rate the totals as last committed, outside any transaction; the
         // close's transaction then checks, with the customer locked, that
         // they are still the totals (an event may have landed since). If
