@@ -9,6 +9,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod gateway;
 pub mod policy;
 pub mod store;
 pub mod telemetry;
