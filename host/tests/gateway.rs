@@ -327,3 +327,156 @@ async fn an_outage_a_wrong_key_and_an_unreachable_pg_are_told_apart() {
         Err(GatewayError::Unreachable(_))
     ));
 }
+
+mod resilience {
+    use super::*;
+    use fluxpay_host::gateway::resilient::{Resilience, ResilientGateway};
+    use tower_resilience_circuitbreaker::CircuitState;
+
+    /// Retries fast; a breaker that needs more calls than a test makes.
+    fn settings() -> Resilience {
+        Resilience {
+            window: Duration::from_secs(60),
+            minimum_calls: 50,
+            failure_rate: 0.5,
+            open_wait: Duration::from_millis(300),
+            half_open_calls: 1,
+            retry_min_delay: Duration::from_millis(5),
+            retry_max_delay: Duration::from_millis(20),
+            ..Resilience::default()
+        }
+    }
+
+    fn resilient(pg: &Pg, settings: &Resilience) -> ResilientGateway {
+        ResilientGateway::new(connector(&pg.url, SECRET), "sim", settings).unwrap()
+    }
+
+    #[tokio::test]
+    async fn transient_faults_are_retried_with_one_key_up_to_the_limit() {
+        let pg = pg().await;
+        let gateway = resilient(&pg, &settings());
+        let request = pg.checkout("pay_20", 4_000, cards::TRANSIENT_TWICE).await;
+        let approved = gateway.confirm(&request, "pay_20-approve").await.unwrap();
+        assert_eq!(approved.status, PgStatus::Done);
+        assert_eq!(
+            pg.sim.ledger().confirm_calls,
+            3,
+            "two faults, then the approval"
+        );
+        assert_eq!(pg.sim.ledger().approvals, 1);
+
+        let failing = pg.checkout("pay_21", 4_000, cards::ALWAYS_FAILS).await;
+        assert!(matches!(
+            gateway.confirm(&failing, "pay_21-approve").await,
+            Err(GatewayError::Transient { .. })
+        ));
+        assert_eq!(
+            pg.sim.ledger().confirm_calls,
+            3 + 1 + 3,
+            "the first call and three retries, no more"
+        );
+    }
+
+    #[tokio::test]
+    async fn declines_and_lost_answers_are_never_sent_again() {
+        let pg = pg().await;
+        let gateway = resilient(&pg, &settings());
+        let declined = pg.checkout("pay_22", 4_000, cards::DECLINE).await;
+        assert!(matches!(
+            gateway.confirm(&declined, "pay_22-approve").await,
+            Err(GatewayError::Refused { .. })
+        ));
+        assert_eq!(pg.sim.ledger().confirm_calls, 1);
+
+        let lost = pg
+            .checkout("pay_23", 4_000, cards::APPROVE_THEN_TIMEOUT)
+            .await;
+        assert!(matches!(
+            gateway.confirm(&lost, "pay_23-approve").await,
+            Err(GatewayError::Unknown(_))
+        ));
+        assert_eq!(
+            pg.sim.ledger().confirm_calls,
+            2,
+            "an unknown outcome is queried, not resent"
+        );
+        // A query is retried, and tells what happened.
+        assert_eq!(
+            gateway.payment_by_order("pay_23").await.unwrap().status,
+            PgStatus::Done
+        );
+    }
+
+    #[tokio::test]
+    async fn an_outage_opens_the_breaker_and_a_probe_closes_it_when_the_pg_is_back() {
+        let pg = pg().await;
+        let no_retries = Resilience {
+            retries: 0,
+            minimum_calls: 4,
+            ..settings()
+        };
+        let gateway = resilient(&pg, &no_retries);
+        let request = pg.checkout("pay_24", 4_000, cards::APPROVE).await;
+        pg.sim.set_faults(Faults {
+            outage: true,
+            ..Faults::default()
+        });
+        for _ in 0..4 {
+            assert!(matches!(
+                gateway.confirm(&request, "pay_24-approve").await,
+                Err(GatewayError::Transient { .. })
+            ));
+        }
+        assert_eq!(gateway.state(), CircuitState::Open);
+        // Open: fast failures that reach nothing.
+        for _ in 0..10 {
+            assert_eq!(
+                gateway.confirm(&request, "pay_24-approve").await,
+                Err(GatewayError::CircuitOpen)
+            );
+        }
+        assert_eq!(pg.sim.ledger().confirm_calls, 4);
+
+        // The PG recovers; once the open wait is over one probe goes
+        // through, succeeds, and closes the breaker.
+        pg.sim.set_faults(Faults::default());
+        tokio::time::sleep(no_retries.open_wait + Duration::from_millis(50)).await;
+        let approved = gateway.confirm(&request, "pay_24-approve").await.unwrap();
+        assert_eq!(approved.status, PgStatus::Done);
+        assert_eq!(gateway.state(), CircuitState::Closed);
+        assert_eq!(pg.sim.ledger().approvals, 1);
+    }
+
+    #[tokio::test]
+    async fn a_pg_that_answers_but_slowly_opens_the_breaker_too() {
+        let pg = pg().await;
+        let slow = Resilience {
+            minimum_calls: 4,
+            slow_call: Duration::from_millis(100),
+            slow_call_rate: 0.5,
+            ..settings()
+        };
+        let gateway = resilient(&pg, &slow);
+        let request = pg.checkout("pay_25", 4_000, cards::APPROVE).await;
+        pg.gateway
+            .confirm(&request, "pay_25-approve")
+            .await
+            .unwrap();
+        pg.sim.set_faults(Faults {
+            latency_ms: [150, 150],
+            ..Faults::default()
+        });
+        for _ in 0..4 {
+            // Every answer is right, and late.
+            assert_eq!(
+                gateway.payment(&request.payment_key).await.unwrap().status,
+                PgStatus::Done
+            );
+        }
+        assert_eq!(gateway.state(), CircuitState::Open);
+        assert_eq!(
+            gateway.payment(&request.payment_key).await,
+            Err(GatewayError::CircuitOpen)
+        );
+    }
+}

@@ -17,6 +17,7 @@
 //! final; only [`GatewayError::Transient`] may be retried (with the same
 //! key).
 
+pub mod resilient;
 pub mod simulator;
 pub mod toss;
 
@@ -186,6 +187,10 @@ pub enum GatewayError {
     /// not take effect.
     #[error("the PG cannot be reached: {0}")]
     Unreachable(String),
+    /// The circuit breaker is open: the call was not sent
+    /// ([`resilient::ResilientGateway`]).
+    #[error("the PG is failing and calls to it are paused; retry later")]
+    CircuitOpen,
 }
 
 impl GatewayError {
@@ -193,7 +198,9 @@ impl GatewayError {
     pub fn code(&self) -> Option<&str> {
         match self {
             GatewayError::Refused { code, .. } | GatewayError::Transient { code, .. } => Some(code),
-            GatewayError::Unknown(_) | GatewayError::Unreachable(_) => None,
+            GatewayError::Unknown(_) | GatewayError::Unreachable(_) | GatewayError::CircuitOpen => {
+                None
+            }
         }
     }
 }
@@ -201,8 +208,8 @@ impl GatewayError {
 /// Result of a PG call.
 pub type GatewayResult<T> = std::result::Result<T, GatewayError>;
 
-/// A payment gateway. Every method is one HTTP request (no retries here:
-/// the breaker and retry layer sits on top, once).
+/// A payment gateway. A connector's methods are one HTTP request each;
+/// [`resilient::ResilientGateway`] adds the breaker and the retries, once.
 pub trait PaymentGateway: Send + Sync {
     /// Approves a checked-out payment (Toss: "confirm").
     fn confirm(
