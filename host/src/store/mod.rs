@@ -46,6 +46,7 @@ mod error;
 pub mod model;
 mod open_writes;
 mod orders;
+mod payments;
 mod pg_pool;
 mod postgres;
 mod queries;
@@ -66,6 +67,9 @@ pub use model::*;
 use open_writes::WriteMark;
 pub use open_writes::write_transaction_open;
 pub use orders::{NewOrder, OrderLineRecord, OrderQueries, OrderRecord, OrderSource, OrderTx};
+pub use payments::{
+    NewPayment, PaymentAttemptRecord, PaymentQueries, PaymentRecord, PaymentTx, PaymentUpdate,
+};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use subscriptions::*;

@@ -1,0 +1,444 @@
+//! Payments: the payment row (`payments`), guarded status changes, and the
+//! record of every call made to the PG for it (`payment_attempts`).
+//!
+//! The SQL is written once in `payment_queries!` and compiled for each
+//! backend (see [`super::queries`] for why a macro).
+
+use std::future::Future;
+
+use super::error::Result;
+use super::pg_pool::pg_read;
+use super::postgres::PgTx;
+use super::sqlite::SqliteTx;
+use super::{PgStore, SqliteStore, Store, Tx};
+
+/// A payment as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PaymentRecord {
+    /// Its id.
+    pub payment_id: String,
+    /// The order it pays for.
+    pub order_id: String,
+    /// Who pays.
+    pub customer_id: String,
+    /// Minor units the PG is asked to take.
+    pub amount: i64,
+    /// ISO-4217.
+    pub currency: String,
+    /// The domain's status name (`READY`, `APPROVED`, …).
+    pub status: String,
+    /// The approval's PG idempotency key.
+    pub approval_key: String,
+    /// The PG's key for the payment, once it approved.
+    pub pg_payment_key: Option<String>,
+    /// Σ refunds so far.
+    pub refunded: i64,
+    /// The PG's code of the last refusal or failure.
+    pub failure_code: Option<String>,
+    /// Its message.
+    pub failure_message: Option<String>,
+    /// +1 per change.
+    pub version: i64,
+    /// Created (ms since the epoch).
+    pub created_at: i64,
+    /// Last changed.
+    pub updated_at: i64,
+}
+
+/// A new `READY` payment.
+#[derive(Debug, Clone)]
+pub struct NewPayment {
+    /// Its id.
+    pub payment_id: String,
+    /// The order it pays for.
+    pub order_id: String,
+    /// Who pays.
+    pub customer_id: String,
+    /// Minor units.
+    pub amount: i64,
+    /// ISO-4217.
+    pub currency: String,
+    /// The approval's PG idempotency key.
+    pub approval_key: String,
+    /// When (ms since the epoch).
+    pub now: i64,
+}
+
+/// A payment's new state, applied only if it is still at `from`.
+#[derive(Debug, Clone)]
+pub struct PaymentUpdate {
+    /// Its id.
+    pub payment_id: String,
+    /// The status and version it must still have.
+    pub from: (String, i64),
+    /// The status it moves to.
+    pub status: String,
+    /// The PG's key, once known.
+    pub pg_payment_key: Option<String>,
+    /// Σ refunds after the change.
+    pub refunded: i64,
+    /// The PG's code and message, when the change records a refusal.
+    pub failure: Option<(String, String)>,
+    /// When.
+    pub now: i64,
+}
+
+/// One call made to the PG for a payment.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PaymentAttemptRecord {
+    /// 1, 2, … per payment.
+    pub attempt: i64,
+    /// `approve`, `cancel` or `query`.
+    pub kind: String,
+    /// The idempotency key it sent (mutating calls).
+    pub idempotency_key: Option<String>,
+    /// What came of it (`approved`, `declined`, `transient`, `unknown`, …).
+    pub outcome: String,
+    /// The PG's code, when it gave one.
+    pub pg_code: Option<String>,
+    /// How long the call took.
+    pub latency_ms: i64,
+    /// When it ended (ms since the epoch).
+    pub created_at: i64,
+}
+
+/// Payment reads outside a transaction.
+pub trait PaymentQueries: Send + Sync {
+    /// A payment.
+    fn payment(
+        &self,
+        tenant: &str,
+        payment_id: &str,
+    ) -> impl Future<Output = Result<Option<PaymentRecord>>> + Send;
+
+    /// An order's payments, oldest first.
+    fn payments_of_order(
+        &self,
+        tenant: &str,
+        order_id: &str,
+    ) -> impl Future<Output = Result<Vec<PaymentRecord>>> + Send;
+
+    /// A payment's calls to the PG, in order.
+    fn payment_attempts(
+        &self,
+        tenant: &str,
+        payment_id: &str,
+    ) -> impl Future<Output = Result<Vec<PaymentAttemptRecord>>> + Send;
+}
+
+/// Payment writes inside a transaction.
+pub trait PaymentTx: Send {
+    /// Inserts a `READY` payment (version 1, nothing refunded).
+    fn insert_payment(&mut self, payment: &NewPayment) -> impl Future<Output = Result<()>> + Send;
+
+    /// A payment, locked until the transaction ends.
+    fn payment_for_update(
+        &mut self,
+        payment_id: &str,
+    ) -> impl Future<Output = Result<Option<PaymentRecord>>> + Send;
+
+    /// Applies `update` if the payment is still at its `from`; the new
+    /// version, or `None` when it moved meanwhile.
+    fn update_payment(
+        &mut self,
+        update: &PaymentUpdate,
+    ) -> impl Future<Output = Result<Option<i64>>> + Send;
+
+    /// Records a call made to the PG (numbered after the last one).
+    fn record_payment_attempt(
+        &mut self,
+        payment_id: &str,
+        attempt: &PaymentAttemptRecord,
+    ) -> impl Future<Output = Result<i64>> + Send;
+}
+
+macro_rules! payment_queries {
+    (db = $db:ty, for_update = $for_update:literal) => {
+        use super::*;
+
+        type Db = $db;
+
+        const PAYMENT_COLUMNS: &str = "SELECT payment_id, order_id, customer_id, amount, \
+             currency, status, approval_key, pg_payment_key, refunded, failure_code, \
+             failure_message, version, created_at, updated_at FROM payments";
+
+        pub(super) async fn payment<'e, E>(
+            ex: E,
+            tenant: &str,
+            payment_id: &str,
+            lock: bool,
+        ) -> Result<Option<PaymentRecord>>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            let sql = format!(
+                "{PAYMENT_COLUMNS} WHERE tenant_id = $1 AND payment_id = $2{}",
+                if lock { $for_update } else { "" }
+            );
+            Ok(sqlx::query_as::<_, PaymentRecord>(&sql)
+                .bind(tenant)
+                .bind(payment_id)
+                .fetch_optional(ex)
+                .await?)
+        }
+
+        pub(super) async fn payments_of_order<'e, E>(
+            ex: E,
+            tenant: &str,
+            order_id: &str,
+        ) -> Result<Vec<PaymentRecord>>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            let sql = format!(
+                "{PAYMENT_COLUMNS} WHERE tenant_id = $1 AND order_id = $2 \
+                 ORDER BY created_at, payment_id"
+            );
+            Ok(sqlx::query_as::<_, PaymentRecord>(&sql)
+                .bind(tenant)
+                .bind(order_id)
+                .fetch_all(ex)
+                .await?)
+        }
+
+        pub(super) async fn payment_attempts<'e, E>(
+            ex: E,
+            tenant: &str,
+            payment_id: &str,
+        ) -> Result<Vec<PaymentAttemptRecord>>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            Ok(sqlx::query_as::<_, PaymentAttemptRecord>(
+                "SELECT attempt, kind, idempotency_key, outcome, pg_code, latency_ms, created_at \
+                 FROM payment_attempts WHERE tenant_id = $1 AND payment_id = $2 ORDER BY attempt",
+            )
+            .bind(tenant)
+            .bind(payment_id)
+            .fetch_all(ex)
+            .await?)
+        }
+
+        pub(super) async fn insert_payment<'e, E>(
+            ex: E,
+            tenant: &str,
+            payment: &NewPayment,
+        ) -> Result<()>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            sqlx::query(
+                "INSERT INTO payments (tenant_id, payment_id, order_id, customer_id, amount, \
+                   currency, status, approval_key, refunded, version, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'READY', $7, 0, 1, $8, $8)",
+            )
+            .bind(tenant)
+            .bind(&payment.payment_id)
+            .bind(&payment.order_id)
+            .bind(&payment.customer_id)
+            .bind(payment.amount)
+            .bind(&payment.currency)
+            .bind(&payment.approval_key)
+            .bind(payment.now)
+            .execute(ex)
+            .await?;
+            Ok(())
+        }
+
+        pub(super) async fn update_payment<'e, E>(
+            ex: E,
+            tenant: &str,
+            update: &PaymentUpdate,
+        ) -> Result<Option<i64>>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            let (code, message) = match &update.failure {
+                Some((code, message)) => (Some(code.as_str()), Some(message.as_str())),
+                None => (None, None),
+            };
+            Ok(sqlx::query_scalar::<_, i64>(
+                "UPDATE payments SET status = $5, pg_payment_key = $6, refunded = $7, \
+                   failure_code = COALESCE($8, failure_code), \
+                   failure_message = COALESCE($9, failure_message), \
+                   version = version + 1, updated_at = $10 \
+                 WHERE tenant_id = $1 AND payment_id = $2 AND status = $3 AND version = $4 \
+                 RETURNING version",
+            )
+            .bind(tenant)
+            .bind(&update.payment_id)
+            .bind(&update.from.0)
+            .bind(update.from.1)
+            .bind(&update.status)
+            .bind(&update.pg_payment_key)
+            .bind(update.refunded)
+            .bind(code)
+            .bind(message)
+            .bind(update.now)
+            .fetch_optional(ex)
+            .await?)
+        }
+
+        pub(super) async fn record_payment_attempt(
+            conn: &mut <Db as sqlx::Database>::Connection,
+            tenant: &str,
+            payment_id: &str,
+            attempt: &PaymentAttemptRecord,
+        ) -> Result<i64> {
+            // Numbered in the transaction that holds the payment's lock (or
+            // SQLite's one writer), so two writers never take one number;
+            // the primary key refuses it if they did.
+            Ok(sqlx::query_scalar::<_, i64>(
+                "INSERT INTO payment_attempts (tenant_id, payment_id, attempt, kind, \
+                   idempotency_key, outcome, pg_code, latency_ms, created_at) \
+                 SELECT $1, $2, COALESCE(MAX(attempt), 0) + 1, $3, $4, $5, $6, $7, $8 \
+                   FROM payment_attempts WHERE tenant_id = $1 AND payment_id = $2 \
+                 RETURNING attempt",
+            )
+            .bind(tenant)
+            .bind(payment_id)
+            .bind(&attempt.kind)
+            .bind(&attempt.idempotency_key)
+            .bind(&attempt.outcome)
+            .bind(&attempt.pg_code)
+            .bind(attempt.latency_ms)
+            .bind(attempt.created_at)
+            .fetch_one(&mut *conn)
+            .await?)
+        }
+    };
+}
+
+mod sqlite_q {
+    payment_queries!(db = sqlx::Sqlite, for_update = "");
+}
+
+mod pg_q {
+    payment_queries!(db = sqlx::Postgres, for_update = " FOR UPDATE");
+}
+
+impl PaymentQueries for SqliteStore {
+    async fn payment(&self, tenant: &str, payment_id: &str) -> Result<Option<PaymentRecord>> {
+        sqlite_q::payment(&self.reader, tenant, payment_id, false).await
+    }
+
+    async fn payments_of_order(&self, tenant: &str, order_id: &str) -> Result<Vec<PaymentRecord>> {
+        sqlite_q::payments_of_order(&self.reader, tenant, order_id).await
+    }
+
+    async fn payment_attempts(
+        &self,
+        tenant: &str,
+        payment_id: &str,
+    ) -> Result<Vec<PaymentAttemptRecord>> {
+        sqlite_q::payment_attempts(&self.reader, tenant, payment_id).await
+    }
+}
+
+impl PaymentQueries for PgStore {
+    async fn payment(&self, tenant: &str, payment_id: &str) -> Result<Option<PaymentRecord>> {
+        pg_read!(self.db, |conn| pg_q::payment(
+            conn, tenant, payment_id, false
+        ))
+    }
+
+    async fn payments_of_order(&self, tenant: &str, order_id: &str) -> Result<Vec<PaymentRecord>> {
+        pg_read!(self.db, |conn| pg_q::payments_of_order(
+            conn, tenant, order_id
+        ))
+    }
+
+    async fn payment_attempts(
+        &self,
+        tenant: &str,
+        payment_id: &str,
+    ) -> Result<Vec<PaymentAttemptRecord>> {
+        pg_read!(self.db, |conn| pg_q::payment_attempts(
+            conn, tenant, payment_id
+        ))
+    }
+}
+
+impl PaymentQueries for Store {
+    async fn payment(&self, tenant: &str, payment_id: &str) -> Result<Option<PaymentRecord>> {
+        dispatch!(self, s => s.payment(tenant, payment_id).await)
+    }
+
+    async fn payments_of_order(&self, tenant: &str, order_id: &str) -> Result<Vec<PaymentRecord>> {
+        dispatch!(self, s => s.payments_of_order(tenant, order_id).await)
+    }
+
+    async fn payment_attempts(
+        &self,
+        tenant: &str,
+        payment_id: &str,
+    ) -> Result<Vec<PaymentAttemptRecord>> {
+        dispatch!(self, s => s.payment_attempts(tenant, payment_id).await)
+    }
+}
+
+impl PaymentTx for SqliteTx {
+    async fn insert_payment(&mut self, payment: &NewPayment) -> Result<()> {
+        sqlite_q::insert_payment(&mut *self.tx, &self.tenant, payment).await
+    }
+
+    async fn payment_for_update(&mut self, payment_id: &str) -> Result<Option<PaymentRecord>> {
+        sqlite_q::payment(&mut *self.tx, &self.tenant, payment_id, true).await
+    }
+
+    async fn update_payment(&mut self, update: &PaymentUpdate) -> Result<Option<i64>> {
+        sqlite_q::update_payment(&mut *self.tx, &self.tenant, update).await
+    }
+
+    async fn record_payment_attempt(
+        &mut self,
+        payment_id: &str,
+        attempt: &PaymentAttemptRecord,
+    ) -> Result<i64> {
+        sqlite_q::record_payment_attempt(&mut self.tx, &self.tenant, payment_id, attempt).await
+    }
+}
+
+impl PaymentTx for PgTx {
+    async fn insert_payment(&mut self, payment: &NewPayment) -> Result<()> {
+        pg_q::insert_payment(&mut *self.tx, &self.tenant, payment).await
+    }
+
+    async fn payment_for_update(&mut self, payment_id: &str) -> Result<Option<PaymentRecord>> {
+        pg_q::payment(&mut *self.tx, &self.tenant, payment_id, true).await
+    }
+
+    async fn update_payment(&mut self, update: &PaymentUpdate) -> Result<Option<i64>> {
+        pg_q::update_payment(&mut *self.tx, &self.tenant, update).await
+    }
+
+    async fn record_payment_attempt(
+        &mut self,
+        payment_id: &str,
+        attempt: &PaymentAttemptRecord,
+    ) -> Result<i64> {
+        pg_q::record_payment_attempt(&mut self.tx, &self.tenant, payment_id, attempt).await
+    }
+}
+
+impl PaymentTx for Tx {
+    async fn insert_payment(&mut self, payment: &NewPayment) -> Result<()> {
+        dispatch_tx!(self, t => t.insert_payment(payment).await)
+    }
+
+    async fn payment_for_update(&mut self, payment_id: &str) -> Result<Option<PaymentRecord>> {
+        dispatch_tx!(self, t => t.payment_for_update(payment_id).await)
+    }
+
+    async fn update_payment(&mut self, update: &PaymentUpdate) -> Result<Option<i64>> {
+        dispatch_tx!(self, t => t.update_payment(update).await)
+    }
+
+    async fn record_payment_attempt(
+        &mut self,
+        payment_id: &str,
+        attempt: &PaymentAttemptRecord,
+    ) -> Result<i64> {
+        dispatch_tx!(self, t => t.record_payment_attempt(payment_id, attempt).await)
+    }
+}
