@@ -56,27 +56,37 @@ fn connector(url: &str, secret: &str) -> TossGateway {
 impl Pg {
     /// The checkout window: a payment key for `order_id` paid by `card`.
     async fn checkout(&self, order_id: &str, amount: i64, card: &str) -> ConfirmRequest {
-        let answer: PgPayment = self
-            .http
-            .post(format!("{}/v1/checkout", self.url))
-            .json(
-                &json!({ "orderId": order_id, "amount": amount, "currency": "KRW",
+        checkout(&self.http, &self.url, order_id, amount, card).await
+    }
+}
+
+/// The checkout window of the PG at `url`.
+async fn checkout(
+    http: &reqwest::Client,
+    url: &str,
+    order_id: &str,
+    amount: i64,
+    card: &str,
+) -> ConfirmRequest {
+    let answer: PgPayment = http
+        .post(format!("{url}/v1/checkout"))
+        .json(
+            &json!({ "orderId": order_id, "amount": amount, "currency": "KRW",
                            "cardNumber": card }),
-            )
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(answer.status, PgStatus::Ready);
-        ConfirmRequest {
-            payment_key: answer.payment_key,
-            order_id: order_id.to_owned(),
-            amount,
-        }
+        )
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer.status, PgStatus::Ready);
+    ConfirmRequest {
+        payment_key: answer.payment_key,
+        order_id: order_id.to_owned(),
+        amount,
     }
 }
 
@@ -478,5 +488,71 @@ mod resilience {
             gateway.payment(&request.payment_key).await,
             Err(GatewayError::CircuitOpen)
         );
+    }
+}
+
+/// `fluxpay-host pg-sim`: the same simulator as a process of its own.
+mod process {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    fn pg_sim(args: &[&str], secret: Option<&str>) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fluxpay-host"));
+        command
+            .arg("pg-sim")
+            .args(args)
+            .env_remove("FLUXPAY_PG_SIM_SECRET_KEY");
+        if let Some(secret) = secret {
+            command.env("FLUXPAY_PG_SIM_SECRET_KEY", secret);
+        }
+        command
+    }
+
+    #[tokio::test]
+    async fn the_pg_sim_command_serves_the_api_on_loopback() {
+        let mut child = pg_sim(&["--listen", "127.0.0.1:0"], Some(SECRET))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting fluxpay-host pg-sim");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("fluxpay pg-sim listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        let request = checkout(
+            &reqwest::Client::new(),
+            &url,
+            "pay_30",
+            1_000,
+            cards::APPROVE,
+        )
+        .await;
+        let approved = connector(&url, SECRET)
+            .confirm(&request, "pay_30-approve")
+            .await;
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(approved.unwrap().status, PgStatus::Done);
+    }
+
+    #[test]
+    fn the_pg_sim_command_needs_its_secret_and_a_loopback_address() {
+        let no_secret = pg_sim(&["--listen", "127.0.0.1:0"], None).output().unwrap();
+        assert!(!no_secret.status.success());
+        assert!(
+            String::from_utf8_lossy(&no_secret.stderr).contains("FLUXPAY_PG_SIM_SECRET_KEY"),
+            "{}",
+            String::from_utf8_lossy(&no_secret.stderr)
+        );
+        let public = pg_sim(&["--listen", "0.0.0.0:0"], Some(SECRET))
+            .output()
+            .unwrap();
+        assert!(!public.status.success());
+        assert!(String::from_utf8_lossy(&public.stderr).contains("loopback"));
     }
 }

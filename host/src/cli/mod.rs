@@ -3,6 +3,7 @@
 
 mod audit;
 mod migrate;
+mod pg_sim;
 mod policy;
 mod serve;
 
@@ -38,6 +39,8 @@ pub enum Command {
     /// Policy author tools: check a module, run it under production limits.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Run the bundled payment-gateway simulator (Toss-Payments-style API).
+    PgSim(pg_sim::PgSimArgs),
 }
 
 /// Run a parsed command line; the exit code tells scripts what happened.
@@ -47,6 +50,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate(args) => migrate::run(args),
         Command::Audit(args) => audit::run(args),
         Command::Policy(cmd) => policy::run(cmd),
+        Command::PgSim(args) => pg_sim::run(args),
     }
 }
 
