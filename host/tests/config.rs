@@ -264,3 +264,100 @@ fn the_tenants_section_is_required() {
         "{errors}"
     );
 }
+
+#[test]
+fn a_tenant_gateway_resolves_with_defaults_and_its_own_settings() {
+    let config = parse(
+        r#"
+pg_simulator: { listen: "127.0.0.1:8090" }
+tenants:
+  acme:
+    gateway:
+      kind: toss
+      base_url: https://pg.example.com
+      secret_env: ACME_PG_SECRET_KEY
+      request_timeout_ms: 5000
+      breaker: { window_s: 60, minimum_calls: 5, failure_rate: 0.25, open_wait_s: 10 }
+      retries: { max: 2, min_delay_ms: 100, max_delay_ms: 400 }
+  globex:
+    gateway: { kind: simulator }
+  initech: {}
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.pg_simulator, Some("127.0.0.1:8090".parse().unwrap()));
+    let acme = config.tenants["acme"].api.gateway.clone().unwrap();
+    assert_eq!(
+        acme.kind,
+        config::GatewayKind::Toss {
+            base_url: "https://pg.example.com".into(),
+            secret_env: "ACME_PG_SECRET_KEY".into()
+        }
+    );
+    assert_eq!(acme.request_timeout, std::time::Duration::from_secs(5));
+    assert_eq!(acme.connect_timeout, std::time::Duration::from_secs(2));
+    assert_eq!(acme.resilience.window, std::time::Duration::from_secs(60));
+    assert_eq!(acme.resilience.minimum_calls, 5);
+    assert_eq!(acme.resilience.failure_rate, 0.25);
+    assert_eq!(acme.resilience.retries, 2);
+    // Unset settings keep the defaults.
+    assert_eq!(acme.resilience.half_open_calls, 3);
+    let globex = config.tenants["globex"].api.gateway.clone().unwrap();
+    assert_eq!(globex.kind, config::GatewayKind::Simulator);
+    assert!(config.tenants["initech"].api.gateway.is_none());
+}
+
+#[test]
+fn gateway_mistakes_name_their_key() {
+    let found = errors(
+        r#"
+pg_simulator: { listen: "0.0.0.0:8090" }
+tenants:
+  acme:
+    gateway: { kind: toss, base_url: "ftp://pg", request_timeout_ms: 0 }
+  globex:
+    gateway:
+      kind: simulator
+      breaker: { failure_rate: 1.5, half_open_calls: 0 }
+      retries: { max: 11, min_delay_ms: 500, max_delay_ms: 100 }
+  initech:
+    gateway: { kind: stripe }
+"#,
+    );
+    assert_error(&found, "pg_simulator.listen", "loopback");
+    assert_error(
+        &found,
+        "tenants.acme.gateway.base_url",
+        "http:// or https://",
+    );
+    assert_error(&found, "tenants.acme.gateway.secret_env", "required");
+    assert_error(&found, "tenants.acme.gateway.request_timeout_ms", "outside");
+    // The simulator address was refused, so there is none to use.
+    assert_error(&found, "tenants.globex.gateway.kind", "pg_simulator");
+    assert_error(
+        &found,
+        "tenants.globex.gateway.breaker.failure_rate",
+        "(0, 1]",
+    );
+    assert_error(
+        &found,
+        "tenants.globex.gateway.breaker.half_open_calls",
+        "at least 1",
+    );
+    assert_error(&found, "tenants.globex.gateway.retries.max", "more than 10");
+    assert_error(
+        &found,
+        "tenants.globex.gateway.retries.min_delay_ms",
+        "max_delay_ms",
+    );
+    assert_error(&found, "tenants.initech.gateway.kind", "`stripe`");
+
+    let unknown = errors(
+        r#"
+tenants:
+  acme:
+    gateway: { kind: toss, base_url: "https://pg", secret_env: K, timeout: 5 }
+"#,
+    );
+    assert!(unknown.to_string().contains("timeout"), "{unknown}");
+}

@@ -29,7 +29,7 @@ use crate::domain::Currency;
 use super::Secret;
 
 /// One tenant's API settings.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TenantApiConfig {
     /// Development tenant: requests need no signature (a signature that is
     /// sent is still checked).
@@ -42,6 +42,8 @@ pub struct TenantApiConfig {
     pub signing: Option<SigningConfig>,
     /// How subscription renewals are paid.
     pub subscriptions: SubscriptionsConfig,
+    /// Its payment gateway, if it takes payments.
+    pub gateway: Option<super::GatewayConfig>,
 }
 
 /// An API key, kept as the sha256 of its value.

@@ -20,6 +20,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub engine: RawEngine,
     pub database: Option<RawDatabase>,
+    pub pg_simulator: Option<super::gateway::RawPgSimulator>,
     #[serde(deserialize_with = "unique_keys")]
     pub tenants: BTreeMap<String, RawTenant>,
 }
@@ -50,6 +51,8 @@ pub(super) struct RawTenant {
     pub api_keys: Vec<RawApiKey>,
     pub signing: Option<RawSigning>,
     pub subscriptions: Option<RawSubscriptions>,
+    /// How its payments reach a payment gateway.
+    pub gateway: Option<super::gateway::RawGateway>,
 }
 
 /// `database:`: where the money lives.

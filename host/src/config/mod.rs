@@ -14,6 +14,7 @@ mod api;
 mod database;
 mod error;
 mod file;
+mod gateway;
 mod secret;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ pub use database::{
     DatabaseUrl, MIN_IDEMPOTENCY_RETENTION_HOURS, SqliteSynchronous,
 };
 pub use error::{ConfigError, ConfigErrors};
+pub use gateway::{GatewayConfig, GatewayKind};
 pub use secret::Secret;
 
 use crate::domain::Currency;
@@ -44,6 +46,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Tenants by id.
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// Where `serve` runs the bundled PG simulator (`pg_simulator:`), for
+    /// tenants whose gateway is of kind `simulator`.
+    pub pg_simulator: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -233,6 +238,8 @@ struct Resolver<'a> {
     file: &'a Path,
     base: PathBuf,
     errors: ConfigErrors,
+    /// Whether `pg_simulator:` is configured (for `gateway.kind: simulator`).
+    has_simulator: bool,
 }
 
 impl<'a> Resolver<'a> {
@@ -245,6 +252,7 @@ impl<'a> Resolver<'a> {
             file,
             base,
             errors: ConfigErrors::new(),
+            has_simulator: false,
         }
     }
 
@@ -256,6 +264,14 @@ impl<'a> Resolver<'a> {
     fn resolve(mut self, raw: RawConfig) -> Result<Config, ConfigErrors> {
         let engine = self.engine(raw.engine);
         let database = self.database(raw.database);
+        let pg_simulator = raw.pg_simulator.and_then(|sim| match sim.resolve() {
+            Ok(addr) => Some(addr),
+            Err(message) => {
+                self.error("pg_simulator.listen", message);
+                None
+            }
+        });
+        self.has_simulator = pg_simulator.is_some();
         let mut tenants = BTreeMap::new();
         for (id, tenant) in raw.tenants {
             let tenant = self.tenant(&engine, id.clone(), tenant);
@@ -267,6 +283,7 @@ impl<'a> Resolver<'a> {
             engine,
             database,
             tenants,
+            pg_simulator,
         };
         self.errors.into_result(config)
     }
@@ -476,6 +493,13 @@ impl<'a> Resolver<'a> {
             subscriptions: self.subscriptions(field, raw.subscriptions.as_ref()),
             ..TenantApiConfig::default()
         };
+        if let Some(gateway) = &raw.gateway {
+            let (config, problems) = gateway.resolve(self.has_simulator);
+            for (key, message) in problems {
+                self.error(format!("{field}.gateway.{key}"), message);
+            }
+            api.gateway = Some(config);
+        }
         if let Some(code) = &raw.currency {
             match Currency::parse(code) {
                 Ok(currency) => api.currency = Some(currency),
