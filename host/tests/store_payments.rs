@@ -13,7 +13,7 @@ use fluxpay_host::store::{
 use harness::{Tenant, TestHost, backends};
 use serde_json::json;
 
-async fn order_of(host: &TestHost) -> String {
+async fn order_of(host: &TestHost, key: &str) -> String {
     host.put_customer(Tenant::Globex, "c1", json!({})).await;
     let order = host
         .call(
@@ -21,7 +21,7 @@ async fn order_of(host: &TestHost) -> String {
             "POST",
             "/api/v1/orders",
             Some(json!({ "customerId": "c1", "items": [{ "sku": "report", "quantity": 2 }] })),
-            Some("order-1"),
+            Some(key),
         )
         .await;
     order.expect(201, "OK");
@@ -67,7 +67,8 @@ fn attempt(kind: &str, outcome: &str, at: i64) -> PaymentAttemptRecord {
 async fn payments_and_their_pg_calls_are_stored_scoped_guarded_and_checked() {
     for backend in backends() {
         let host = TestHost::start(backend).await;
-        let order = order_of(&host).await;
+        let order = order_of(&host, "order-1").await;
+        let other_order = order_of(&host, "order-2").await;
         let store = host.app.store().clone();
 
         in_tx(&store, async |tx| {
@@ -98,9 +99,21 @@ async fn payments_and_their_pg_calls_are_stored_scoped_guarded_and_checked() {
                 .is_empty()
         );
 
-        // A second payment with the same approval key is refused by name.
+        // A second payment of the order while the first is in flight is
+        // refused, and so is one that reuses an approval key.
+        let second = in_tx(&store, async |tx| {
+            tx.insert_payment(&new_payment("pay_2", &order, "pay_2-approve"))
+                .await
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&second, StoreError::Constraint { constraint, .. }
+                if constraint.contains("order_id") || constraint.contains("one_active")),
+            "{backend:?}: {second}"
+        );
         let duplicate = in_tx(&store, async |tx| {
-            tx.insert_payment(&new_payment("pay_2", &order, "pay_1-approve"))
+            tx.insert_payment(&new_payment("pay_2", &other_order, "pay_1-approve"))
                 .await
         })
         .await
@@ -203,6 +216,13 @@ async fn payments_and_their_pg_calls_are_stored_scoped_guarded_and_checked() {
         let of_order = store.payments_of_order("globex", &order).await.unwrap();
         assert_eq!(of_order.len(), 1);
         assert_eq!(of_order[0].payment_id, "pay_1");
-        host.finish().await;
+        // These rows were written without the journal a use case writes
+        // with them (history rows, events), and the auditor says so.
+        let report = host.audit().await;
+        assert!(
+            report.to_string().contains("history.count payment:pay_1"),
+            "{backend:?}: {report}"
+        );
+        host.discard().await;
     }
 }

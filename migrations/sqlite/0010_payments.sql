@@ -31,6 +31,10 @@ CREATE TABLE payments (
         'CONFIRMED', 'PARTIALLY_REFUNDED', 'REFUNDED', 'FAILED', 'CANCELLED'))
 );
 CREATE INDEX payments_order_idx ON payments (tenant_id, order_id);
+-- At most one payment of an order in flight or holding its money: two
+-- confirms racing for one order cannot both reach the PG.
+CREATE UNIQUE INDEX payments_one_active_key ON payments (tenant_id, order_id)
+    WHERE status IN ('READY', 'UNKNOWN', 'APPROVED');
 
 -- Every call made to the PG for a payment: what was sent (its idempotency
 -- key), what came back, and how long it took.

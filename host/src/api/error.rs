@@ -16,7 +16,11 @@
 //! | `NOT_FOUND` | 404 | no such route, tenant, policy, customer or transaction (for this tenant) |
 //! | `PAY_001` | 402 | insufficient balance |
 //! | `PAY_003` | 409 | Idempotency-Key reused for a different request |
+//! | `PAY_002` | 402 | the payment gateway declined the payment (its code and message in `result.failure`) |
 //! | `PAY_004` | 409 | the entity's state does not allow it |
+//! | `PAY_005` | 503 | the payment gateway is unavailable; nothing was charged |
+//! | `PAY_006` | 202 | the payment gateway's answer was lost; the payment is being resolved (send the request again) |
+//! | `PAY_007` | 422 | the tenant has no payment gateway configured |
 //! | `POL_001` | 422 | rejected by a validation policy (violations in `result`) |
 //! | `POL_002` | 500 | policy failed: fuel, deadline, memory, trap, bad output (kind in `result`) |
 //! | `POL_003` | 422 | a pricing policy rejected the request (its code in `result`) |
@@ -214,6 +218,20 @@ pub enum ApiError {
     /// The state a policy decided on kept changing under the request.
     #[error("{0}")]
     Stale(String),
+    /// The payment gateway certainly did not take the payment, for now.
+    #[error("{0}")]
+    GatewayUnavailable(String),
+    /// The payment gateway's answer was lost; the payment is being resolved.
+    #[error("{message}")]
+    PaymentPending {
+        /// What happened.
+        message: String,
+        /// `{"paymentId": …}`.
+        details: Value,
+    },
+    /// The tenant takes no payments.
+    #[error("{0}")]
+    NoGateway(String),
     /// Anything else. The cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -256,6 +274,9 @@ impl ApiError {
             ApiError::StoreBusy(_) => "SYS_004",
             ApiError::StoreFull(_) => "SYS_005",
             ApiError::Stale(_) => "SYS_006",
+            ApiError::GatewayUnavailable(_) => "PAY_005",
+            ApiError::PaymentPending { .. } => "PAY_006",
+            ApiError::NoGateway(_) => "PAY_007",
         }
     }
 
@@ -268,14 +289,14 @@ impl ApiError {
             "REQ_004" => StatusCode::METHOD_NOT_ALLOWED,
             "AUTH_001" | "AUTH_002" | "AUTH_003" => StatusCode::UNAUTHORIZED,
             "NOT_FOUND" => StatusCode::NOT_FOUND,
-            "PAY_001" => StatusCode::PAYMENT_REQUIRED,
+            "PAY_001" | "PAY_002" => StatusCode::PAYMENT_REQUIRED,
+            "PAY_006" => StatusCode::ACCEPTED,
             "PAY_003" | "PAY_004" | "POL_009" => StatusCode::CONFLICT,
-            "POL_001" | "POL_003" | "POL_004" | "POL_008" | "CFG_001" => {
+            "POL_001" | "POL_003" | "POL_004" | "POL_008" | "CFG_001" | "PAY_007" => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            "POL_006" | "ADM_001" | "SYS_002" | "SYS_003" | "SYS_004" | "SYS_005" | "SYS_006" => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            "POL_006" | "ADM_001" | "SYS_002" | "SYS_003" | "SYS_004" | "SYS_005" | "SYS_006"
+            | "PAY_005" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -284,7 +305,8 @@ impl ApiError {
     /// (`Retry-After`), for the answers that say "retry".
     pub fn retry_after(&self) -> Option<u32> {
         match self.code() {
-            "POL_006" | "SYS_002" | "SYS_003" | "SYS_004" | "SYS_006" => Some(1),
+            "POL_006" | "SYS_002" | "SYS_003" | "SYS_004" | "SYS_006" | "PAY_006" => Some(1),
+            "PAY_005" => Some(5),
             // A full disk needs an operator: no point in coming back at once.
             "SYS_005" => Some(30),
             _ => None,
@@ -308,7 +330,8 @@ impl ApiError {
             | ApiError::PolicyInvalidConfig { details, .. }
             | ApiError::PolicyFailed { details, .. }
             | ApiError::PolicyOverloaded { details, .. }
-            | ApiError::PolicyInputTooLarge { details, .. } => Some(details),
+            | ApiError::PolicyInputTooLarge { details, .. }
+            | ApiError::PaymentPending { details, .. } => Some(details),
             _ => None,
         }
     }
@@ -411,6 +434,12 @@ impl From<AppError> for ApiError {
             AppError::Store(err @ StoreError::Contention(_)) => ApiError::StoreBusy(err),
             AppError::Store(err @ StoreError::Storage(_)) => ApiError::StoreFull(err),
             AppError::Stale(message) => ApiError::Stale(message),
+            AppError::GatewayUnavailable(_) => ApiError::GatewayUnavailable(err.to_string()),
+            AppError::PaymentPending { ref payment_id } => ApiError::PaymentPending {
+                details: json!({ "paymentId": payment_id }),
+                message: err.to_string(),
+            },
+            AppError::NoGateway(_) => ApiError::NoGateway(err.to_string()),
             AppError::Store(err) => ApiError::Internal(anyhow::Error::new(err)),
             AppError::Internal(message) => ApiError::Internal(anyhow::anyhow!(message)),
         }
@@ -497,6 +526,12 @@ mod tests {
             ApiError::StoreBusy(StoreError::Contention(String::new())),
             ApiError::StoreFull(StoreError::Storage(String::new())),
             ApiError::Stale(String::new()),
+            ApiError::GatewayUnavailable(String::new()),
+            ApiError::PaymentPending {
+                message: String::new(),
+                details: Value::Null,
+            },
+            ApiError::NoGateway(String::new()),
             ApiError::Internal(anyhow::anyhow!("x")),
         ];
         let mut seen = std::collections::BTreeMap::new();

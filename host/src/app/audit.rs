@@ -37,6 +37,7 @@ use crate::domain::credit::CreditAccount;
 use crate::domain::history::EntityKind;
 use crate::domain::ledger::{LedgerAccount, Unit};
 use crate::domain::order::{OrderEvent, OrderStatus};
+use crate::domain::payment::{PaymentEvent, PaymentStatus};
 use crate::domain::subscription::{SubscriptionEvent, SubscriptionStatus};
 use crate::domain::{Credits, CustomerId};
 use crate::store::{AuditData, EntityState, HistoryRecord, Maintenance, Store, StoreError};
@@ -399,7 +400,8 @@ fn check_chain(state: &EntityState, rows: &[&HistoryRecord], findings: &mut Find
     }
 }
 
-/// Orders and subscriptions: known statuses, legal transitions only.
+/// Orders, subscriptions and payments: known statuses, legal transitions
+/// only.
 fn check_status(state: &EntityState, rows: &[&HistoryRecord], findings: &mut Findings<'_>) {
     type Legal = fn(Option<&str>, &str, &str) -> Result<(), String>;
     let subject = format!("{}:{}", state.entity_type, state.entity_id);
@@ -413,6 +415,11 @@ fn check_status(state: &EntityState, rows: &[&HistoryRecord], findings: &mut Fin
             (
                 parse_status::<SubscriptionStatus>(&state.state).map(drop),
                 subscription_transition,
+            )
+        } else if state.entity_type == EntityKind::Payment.as_str() {
+            (
+                parse_status::<PaymentStatus>(&state.state).map(drop),
+                payment_transition,
             )
         } else {
             return;
@@ -453,6 +460,31 @@ fn order_transition(from: Option<&str>, event: &str, to: &str) -> Result<(), Str
         Ok(next) if next == to => Ok(()),
         Ok(next) => Err(format!("{event:?} leads {from} to {next}, not {to}")),
         Err(err) => Err(err.to_string()),
+    }
+}
+
+fn payment_transition(from: Option<&str>, event: &str, to: &str) -> Result<(), String> {
+    let to: PaymentStatus = parse_status(to)?;
+    let Some(from) = from else {
+        return if to == PaymentStatus::Ready {
+            Ok(())
+        } else {
+            Err(format!("a payment is created READY, not {to}"))
+        };
+    };
+    let from: PaymentStatus = parse_status(from)?;
+    // `refund` names two events (in part, the rest): either may lead there.
+    let mut named = PaymentEvent::ALL
+        .into_iter()
+        .filter(|e| e.as_str() == event)
+        .peekable();
+    if named.peek().is_none() {
+        return Err(format!("unknown payment event `{event}`"));
+    }
+    if named.any(|e| from.on(e).is_ok_and(|next| next == to)) {
+        Ok(())
+    } else {
+        Err(format!("`{event}` does not lead {from} to {to}"))
     }
 }
 

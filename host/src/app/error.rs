@@ -87,6 +87,23 @@ pub enum AppError {
     /// nothing was written; the request may be sent again.
     #[error("{0}")]
     Stale(String),
+    /// The tenant has no payment gateway configured.
+    #[error("tenant `{0}` has no payment gateway configured (tenants.{0}.gateway)")]
+    NoGateway(String),
+    /// The PG certainly did not take the payment (a transient fault, an
+    /// outage, the breaker open): nothing was charged; retry later.
+    #[error("the payment gateway is unavailable ({0}); nothing was charged, retry later")]
+    GatewayUnavailable(String),
+    /// The PG's answer was lost: payment `payment_id` may or may not have
+    /// been taken, and is being resolved by asking the PG.
+    #[error(
+        "the payment gateway's answer was lost: payment `{payment_id}` is being resolved; \
+         send the same request again to learn its outcome"
+    )]
+    PaymentPending {
+        /// The payment being resolved.
+        payment_id: String,
+    },
     /// The database failed.
     #[error(transparent)]
     Store(StoreError),
@@ -116,6 +133,11 @@ impl From<StoreError> for AppError {
         };
         let name = constraint.as_str();
         let mapped = match name {
+            "payments_one_active_key" | "payments.tenant_id, payments.order_id" => {
+                Some(AppError::StateConflict(
+                    "the order already has a payment in progress or approved".into(),
+                ))
+            }
             "credit_uses_refunded_check" => Some(AppError::Invalid(
                 "the refund exceeds what the use charged minus what was already refunded".into(),
             )),

@@ -44,6 +44,16 @@ pub mod event_type {
     pub const ORDER_CREATED: &str = "order.created";
     /// An order was cancelled.
     pub const ORDER_CANCELLED: &str = "order.cancelled";
+    /// An order's payment was approved: it is paid.
+    pub const ORDER_PAID: &str = "order.paid";
+    /// A payment was asked of the PG.
+    pub const PAYMENT_CREATED: &str = "payment.created";
+    /// The PG approved a payment.
+    pub const PAYMENT_APPROVED: &str = "payment.approved";
+    /// The PG declined a payment, or it failed without taking money.
+    pub const PAYMENT_FAILED: &str = "payment.failed";
+    /// The PG's answer was lost: the payment's outcome is being resolved.
+    pub const PAYMENT_UNKNOWN: &str = "payment.unknown";
     /// A subscription was created (trialing or active).
     pub const SUBSCRIPTION_CREATED: &str = "subscription.created";
     /// A subscription's trial ended or it recovered: it is active and paid.

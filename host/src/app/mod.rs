@@ -43,6 +43,7 @@ pub mod events;
 pub mod idempotency;
 pub mod journal;
 pub mod orders;
+pub mod payments;
 mod policy;
 pub mod subscriptions;
 mod tenants;
@@ -81,6 +82,8 @@ struct Inner {
     tenants: TenantDirectory,
     clock: Clock,
     customer_locks: customer_locks::CustomerLocks,
+    /// The tenants' payment gateways ([`payments`]).
+    gateways: arc_swap::ArcSwap<payments::Gateways>,
 }
 
 impl App {
@@ -98,6 +101,7 @@ impl App {
                 tenants,
                 clock,
                 customer_locks: Default::default(),
+                gateways: Default::default(),
             }),
         }
     }

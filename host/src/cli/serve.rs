@@ -20,8 +20,12 @@ use anyhow::Context as _;
 use tokio::sync::oneshot;
 
 use crate::api::{self, admin::AdminState, admin::AdminToken};
+use crate::app::payments::Gateways;
 use crate::app::{App, TenantDirectory, system_clock};
-use crate::config;
+use crate::config::{self, GatewayKind, Secret};
+use crate::gateway::resilient::ResilientGateway;
+use crate::gateway::simulator::Simulator;
+use crate::gateway::toss::{TossConfig, TossGateway};
 use crate::policy::registry::Registry;
 use crate::policy::reload::{Reloader, Trigger, watch};
 use crate::store::{Maintenance, Store};
@@ -76,6 +80,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let registry = Arc::new(Registry::new());
     let reloader = Arc::new(Reloader::new(&args.config, registry.clone())?);
     let app = App::new(store.clone(), registry, tenants, system_clock());
+    app.set_gateways(gateways(&config).await?);
 
     let token = AdminToken::from_env();
     if token.is_none() {
@@ -191,6 +196,69 @@ async fn maintenance(app: App, retention_hours: u32) {
 }
 
 /// Resolves on Ctrl-C, SIGTERM, or `stop`.
+/// The tenants' payment gateways: a Toss-style connector with the secret
+/// key from the environment, or the bundled simulator, which is started
+/// here (on `pg_simulator.listen`, with a secret key made for this
+/// process) when a tenant uses it. Each behind its breaker and retries.
+async fn gateways(config: &config::Config) -> anyhow::Result<Gateways> {
+    let mut simulator: Option<(String, Secret)> = None;
+    let mut gateways = Gateways::new();
+    for (tenant, settings) in &config.tenants {
+        let Some(gateway) = &settings.api.gateway else {
+            continue;
+        };
+        let (base_url, secret_key) = match &gateway.kind {
+            GatewayKind::Toss {
+                base_url,
+                secret_env,
+            } => {
+                let secret = Secret::from_env(secret_env).with_context(|| {
+                    format!("tenants.{tenant}.gateway: set {secret_env} to the PG's secret key")
+                })?;
+                (base_url.clone(), secret)
+            }
+            GatewayKind::Simulator => {
+                if simulator.is_none() {
+                    let addr = config
+                        .pg_simulator
+                        .context("tenants with a simulator gateway need pg_simulator")?;
+                    simulator = Some(start_simulator(addr).await?);
+                }
+                simulator.clone().expect("started above")
+            }
+        };
+        let connector = TossGateway::new(TossConfig {
+            base_url,
+            secret_key,
+            connect_timeout: gateway.connect_timeout,
+            request_timeout: gateway.request_timeout,
+        })
+        .map_err(|err| anyhow::anyhow!("tenants.{tenant}.gateway: {err}"))?;
+        let resilient = ResilientGateway::new(connector, tenant, &gateway.resilience)
+            .map_err(|err| anyhow::anyhow!("tenants.{tenant}.gateway: {err}"))?;
+        gateways.insert(tenant.clone(), Arc::new(resilient));
+    }
+    Ok(gateways)
+}
+
+/// Starts the bundled PG simulator on `addr` (loopback, checked by the
+/// config); its URL and the secret key it accepts.
+async fn start_simulator(addr: SocketAddr) -> anyhow::Result<(String, Secret)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("the PG simulator: listening on {addr}"))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let secret = format!("test_sk_{}", uuid::Uuid::now_v7().simple());
+    let simulator = Simulator::new(&secret, 1);
+    tokio::spawn(async move {
+        if let Err(err) = simulator.serve(listener).await {
+            tracing::error!(error = %err, "serve.pg_simulator_stopped");
+        }
+    });
+    tracing::info!(%addr, "serve.pg_simulator_listening");
+    Ok((format!("http://{addr}"), Secret::new(secret)))
+}
+
 async fn shutdown_signal(stop: oneshot::Receiver<()>) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

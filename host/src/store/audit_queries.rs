@@ -237,6 +237,9 @@ macro_rules! audit_queries {
                    WHERE tenant_id = $1 \
                  UNION ALL \
                  SELECT 'usage_period', close_id, 'CLOSED', 1 FROM period_closes \
+                   WHERE tenant_id = $1 \
+                 UNION ALL \
+                 SELECT 'payment', payment_id, status, version FROM payments \
                    WHERE tenant_id = $1",
             )
             .bind(tenant)

@@ -10,6 +10,7 @@
 pub mod auth;
 mod command;
 mod orders;
+mod payments;
 mod subscriptions;
 mod usage;
 pub mod views;
@@ -53,6 +54,7 @@ pub fn router(app: App) -> Router {
         .route("/api/v1/credits/transactions", get(transactions))
         .route("/api/v1/events", get(events))
         .merge(orders::routes())
+        .merge(payments::routes())
         .merge(subscriptions::routes())
         .merge(usage::routes())
         .route_layer(middleware::from_fn_with_state(

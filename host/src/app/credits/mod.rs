@@ -202,7 +202,7 @@ fn check_feature(feature: &str) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<()> {
+pub(in crate::app) fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<()> {
     if metadata.len() > MAX_METADATA {
         return Err(AppError::Invalid(format!(
             "metadata: at most {MAX_METADATA} entries"

@@ -292,7 +292,7 @@ fn order_not_found(order_id: &str) -> AppError {
 
 /// A stored order as the domain's [`Order`], whose state table decides
 /// what may happen next.
-fn restore_order(record: &OrderRecord) -> Result<Order> {
+pub(super) fn restore_order(record: &OrderRecord) -> Result<Order> {
     let corrupt = |what: String| AppError::Internal(format!("order {}: {what}", record.order_id));
     let currency = Currency::parse(&record.currency).map_err(|e| corrupt(e.to_string()))?;
     let items = record

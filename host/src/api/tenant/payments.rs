@@ -1,0 +1,206 @@
+//! Payments through the tenant's payment gateway.
+//!
+//! - `POST /api/v1/payments/confirm` — `{orderId, paymentKey, amount,
+//!   metadata?}` (metadata: what the tenant's validation policies see):
+//!   `paymentKey` is what the PG's checkout returned, `amount` must equal
+//!   what the order owes. `Idempotency-Key` required. 201 with the payment
+//!   (`APPROVED`, the order `PAID`); a decline is `402 PAY_002` with the
+//!   PG's code and message (kept for the key like an approval); a PG that
+//!   certainly did not take it is `503 PAY_005`; a lost answer is `202
+//!   PAY_006` — send the request again to learn what the PG did.
+//! - `GET /api/v1/payments/{paymentId}` — the payment and its PG calls.
+//! - `GET /api/v1/payments?orderId=` — an order's payments.
+
+use axum::Router;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Caller;
+use super::command::{Command, Key};
+use super::{render, respond};
+use crate::api::envelope::{ApiOk, Envelope};
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::extract::{AppPath, AppQuery};
+use crate::app::App;
+use crate::app::payments::{ConfirmCommand, PaymentDetails};
+use crate::store::{PaymentAttemptRecord, PaymentRecord, StoredResponse};
+
+/// The routes of this module; [`super::router`] puts them behind auth.
+pub(super) fn routes() -> Router<App> {
+    Router::new()
+        .route("/api/v1/payments/confirm", post(confirm))
+        .route("/api/v1/payments", get(list))
+        .route("/api/v1/payments/{payment_id}", get(read))
+}
+
+/// `POST /api/v1/payments/confirm`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConfirmBody {
+    order_id: String,
+    payment_key: String,
+    amount: i64,
+    #[serde(default)]
+    metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// `GET /api/v1/payments?orderId=`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ListQuery {
+    order_id: String,
+}
+
+/// A payment as the API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentView {
+    payment_id: String,
+    order_id: String,
+    customer_id: String,
+    amount: MoneyView,
+    status: String,
+    pg_payment_key: Option<String>,
+    refunded: i64,
+    failure: Option<FailureView>,
+    version: i64,
+    created_at: i64,
+    updated_at: i64,
+    /// Its calls to the PG (the single-payment reads and answers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<Vec<AttemptView>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MoneyView {
+    amount: i64,
+    currency: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FailureView {
+    code: String,
+    message: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AttemptView {
+    attempt: i64,
+    kind: String,
+    idempotency_key: Option<String>,
+    outcome: String,
+    pg_code: Option<String>,
+    latency_ms: i64,
+    created_at: i64,
+}
+
+impl PaymentView {
+    fn of(p: &PaymentRecord, attempts: Option<&[PaymentAttemptRecord]>) -> Self {
+        PaymentView {
+            payment_id: p.payment_id.clone(),
+            order_id: p.order_id.clone(),
+            customer_id: p.customer_id.clone(),
+            amount: MoneyView {
+                amount: p.amount,
+                currency: p.currency.clone(),
+            },
+            status: p.status.clone(),
+            pg_payment_key: p.pg_payment_key.clone(),
+            refunded: p.refunded,
+            failure: p.failure_code.clone().map(|code| FailureView {
+                code,
+                message: p.failure_message.clone().unwrap_or_default(),
+            }),
+            version: p.version,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+            attempts: attempts.map(|list| {
+                list.iter()
+                    .map(|a| AttemptView {
+                        attempt: a.attempt,
+                        kind: a.kind.clone(),
+                        idempotency_key: a.idempotency_key.clone(),
+                        outcome: a.outcome.clone(),
+                        pg_code: a.pg_code.clone(),
+                        latency_ms: a.latency_ms,
+                        created_at: a.created_at,
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
+
+/// The answer kept for a confirm's Idempotency-Key: the approval, or the
+/// decline as `402 PAY_002` with the payment (and the PG's code) in
+/// `result`.
+fn render_outcome(details: &PaymentDetails) -> StoredResponse {
+    let view = PaymentView::of(&details.payment, Some(&details.attempts));
+    if details.payment.status == "FAILED" {
+        let failure = view.failure.as_ref();
+        let envelope = Envelope {
+            is_success: false,
+            code: "PAY_002",
+            message: format!(
+                "the payment gateway declined the payment: {}",
+                failure.map_or("", |f| f.message.as_str())
+            ),
+            result: Some(&view),
+        };
+        return StoredResponse {
+            status: StatusCode::PAYMENT_REQUIRED.as_u16(),
+            body: serde_json::to_vec(&envelope).unwrap_or_default(),
+        };
+    }
+    render(StatusCode::CREATED, "payment approved", &view)
+}
+
+async fn confirm(State(app): State<App>, command: Command) -> Result<Response, ApiError> {
+    let request: ConfirmBody = command.json()?;
+    let ctx = command.ctx(Key::Required)?;
+    let reply = app
+        .confirm_payment(
+            &ctx,
+            ConfirmCommand {
+                order_id: request.order_id,
+                payment_key: request.payment_key,
+                amount: request.amount,
+                metadata: request.metadata,
+            },
+            render_outcome,
+        )
+        .await?;
+    Ok(respond(reply))
+}
+
+async fn read(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    AppPath(payment_id): AppPath<String>,
+) -> ApiResult<PaymentView> {
+    let details = app.payment(&caller.tenant, &payment_id).await?;
+    Ok(ApiOk::new(
+        "payment",
+        PaymentView::of(&details.payment, Some(&details.attempts)),
+    ))
+}
+
+async fn list(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    AppQuery(query): AppQuery<ListQuery>,
+) -> ApiResult<Vec<PaymentView>> {
+    let payments = app
+        .payments_of_order(&caller.tenant, &query.order_id)
+        .await?;
+    Ok(ApiOk::new(
+        "payments",
+        payments.iter().map(|p| PaymentView::of(p, None)).collect(),
+    ))
+}

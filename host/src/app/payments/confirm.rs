@@ -1,0 +1,528 @@
+//! `POST /payments/confirm`: intent, PG call, outcome (see the module docs
+//! of [`super`]).
+
+use std::time::Instant;
+
+use super::super::credits::{Render, check_metadata};
+use super::super::customers::Customer;
+use super::super::error::{AppError, Result};
+use super::super::idempotency::{Claimed, claim, stored_answer};
+use super::super::journal::{Recorder, event_type};
+use super::super::orders::restore_order;
+use super::super::policy::validate;
+use super::super::{App, Reply, RequestCtx, new_id};
+use super::PaymentDetails;
+use crate::domain::order::OrderStatus;
+use crate::domain::payment::{Payment, PaymentChange, PaymentStatus, StoredPayment};
+use crate::domain::{CustomerId, Money, OrderId, PaymentId, PositiveMoney};
+use crate::gateway::{ConfirmRequest, GatewayError, PaymentGateway, PgPayment, codes};
+use crate::policy::registry::CallContext;
+use crate::policy::types;
+use crate::store::{
+    NewPayment, OrderQueries, OrderTx, PaymentAttemptRecord, PaymentQueries, PaymentRecord,
+    PaymentTx, PaymentUpdate, Queries, Transactions, Tx, TxOps,
+};
+
+/// Longest payment key accepted from a client (Toss: 200).
+const MAX_PAYMENT_KEY_LEN: usize = 200;
+
+/// `POST /payments/confirm`.
+#[derive(Debug, Clone)]
+pub struct ConfirmCommand {
+    /// The order to pay.
+    pub order_id: String,
+    /// What the PG's checkout returned.
+    pub payment_key: String,
+    /// Minor units: must equal what the order owes.
+    pub amount: i64,
+    /// What the tenant's validation policies see with the payment (e.g.
+    /// an invoice number).
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// What the PG's answer means for the payment.
+enum Outcome {
+    /// Approved under the PG's key.
+    Approved(String),
+    /// Declined for good, with the PG's code and message.
+    Declined(String, String),
+    /// Certainly not taken, for now (transient, unreachable, breaker open).
+    NotTaken(String, String),
+    /// The PG's answer was lost.
+    Lost(String),
+}
+
+impl Outcome {
+    fn attempt_outcome(&self) -> &'static str {
+        match self {
+            Outcome::Approved(_) => "approved",
+            Outcome::Declined(..) => "declined",
+            Outcome::NotTaken(..) => "transient",
+            Outcome::Lost(_) => "unknown",
+        }
+    }
+
+    fn pg_code(&self) -> Option<String> {
+        match self {
+            Outcome::Declined(code, _) | Outcome::NotTaken(code, _) => Some(code.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl App {
+    /// Takes an order's money through the tenant's PG (module docs).
+    pub async fn confirm_payment(
+        &self,
+        ctx: &RequestCtx,
+        cmd: ConfirmCommand,
+        render: impl Render<PaymentDetails>,
+    ) -> Result<Reply> {
+        let order_id = OrderId::new(&cmd.order_id)?;
+        if cmd.payment_key.is_empty() || cmd.payment_key.len() > MAX_PAYMENT_KEY_LEN {
+            return Err(AppError::Invalid(format!(
+                "paymentKey must be 1-{MAX_PAYMENT_KEY_LEN} bytes"
+            )));
+        }
+        check_metadata(&cmd.metadata)?;
+        let gateway = self.gateway(&ctx.tenant)?;
+        if let Some(answer) = stored_answer(self.store(), ctx).await? {
+            return answer;
+        }
+        let order = self
+            .store()
+            .order(&ctx.tenant, order_id.as_str())
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("no order `{order_id}`")))?;
+        // A payment left unresolved (lost answer, or a host that stopped
+        // between intent and outcome) is resolved before anything else.
+        let payments = self
+            .store()
+            .payments_of_order(&ctx.tenant, order_id.as_str())
+            .await?;
+        if let Some(pending) = payments
+            .into_iter()
+            .find(|p| p.status == "READY" || p.status == "UNKNOWN")
+        {
+            return self.resolve(ctx, &*gateway, pending, render).await;
+        }
+        if order.status != OrderStatus::Pending.as_str() {
+            return Err(AppError::StateConflict(format!(
+                "order `{order_id}` is {}: only a PENDING order can be paid",
+                order.status
+            )));
+        }
+        let amount = Money::parse(cmd.amount, &order.currency)
+            .map_err(|err| AppError::Internal(format!("order currency: {err}")))?;
+        if cmd.amount != order.total {
+            return Err(AppError::Invalid(format!(
+                "amount {} does not equal what order `{order_id}` owes ({} {}); nothing was sent \
+                 to the payment gateway",
+                cmd.amount, order.total, order.currency
+            )));
+        }
+        let amount = PositiveMoney::new(amount, "amount")?;
+
+        // The tenant's validation policies see the payment first.
+        let validation = self.validation_policies(&ctx.tenant)?;
+        if !validation.is_empty() {
+            let customer = self
+                .store()
+                .customer(&ctx.tenant, &order.customer_id)
+                .await?
+                .ok_or_else(|| AppError::Internal("the order's customer vanished".into()))?;
+            let call_ctx = CallContext {
+                customer_id: order.customer_id.clone(),
+                customer_attributes: Customer::policy_attributes_of(&customer.attributes)?,
+                now_ms: self.now(),
+            };
+            validate(
+                &validation,
+                &call_ctx,
+                &types::ValidationSubject::Payment(types::PaymentSubject {
+                    order_id: order_id.to_string(),
+                    amount: types::Money {
+                        amount: cmd.amount,
+                        currency: order.currency.clone(),
+                    },
+                    method: "card".into(),
+                    metadata: cmd
+                        .metadata
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                }),
+            )?;
+        }
+
+        // 1. Intent.
+        let payment_id = PaymentId::new(new_id("pay"))?;
+        let customer = CustomerId::new(&order.customer_id)?;
+        let created = Payment::create(
+            payment_id.clone(),
+            order_id.clone(),
+            customer,
+            amount,
+            payment_id.as_str(),
+            "confirm requested",
+        )?;
+        let now = self.now();
+        let mut tx = self.store().begin(&ctx.tenant).await?;
+        let locked = tx
+            .order_for_update(order_id.as_str())
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("no order `{order_id}`")))?;
+        if locked.status != OrderStatus::Pending.as_str() {
+            return Err(AppError::StateConflict(format!(
+                "order `{order_id}` is {}: only a PENDING order can be paid",
+                locked.status
+            )));
+        }
+        tx.insert_payment(&NewPayment {
+            payment_id: payment_id.to_string(),
+            order_id: order_id.to_string(),
+            customer_id: order.customer_id.clone(),
+            amount: cmd.amount,
+            currency: order.currency.clone(),
+            approval_key: created.payment.approval_key().to_owned(),
+            now,
+        })
+        .await?;
+        let mut journal = Recorder::new(ctx, new_id("tx"), now);
+        journal.transition(&created.transition);
+        journal.event(
+            event_type::PAYMENT_CREATED,
+            &order.customer_id,
+            &payment_event(&created.payment, None),
+        );
+        tx.record(journal.finish());
+        tx.commit(None).await?;
+
+        // 2. The PG call, with the payment's one approval key.
+        let request = ConfirmRequest {
+            payment_key: cmd.payment_key,
+            order_id: order_id.to_string(),
+            amount: cmd.amount,
+        };
+        let started = Instant::now();
+        let answer = gateway
+            .confirm(&request, created.payment.approval_key())
+            .await;
+        let outcome = match answer {
+            // Approved before, under another key: ask and adopt.
+            Err(GatewayError::Refused { code, .. }) if code == codes::ALREADY_PROCESSED_PAYMENT => {
+                outcome_of_query(
+                    gateway.payment_by_order(order_id.as_str()).await,
+                    cmd.amount,
+                )
+            }
+            answer => outcome_of_confirm(answer, cmd.amount),
+        };
+        let latency = started.elapsed();
+
+        // 3. Outcome.
+        let attempt = PaymentAttemptRecord {
+            attempt: 0,
+            kind: "approve".into(),
+            idempotency_key: Some(created.payment.approval_key().to_owned()),
+            outcome: outcome.attempt_outcome().into(),
+            pg_code: outcome.pg_code(),
+            latency_ms: latency.as_millis() as i64,
+            created_at: self.now(),
+        };
+        self.settle(ctx, payment_id.as_str(), outcome, attempt, render)
+            .await
+    }
+
+    /// Asks the PG what became of a payment left `READY` or `UNKNOWN`, and
+    /// adopts its answer.
+    async fn resolve<G: PaymentGateway>(
+        &self,
+        ctx: &RequestCtx,
+        gateway: &G,
+        pending: PaymentRecord,
+        render: impl Render<PaymentDetails>,
+    ) -> Result<Reply> {
+        let started = Instant::now();
+        let outcome = outcome_of_query(
+            gateway.payment_by_order(&pending.order_id).await,
+            pending.amount,
+        );
+        let attempt = PaymentAttemptRecord {
+            attempt: 0,
+            kind: "query".into(),
+            idempotency_key: None,
+            outcome: outcome.attempt_outcome().into(),
+            pg_code: outcome.pg_code(),
+            latency_ms: started.elapsed().as_millis() as i64,
+            created_at: self.now(),
+        };
+        // A PG that cannot say does not make a pending payment failed: it
+        // stays unresolved, and so does the answer.
+        let outcome = match outcome {
+            Outcome::NotTaken(_, message) => Outcome::Lost(message),
+            other => other,
+        };
+        self.settle(ctx, &pending.payment_id, outcome, attempt, render)
+            .await
+    }
+
+    /// Step 3: records the call and moves the payment (and its order) as
+    /// the outcome says, in one transaction.
+    async fn settle(
+        &self,
+        ctx: &RequestCtx,
+        payment_id: &str,
+        outcome: Outcome,
+        attempt: PaymentAttemptRecord,
+        render: impl Render<PaymentDetails>,
+    ) -> Result<Reply> {
+        let now = self.now();
+        // Only a final answer is kept for the Idempotency-Key.
+        let keeps_answer = matches!(outcome, Outcome::Approved(_) | Outcome::Declined(..));
+        let tx = self.store().begin(&ctx.tenant).await?;
+        let mut tx = if keeps_answer {
+            match claim(tx, ctx, now).await? {
+                Claimed::Proceed(tx) => tx,
+                Claimed::Replay(reply) => return Ok(reply),
+            }
+        } else {
+            tx
+        };
+        let record = tx
+            .payment_for_update(payment_id)
+            .await?
+            .ok_or_else(|| AppError::Internal(format!("payment `{payment_id}` vanished")))?;
+        let payment = restore_payment(&record)?;
+        let (change, failure) = match &outcome {
+            Outcome::Approved(pg_key) => (payment.approve(pg_key, "approved by the PG")?, None),
+            Outcome::Declined(code, message) | Outcome::NotTaken(code, message) => (
+                payment.decline(format!("{code}: {message}"))?,
+                Some((code.clone(), message.clone())),
+            ),
+            Outcome::Lost(reason) => match payment.status() {
+                // Already unknown: the query said nothing new.
+                PaymentStatus::Unknown => {
+                    tx.record_payment_attempt(payment_id, &attempt).await?;
+                    tx.commit(None).await?;
+                    return Err(AppError::PaymentPending {
+                        payment_id: payment_id.to_owned(),
+                    });
+                }
+                _ => (payment.lose(reason.clone())?, None),
+            },
+        };
+        tx.record_payment_attempt(payment_id, &attempt).await?;
+        let version = tx
+            .update_payment(&PaymentUpdate {
+                payment_id: payment_id.to_owned(),
+                from: (record.status.clone(), record.version),
+                status: change.payment.status().as_str().to_owned(),
+                pg_payment_key: change.payment.pg_payment_key().map(str::to_owned),
+                refunded: change.payment.refunded().minor,
+                failure: failure.clone(),
+                now,
+            })
+            .await?
+            .ok_or_else(|| {
+                AppError::StateConflict(format!("payment `{payment_id}` changed meanwhile"))
+            })?;
+
+        let mut journal = Recorder::new(ctx, new_id("tx"), now);
+        record_change(&mut journal, &record.customer_id, &change, failure.as_ref());
+        tx.record(journal.finish());
+        if let Outcome::Approved(_) = outcome {
+            // The order's step is a business transaction of its own (its
+            // history row and event), in the same database transaction.
+            let mut journal = Recorder::new(ctx, new_id("tx"), now);
+            pay_order(&mut tx, &mut journal, &record, now).await?;
+            tx.record(journal.finish());
+        }
+
+        let mut stored = record.clone();
+        stored.status = change.payment.status().as_str().to_owned();
+        stored.pg_payment_key = change.payment.pg_payment_key().map(str::to_owned);
+        stored.version = version;
+        stored.updated_at = now;
+        if let Some((code, message)) = &failure {
+            stored.failure_code = Some(code.clone());
+            stored.failure_message = Some(message.clone());
+        }
+        match outcome {
+            Outcome::Approved(_) | Outcome::Declined(..) => {
+                let mut attempts = self
+                    .store()
+                    .payment_attempts(&ctx.tenant, payment_id)
+                    .await?;
+                let mut numbered = attempt;
+                numbered.attempt = attempts.last().map_or(1, |a| a.attempt + 1);
+                attempts.push(numbered);
+                let response = render(&PaymentDetails {
+                    payment: stored,
+                    attempts,
+                });
+                tx.commit(Some(response.clone())).await?;
+                Ok(Reply {
+                    response,
+                    replayed: false,
+                })
+            }
+            Outcome::NotTaken(code, message) => {
+                tx.commit(None).await?;
+                Err(AppError::GatewayUnavailable(format!("{code}: {message}")))
+            }
+            Outcome::Lost(_) => {
+                tx.commit(None).await?;
+                Err(AppError::PaymentPending {
+                    payment_id: payment_id.to_owned(),
+                })
+            }
+        }
+    }
+}
+
+/// The order becomes `PAID` with its payment's approval.
+async fn pay_order(
+    tx: &mut Tx,
+    journal: &mut Recorder<'_>,
+    payment: &PaymentRecord,
+    now: i64,
+) -> Result<()> {
+    let order = tx
+        .order_for_update(&payment.order_id)
+        .await?
+        .ok_or_else(|| AppError::Internal(format!("order `{}` vanished", payment.order_id)))?;
+    let change = restore_order(&order)?.pay(format!("payment {}", payment.payment_id))?;
+    let to = change.order.status().as_str();
+    tx.set_order_status(&order.order_id, (&order.status, order.version), to, now)
+        .await?
+        .ok_or_else(|| {
+            AppError::StateConflict(format!(
+                "order `{}` changed while it was paid",
+                order.order_id
+            ))
+        })?;
+    if let Some(ledger) = change.ledger {
+        journal.ledger(Some(&order.customer_id), ledger);
+    }
+    journal.transition(&change.transition);
+    journal.event(
+        event_type::ORDER_PAID,
+        &order.customer_id,
+        &serde_json::json!({
+            "orderId": &order.order_id,
+            "customerId": &order.customer_id,
+            "status": to,
+            "currency": &order.currency,
+            "total": order.total,
+            "paymentId": &payment.payment_id,
+        }),
+    );
+    Ok(())
+}
+
+/// The payment's history row, its ledger movement and its event.
+fn record_change(
+    journal: &mut Recorder<'_>,
+    customer_id: &str,
+    change: &PaymentChange,
+    failure: Option<&(String, String)>,
+) {
+    if let Some(ledger) = change.ledger.clone() {
+        journal.ledger(Some(customer_id), ledger);
+    }
+    journal.transition(&change.transition);
+    let event = match change.payment.status() {
+        PaymentStatus::Approved => event_type::PAYMENT_APPROVED,
+        PaymentStatus::Unknown => event_type::PAYMENT_UNKNOWN,
+        _ => event_type::PAYMENT_FAILED,
+    };
+    journal.event(event, customer_id, &payment_event(&change.payment, failure));
+}
+
+fn payment_event(payment: &Payment, failure: Option<&(String, String)>) -> serde_json::Value {
+    serde_json::json!({
+        "paymentId": payment.id().as_str(),
+        "orderId": payment.order().as_str(),
+        "customerId": payment.customer().as_str(),
+        "status": payment.status().as_str(),
+        "amount": payment.amount().minor(),
+        "currency": payment.amount().currency().code(),
+        "pgPaymentKey": payment.pg_payment_key(),
+        "failureCode": failure.map(|f| &f.0),
+        "failureMessage": failure.map(|f| &f.1),
+    })
+}
+
+/// What a confirm's answer means.
+fn outcome_of_confirm(answer: Result<PgPayment, GatewayError>, amount: i64) -> Outcome {
+    match answer {
+        Ok(pg) => adopt(pg, amount),
+        Err(GatewayError::Refused { code, message }) => Outcome::Declined(code, message),
+        Err(GatewayError::Transient { code, message }) => Outcome::NotTaken(code, message),
+        Err(GatewayError::Unreachable(message)) => {
+            Outcome::NotTaken("GATEWAY_UNREACHABLE".into(), message)
+        }
+        Err(GatewayError::CircuitOpen) => Outcome::NotTaken(
+            "GATEWAY_CIRCUIT_OPEN".into(),
+            "calls to the payment gateway are paused after repeated failures".into(),
+        ),
+        Err(GatewayError::Unknown(reason)) => Outcome::Lost(reason),
+    }
+}
+
+/// What a status query's answer means.
+fn outcome_of_query(answer: Result<PgPayment, GatewayError>, amount: i64) -> Outcome {
+    match answer {
+        Ok(pg) => adopt(pg, amount),
+        // The PG never saw the payment: it was not taken.
+        Err(GatewayError::Refused { code, message }) if code == codes::NOT_FOUND_PAYMENT => {
+            Outcome::Declined(code, message)
+        }
+        Err(err) => Outcome::Lost(err.to_string()),
+    }
+}
+
+/// What the PG's view of a payment means for FluxPay's.
+fn adopt(pg: PgPayment, amount: i64) -> Outcome {
+    if pg.status.holds_money() {
+        if pg.total_amount != amount {
+            // Never adopt an approval of another amount: an operator looks.
+            return Outcome::Lost(format!(
+                "the PG approved {} for a payment of {amount}",
+                pg.total_amount
+            ));
+        }
+        return Outcome::Approved(pg.payment_key);
+    }
+    if pg.status.failed() {
+        return Outcome::Declined(
+            format!("{:?}", pg.status).to_uppercase(),
+            "the PG reports the payment did not go through".into(),
+        );
+    }
+    Outcome::Lost(format!("the PG reports the payment {:?}", pg.status))
+}
+
+fn restore_payment(record: &PaymentRecord) -> Result<Payment> {
+    let corrupt =
+        |what: String| AppError::Internal(format!("payment {}: {what}", record.payment_id));
+    let currency =
+        crate::domain::Currency::parse(&record.currency).map_err(|e| corrupt(e.to_string()))?;
+    let amount = PositiveMoney::new(Money::new(record.amount, currency), "amount")
+        .map_err(|e| corrupt(e.to_string()))?;
+    Payment::restore(StoredPayment {
+        id: PaymentId::new(&record.payment_id).map_err(|e| corrupt(e.to_string()))?,
+        order: OrderId::new(&record.order_id).map_err(|e| corrupt(e.to_string()))?,
+        customer: CustomerId::new(&record.customer_id).map_err(|e| corrupt(e.to_string()))?,
+        amount,
+        approval_key: record.approval_key.clone(),
+        pg_payment_key: record.pg_payment_key.clone(),
+        refunded: Money::new(record.refunded, currency),
+        status: record
+            .status
+            .parse()
+            .map_err(|e: crate::domain::DomainError| corrupt(e.to_string()))?,
+    })
+    .map_err(|e| corrupt(e.to_string()))
+}

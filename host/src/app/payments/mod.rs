@@ -1,0 +1,84 @@
+//! Payments through the tenant's payment gateway (PG).
+//!
+//! `confirm_payment` takes an order's money, in three steps, so that no
+//! write transaction is open while the PG is called and nothing the PG did
+//! can go unrecorded:
+//!
+//! 1. **intent** (one transaction): the order is still `PENDING` and owes
+//!    exactly the amount; a `READY` payment is stored with its approval
+//!    key (at most one payment of an order is in flight: a unique index);
+//! 2. **the PG call**, with that key, through the breaker and retries of
+//!    the boundary ([`crate::gateway::resilient`]);
+//! 3. **outcome** (one transaction): the call is recorded as an attempt
+//!    and the payment moves as the domain says — approved (the order is
+//!    paid, `payment.approved` is posted), declined (`FAILED`, the PG's
+//!    code kept), unknown (`UNKNOWN`: resolved by querying the PG, never by
+//!    asking it to approve again), or not taken at all (a transient fault:
+//!    `FAILED`, `PAY_005`, and the client may try again).
+//!
+//! Approvals and declines are answers kept for the request's
+//! Idempotency-Key; a lost or unavailable answer is not (the retry learns
+//! more). A retry while the payment is `UNKNOWN` or still `READY` (the host
+//! stopped between steps) asks the PG about the order and adopts what it
+//! says.
+
+mod confirm;
+
+pub use confirm::ConfirmCommand;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::App;
+use super::error::{AppError, Result};
+use crate::gateway::resilient::ResilientGateway;
+use crate::store::{PaymentAttemptRecord, PaymentQueries, PaymentRecord};
+
+/// The gateways of the tenants that take payments.
+pub type Gateways = BTreeMap<String, Arc<ResilientGateway>>;
+
+/// A payment with its calls to the PG, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentDetails {
+    /// The payment.
+    pub payment: PaymentRecord,
+    /// Its calls to the PG, in order.
+    pub attempts: Vec<PaymentAttemptRecord>,
+}
+
+impl App {
+    /// Installs the tenants' gateways (`serve` does at start-up).
+    pub fn set_gateways(&self, gateways: Gateways) {
+        self.inner.gateways.store(Arc::new(gateways));
+    }
+
+    /// The tenant's gateway.
+    fn gateway(&self, tenant: &str) -> Result<Arc<ResilientGateway>> {
+        self.inner
+            .gateways
+            .load()
+            .get(tenant)
+            .cloned()
+            .ok_or_else(|| AppError::NoGateway(tenant.to_owned()))
+    }
+
+    /// A payment and its calls to the PG.
+    pub async fn payment(&self, tenant: &str, payment_id: &str) -> Result<PaymentDetails> {
+        let payment = self
+            .store()
+            .payment(tenant, payment_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("no payment `{payment_id}`")))?;
+        let attempts = self.store().payment_attempts(tenant, payment_id).await?;
+        Ok(PaymentDetails { payment, attempts })
+    }
+
+    /// An order's payments, oldest first.
+    pub async fn payments_of_order(
+        &self,
+        tenant: &str,
+        order_id: &str,
+    ) -> Result<Vec<PaymentRecord>> {
+        Ok(self.store().payments_of_order(tenant, order_id).await?)
+    }
+}

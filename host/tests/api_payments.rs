@@ -1,0 +1,344 @@
+//! `POST /api/v1/payments/confirm` on both backends, against the bundled
+//! PG simulator over real HTTP: an approval pays the order once, a decline
+//! is final and replayed, an amount that differs reaches no PG, a lost
+//! answer is resolved by asking the PG (one approval), an outage charges
+//! nothing and a retry succeeds, and the books (FluxPay's auditor, the
+//! simulator's ledger) agree.
+
+mod harness;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fluxpay_host::config::Secret;
+use fluxpay_host::gateway::resilient::{Resilience, ResilientGateway};
+use fluxpay_host::gateway::simulator::{Faults, Simulator, cards};
+use fluxpay_host::gateway::toss::{TossConfig, TossGateway};
+use harness::{Answer, Tenant, TestHost, backends};
+use serde_json::{Value, json};
+
+const SECRET: &str = "test_sk_payments";
+const TIMEOUT: Duration = Duration::from_millis(400);
+
+struct Pg {
+    sim: Simulator,
+    url: String,
+}
+
+/// A simulator on 127.0.0.1, and globex's gateway pointed at it.
+async fn pg(host: &TestHost) -> Pg {
+    let sim = Simulator::new(SECRET, 7);
+    sim.set_faults(Faults {
+        slow_answer_ms: 3 * TIMEOUT.as_millis() as u64,
+        ..Faults::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(sim.clone().serve(listener));
+    let connector = TossGateway::new(TossConfig {
+        base_url: url.clone(),
+        secret_key: Secret::new(SECRET),
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: TIMEOUT,
+    })
+    .unwrap();
+    let settings = Resilience {
+        retry_min_delay: Duration::from_millis(5),
+        retry_max_delay: Duration::from_millis(20),
+        minimum_calls: 50,
+        ..Resilience::default()
+    };
+    let gateway = ResilientGateway::new(connector, "globex", &settings).unwrap();
+    host.app
+        .set_gateways([("globex".to_owned(), Arc::new(gateway))].into());
+    Pg { sim, url }
+}
+
+impl Pg {
+    /// The checkout window, opened for FluxPay's order id.
+    async fn checkout(&self, order_id: &str, amount: i64, card: &str) -> String {
+        let answer: Value = reqwest::Client::new()
+            .post(format!("{}/v1/checkout", self.url))
+            .json(
+                &json!({ "orderId": order_id, "amount": amount, "currency": "EUR",
+                           "cardNumber": card }),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["paymentKey"].as_str().unwrap().to_owned()
+    }
+}
+
+/// A customer and a PENDING order of 2 reports (5,000 EUR minor units).
+async fn order(host: &TestHost, customer: &str) -> (String, i64) {
+    host.put_customer(Tenant::Globex, customer, json!({})).await;
+    let created = host
+        .call(
+            Tenant::Globex,
+            "POST",
+            "/api/v1/orders",
+            Some(json!({ "customerId": customer, "items": [{ "sku": "report", "quantity": 2 }] })),
+            Some(&format!("order-{customer}")),
+        )
+        .await;
+    created.expect(201, "OK");
+    let result = created.result();
+    (
+        result["orderId"].as_str().unwrap().to_owned(),
+        result["total"].as_i64().unwrap(),
+    )
+}
+
+async fn confirm(
+    host: &TestHost,
+    order: &str,
+    payment_key: &str,
+    amount: i64,
+    key: &str,
+) -> Answer {
+    host.call(
+        Tenant::Globex,
+        "POST",
+        "/api/v1/payments/confirm",
+        Some(json!({ "orderId": order, "paymentKey": payment_key, "amount": amount })),
+        Some(key),
+    )
+    .await
+}
+
+async fn order_status(host: &TestHost, order: &str) -> String {
+    host.order(Tenant::Globex, order).await.result()["status"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_payment_pays_the_order_once_and_replays_byte_for_byte() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (order_id, total) = order(&host, "c1").await;
+        let payment_key = pg.checkout(&order_id, total, cards::APPROVE).await;
+
+        let paid = confirm(&host, &order_id, &payment_key, total, "pay-1").await;
+        paid.expect(201, "OK");
+        let payment = paid.result();
+        assert_eq!(payment["status"], "APPROVED", "{backend:?}");
+        assert_eq!(
+            payment["amount"],
+            json!({ "amount": total, "currency": "EUR" })
+        );
+        assert_eq!(payment["pgPaymentKey"], payment_key.as_str());
+        assert_eq!(payment["attempts"][0]["outcome"], "approved");
+        assert_eq!(order_status(&host, &order_id).await, "PAID");
+
+        let replay = confirm(&host, &order_id, &payment_key, total, "pay-1").await;
+        assert_eq!(replay.bytes, paid.bytes, "{backend:?}");
+        assert_eq!(replay.headers["idempotent-replayed"], "true");
+        // Another key for a paid order: refused, nothing sent.
+        confirm(&host, &order_id, &payment_key, total, "pay-2")
+            .await
+            .expect(409, "PAY_004");
+        assert_eq!(pg.sim.ledger().approvals, 1);
+        assert_eq!(pg.sim.ledger().confirm_calls, 1);
+
+        let id = payment["paymentId"].as_str().unwrap();
+        let read = host
+            .call(
+                Tenant::Globex,
+                "GET",
+                &format!("/api/v1/payments/{id}"),
+                None,
+                None,
+            )
+            .await;
+        read.expect(200, "OK");
+        assert_eq!(read.result()["status"], "APPROVED");
+        let listed = host
+            .call(
+                Tenant::Globex,
+                "GET",
+                &format!("/api/v1/payments?orderId={order_id}"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(listed.result().as_array().unwrap().len(), 1);
+        // Another tenant does not see it.
+        host.call(
+            Tenant::Hooli,
+            "GET",
+            &format!("/api/v1/payments/{id}"),
+            None,
+            None,
+        )
+        .await
+        .expect(404, "NOT_FOUND");
+
+        let events = host
+            .call(
+                Tenant::Globex,
+                "GET",
+                "/api/v1/events?limit=100",
+                None,
+                None,
+            )
+            .await;
+        let types: Vec<&str> = events.result()["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap())
+            .collect();
+        for expected in ["payment.created", "payment.approved", "order.paid"] {
+            assert!(types.contains(&expected), "{backend:?}: {types:?}");
+        }
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decline_is_final_and_a_wrong_amount_reaches_no_gateway() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (order_id, total) = order(&host, "c1").await;
+
+        let payment_key = pg.checkout(&order_id, total, cards::DECLINE).await;
+        confirm(&host, &order_id, &payment_key, total + 1, "pay-1")
+            .await
+            .expect(400, "REQ_001");
+        assert_eq!(pg.sim.ledger().confirm_calls, 0, "nothing was sent");
+
+        let declined = confirm(&host, &order_id, &payment_key, total, "pay-2").await;
+        declined.expect(402, "PAY_002");
+        assert_eq!(declined.result()["status"], "FAILED");
+        assert_eq!(declined.result()["failure"]["code"], "REJECT_CARD_PAYMENT");
+        let replay = confirm(&host, &order_id, &payment_key, total, "pay-2").await;
+        assert_eq!(
+            replay.bytes, declined.bytes,
+            "{backend:?}: a decline replays"
+        );
+        assert_eq!(
+            pg.sim.ledger().confirm_calls,
+            1,
+            "a decline is never retried"
+        );
+        assert_eq!(order_status(&host, &order_id).await, "PENDING");
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_resolved_by_asking_the_pg_never_by_approving_again() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (order_id, total) = order(&host, "c1").await;
+        let payment_key = pg
+            .checkout(&order_id, total, cards::APPROVE_THEN_TIMEOUT)
+            .await;
+
+        let lost = confirm(&host, &order_id, &payment_key, total, "pay-1").await;
+        lost.expect(202, "PAY_006");
+        assert!(lost.headers.contains_key("retry-after"));
+        let id = lost.result()["paymentId"].as_str().unwrap().to_owned();
+        let pending = host
+            .call(
+                Tenant::Globex,
+                "GET",
+                &format!("/api/v1/payments/{id}"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(pending.result()["status"], "UNKNOWN", "{backend:?}");
+        assert_eq!(order_status(&host, &order_id).await, "PENDING");
+
+        // The same request again: the PG is asked, and its approval adopted.
+        let resolved = confirm(&host, &order_id, &payment_key, total, "pay-1").await;
+        resolved.expect(201, "OK");
+        assert_eq!(resolved.result()["paymentId"], id.as_str());
+        assert_eq!(resolved.result()["status"], "APPROVED");
+        let kinds: Vec<&str> = resolved.result()["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["approve", "query"]);
+        assert_eq!(order_status(&host, &order_id).await, "PAID");
+        assert_eq!(pg.sim.ledger().approvals, 1);
+        assert_eq!(
+            pg.sim.ledger().confirm_calls,
+            1,
+            "approved once, asked after"
+        );
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_charges_nothing_and_the_same_request_succeeds_once_the_pg_is_back() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (order_id, total) = order(&host, "c1").await;
+        let payment_key = pg.checkout(&order_id, total, cards::APPROVE).await;
+
+        pg.sim.set_faults(Faults {
+            outage: true,
+            ..Faults::default()
+        });
+        let down = confirm(&host, &order_id, &payment_key, total, "pay-1").await;
+        down.expect(503, "PAY_005");
+        assert!(down.headers.contains_key("retry-after"));
+        assert_eq!(order_status(&host, &order_id).await, "PENDING");
+
+        pg.sim.set_faults(Faults::default());
+        let paid = confirm(&host, &order_id, &payment_key, total, "pay-1").await;
+        paid.expect(201, "OK");
+        assert_eq!(pg.sim.ledger().approvals, 1);
+        // The failed attempt stays on record, beside the one that paid.
+        let listed = host
+            .call(
+                Tenant::Globex,
+                "GET",
+                &format!("/api/v1/payments?orderId={order_id}"),
+                None,
+                None,
+            )
+            .await;
+        let statuses: Vec<&str> = listed
+            .result()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses, ["FAILED", "APPROVED"], "{backend:?}");
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_without_a_gateway_takes_no_payments() {
+    let host = TestHost::start(backends()[0]).await;
+    let _pg = pg(&host).await;
+    host.put_customer(Tenant::Hooli, "c1", json!({})).await;
+    host.call(
+        Tenant::Hooli,
+        "POST",
+        "/api/v1/payments/confirm",
+        Some(json!({ "orderId": "ord_x", "paymentKey": "k", "amount": 1 })),
+        Some("pay-1"),
+    )
+    .await
+    .expect(422, "PAY_007");
+    host.finish().await;
+}
