@@ -146,6 +146,18 @@ async fn an_approved_payment_pays_the_order_once_and_replays_byte_for_byte() {
             .expect(409, "PAY_004");
         assert_eq!(pg.sim.ledger().approvals, 1);
         assert_eq!(pg.sim.ledger().confirm_calls, 1);
+        // A paid order cannot be cancelled under its payment (the void
+        // comes with the payment's own cancel).
+        host.call(
+            Tenant::Globex,
+            "POST",
+            &format!("/api/v1/orders/{order_id}/cancel"),
+            None,
+            None,
+        )
+        .await
+        .expect(409, "PAY_004");
+        assert_eq!(order_status(&host, &order_id).await, "PAID");
 
         let id = payment["paymentId"].as_str().unwrap();
         let read = host
@@ -215,6 +227,17 @@ async fn a_decline_is_final_and_a_wrong_amount_reaches_no_gateway() {
             .expect(400, "REQ_001");
         assert_eq!(pg.sim.ledger().confirm_calls, 0, "nothing was sent");
 
+        // A payment key the PG never issued: the request is refused (the
+        // client's mistake), nothing is charged, nothing is kept.
+        let refused = confirm(&host, &order_id, "tsim_nope", total, "pay-0").await;
+        refused.expect(400, "REQ_001");
+        assert!(
+            refused.json["message"]
+                .as_str()
+                .unwrap()
+                .contains("NOT_FOUND_PAYMENT")
+        );
+
         let declined = confirm(&host, &order_id, &payment_key, total, "pay-2").await;
         declined.expect(402, "PAY_002");
         assert_eq!(declined.result()["status"], "FAILED");
@@ -226,8 +249,8 @@ async fn a_decline_is_final_and_a_wrong_amount_reaches_no_gateway() {
         );
         assert_eq!(
             pg.sim.ledger().confirm_calls,
-            1,
-            "a decline is never retried"
+            2,
+            "the refused key and the decline, each once: never retried"
         );
         assert_eq!(order_status(&host, &order_id).await, "PENDING");
         host.finish().await;
@@ -341,4 +364,101 @@ async fn a_tenant_without_a_gateway_takes_no_payments() {
     .await
     .expect(422, "PAY_007");
     host.finish().await;
+}
+
+async fn payment(host: &TestHost, id: &str) -> Value {
+    host.call(
+        Tenant::Globex,
+        "GET",
+        &format!("/api/v1/payments/{id}"),
+        None,
+        None,
+    )
+    .await
+    .result()
+    .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_janitor_resolves_lost_answers_by_asking_the_pg_without_a_client_retry() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        // The PG approved, the answer was lost.
+        let (approved_order, total) = order(&host, "c1").await;
+        let key = pg
+            .checkout(&approved_order, total, cards::APPROVE_THEN_TIMEOUT)
+            .await;
+        let lost = confirm(&host, &approved_order, &key, total, "pay-1").await;
+        lost.expect(202, "PAY_006");
+        let approved_id = lost.result()["paymentId"].as_str().unwrap().to_owned();
+        // The PG did not approve, and the answer was lost too.
+        let (aborted_order, total_2) = order(&host, "c2").await;
+        let key_2 = pg
+            .checkout(&aborted_order, total_2, cards::TIMEOUT_NOT_APPROVED)
+            .await;
+        let lost_2 = confirm(&host, &aborted_order, &key_2, total_2, "pay-2").await;
+        lost_2.expect(202, "PAY_006");
+        let aborted_id = lost_2.result()["paymentId"].as_str().unwrap().to_owned();
+
+        // Not due yet: nothing is asked.
+        let early = host.app.run_payment_janitor(host.now()).await;
+        assert_eq!(early.checked, 0, "{backend:?}");
+        host.advance(10_000);
+        let run = host.app.run_payment_janitor(host.now()).await;
+        assert_eq!((run.checked, run.resolved), (2, 2), "{backend:?}: {run:?}");
+
+        assert_eq!(payment(&host, &approved_id).await["status"], "APPROVED");
+        assert_eq!(order_status(&host, &approved_order).await, "PAID");
+        assert_eq!(payment(&host, &aborted_id).await["status"], "FAILED");
+        assert_eq!(order_status(&host, &aborted_order).await, "PENDING");
+        assert_eq!(pg.sim.ledger().approvals, 1);
+        assert_eq!(pg.sim.ledger().confirm_calls, 2, "the janitor only asks");
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_the_pg_cannot_tell_about_is_asked_on_a_schedule_then_flagged() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (order_id, total) = order(&host, "c1").await;
+        let key = pg
+            .checkout(&order_id, total, cards::TIMEOUT_NOT_APPROVED)
+            .await;
+        let lost = confirm(&host, &order_id, &key, total, "pay-1").await;
+        lost.expect(202, "PAY_006");
+        let id = lost.result()["paymentId"].as_str().unwrap().to_owned();
+        pg.sim.set_faults(Faults {
+            outage: true,
+            ..Faults::default()
+        });
+        // 10 s, then 30 s, 2 min, 10 min and 1 h later: five checks.
+        for wait in fluxpay_host::app::payments::CHECK_SCHEDULE_MS {
+            host.advance(wait);
+            let run = host.app.run_payment_janitor(host.now()).await;
+            assert_eq!(
+                (run.checked, run.unresolved),
+                (1, 1),
+                "{backend:?}: {run:?}"
+            );
+        }
+        let health = host.app.payment_health("globex", 60_000).await.unwrap();
+        assert_eq!((health.unknown, health.stuck, health.flagged), (1, 1, 1));
+        // Flagged: no longer asked about, even once the PG is back.
+        pg.sim.set_faults(Faults::default());
+        host.advance(86_400_000);
+        assert_eq!(host.app.run_payment_janitor(host.now()).await.checked, 0);
+        let shown = payment(&host, &id).await;
+        assert_eq!(shown["status"], "UNKNOWN");
+        let queries = shown["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["kind"] == "query")
+            .count();
+        assert_eq!(queries, 5, "{backend:?}");
+        host.finish().await;
+    }
 }

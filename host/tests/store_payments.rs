@@ -36,6 +36,7 @@ fn new_payment(id: &str, order: &str, key: &str) -> NewPayment {
         amount: 5_000,
         currency: "EUR".into(),
         approval_key: key.into(),
+        next_check_at: 11_000,
         now: 1_000,
     }
 }
@@ -89,6 +90,23 @@ async fn payments_and_their_pg_calls_are_stored_scoped_guarded_and_checked() {
             "{backend:?}"
         );
         assert_eq!(stored.pg_payment_key, None);
+        // Due for the recovery scheduler at its first check, not before.
+        let due = |now| {
+            let store = store.clone();
+            async move { store.due_payments("globex", now, 10).await.unwrap().len() }
+        };
+        assert_eq!(
+            (due(10_999).await, due(11_000).await),
+            (0, 1),
+            "{backend:?}"
+        );
+        assert!(
+            store
+                .due_payments("acme", 11_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         // Another tenant sees nothing of it.
         assert_eq!(store.payment("acme", "pay_1").await.unwrap(), None);
         assert!(
@@ -143,6 +161,9 @@ async fn payments_and_their_pg_calls_are_stored_scoped_guarded_and_checked() {
             pg_payment_key: Some("tsim_1".into()),
             refunded: 0,
             failure: None,
+            next_check_at: None,
+            checks: 0,
+            flagged_at: None,
             now: 2_000,
         };
         let (numbers, version) = in_tx(&store, async |tx| {
@@ -203,6 +224,9 @@ async fn payments_and_their_pg_calls_are_stored_scoped_guarded_and_checked() {
             pg_payment_key: Some("tsim_1".into()),
             refunded: 5_001,
             failure: None,
+            next_check_at: None,
+            checks: 0,
+            flagged_at: None,
             now: 3_000,
         };
         let refused = in_tx(&store, async |tx| tx.update_payment(&over).await)

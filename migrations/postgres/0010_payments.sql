@@ -18,6 +18,12 @@ CREATE TABLE payments (
     -- The PG's code and message of the last refusal or failure.
     failure_code    TEXT,
     failure_message TEXT,
+    -- The recovery scheduler: when it next asks the PG about a payment left
+    -- READY or UNKNOWN (NULL: nothing to ask), how often it has asked, and
+    -- when it gave up and flagged the payment for an operator.
+    next_check_at   BIGINT,
+    checks          BIGINT NOT NULL,
+    flagged_at      BIGINT,
     version         BIGINT NOT NULL,
     created_at      BIGINT NOT NULL,
     updated_at      BIGINT NOT NULL,
@@ -35,6 +41,8 @@ CREATE INDEX payments_order_idx ON payments (tenant_id, order_id);
 -- confirms racing for one order cannot both reach the PG.
 CREATE UNIQUE INDEX payments_one_active_key ON payments (tenant_id, order_id)
     WHERE status IN ('READY', 'UNKNOWN', 'APPROVED');
+CREATE INDEX payments_due_idx ON payments (tenant_id, next_check_at)
+    WHERE next_check_at IS NOT NULL;
 
 -- Every call made to the PG for a payment: what was sent (its idempotency
 -- key), what came back, and how long it took.

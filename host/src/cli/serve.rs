@@ -39,6 +39,9 @@ const SUBSCRIPTION_INTERVAL: Duration = Duration::from_secs(5);
 /// How often grants past their `expiresAt` lose their unspent credits (the
 /// longest a lapsed grant stays spendable).
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
+/// How often payments whose PG outcome is unknown are checked for due
+/// status queries (the schedule itself is `CHECK_SCHEDULE_MS`).
+const PAYMENT_JANITOR_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
@@ -154,6 +157,8 @@ async fn maintenance(app: App, retention_hours: u32) {
     subscriptions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut expiry = tokio::time::interval(EXPIRY_INTERVAL);
     expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut janitor = tokio::time::interval(PAYMENT_JANITOR_INTERVAL);
+    janitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let sequenced = matches!(store, Store::Postgres(_));
     loop {
         tokio::select! {
@@ -181,6 +186,12 @@ async fn maintenance(app: App, retention_hours: u32) {
                     }
                 }
             }
+            _ = janitor.tick() => {
+                let run = app.run_payment_janitor(app.now()).await;
+                if run.checked > 0 {
+                    tracing::info!(?run, "serve.payments_checked");
+                }
+            }
             _ = expiry.tick() => {
                 match app.expire_credits(app.now()).await {
                     Ok(run) if run.grants > 0 || run.failed > 0 => tracing::info!(
@@ -195,7 +206,6 @@ async fn maintenance(app: App, retention_hours: u32) {
     }
 }
 
-/// Resolves on Ctrl-C, SIGTERM, or `stop`.
 /// The tenants' payment gateways: a Toss-style connector with the secret
 /// key from the environment, or the bundled simulator, which is started
 /// here (on `pg_simulator.listen`, with a secret key made for this
@@ -259,6 +269,7 @@ async fn start_simulator(addr: SocketAddr) -> anyhow::Result<(String, Secret)> {
     Ok((format!("http://{addr}"), Secret::new(secret)))
 }
 
+/// Resolves on Ctrl-C, SIGTERM, or `stop`.
 async fn shutdown_signal(stop: oneshot::Receiver<()>) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

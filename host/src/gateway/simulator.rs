@@ -284,7 +284,9 @@ async fn once(
     sim: &Simulator,
     headers: &HeaderMap,
     scope: String,
-    run: impl FnOnce(&mut SimState) -> (StatusCode, serde_json::Value, Option<Duration>),
+    run: impl FnOnce(&mut SimState) -> (StatusCode, serde_json::Value, Option<Duration>)
+    + Send
+    + 'static,
 ) -> Response {
     let (latency, outage) = sim.weather();
     if !sim.authorized(headers) {
@@ -330,54 +332,47 @@ async fn once(
             }
         }
     }
-    // If the client goes away during the processing time, the server drops
-    // this future: the key must not stay in flight for ever.
-    let mut pending = InFlight {
-        sim,
-        key: key.clone(),
-    };
-    // The processing time, during which a repeat finds the key in flight.
-    tokio::time::sleep(latency).await;
-    let (status, body, delay) = {
-        let mut state = sim.lock();
-        let (status, body, delay) = run(&mut state);
-        if let Some(key) = pending.key.take() {
-            // A transient failure changed nothing and is not kept: the
-            // retry with the same key is processed anew (which is what
-            // makes retrying with one key safe and useful).
-            let transient = status.is_server_error()
-                && matches!(
-                    body["code"].as_str(),
-                    Some(codes::PROVIDER_ERROR | codes::FAILED_INTERNAL_SYSTEM_PROCESSING)
-                );
-            if transient {
-                state.idempotency.remove(&key);
-            } else {
-                state
-                    .idempotency
-                    .insert(key, Idem::Done(status, body.clone()));
+    // Processed in a task of its own, as a real PG goes on with a request
+    // whose client hung up (timed out): the outcome happens either way.
+    let processing = {
+        let sim = sim.clone();
+        tokio::spawn(async move {
+            // The processing time, during which a repeat finds the key in
+            // flight.
+            tokio::time::sleep(latency).await;
+            let mut state = sim.lock();
+            let (status, body, delay) = run(&mut state);
+            if let Some(key) = key {
+                // A transient failure changed nothing and is not kept: the
+                // retry with the same key is processed anew (which is what
+                // makes retrying with one key safe and useful).
+                let transient = status.is_server_error()
+                    && matches!(
+                        body["code"].as_str(),
+                        Some(codes::PROVIDER_ERROR | codes::FAILED_INTERNAL_SYSTEM_PROCESSING)
+                    );
+                if transient {
+                    state.idempotency.remove(&key);
+                } else {
+                    state
+                        .idempotency
+                        .insert(key, Idem::Done(status, body.clone()));
+                }
             }
-        }
-        (status, body, delay)
+            (status, body, delay)
+        })
+    };
+    let Ok((status, body, delay)) = processing.await else {
+        return pg_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            codes::FAILED_INTERNAL_SYSTEM_PROCESSING,
+            "the simulator failed",
+        );
     };
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
     }
     (status, Json(body)).into_response()
-}
-
-/// A key marked in flight, cleared when its request is dropped unfinished.
-struct InFlight<'a> {
-    sim: &'a Simulator,
-    key: Option<(String, String)>,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.sim.lock().idempotency.remove(&key);
-        }
-    }
 }
 
 fn error_body(code: &str, message: &str) -> serde_json::Value {
@@ -390,7 +385,7 @@ async fn confirm(
     Json(request): Json<ConfirmRequest>,
 ) -> Response {
     sim.lock().ledger.confirm_calls += 1;
-    once(&sim, &headers, "confirm".into(), |state| {
+    once(&sim, &headers, "confirm".into(), move |state| {
         let slow = Duration::from_millis(state.faults.slow_answer_ms);
         let Some(sim_payment) = state.payments.get_mut(&request.payment_key) else {
             return (
@@ -481,7 +476,8 @@ async fn cancel(
     headers: HeaderMap,
     Json(request): Json<CancelRequest>,
 ) -> Response {
-    once(&sim, &headers, format!("cancel:{payment_key}"), |state| {
+    let scope = format!("cancel:{payment_key}");
+    once(&sim, &headers, scope, move |state| {
         let Some(sim_payment) = state.payments.get_mut(&payment_key) else {
             return (
                 StatusCode::NOT_FOUND,

@@ -4,11 +4,13 @@
 //! - `Idempotency-Key` on every mutating call (the caller's: one per
 //!   payment attempt, kept with the payment before the call);
 //! - answers classified once, here ([`classify`]): a body with a code is
-//!   the PG's word (refused, or transient when it says nothing happened);
-//!   a timeout, a connection that closed after the request went out, a
-//!   5xx without a code, or a 2xx whose body cannot be read are
-//!   [`GatewayError::Unknown`]; a connection that never opened is
-//!   [`GatewayError::Unreachable`].
+//!   the PG's word: transient only where it documents that nothing
+//!   happened (`PROVIDER_ERROR`, `FAILED_INTERNAL_SYSTEM_PROCESSING`, a
+//!   429), refused for a 4xx; a timeout, a connection that closed after
+//!   the request went out, a 5xx with any other code, a key still being
+//!   processed, an answer without the PG's error body, or a 2xx whose body
+//!   cannot be read are [`GatewayError::Unknown`]; a connection that never
+//!   opened is [`GatewayError::Unreachable`].
 
 use std::time::Duration;
 
@@ -114,30 +116,39 @@ pub fn classify<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Gateway
         });
     }
     let Ok(PgErrorBody { code, message }) = serde_json::from_slice::<PgErrorBody>(body) else {
-        return Err(if status.is_server_error() {
-            GatewayError::Unknown(format!("the PG answered {status} without an error code"))
-        } else if status == StatusCode::TOO_MANY_REQUESTS {
+        // Not the PG's own word (a proxy, a load balancer): a 429 was not
+        // processed; anything else may have been.
+        return Err(if status == StatusCode::TOO_MANY_REQUESTS {
             GatewayError::Transient {
                 code: status.as_u16().to_string(),
                 message: "rate limited".into(),
             }
         } else {
-            GatewayError::Refused {
-                code: status.as_u16().to_string(),
-                message: String::from_utf8_lossy(body).chars().take(200).collect(),
-            }
+            GatewayError::Unknown(format!(
+                "the PG answered {status} without its error body: {}",
+                String::from_utf8_lossy(body)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            ))
         });
     };
-    let transient = matches!(
-        code.as_str(),
-        codes::PROVIDER_ERROR
-            | codes::FAILED_INTERNAL_SYSTEM_PROCESSING
-            | codes::ALREADY_PROCESSING_REQUEST
-    ) || status == StatusCode::TOO_MANY_REQUESTS;
-    if transient {
-        Err(GatewayError::Transient { code, message })
-    } else {
-        Err(GatewayError::Refused { code, message })
+    match code.as_str() {
+        // The PG says it did nothing.
+        codes::PROVIDER_ERROR | codes::FAILED_INTERNAL_SYSTEM_PROCESSING => {
+            Err(GatewayError::Transient { code, message })
+        }
+        _ if status == StatusCode::TOO_MANY_REQUESTS => {
+            Err(GatewayError::Transient { code, message })
+        }
+        // The first request with this key is still being processed: its
+        // outcome is not known yet.
+        codes::ALREADY_PROCESSING_REQUEST => {
+            Err(GatewayError::Unknown(format!("{code}: {message}")))
+        }
+        // A 5xx with a code the PG does not document as "nothing happened".
+        _ if status.is_server_error() => Err(GatewayError::Unknown(format!("{code}: {message}"))),
+        _ => Err(GatewayError::Refused { code, message }),
     }
 }
 
@@ -228,7 +239,6 @@ mod tests {
         for (status, code) in [
             (500, "PROVIDER_ERROR"),
             (500, "FAILED_INTERNAL_SYSTEM_PROCESSING"),
-            (409, "ALREADY_PROCESSING_REQUEST"),
             (429, "TOO_MANY_REQUESTS"),
         ] {
             let body = format!(r#"{{"code":"{code}","message":"m"}}"#);
@@ -244,22 +254,25 @@ mod tests {
     }
 
     #[test]
-    fn a_5xx_or_a_2xx_that_cannot_be_read_leaves_the_outcome_unknown() {
-        assert!(matches!(
-            error(502, "<html>bad gateway</html>"),
-            GatewayError::Unknown(_)
-        ));
-        assert!(matches!(error(504, ""), GatewayError::Unknown(_)));
-        assert!(matches!(
-            error(200, "{\"paymentKey\":"),
-            GatewayError::Unknown(_)
-        ));
-        // A 4xx without the PG's body is still a refusal: the request was
-        // read and turned down.
-        assert!(matches!(
-            error(403, "forbidden"),
-            GatewayError::Refused { .. }
-        ));
+    fn anything_but_the_pgs_own_word_leaves_the_outcome_unknown() {
+        for (status, body) in [
+            (502, "<html>bad gateway</html>"),
+            (504, ""),
+            (200, "{\"paymentKey\":"),
+            // A proxy's 4xx is not the PG turning the request down.
+            (408, "timeout"),
+            // A 5xx with an undocumented code, and a key still in flight.
+            (500, r#"{"code":"UNKNOWN_PAYMENT_ERROR","message":"m"}"#),
+            (
+                409,
+                r#"{"code":"ALREADY_PROCESSING_REQUEST","message":"m"}"#,
+            ),
+        ] {
+            assert!(
+                matches!(error(status, body), GatewayError::Unknown(_)),
+                "{status} {body}"
+            );
+        }
     }
 
     #[test]

@@ -37,6 +37,12 @@ pub struct PaymentRecord {
     pub failure_code: Option<String>,
     /// Its message.
     pub failure_message: Option<String>,
+    /// When the recovery scheduler next asks the PG about it.
+    pub next_check_at: Option<i64>,
+    /// How often it has asked.
+    pub checks: i64,
+    /// When it gave up and flagged the payment for an operator.
+    pub flagged_at: Option<i64>,
     /// +1 per change.
     pub version: i64,
     /// Created (ms since the epoch).
@@ -60,6 +66,9 @@ pub struct NewPayment {
     pub currency: String,
     /// The approval's PG idempotency key.
     pub approval_key: String,
+    /// When the recovery scheduler asks the PG if the payment is still
+    /// `READY` then (the host stopped before it recorded the outcome).
+    pub next_check_at: i64,
     /// When (ms since the epoch).
     pub now: i64,
 }
@@ -79,6 +88,12 @@ pub struct PaymentUpdate {
     pub refunded: i64,
     /// The PG's code and message, when the change records a refusal.
     pub failure: Option<(String, String)>,
+    /// The recovery scheduler's next check (`None`: nothing to ask).
+    pub next_check_at: Option<i64>,
+    /// Checks made so far.
+    pub checks: i64,
+    /// When it was flagged for an operator.
+    pub flagged_at: Option<i64>,
     /// When.
     pub now: i64,
 }
@@ -124,6 +139,35 @@ pub trait PaymentQueries: Send + Sync {
         tenant: &str,
         payment_id: &str,
     ) -> impl Future<Output = Result<Vec<PaymentAttemptRecord>>> + Send;
+
+    /// Payments whose next check is due at `now`, soonest first.
+    fn due_payments(
+        &self,
+        tenant: &str,
+        now: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<PaymentRecord>>> + Send;
+
+    /// How many payments are `READY` or `UNKNOWN`, how many of those were
+    /// created before `stuck_before`, and how many are flagged.
+    fn payment_health(
+        &self,
+        tenant: &str,
+        stuck_before: i64,
+    ) -> impl Future<Output = Result<PaymentHealth>> + Send;
+}
+
+/// The payment gauges of one tenant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct PaymentHealth {
+    /// `READY` (the PG not answered yet).
+    pub ready: i64,
+    /// `UNKNOWN` (the answer lost, being resolved).
+    pub unknown: i64,
+    /// `READY` or `UNKNOWN` since before the threshold.
+    pub stuck: i64,
+    /// Given up on by the scheduler: an operator must look.
+    pub flagged: i64,
 }
 
 /// Payment writes inside a transaction.
@@ -137,12 +181,30 @@ pub trait PaymentTx: Send {
         payment_id: &str,
     ) -> impl Future<Output = Result<Option<PaymentRecord>>> + Send;
 
+    /// The order's payment in flight or holding its money (`READY`,
+    /// `UNKNOWN`, `APPROVED`), locked until the transaction ends.
+    fn active_payment_of_order(
+        &mut self,
+        order_id: &str,
+    ) -> impl Future<Output = Result<Option<PaymentRecord>>> + Send;
+
     /// Applies `update` if the payment is still at its `from`; the new
     /// version, or `None` when it moved meanwhile.
     fn update_payment(
         &mut self,
         update: &PaymentUpdate,
     ) -> impl Future<Output = Result<Option<i64>>> + Send;
+
+    /// Moves the recovery scheduler's next check, its count and the
+    /// operator flag, leaving the status and version alone (asking the PG
+    /// again changes no state).
+    fn reschedule_payment(
+        &mut self,
+        payment_id: &str,
+        next_check_at: Option<i64>,
+        checks: i64,
+        flagged_at: Option<i64>,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Records a call made to the PG (numbered after the last one).
     fn record_payment_attempt(
@@ -160,7 +222,8 @@ macro_rules! payment_queries {
 
         const PAYMENT_COLUMNS: &str = "SELECT payment_id, order_id, customer_id, amount, \
              currency, status, approval_key, pg_payment_key, refunded, failure_code, \
-             failure_message, version, created_at, updated_at FROM payments";
+             failure_message, next_check_at, checks, flagged_at, version, created_at, \
+             updated_at FROM payments";
 
         pub(super) async fn payment<'e, E>(
             ex: E,
@@ -182,6 +245,26 @@ macro_rules! payment_queries {
                 .await?)
         }
 
+        pub(super) async fn active_payment_of_order<'e, E>(
+            ex: E,
+            tenant: &str,
+            order_id: &str,
+        ) -> Result<Option<PaymentRecord>>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            let sql = format!(
+                "{PAYMENT_COLUMNS} WHERE tenant_id = $1 AND order_id = $2 \
+                 AND status IN ('READY', 'UNKNOWN', 'APPROVED'){}",
+                $for_update
+            );
+            Ok(sqlx::query_as::<_, PaymentRecord>(&sql)
+                .bind(tenant)
+                .bind(order_id)
+                .fetch_optional(ex)
+                .await?)
+        }
+
         pub(super) async fn payments_of_order<'e, E>(
             ex: E,
             tenant: &str,
@@ -199,6 +282,51 @@ macro_rules! payment_queries {
                 .bind(order_id)
                 .fetch_all(ex)
                 .await?)
+        }
+
+        pub(super) async fn due_payments<'e, E>(
+            ex: E,
+            tenant: &str,
+            now: i64,
+            limit: i64,
+        ) -> Result<Vec<PaymentRecord>>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            let sql = format!(
+                "{PAYMENT_COLUMNS} WHERE tenant_id = $1 AND next_check_at IS NOT NULL \
+                 AND next_check_at <= $2 ORDER BY next_check_at, payment_id LIMIT $3"
+            );
+            Ok(sqlx::query_as::<_, PaymentRecord>(&sql)
+                .bind(tenant)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(ex)
+                .await?)
+        }
+
+        pub(super) async fn payment_health<'e, E>(
+            ex: E,
+            tenant: &str,
+            stuck_before: i64,
+        ) -> Result<PaymentHealth>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            Ok(sqlx::query_as::<_, PaymentHealth>(
+                "SELECT \
+                   COUNT(*) FILTER (WHERE status = 'READY') AS ready, \
+                   COUNT(*) FILTER (WHERE status = 'UNKNOWN') AS unknown, \
+                   COUNT(*) FILTER (WHERE status IN ('READY', 'UNKNOWN') \
+                     AND created_at < $2) AS stuck, \
+                   COUNT(*) FILTER (WHERE flagged_at IS NOT NULL \
+                     AND status IN ('READY', 'UNKNOWN')) AS flagged \
+                 FROM payments WHERE tenant_id = $1",
+            )
+            .bind(tenant)
+            .bind(stuck_before)
+            .fetch_one(ex)
+            .await?)
         }
 
         pub(super) async fn payment_attempts<'e, E>(
@@ -229,8 +357,9 @@ macro_rules! payment_queries {
         {
             sqlx::query(
                 "INSERT INTO payments (tenant_id, payment_id, order_id, customer_id, amount, \
-                   currency, status, approval_key, refunded, version, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'READY', $7, 0, 1, $8, $8)",
+                   currency, status, approval_key, refunded, next_check_at, checks, version, \
+                   created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'READY', $7, 0, $9, 0, 1, $8, $8)",
             )
             .bind(tenant)
             .bind(&payment.payment_id)
@@ -240,6 +369,7 @@ macro_rules! payment_queries {
             .bind(&payment.currency)
             .bind(&payment.approval_key)
             .bind(payment.now)
+            .bind(payment.next_check_at)
             .execute(ex)
             .await?;
             Ok(())
@@ -261,6 +391,7 @@ macro_rules! payment_queries {
                 "UPDATE payments SET status = $5, pg_payment_key = $6, refunded = $7, \
                    failure_code = COALESCE($8, failure_code), \
                    failure_message = COALESCE($9, failure_message), \
+                   next_check_at = $11, checks = $12, flagged_at = $13, \
                    version = version + 1, updated_at = $10 \
                  WHERE tenant_id = $1 AND payment_id = $2 AND status = $3 AND version = $4 \
                  RETURNING version",
@@ -275,8 +406,36 @@ macro_rules! payment_queries {
             .bind(code)
             .bind(message)
             .bind(update.now)
+            .bind(update.next_check_at)
+            .bind(update.checks)
+            .bind(update.flagged_at)
             .fetch_optional(ex)
             .await?)
+        }
+
+        pub(super) async fn reschedule_payment<'e, E>(
+            ex: E,
+            tenant: &str,
+            payment_id: &str,
+            next_check_at: Option<i64>,
+            checks: i64,
+            flagged_at: Option<i64>,
+        ) -> Result<()>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            sqlx::query(
+                "UPDATE payments SET next_check_at = $3, checks = $4, flagged_at = $5 \
+                 WHERE tenant_id = $1 AND payment_id = $2",
+            )
+            .bind(tenant)
+            .bind(payment_id)
+            .bind(next_check_at)
+            .bind(checks)
+            .bind(flagged_at)
+            .execute(ex)
+            .await?;
+            Ok(())
         }
 
         pub(super) async fn record_payment_attempt(
@@ -333,6 +492,14 @@ impl PaymentQueries for SqliteStore {
     ) -> Result<Vec<PaymentAttemptRecord>> {
         sqlite_q::payment_attempts(&self.reader, tenant, payment_id).await
     }
+
+    async fn due_payments(&self, tenant: &str, now: i64, limit: i64) -> Result<Vec<PaymentRecord>> {
+        sqlite_q::due_payments(&self.reader, tenant, now, limit).await
+    }
+
+    async fn payment_health(&self, tenant: &str, stuck_before: i64) -> Result<PaymentHealth> {
+        sqlite_q::payment_health(&self.reader, tenant, stuck_before).await
+    }
 }
 
 impl PaymentQueries for PgStore {
@@ -357,6 +524,18 @@ impl PaymentQueries for PgStore {
             conn, tenant, payment_id
         ))
     }
+
+    async fn due_payments(&self, tenant: &str, now: i64, limit: i64) -> Result<Vec<PaymentRecord>> {
+        pg_read!(self.db, |conn| pg_q::due_payments(conn, tenant, now, limit))
+    }
+
+    async fn payment_health(&self, tenant: &str, stuck_before: i64) -> Result<PaymentHealth> {
+        pg_read!(self.db, |conn| pg_q::payment_health(
+            conn,
+            tenant,
+            stuck_before
+        ))
+    }
 }
 
 impl PaymentQueries for Store {
@@ -375,6 +554,14 @@ impl PaymentQueries for Store {
     ) -> Result<Vec<PaymentAttemptRecord>> {
         dispatch!(self, s => s.payment_attempts(tenant, payment_id).await)
     }
+
+    async fn due_payments(&self, tenant: &str, now: i64, limit: i64) -> Result<Vec<PaymentRecord>> {
+        dispatch!(self, s => s.due_payments(tenant, now, limit).await)
+    }
+
+    async fn payment_health(&self, tenant: &str, stuck_before: i64) -> Result<PaymentHealth> {
+        dispatch!(self, s => s.payment_health(tenant, stuck_before).await)
+    }
 }
 
 impl PaymentTx for SqliteTx {
@@ -386,8 +573,30 @@ impl PaymentTx for SqliteTx {
         sqlite_q::payment(&mut *self.tx, &self.tenant, payment_id, true).await
     }
 
+    async fn active_payment_of_order(&mut self, order_id: &str) -> Result<Option<PaymentRecord>> {
+        sqlite_q::active_payment_of_order(&mut *self.tx, &self.tenant, order_id).await
+    }
+
     async fn update_payment(&mut self, update: &PaymentUpdate) -> Result<Option<i64>> {
         sqlite_q::update_payment(&mut *self.tx, &self.tenant, update).await
+    }
+
+    async fn reschedule_payment(
+        &mut self,
+        payment_id: &str,
+        next_check_at: Option<i64>,
+        checks: i64,
+        flagged_at: Option<i64>,
+    ) -> Result<()> {
+        sqlite_q::reschedule_payment(
+            &mut *self.tx,
+            &self.tenant,
+            payment_id,
+            next_check_at,
+            checks,
+            flagged_at,
+        )
+        .await
     }
 
     async fn record_payment_attempt(
@@ -408,8 +617,30 @@ impl PaymentTx for PgTx {
         pg_q::payment(&mut *self.tx, &self.tenant, payment_id, true).await
     }
 
+    async fn active_payment_of_order(&mut self, order_id: &str) -> Result<Option<PaymentRecord>> {
+        pg_q::active_payment_of_order(&mut *self.tx, &self.tenant, order_id).await
+    }
+
     async fn update_payment(&mut self, update: &PaymentUpdate) -> Result<Option<i64>> {
         pg_q::update_payment(&mut *self.tx, &self.tenant, update).await
+    }
+
+    async fn reschedule_payment(
+        &mut self,
+        payment_id: &str,
+        next_check_at: Option<i64>,
+        checks: i64,
+        flagged_at: Option<i64>,
+    ) -> Result<()> {
+        pg_q::reschedule_payment(
+            &mut *self.tx,
+            &self.tenant,
+            payment_id,
+            next_check_at,
+            checks,
+            flagged_at,
+        )
+        .await
     }
 
     async fn record_payment_attempt(
@@ -430,8 +661,22 @@ impl PaymentTx for Tx {
         dispatch_tx!(self, t => t.payment_for_update(payment_id).await)
     }
 
+    async fn active_payment_of_order(&mut self, order_id: &str) -> Result<Option<PaymentRecord>> {
+        dispatch_tx!(self, t => t.active_payment_of_order(order_id).await)
+    }
+
     async fn update_payment(&mut self, update: &PaymentUpdate) -> Result<Option<i64>> {
         dispatch_tx!(self, t => t.update_payment(update).await)
+    }
+
+    async fn reschedule_payment(
+        &mut self,
+        payment_id: &str,
+        next_check_at: Option<i64>,
+        checks: i64,
+        flagged_at: Option<i64>,
+    ) -> Result<()> {
+        dispatch_tx!(self, t => t.reschedule_payment(payment_id, next_check_at, checks, flagged_at).await)
     }
 
     async fn record_payment_attempt(

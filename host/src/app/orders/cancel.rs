@@ -9,7 +9,7 @@ use super::super::journal::{Recorder, event_type};
 use super::super::{App, Reply, RequestCtx, new_id};
 use super::{OrderDetails, order_not_found, restore_order};
 use crate::domain::OrderId;
-use crate::store::{OrderTx, Transactions, TxOps};
+use crate::store::{OrderTx, PaymentTx, Transactions, TxOps};
 
 impl App {
     /// Cancels an order that is not yet completed.
@@ -33,6 +33,15 @@ impl App {
             .order_for_update(id.as_str())
             .await?
             .ok_or_else(|| order_not_found(id.as_str()))?;
+        // A payment in flight or holding the order's money must be voided
+        // (or resolved) first: cancelling under it would leave money taken
+        // for a cancelled order, or an approval with nowhere to land.
+        if let Some(payment) = tx.active_payment_of_order(id.as_str()).await? {
+            return Err(AppError::StateConflict(format!(
+                "order `{id}` has payment `{}` in status {}: cancel or resolve the payment first",
+                payment.payment_id, payment.status
+            )));
+        }
         let change = restore_order(&record)?.cancel(reason)?;
         let to = change.order.status().as_str();
         let version = tx

@@ -44,8 +44,12 @@ pub struct ConfirmCommand {
 enum Outcome {
     /// Approved under the PG's key.
     Approved(String),
-    /// Declined for good, with the PG's code and message.
+    /// Declined for good (a card decline), with the PG's code and message.
     Declined(String, String),
+    /// The PG refused the request itself (an unknown payment key, an amount
+    /// or order that differs from the checkout): nothing was taken, and the
+    /// client must fix the request.
+    Rejected(String, String),
     /// Certainly not taken, for now (transient, unreachable, breaker open).
     NotTaken(String, String),
     /// The PG's answer was lost.
@@ -57,6 +61,7 @@ impl Outcome {
         match self {
             Outcome::Approved(_) => "approved",
             Outcome::Declined(..) => "declined",
+            Outcome::Rejected(..) => "refused",
             Outcome::NotTaken(..) => "transient",
             Outcome::Lost(_) => "unknown",
         }
@@ -64,7 +69,9 @@ impl Outcome {
 
     fn pg_code(&self) -> Option<String> {
         match self {
-            Outcome::Declined(code, _) | Outcome::NotTaken(code, _) => Some(code.clone()),
+            Outcome::Declined(code, _)
+            | Outcome::Rejected(code, _)
+            | Outcome::NotTaken(code, _) => Some(code.clone()),
             _ => None,
         }
     }
@@ -185,6 +192,9 @@ impl App {
             amount: cmd.amount,
             currency: order.currency.clone(),
             approval_key: created.payment.approval_key().to_owned(),
+            // Asked about by the recovery scheduler if no outcome is
+            // recorded by then (the host stopped during the PG call).
+            next_check_at: now + super::CHECK_SCHEDULE_MS[0],
             now,
         })
         .await?;
@@ -214,9 +224,10 @@ impl App {
                 outcome_of_query(
                     gateway.payment_by_order(order_id.as_str()).await,
                     cmd.amount,
+                    &order.currency,
                 )
             }
-            answer => outcome_of_confirm(answer, cmd.amount),
+            answer => outcome_of_confirm(answer, cmd.amount, &order.currency),
         };
         let latency = started.elapsed();
 
@@ -236,7 +247,7 @@ impl App {
 
     /// Asks the PG what became of a payment left `READY` or `UNKNOWN`, and
     /// adopts its answer.
-    async fn resolve<G: PaymentGateway>(
+    pub(super) async fn resolve<G: PaymentGateway>(
         &self,
         ctx: &RequestCtx,
         gateway: &G,
@@ -247,6 +258,7 @@ impl App {
         let outcome = outcome_of_query(
             gateway.payment_by_order(&pending.order_id).await,
             pending.amount,
+            &pending.currency,
         );
         let attempt = PaymentAttemptRecord {
             attempt: 0,
@@ -278,33 +290,64 @@ impl App {
         render: impl Render<PaymentDetails>,
     ) -> Result<Reply> {
         let now = self.now();
-        // Only a final answer is kept for the Idempotency-Key.
+        // Only a final answer is kept for the Idempotency-Key. Whatever the
+        // claim finds, the PG's outcome is recorded: a key taken meanwhile
+        // (a replay, another request's body) only changes what this
+        // request answers.
         let keeps_answer = matches!(outcome, Outcome::Approved(_) | Outcome::Declined(..));
         let tx = self.store().begin(&ctx.tenant).await?;
-        let mut tx = if keeps_answer {
-            match claim(tx, ctx, now).await? {
-                Claimed::Proceed(tx) => tx,
-                Claimed::Replay(reply) => return Ok(reply),
+        let (mut tx, taken) = if keeps_answer && ctx.idempotency.is_some() {
+            match claim(tx, ctx, now).await {
+                Ok(Claimed::Proceed(tx)) => (tx, None),
+                Ok(Claimed::Replay(reply)) => {
+                    (self.store().begin(&ctx.tenant).await?, Some(Ok(reply)))
+                }
+                Err(err @ AppError::IdempotencyConflict(_)) => {
+                    (self.store().begin(&ctx.tenant).await?, Some(Err(err)))
+                }
+                Err(err) => return Err(err),
             }
         } else {
-            tx
+            (tx, None)
         };
         let record = tx
             .payment_for_update(payment_id)
             .await?
             .ok_or_else(|| AppError::Internal(format!("payment `{payment_id}` vanished")))?;
+        tx.record_payment_attempt(payment_id, &attempt).await?;
+        if record.status != "READY" && record.status != "UNKNOWN" {
+            // Settled meanwhile (another request, the janitor): it stays as
+            // it is, and this request answers with it.
+            return self
+                .answer_with(tx, ctx, record, attempt, taken, render)
+                .await;
+        }
         let payment = restore_payment(&record)?;
         let (change, failure) = match &outcome {
             Outcome::Approved(pg_key) => (payment.approve(pg_key, "approved by the PG")?, None),
-            Outcome::Declined(code, message) | Outcome::NotTaken(code, message) => (
+            Outcome::Declined(code, message)
+            | Outcome::Rejected(code, message)
+            | Outcome::NotTaken(code, message) => (
                 payment.decline(format!("{code}: {message}"))?,
                 Some((code.clone(), message.clone())),
             ),
             Outcome::Lost(reason) => match payment.status() {
-                // Already unknown: the query said nothing new.
+                // Already unknown: the query said nothing new; the next
+                // check moves on along the schedule (or the payment is
+                // flagged for an operator once it is used up).
                 PaymentStatus::Unknown => {
-                    tx.record_payment_attempt(payment_id, &attempt).await?;
+                    let (next, checks, flagged) = next_check(&record, &attempt, now);
+                    tx.reschedule_payment(payment_id, next, checks, flagged)
+                        .await?;
                     tx.commit(None).await?;
+                    if flagged.is_some() {
+                        tracing::warn!(
+                            tenant = %ctx.tenant,
+                            payment_id,
+                            checks,
+                            "payments.flagged_for_operator"
+                        );
+                    }
                     return Err(AppError::PaymentPending {
                         payment_id: payment_id.to_owned(),
                     });
@@ -312,7 +355,10 @@ impl App {
                 _ => (payment.lose(reason.clone())?, None),
             },
         };
-        tx.record_payment_attempt(payment_id, &attempt).await?;
+        let (next_check_at, checks, flagged_at) = match change.payment.status() {
+            PaymentStatus::Unknown => next_check(&record, &attempt, now),
+            _ => (None, record.checks, None),
+        };
         let version = tx
             .update_payment(&PaymentUpdate {
                 payment_id: payment_id.to_owned(),
@@ -321,6 +367,9 @@ impl App {
                 pg_payment_key: change.payment.pg_payment_key().map(str::to_owned),
                 refunded: change.payment.refunded().minor,
                 failure: failure.clone(),
+                next_check_at,
+                checks,
+                flagged_at,
                 now,
             })
             .await?
@@ -344,28 +393,24 @@ impl App {
         stored.pg_payment_key = change.payment.pg_payment_key().map(str::to_owned);
         stored.version = version;
         stored.updated_at = now;
+        stored.next_check_at = next_check_at;
+        stored.checks = checks;
+        stored.flagged_at = flagged_at;
         if let Some((code, message)) = &failure {
             stored.failure_code = Some(code.clone());
             stored.failure_message = Some(message.clone());
         }
         match outcome {
             Outcome::Approved(_) | Outcome::Declined(..) => {
-                let mut attempts = self
-                    .store()
-                    .payment_attempts(&ctx.tenant, payment_id)
-                    .await?;
-                let mut numbered = attempt;
-                numbered.attempt = attempts.last().map_or(1, |a| a.attempt + 1);
-                attempts.push(numbered);
-                let response = render(&PaymentDetails {
-                    payment: stored,
-                    attempts,
-                });
-                tx.commit(Some(response.clone())).await?;
-                Ok(Reply {
-                    response,
-                    replayed: false,
-                })
+                self.answer_with(tx, ctx, stored, attempt, taken, render)
+                    .await
+            }
+            Outcome::Rejected(code, message) => {
+                tx.commit(None).await?;
+                Err(AppError::Invalid(format!(
+                    "the payment gateway refused the request ({code}: {message}); nothing was \
+                     charged"
+                )))
             }
             Outcome::NotTaken(code, message) => {
                 tx.commit(None).await?;
@@ -378,6 +423,60 @@ impl App {
                 })
             }
         }
+    }
+
+    /// Commits `tx` and answers with `payment` as it now stands (kept for
+    /// the key when this request claimed it), or with what the key's
+    /// earlier request was answered.
+    async fn answer_with(
+        &self,
+        tx: Tx,
+        ctx: &RequestCtx,
+        payment: PaymentRecord,
+        attempt: PaymentAttemptRecord,
+        taken: Option<Result<Reply>>,
+        render: impl Render<PaymentDetails>,
+    ) -> Result<Reply> {
+        if let Some(answer) = taken {
+            tx.commit(None).await?;
+            return answer;
+        }
+        if payment.status == "READY" || payment.status == "UNKNOWN" {
+            tx.commit(None).await?;
+            return Err(AppError::PaymentPending {
+                payment_id: payment.payment_id,
+            });
+        }
+        // The attempts committed so far, and the one this transaction
+        // records (not readable outside it until it commits).
+        let mut attempts = self
+            .store()
+            .payment_attempts(&ctx.tenant, &payment.payment_id)
+            .await?;
+        let mut recorded = attempt;
+        recorded.attempt = attempts.last().map_or(1, |a| a.attempt + 1);
+        attempts.push(recorded);
+        let response = render(&PaymentDetails { payment, attempts });
+        tx.commit(Some(response.clone())).await?;
+        Ok(Reply {
+            response,
+            replayed: false,
+        })
+    }
+}
+
+/// Where an unresolved payment goes next on the recovery schedule: a
+/// status query counts as a check; past the last one the payment is
+/// flagged for an operator and no longer asked about.
+fn next_check(
+    record: &PaymentRecord,
+    attempt: &PaymentAttemptRecord,
+    now: i64,
+) -> (Option<i64>, i64, Option<i64>) {
+    let checks = record.checks + i64::from(attempt.kind == "query");
+    match super::CHECK_SCHEDULE_MS.get(checks as usize) {
+        Some(wait) => (Some(now + wait), checks, None),
+        None => (None, checks, Some(now)),
     }
 }
 
@@ -455,10 +554,20 @@ fn payment_event(payment: &Payment, failure: Option<&(String, String)>) -> serde
 }
 
 /// What a confirm's answer means.
-fn outcome_of_confirm(answer: Result<PgPayment, GatewayError>, amount: i64) -> Outcome {
+fn outcome_of_confirm(
+    answer: Result<PgPayment, GatewayError>,
+    amount: i64,
+    currency: &str,
+) -> Outcome {
     match answer {
-        Ok(pg) => adopt(pg, amount),
-        Err(GatewayError::Refused { code, message }) => Outcome::Declined(code, message),
+        Ok(pg) => adopt(pg, amount, currency),
+        Err(GatewayError::Refused { code, message }) => match code.as_str() {
+            // FluxPay's own key was refused: a configuration fault, and
+            // certainly nothing taken.
+            codes::UNAUTHORIZED_KEY => Outcome::NotTaken(code, message),
+            codes::INVALID_REQUEST | codes::NOT_FOUND_PAYMENT => Outcome::Rejected(code, message),
+            _ => Outcome::Declined(code, message),
+        },
         Err(GatewayError::Transient { code, message }) => Outcome::NotTaken(code, message),
         Err(GatewayError::Unreachable(message)) => {
             Outcome::NotTaken("GATEWAY_UNREACHABLE".into(), message)
@@ -472,28 +581,37 @@ fn outcome_of_confirm(answer: Result<PgPayment, GatewayError>, amount: i64) -> O
 }
 
 /// What a status query's answer means.
-fn outcome_of_query(answer: Result<PgPayment, GatewayError>, amount: i64) -> Outcome {
+fn outcome_of_query(
+    answer: Result<PgPayment, GatewayError>,
+    amount: i64,
+    currency: &str,
+) -> Outcome {
     match answer {
-        Ok(pg) => adopt(pg, amount),
-        // The PG never saw the payment: it was not taken.
-        Err(GatewayError::Refused { code, message }) if code == codes::NOT_FOUND_PAYMENT => {
-            Outcome::Declined(code, message)
-        }
+        Ok(pg) => adopt(pg, amount, currency),
+        // Not even "not found" settles it: an approval may still be on
+        // its way to the PG. The schedule asks again, then an operator.
         Err(err) => Outcome::Lost(err.to_string()),
     }
 }
 
 /// What the PG's view of a payment means for FluxPay's.
-fn adopt(pg: PgPayment, amount: i64) -> Outcome {
-    if pg.status.holds_money() {
-        if pg.total_amount != amount {
+fn adopt(pg: PgPayment, amount: i64, currency: &str) -> Outcome {
+    if pg.status == crate::gateway::PgStatus::Done {
+        if pg.total_amount != amount || pg.balance_amount != amount || pg.currency != currency {
             // Never adopt an approval of another amount: an operator looks.
             return Outcome::Lost(format!(
-                "the PG approved {} for a payment of {amount}",
-                pg.total_amount
+                "the PG approved {} {} (balance {}) for a payment of {amount} {currency}",
+                pg.total_amount, pg.currency, pg.balance_amount
             ));
         }
         return Outcome::Approved(pg.payment_key);
+    }
+    if pg.status.holds_money() || pg.status == crate::gateway::PgStatus::Canceled {
+        // Taken, then given back in part or whole, by someone else.
+        return Outcome::Lost(format!(
+            "the PG reports the payment {:?}: cancelled outside FluxPay",
+            pg.status
+        ));
     }
     if pg.status.failed() {
         return Outcome::Declined(

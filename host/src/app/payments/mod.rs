@@ -23,8 +23,16 @@
 //! says.
 
 mod confirm;
+mod janitor;
 
 pub use confirm::ConfirmCommand;
+pub use janitor::JanitorRun;
+
+/// When the recovery scheduler asks the PG about a payment left `READY` or
+/// `UNKNOWN`: after 10 s, then 30 s, 2 min, 10 min and 1 h later; then it
+/// flags the payment for an operator (Hyperswitch's psync and Kill Bill's
+/// janitor run bounded schedules that end with a person, not silence).
+pub const CHECK_SCHEDULE_MS: [i64; 5] = [10_000, 30_000, 120_000, 600_000, 3_600_000];
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,7 +40,7 @@ use std::sync::Arc;
 use super::App;
 use super::error::{AppError, Result};
 use crate::gateway::resilient::ResilientGateway;
-use crate::store::{PaymentAttemptRecord, PaymentQueries, PaymentRecord};
+use crate::store::{PaymentAttemptRecord, PaymentHealth, PaymentQueries, PaymentRecord};
 
 /// The gateways of the tenants that take payments.
 pub type Gateways = BTreeMap<String, Arc<ResilientGateway>>;
@@ -71,6 +79,16 @@ impl App {
             .ok_or_else(|| AppError::NotFound(format!("no payment `{payment_id}`")))?;
         let attempts = self.store().payment_attempts(tenant, payment_id).await?;
         Ok(PaymentDetails { payment, attempts })
+    }
+
+    /// The tenant's payment gauges: payments `READY` or `UNKNOWN` (and how
+    /// many of them for longer than `stuck_after_ms`), and those flagged
+    /// for an operator.
+    pub async fn payment_health(&self, tenant: &str, stuck_after_ms: i64) -> Result<PaymentHealth> {
+        Ok(self
+            .store()
+            .payment_health(tenant, self.now() - stuck_after_ms)
+            .await?)
     }
 
     /// An order's payments, oldest first.

@@ -3,7 +3,7 @@
 //!
 //! | from \ event        | approve  | decline | lose    | confirm   | void      | refund (part)      | refund (rest) |
 //! |---------------------|----------|---------|---------|-----------|-----------|--------------------|---------------|
-//! | READY               | APPROVED | FAILED  | UNKNOWN | —         | CANCELLED | —                  | —             |
+//! | READY               | APPROVED | FAILED  | UNKNOWN | —         | —         | —                  | —             |
 //! | UNKNOWN             | APPROVED | FAILED  | —       | —         | —         | —                  | —             |
 //! | APPROVED            | —        | —       | —       | CONFIRMED | CANCELLED | —                  | —             |
 //! | CONFIRMED           | —        | —       | —       | —         | —         | PARTIALLY_REFUNDED | REFUNDED      |
@@ -71,8 +71,8 @@ pub enum PaymentStatus {
     Refunded,
     /// Declined or aborted at the PG: no money was taken. Terminal.
     Failed,
-    /// Voided before confirmation (or dropped before the PG was called):
-    /// no money stays taken. Terminal.
+    /// Voided at the PG before confirmation: no money stays taken.
+    /// Terminal.
     Cancelled,
 }
 
@@ -145,7 +145,8 @@ impl PaymentStatus {
             (S::Ready | S::Unknown, E::Decline) => Ok(S::Failed),
             (S::Ready, E::Lose) => Ok(S::Unknown),
             (S::Approved, E::Confirm) => Ok(S::Confirmed),
-            (S::Ready | S::Approved, E::Void) => Ok(S::Cancelled),
+            // Not from READY: its approval call may be in flight.
+            (S::Approved, E::Void) => Ok(S::Cancelled),
             (S::Confirmed | S::PartiallyRefunded, E::RefundPart) => Ok(S::PartiallyRefunded),
             (S::Confirmed | S::PartiallyRefunded, E::RefundRest) => Ok(S::Refunded),
             _ => Err(DomainError::IllegalTransition {
@@ -338,8 +339,9 @@ impl Payment {
             return Err(corrupt(format!("{refunded} refunded in status {status}")));
         }
         let settled = !matches!(status, PaymentStatus::Ready | PaymentStatus::Unknown);
-        let took_money =
-            settled && !matches!(status, PaymentStatus::Failed | PaymentStatus::Cancelled);
+        // Every status past READY/UNKNOWN but FAILED came through an
+        // approval, which records the PG's key.
+        let took_money = settled && status != PaymentStatus::Failed;
         if took_money && pg_payment_key.is_none() {
             return Err(corrupt(format!(
                 "status {status} without the PG's payment key"
@@ -396,13 +398,12 @@ impl Payment {
         self.step(PaymentEvent::Confirm, None, reason.into())
     }
 
-    /// Called off before confirmation: `READY | APPROVED → CANCELLED`. An
-    /// approved payment is voided at the PG and the bill opens again; a
-    /// ready one never reached the PG.
+    /// Voided at the PG before confirmation: `APPROVED → CANCELLED`; the
+    /// bill opens again. (A `READY` payment cannot be voided: its approval
+    /// may be in flight; it is resolved first.)
     pub fn void(&self, reason: impl Into<String>) -> Result<PaymentChange> {
-        let ledger = (self.status == PaymentStatus::Approved)
-            .then(|| LedgerTransaction::payment_voided(&self.customer, self.amount));
-        self.step(PaymentEvent::Void, ledger, reason.into())
+        let ledger = LedgerTransaction::payment_voided(&self.customer, self.amount);
+        self.step(PaymentEvent::Void, Some(ledger), reason.into())
     }
 
     /// Gives back `amount` of a confirmed payment: `CONFIRMED |

@@ -58,7 +58,7 @@ fn expected(from: PaymentStatus, event: PaymentEvent) -> Option<PaymentStatus> {
         (S::Ready, E::Decline) | (S::Unknown, E::Decline) => Some(S::Failed),
         (S::Ready, E::Lose) => Some(S::Unknown),
         (S::Approved, E::Confirm) => Some(S::Confirmed),
-        (S::Ready, E::Void) | (S::Approved, E::Void) => Some(S::Cancelled),
+        (S::Approved, E::Void) => Some(S::Cancelled),
         (S::Confirmed, E::RefundPart) | (S::PartiallyRefunded, E::RefundPart) => {
             Some(S::PartiallyRefunded)
         }
@@ -198,13 +198,10 @@ fn only_the_approval_void_and_refunds_move_money() {
             let kind = change.ledger.as_ref().map(LedgerTransaction::kind);
             let expected = match (from, event) {
                 (_, PaymentEvent::Approve) => Some(TransactionKind::PaymentApproved),
-                (PaymentStatus::Approved, PaymentEvent::Void) => {
-                    Some(TransactionKind::PaymentVoided)
-                }
+                (_, PaymentEvent::Void) => Some(TransactionKind::PaymentVoided),
                 (_, PaymentEvent::RefundPart | PaymentEvent::RefundRest) => {
                     Some(TransactionKind::PaymentRefunded)
                 }
-                // A ready payment never reached the PG: nothing to void.
                 _ => None,
             };
             assert_eq!(kind, expected, "{from} + {event:?}");
@@ -280,9 +277,11 @@ fn a_late_or_contradictory_pg_answer_never_moves_a_settled_payment_back() {
     assert!(approved.decline("late ABORTED").is_err());
     assert!(approved.approve("pg_key_1", "repeat").is_err());
     assert!(approved.lose("timeout after success").is_err());
-    // An unknown outcome is never approved anew: only resolved.
+    // An unknown outcome is never approved anew: only resolved; nor is a
+    // payment whose approval may be in flight voided.
     assert!(payment_in(PaymentStatus::Unknown).lose("again").is_err());
     assert!(payment_in(PaymentStatus::Unknown).void("x").is_err());
+    assert!(payment_in(PaymentStatus::Ready).void("x").is_err());
 }
 
 #[test]
@@ -312,6 +311,5 @@ fn stored_payments_that_break_the_rules_are_refused() {
     let mut eur_refunds = stored(S::Confirmed, 0, Some("pg"));
     eur_refunds.refunded = Money::zero(Currency::EUR);
     assert!(Payment::restore(eur_refunds).is_err());
-    // A void before the PG was ever called keeps no PG key.
-    assert!(Payment::restore(stored(S::Cancelled, 0, None)).is_ok());
+    assert!(Payment::restore(stored(S::Cancelled, 0, Some("pg"))).is_ok());
 }
