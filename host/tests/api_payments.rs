@@ -110,6 +110,24 @@ async fn confirm(
     .await
 }
 
+/// An order of `customer` whose payment's answer was lost (202 PAY_006),
+/// paid with `card`: (order id, total, payment key, payment id).
+async fn lost_payment(
+    host: &TestHost,
+    pg: &Pg,
+    customer: &str,
+    card: &str,
+) -> (String, i64, String, String) {
+    let (order_id, total) = order(host, customer).await;
+    let payment_key = pg.checkout(&order_id, total, card).await;
+    let key = format!("pay-{customer}");
+    let lost = confirm(host, &order_id, &payment_key, total, &key).await;
+    lost.expect(202, "PAY_006");
+    assert!(lost.headers.contains_key("retry-after"));
+    let id = lost.result()["paymentId"].as_str().unwrap().to_owned();
+    (order_id, total, payment_key, id)
+}
+
 async fn order_status(host: &TestHost, order: &str) -> String {
     host.order(Tenant::Globex, order).await.result()["status"]
         .as_str()
@@ -262,15 +280,8 @@ async fn a_lost_answer_is_resolved_by_asking_the_pg_never_by_approving_again() {
     for backend in backends() {
         let host = TestHost::start(backend).await;
         let pg = pg(&host).await;
-        let (order_id, total) = order(&host, "c1").await;
-        let payment_key = pg
-            .checkout(&order_id, total, cards::APPROVE_THEN_TIMEOUT)
-            .await;
-
-        let lost = confirm(&host, &order_id, &payment_key, total, "pay-1").await;
-        lost.expect(202, "PAY_006");
-        assert!(lost.headers.contains_key("retry-after"));
-        let id = lost.result()["paymentId"].as_str().unwrap().to_owned();
+        let (order_id, total, payment_key, id) =
+            lost_payment(&host, &pg, "c1", cards::APPROVE_THEN_TIMEOUT).await;
         let pending = host
             .call(
                 Tenant::Globex,
@@ -284,7 +295,7 @@ async fn a_lost_answer_is_resolved_by_asking_the_pg_never_by_approving_again() {
         assert_eq!(order_status(&host, &order_id).await, "PENDING");
 
         // The same request again: the PG is asked, and its approval adopted.
-        let resolved = confirm(&host, &order_id, &payment_key, total, "pay-1").await;
+        let resolved = confirm(&host, &order_id, &payment_key, total, "pay-c1").await;
         resolved.expect(201, "OK");
         assert_eq!(resolved.result()["paymentId"], id.as_str());
         assert_eq!(resolved.result()["status"], "APPROVED");
@@ -385,21 +396,11 @@ async fn the_janitor_resolves_lost_answers_by_asking_the_pg_without_a_client_ret
         let host = TestHost::start(backend).await;
         let pg = pg(&host).await;
         // The PG approved, the answer was lost.
-        let (approved_order, total) = order(&host, "c1").await;
-        let key = pg
-            .checkout(&approved_order, total, cards::APPROVE_THEN_TIMEOUT)
-            .await;
-        let lost = confirm(&host, &approved_order, &key, total, "pay-1").await;
-        lost.expect(202, "PAY_006");
-        let approved_id = lost.result()["paymentId"].as_str().unwrap().to_owned();
+        let (approved_order, _, _, approved_id) =
+            lost_payment(&host, &pg, "c1", cards::APPROVE_THEN_TIMEOUT).await;
         // The PG did not approve, and the answer was lost too.
-        let (aborted_order, total_2) = order(&host, "c2").await;
-        let key_2 = pg
-            .checkout(&aborted_order, total_2, cards::TIMEOUT_NOT_APPROVED)
-            .await;
-        let lost_2 = confirm(&host, &aborted_order, &key_2, total_2, "pay-2").await;
-        lost_2.expect(202, "PAY_006");
-        let aborted_id = lost_2.result()["paymentId"].as_str().unwrap().to_owned();
+        let (aborted_order, _, _, aborted_id) =
+            lost_payment(&host, &pg, "c2", cards::TIMEOUT_NOT_APPROVED).await;
 
         // Not due yet: nothing is asked.
         let early = host.app.run_payment_janitor(host.now()).await;
@@ -423,13 +424,7 @@ async fn a_payment_the_pg_cannot_tell_about_is_asked_on_a_schedule_then_flagged(
     for backend in backends() {
         let host = TestHost::start(backend).await;
         let pg = pg(&host).await;
-        let (order_id, total) = order(&host, "c1").await;
-        let key = pg
-            .checkout(&order_id, total, cards::TIMEOUT_NOT_APPROVED)
-            .await;
-        let lost = confirm(&host, &order_id, &key, total, "pay-1").await;
-        lost.expect(202, "PAY_006");
-        let id = lost.result()["paymentId"].as_str().unwrap().to_owned();
+        let (_, _, _, id) = lost_payment(&host, &pg, "c1", cards::TIMEOUT_NOT_APPROVED).await;
         pg.sim.set_faults(Faults {
             outage: true,
             ..Faults::default()

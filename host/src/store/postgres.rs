@@ -296,7 +296,7 @@ impl TxOps for PgTx {
         }
         // ON CONFLICT waited for the holder to commit: its row is visible
         // to this (read committed) statement.
-        stored_idempotency(&mut *self.tx, &self.tenant, &claim.key)
+        q::idempotency_record(&mut *self.tx, &self.tenant, &claim.key)
             .await?
             .ok_or_else(|| StoreError::Database("idempotency key vanished".into()))
     }
@@ -611,19 +611,4 @@ where
     .execute(ex)
     .await?;
     Ok(done.rows_affected() == 1)
-}
-
-async fn stored_idempotency<'e, E>(ex: E, tenant: &str, key: &str) -> Result<Option<Claim>>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
-{
-    let row = sqlx::query_as::<_, (String, Option<i32>, Option<Vec<u8>>)>(
-        "SELECT fingerprint, response_status, response_body FROM idempotency_keys \
-         WHERE tenant_id = $1 AND idem_key = $2",
-    )
-    .bind(tenant)
-    .bind(key)
-    .fetch_optional(ex)
-    .await?;
-    Ok(row.map(|(fingerprint, status, body)| Claim::taken(fingerprint, status, body)))
 }
