@@ -441,6 +441,29 @@ async fn a_payment_the_pg_cannot_tell_about_is_asked_on_a_schedule_then_flagged(
         }
         let health = host.app.payment_health("globex", 60_000).await.unwrap();
         assert_eq!((health.unknown, health.stuck, health.flagged), (1, 1, 1));
+        // What operators see (the admin API).
+        let admin = host
+            .send(
+                axum::http::Request::builder()
+                    .method("GET")
+                    .uri("/admin/v1/payments/health")
+                    .header("authorization", format!("Bearer {}", harness::ADMIN_TOKEN))
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        admin.expect(200, "OK");
+        let globex = &admin.result()["tenants"][0];
+        assert_eq!(
+            (&globex["tenant"], &globex["unknown"], &globex["flagged"]),
+            (&json!("globex"), &json!(1), &json!(1)),
+            "{backend:?}: {}",
+            admin.json
+        );
+        assert_eq!(
+            globex["breaker"], "closed",
+            "20 failed queries stay under the breaker's minimum of 50 calls"
+        );
         // Flagged: no longer asked about, even once the PG is back.
         pg.sim.set_faults(Faults::default());
         host.advance(86_400_000);

@@ -36,7 +36,7 @@ pub fn service(admin: AdminState, app: App) -> Router {
             admin.registry().clone(),
             Some(app.store().clone()),
         ))
-        .merge(admin::router(admin))
+        .merge(admin::router(admin.with_app(app.clone())))
         .merge(tenant::router(app))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

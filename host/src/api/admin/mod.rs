@@ -32,12 +32,25 @@ use crate::policy::{Call, CallError};
 pub struct AdminState {
     reloader: Arc<Reloader>,
     token: Option<AdminToken>,
+    /// The use cases, for the routes about money (payments' health).
+    app: Option<crate::app::App>,
 }
 
 impl AdminState {
     /// `token: None` disables the admin API (every route answers 503).
     pub fn new(reloader: Arc<Reloader>, token: Option<AdminToken>) -> Self {
-        AdminState { reloader, token }
+        AdminState {
+            reloader,
+            token,
+            app: None,
+        }
+    }
+
+    /// Gives the routes about money the use cases ([`crate::api::service`]
+    /// does).
+    pub fn with_app(mut self, app: crate::app::App) -> Self {
+        self.app = Some(app);
+        self
     }
 
     /// The registry the reloader publishes to.
@@ -59,11 +72,43 @@ pub fn router(state: AdminState) -> Router {
             "/admin/v1/policies/{tenant}/{policy}/evaluate",
             post(evaluate),
         )
+        .route("/admin/v1/payments/health", get(payments_health))
         .route_layer(middleware::from_fn_with_state(
             state.token.clone(),
             auth::require_admin,
         ))
         .with_state(state)
+}
+
+/// Payments stuck `READY`/`UNKNOWN` longer than this are counted as stuck.
+const STUCK_AFTER_MS: i64 = 5 * 60_000;
+
+/// `GET /admin/v1/payments/health`: per gateway tenant, payments `READY`,
+/// `UNKNOWN`, stuck past 5 minutes and flagged for an operator, and the
+/// breaker's state.
+async fn payments_health(State(state): State<AdminState>) -> ApiResult<serde_json::Value> {
+    let Some(app) = &state.app else {
+        return Err(ApiError::NotReady);
+    };
+    let tenants = app
+        .payments_health(STUCK_AFTER_MS)
+        .await?
+        .into_iter()
+        .map(|t| {
+            serde_json::json!({
+                "tenant": t.tenant,
+                "ready": t.payments.ready,
+                "unknown": t.payments.unknown,
+                "stuck": t.payments.stuck,
+                "flagged": t.payments.flagged,
+                "breaker": t.breaker,
+            })
+        })
+        .collect::<Vec<_>>();
+    Ok(ApiOk::new(
+        "payments health",
+        serde_json::json!({ "stuckAfterMs": STUCK_AFTER_MS, "tenants": tenants }),
+    ))
 }
 
 async fn list(State(state): State<AdminState>) -> ApiResult<PoliciesView> {

@@ -45,6 +45,17 @@ use crate::store::{PaymentAttemptRecord, PaymentHealth, PaymentQueries, PaymentR
 /// The gateways of the tenants that take payments.
 pub type Gateways = BTreeMap<String, Arc<ResilientGateway>>;
 
+/// One tenant's payment gauges and its gateway's breaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantPaymentHealth {
+    /// The tenant.
+    pub tenant: String,
+    /// Its payments' gauges.
+    pub payments: PaymentHealth,
+    /// `closed`, `open` or `half_open`.
+    pub breaker: &'static str,
+}
+
 /// A payment with its calls to the PG, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentDetails {
@@ -89,6 +100,27 @@ impl App {
             .store()
             .payment_health(tenant, self.now() - stuck_after_ms)
             .await?)
+    }
+
+    /// Every gateway tenant's gauges, and its breaker's state (for the
+    /// admin API, and the metrics the monitoring issue exports).
+    pub async fn payments_health(&self, stuck_after_ms: i64) -> Result<Vec<TenantPaymentHealth>> {
+        let gateways = self.inner.gateways.load_full();
+        let mut all = Vec::with_capacity(gateways.len());
+        for (tenant, gateway) in gateways.iter() {
+            use tower_resilience_circuitbreaker::CircuitState;
+            let breaker = match gateway.state() {
+                CircuitState::Closed => "closed",
+                CircuitState::Open => "open",
+                CircuitState::HalfOpen => "half_open",
+            };
+            all.push(TenantPaymentHealth {
+                tenant: tenant.clone(),
+                payments: self.payment_health(tenant, stuck_after_ms).await?,
+                breaker,
+            });
+        }
+        Ok(all)
     }
 
     /// An order's payments, oldest first.
