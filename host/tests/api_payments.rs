@@ -271,6 +271,13 @@ async fn a_decline_is_final_and_a_wrong_amount_reaches_no_gateway() {
             "the refused key and the decline, each once: never retried"
         );
         assert_eq!(order_status(&host, &order_id).await, "PENDING");
+
+        // The customer tries another card: a new checkout, a new payment.
+        let second_key = pg.checkout(&order_id, total, cards::APPROVE).await;
+        let paid = confirm(&host, &order_id, &second_key, total, "pay-3").await;
+        paid.expect(201, "OK");
+        assert_eq!(order_status(&host, &order_id).await, "PAID");
+        assert_eq!(pg.sim.ledger().approvals, 1);
         host.finish().await;
     }
 }

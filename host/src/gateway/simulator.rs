@@ -5,7 +5,8 @@
 //! with FluxPay's.
 //!
 //! - `POST /v1/checkout` `{orderId, amount, currency?, cardNumber?}` plays
-//!   the checkout window: it issues the `paymentKey` a confirm needs.
+//!   the checkout window: it issues the `paymentKey` a confirm needs (again
+//!   for an order whose last payment failed).
 //! - `POST /v1/payments/confirm`, `POST /v1/payments/{paymentKey}/cancel`,
 //!   `GET /v1/payments/{paymentKey}`, `GET /v1/payments/orders/{orderId}`:
 //!   as the real API, with `Authorization: Basic` and its own idempotency
@@ -246,7 +247,14 @@ async fn checkout(State(sim): State<Simulator>, Json(body): Json<Checkout>) -> R
         );
     }
     let mut state = sim.lock();
-    if state.by_order.contains_key(&body.order_id) {
+    // An order may be checked out again once its last payment failed (a
+    // decline, an abort): the customer tries another card.
+    let earlier = state
+        .by_order
+        .get(&body.order_id)
+        .and_then(|key| state.payments.get(key))
+        .map(|p| p.payment.status);
+    if earlier.is_some_and(|status| !status.failed()) {
         return pg_error(
             StatusCode::BAD_REQUEST,
             codes::INVALID_REQUEST,
