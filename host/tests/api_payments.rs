@@ -487,3 +487,50 @@ async fn a_payment_the_pg_cannot_tell_about_is_asked_on_a_schedule_then_flagged(
         host.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_void_gives_the_money_back_and_cancels_the_order_in_one_step() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (order_id, total) = order(&host, "c1").await;
+        let key = pg.checkout(&order_id, total, cards::APPROVE).await;
+        let paid = confirm(&host, &order_id, &key, total, "pay-1").await;
+        paid.expect(201, "OK");
+        let id = paid.result()["paymentId"].as_str().unwrap().to_owned();
+
+        let cancel = |idem: &'static str| {
+            let (host, id) = (&host, id.clone());
+            async move {
+                host.call(
+                    Tenant::Globex,
+                    "POST",
+                    &format!("/api/v1/payments/{id}/cancel"),
+                    Some(json!({ "reason": "customer changed their mind" })),
+                    Some(idem),
+                )
+                .await
+            }
+        };
+        let voided = cancel("void-1").await;
+        voided.expect(200, "OK");
+        assert_eq!(voided.result()["status"], "CANCELLED", "{backend:?}");
+        let kinds: Vec<&str> = voided.result()["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["approve", "cancel"]);
+        assert_eq!(order_status(&host, &order_id).await, "CANCELLED");
+        assert_eq!(pg.sim.ledger().cancelled_amount, total);
+
+        // The same request replays; another one finds nothing to void.
+        let replay = cancel("void-1").await;
+        assert_eq!(replay.bytes, voided.bytes);
+        cancel("void-2").await.expect(409, "PAY_004");
+        assert_eq!(pg.sim.ledger().cancelled_amount, total, "voided once");
+        // The books: clearing, receivable and deferred revenue back to 0.
+        host.finish().await;
+    }
+}

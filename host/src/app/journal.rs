@@ -54,6 +54,8 @@ pub mod event_type {
     pub const PAYMENT_FAILED: &str = "payment.failed";
     /// The PG's answer was lost: the payment's outcome is being resolved.
     pub const PAYMENT_UNKNOWN: &str = "payment.unknown";
+    /// An approved payment was voided at the PG.
+    pub const PAYMENT_CANCELLED: &str = "payment.cancelled";
     /// A subscription was created (trialing or active).
     pub const SUBSCRIPTION_CREATED: &str = "subscription.created";
     /// A subscription's trial ended or it recovered: it is active and paid.

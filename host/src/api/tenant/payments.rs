@@ -8,6 +8,9 @@
 //!   PG's code and message (kept for the key like an approval); a PG that
 //!   certainly did not take it is `503 PAY_005`; a lost answer is `202
 //!   PAY_006` — send the request again to learn what the PG did.
+//! - `POST /api/v1/payments/{paymentId}/cancel` — `{reason?}`: voids an
+//!   `APPROVED` payment at the PG and cancels its order (one transaction).
+//!   `Idempotency-Key` required.
 //! - `GET /api/v1/payments/{paymentId}` — the payment and its PG calls.
 //! - `GET /api/v1/payments?orderId=` — an order's payments.
 
@@ -34,6 +37,34 @@ pub(super) fn routes() -> Router<App> {
         .route("/api/v1/payments/confirm", post(confirm))
         .route("/api/v1/payments", get(list))
         .route("/api/v1/payments/{payment_id}", get(read))
+        .route("/api/v1/payments/{payment_id}/cancel", post(cancel))
+}
+
+/// `POST /api/v1/payments/{paymentId}/cancel`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CancelBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn cancel(
+    State(app): State<App>,
+    command: Command,
+    AppPath(payment_id): AppPath<String>,
+) -> Result<Response, ApiError> {
+    let request: CancelBody = command.json_or_default()?;
+    let ctx = command.ctx(Key::Required)?;
+    let reply = app
+        .cancel_payment(&ctx, &payment_id, request.reason, |details| {
+            render(
+                StatusCode::OK,
+                "payment voided",
+                &PaymentView::of(&details.payment, Some(&details.attempts)),
+            )
+        })
+        .await?;
+    Ok(respond(reply))
 }
 
 /// `POST /api/v1/payments/confirm`.

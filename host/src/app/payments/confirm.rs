@@ -622,7 +622,7 @@ fn adopt(pg: PgPayment, amount: i64, currency: &str) -> Outcome {
     Outcome::Lost(format!("the PG reports the payment {:?}", pg.status))
 }
 
-fn restore_payment(record: &PaymentRecord) -> Result<Payment> {
+pub(super) fn restore_payment(record: &PaymentRecord) -> Result<Payment> {
     let corrupt =
         |what: String| AppError::Internal(format!("payment {}: {what}", record.payment_id));
     let currency =

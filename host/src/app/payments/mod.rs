@@ -22,6 +22,7 @@
 //! stopped between steps) asks the PG about the order and adopts what it
 //! says.
 
+mod cancel;
 mod confirm;
 mod janitor;
 
