@@ -32,9 +32,7 @@ async fn pg(host: &TestHost) -> Pg {
         slow_answer_ms: 3 * TIMEOUT.as_millis() as u64,
         ..Faults::default()
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(sim.clone().serve(listener));
+    let url = sim.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let connector = TossGateway::new(TossConfig {
         base_url: url.clone(),
         secret_key: Secret::new(SECRET),

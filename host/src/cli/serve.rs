@@ -254,19 +254,13 @@ async fn gateways(config: &config::Config) -> anyhow::Result<Gateways> {
 /// Starts the bundled PG simulator on `addr` (loopback, checked by the
 /// config); its URL and the secret key it accepts.
 async fn start_simulator(addr: SocketAddr) -> anyhow::Result<(String, Secret)> {
-    let listener = tokio::net::TcpListener::bind(addr)
+    let secret = format!("test_sk_{}", uuid::Uuid::now_v7().simple());
+    let url = Simulator::new(&secret, 1)
+        .spawn(addr)
         .await
         .with_context(|| format!("the PG simulator: listening on {addr}"))?;
-    let addr = listener.local_addr().context("reading the bound address")?;
-    let secret = format!("test_sk_{}", uuid::Uuid::now_v7().simple());
-    let simulator = Simulator::new(&secret, 1);
-    tokio::spawn(async move {
-        if let Err(err) = simulator.serve(listener).await {
-            tracing::error!(error = %err, "serve.pg_simulator_stopped");
-        }
-    });
-    tracing::info!(%addr, "serve.pg_simulator_listening");
-    Ok((format!("http://{addr}"), Secret::new(secret)))
+    tracing::info!(%url, "serve.pg_simulator_listening");
+    Ok((url, Secret::new(secret)))
 }
 
 /// Resolves on Ctrl-C, SIGTERM, or `stop`.

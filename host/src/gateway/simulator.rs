@@ -154,6 +154,20 @@ impl Simulator {
         axum::serve(listener, self.router()).await
     }
 
+    /// Binds `addr` (port 0: a free one) and serves there in a task of its
+    /// own; its base URL (`http://ip:port`).
+    pub async fn spawn(&self, addr: std::net::SocketAddr) -> std::io::Result<String> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let simulator = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = simulator.serve(listener).await {
+                tracing::error!(error = %err, "gateway.simulator_stopped");
+            }
+        });
+        Ok(url)
+    }
+
     /// Its books.
     pub fn ledger(&self) -> SimLedger {
         self.lock().ledger

@@ -5,9 +5,9 @@
 use super::super::credits::{MAX_REASON_LEN, Render, check_text};
 use super::super::error::{AppError, Result};
 use super::super::idempotency::{Claimed, claim};
-use super::super::journal::{Recorder, event_type};
-use super::super::{App, Reply, RequestCtx, new_id};
-use super::{OrderDetails, order_not_found, restore_order};
+use super::super::journal::event_type;
+use super::super::{App, Reply, RequestCtx};
+use super::{OrderDetails, cancelled_event, order_not_found, record_order_step, restore_order};
 use crate::domain::OrderId;
 use crate::store::{OrderTx, PaymentTx, Transactions, TxOps};
 
@@ -44,32 +44,17 @@ impl App {
         }
         let change = restore_order(&record)?.cancel(reason)?;
         let to = change.order.status().as_str();
-        let version = tx
-            .set_order_status(id.as_str(), (&record.status, record.version), to, now)
-            .await?
-            .ok_or_else(|| {
-                AppError::StateConflict(format!("order `{id}` changed while it was cancelled"))
-            })?;
-
-        let mut journal = Recorder::new(ctx, new_id("tx"), now);
-        if let Some(ledger) = change.ledger {
-            journal.ledger(Some(&record.customer_id), ledger);
-        }
-        journal.transition(&change.transition);
-        journal.event(
+        let data = cancelled_event(&record, &change);
+        let version = record_order_step(
+            &mut tx,
+            ctx,
+            &record,
+            change,
             event_type::ORDER_CANCELLED,
-            &record.customer_id,
-            &serde_json::json!({
-                "orderId": id.as_str(),
-                "customerId": &record.customer_id,
-                "from": &record.status,
-                "status": to,
-                "currency": &record.currency,
-                "total": record.total,
-                "reason": &change.transition.reason,
-            }),
-        );
-        tx.record(journal.finish());
+            data,
+            now,
+        )
+        .await?;
         let mut details = OrderDetails::from_record(record)?;
         details.status = to.to_owned();
         details.version = version;

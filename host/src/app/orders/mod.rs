@@ -18,7 +18,7 @@ use super::error::{AppError, PolicyRef, Result};
 use super::journal::{Recorder, event_type};
 use super::policy::invalid_output;
 use super::{App, RequestCtx, new_id};
-use crate::domain::order::{Order, OrderItem, OrderLine, OrderStatus};
+use crate::domain::order::{Order, OrderChange, OrderItem, OrderLine, OrderStatus};
 use crate::domain::{Currency, CustomerId, Money, OrderId};
 use crate::policy::registry::Binding;
 use crate::policy::types;
@@ -284,6 +284,52 @@ impl App {
             .ok_or_else(|| order_not_found(id.as_str()))?;
         OrderDetails::from_record(record)
     }
+}
+
+/// Applies a domain step of the locked order `record` in `tx`, as one
+/// business transaction: the guarded status change, then its ledger
+/// posting (if any), history row and `event` with `data`. The new
+/// version; a status that moved meanwhile is `PAY_004`.
+pub(super) async fn record_order_step<T: OrderTx + crate::store::TxOps>(
+    tx: &mut T,
+    ctx: &RequestCtx,
+    record: &OrderRecord,
+    change: OrderChange,
+    event: &'static str,
+    data: serde_json::Value,
+    now: i64,
+) -> Result<i64> {
+    let to = change.order.status().as_str();
+    let version = tx
+        .set_order_status(&record.order_id, (&record.status, record.version), to, now)
+        .await?
+        .ok_or_else(|| {
+            AppError::StateConflict(format!(
+                "order `{}` changed while its `{}` was applied",
+                record.order_id, change.transition.event
+            ))
+        })?;
+    let mut journal = Recorder::new(ctx, new_id("tx"), now);
+    if let Some(ledger) = change.ledger {
+        journal.ledger(Some(&record.customer_id), ledger);
+    }
+    journal.transition(&change.transition);
+    journal.event(event, &record.customer_id, &data);
+    tx.record(journal.finish());
+    Ok(version)
+}
+
+/// `order.cancelled`'s data for `record` cancelled by `change`.
+pub(super) fn cancelled_event(record: &OrderRecord, change: &OrderChange) -> serde_json::Value {
+    serde_json::json!({
+        "orderId": &record.order_id,
+        "customerId": &record.customer_id,
+        "from": &record.status,
+        "status": change.order.status().as_str(),
+        "currency": &record.currency,
+        "total": record.total,
+        "reason": &change.transition.reason,
+    })
 }
 
 fn order_not_found(order_id: &str) -> AppError {

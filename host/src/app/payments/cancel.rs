@@ -13,14 +13,12 @@ use super::super::credits::Render;
 use super::super::error::{AppError, Result};
 use super::super::idempotency::{Claimed, claim, stored_answer};
 use super::super::journal::{Recorder, event_type};
-use super::super::orders::restore_order;
+use super::super::orders::{cancelled_event, record_order_step, restore_order};
 use super::super::{App, Reply, RequestCtx, new_id};
-use super::PaymentDetails;
 use super::confirm::restore_payment;
+use super::{PaymentDetails, store_payment_change};
 use crate::gateway::{CancelRequest, GatewayError, PaymentGateway, PgStatus};
-use crate::store::{
-    OrderTx, PaymentAttemptRecord, PaymentQueries, PaymentTx, PaymentUpdate, Transactions, TxOps,
-};
+use crate::store::{OrderTx, PaymentAttemptRecord, PaymentQueries, PaymentTx, Transactions, TxOps};
 
 /// Longest cancel reason, in bytes.
 const MAX_REASON_LEN: usize = 200;
@@ -129,23 +127,15 @@ impl App {
             .await?
             .ok_or_else(|| AppError::Internal(format!("payment `{payment_id}` vanished")))?;
         let change = restore_payment(&locked)?.void(reason.clone())?;
-        let version = tx
-            .update_payment(&PaymentUpdate {
-                payment_id: payment_id.to_owned(),
-                from: (locked.status.clone(), locked.version),
-                status: change.payment.status().as_str().to_owned(),
-                pg_payment_key: locked.pg_payment_key.clone(),
-                refunded: locked.refunded,
-                failure: None,
-                next_check_at: None,
-                checks: locked.checks,
-                flagged_at: None,
-                now,
-            })
-            .await?
-            .ok_or_else(|| {
-                AppError::StateConflict(format!("payment `{payment_id}` changed meanwhile"))
-            })?;
+        let version = store_payment_change(
+            &mut tx,
+            &locked,
+            &change,
+            None,
+            (None, locked.checks, None),
+            now,
+        )
+        .await?;
         let mut journal = Recorder::new(ctx, new_id("tx"), now);
         if let Some(ledger) = change.ledger.clone() {
             journal.ledger(Some(&locked.customer_id), ledger);
@@ -173,31 +163,17 @@ impl App {
             .ok_or_else(|| AppError::Internal(format!("order `{}` vanished", locked.order_id)))?;
         let order_change =
             restore_order(&order)?.cancel(format!("payment {payment_id} voided: {reason}"))?;
-        let to = order_change.order.status().as_str();
-        tx.set_order_status(&order.order_id, (&order.status, order.version), to, now)
-            .await?
-            .ok_or_else(|| {
-                AppError::StateConflict(format!("order `{}` changed meanwhile", order.order_id))
-            })?;
-        let mut journal = Recorder::new(ctx, new_id("tx"), now);
-        if let Some(ledger) = order_change.ledger {
-            journal.ledger(Some(&order.customer_id), ledger);
-        }
-        journal.transition(&order_change.transition);
-        journal.event(
+        let data = cancelled_event(&order, &order_change);
+        record_order_step(
+            &mut tx,
+            ctx,
+            &order,
+            order_change,
             event_type::ORDER_CANCELLED,
-            &order.customer_id,
-            &serde_json::json!({
-                "orderId": &order.order_id,
-                "customerId": &order.customer_id,
-                "from": &order.status,
-                "status": to,
-                "currency": &order.currency,
-                "total": order.total,
-                "reason": &order_change.transition.reason,
-            }),
-        );
-        tx.record(journal.finish());
+            data,
+            now,
+        )
+        .await?;
 
         let mut payment = locked;
         payment.status = change.payment.status().as_str().to_owned();

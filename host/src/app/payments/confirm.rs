@@ -8,10 +8,10 @@ use super::super::customers::Customer;
 use super::super::error::{AppError, Result};
 use super::super::idempotency::{Claimed, claim, stored_answer};
 use super::super::journal::{Recorder, event_type};
-use super::super::orders::restore_order;
+use super::super::orders::{record_order_step, restore_order};
 use super::super::policy::validate;
 use super::super::{App, Reply, RequestCtx, new_id};
-use super::PaymentDetails;
+use super::{PaymentDetails, store_payment_change};
 use crate::domain::order::OrderStatus;
 use crate::domain::payment::{Payment, PaymentChange, PaymentStatus, StoredPayment};
 use crate::domain::{CustomerId, Money, OrderId, PaymentId, PositiveMoney};
@@ -20,7 +20,7 @@ use crate::policy::registry::CallContext;
 use crate::policy::types;
 use crate::store::{
     NewPayment, OrderQueries, OrderTx, PaymentAttemptRecord, PaymentQueries, PaymentRecord,
-    PaymentTx, PaymentUpdate, Queries, Transactions, Tx, TxOps,
+    PaymentTx, Queries, Transactions, Tx, TxOps,
 };
 
 /// Longest payment key accepted from a client (Toss: 200).
@@ -359,23 +359,15 @@ impl App {
             PaymentStatus::Unknown => next_check(&record, &attempt, now),
             _ => (None, record.checks, None),
         };
-        let version = tx
-            .update_payment(&PaymentUpdate {
-                payment_id: payment_id.to_owned(),
-                from: (record.status.clone(), record.version),
-                status: change.payment.status().as_str().to_owned(),
-                pg_payment_key: change.payment.pg_payment_key().map(str::to_owned),
-                refunded: change.payment.refunded().minor,
-                failure: failure.clone(),
-                next_check_at,
-                checks,
-                flagged_at,
-                now,
-            })
-            .await?
-            .ok_or_else(|| {
-                AppError::StateConflict(format!("payment `{payment_id}` changed meanwhile"))
-            })?;
+        let version = store_payment_change(
+            &mut tx,
+            &record,
+            &change,
+            failure.clone(),
+            (next_check_at, checks, flagged_at),
+            now,
+        )
+        .await?;
 
         let mut journal = Recorder::new(ctx, new_id("tx"), now);
         record_change(&mut journal, &record.customer_id, &change, failure.as_ref());
@@ -383,9 +375,7 @@ impl App {
         if let Outcome::Approved(_) = outcome {
             // The order's step is a business transaction of its own (its
             // history row and event), in the same database transaction.
-            let mut journal = Recorder::new(ctx, new_id("tx"), now);
-            pay_order(&mut tx, &mut journal, &record, now).await?;
-            tx.record(journal.finish());
+            pay_order(&mut tx, ctx, &record, now).await?;
         }
 
         let mut stored = record.clone();
@@ -481,42 +471,21 @@ fn next_check(
 }
 
 /// The order becomes `PAID` with its payment's approval.
-async fn pay_order(
-    tx: &mut Tx,
-    journal: &mut Recorder<'_>,
-    payment: &PaymentRecord,
-    now: i64,
-) -> Result<()> {
+async fn pay_order(tx: &mut Tx, ctx: &RequestCtx, payment: &PaymentRecord, now: i64) -> Result<()> {
     let order = tx
         .order_for_update(&payment.order_id)
         .await?
         .ok_or_else(|| AppError::Internal(format!("order `{}` vanished", payment.order_id)))?;
     let change = restore_order(&order)?.pay(format!("payment {}", payment.payment_id))?;
-    let to = change.order.status().as_str();
-    tx.set_order_status(&order.order_id, (&order.status, order.version), to, now)
-        .await?
-        .ok_or_else(|| {
-            AppError::StateConflict(format!(
-                "order `{}` changed while it was paid",
-                order.order_id
-            ))
-        })?;
-    if let Some(ledger) = change.ledger {
-        journal.ledger(Some(&order.customer_id), ledger);
-    }
-    journal.transition(&change.transition);
-    journal.event(
-        event_type::ORDER_PAID,
-        &order.customer_id,
-        &serde_json::json!({
-            "orderId": &order.order_id,
-            "customerId": &order.customer_id,
-            "status": to,
-            "currency": &order.currency,
-            "total": order.total,
-            "paymentId": &payment.payment_id,
-        }),
-    );
+    let data = serde_json::json!({
+        "orderId": &order.order_id,
+        "customerId": &order.customer_id,
+        "status": change.order.status().as_str(),
+        "currency": &order.currency,
+        "total": order.total,
+        "paymentId": &payment.payment_id,
+    });
+    record_order_step(tx, ctx, &order, change, event_type::ORDER_PAID, data, now).await?;
     Ok(())
 }
 

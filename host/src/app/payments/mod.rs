@@ -46,6 +46,37 @@ use crate::store::{PaymentAttemptRecord, PaymentHealth, PaymentQueries, PaymentR
 /// The gateways of the tenants that take payments.
 pub type Gateways = BTreeMap<String, Arc<ResilientGateway>>;
 
+/// Stores a domain step of the locked payment `record` (status, PG key,
+/// refunds, the PG's failure) with the recovery scheduler's next check
+/// `(next_check_at, checks, flagged_at)`, guarded by the status and
+/// version it was read at; the new version, or `PAY_004` if it moved.
+async fn store_payment_change(
+    tx: &mut crate::store::Tx,
+    record: &PaymentRecord,
+    change: &crate::domain::payment::PaymentChange,
+    failure: Option<(String, String)>,
+    (next_check_at, checks, flagged_at): (Option<i64>, i64, Option<i64>),
+    now: i64,
+) -> Result<i64> {
+    use crate::store::{PaymentTx, PaymentUpdate};
+    tx.update_payment(&PaymentUpdate {
+        payment_id: record.payment_id.clone(),
+        from: (record.status.clone(), record.version),
+        status: change.payment.status().as_str().to_owned(),
+        pg_payment_key: change.payment.pg_payment_key().map(str::to_owned),
+        refunded: change.payment.refunded().minor,
+        failure,
+        next_check_at,
+        checks,
+        flagged_at,
+        now,
+    })
+    .await?
+    .ok_or_else(|| {
+        AppError::StateConflict(format!("payment `{}` changed meanwhile", record.payment_id))
+    })
+}
+
 /// One tenant's payment gauges and its gateway's breaker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantPaymentHealth {
