@@ -510,6 +510,18 @@ async fn a_void_gives_the_money_back_and_cancels_the_order_in_one_step() {
                 .await
             }
         };
+        // A blank reason is refused before anything reaches the PG.
+        host.call(
+            Tenant::Globex,
+            "POST",
+            &format!("/api/v1/payments/{id}/cancel"),
+            Some(json!({ "reason": " " })),
+            Some("void-0"),
+        )
+        .await
+        .expect(400, "REQ_001");
+        assert_eq!(pg.sim.ledger().cancelled_amount, 0);
+
         let voided = cancel("void-1").await;
         voided.expect(200, "OK");
         assert_eq!(voided.result()["status"], "CANCELLED", "{backend:?}");
