@@ -544,3 +544,242 @@ async fn a_void_gives_the_money_back_and_cancels_the_order_in_one_step() {
         host.finish().await;
     }
 }
+
+async fn complete(host: &TestHost, tenant: Tenant, order: &str) -> Answer {
+    host.call(
+        tenant,
+        "POST",
+        "/api/v1/service-callbacks/completed",
+        Some(json!({ "orderId": order })),
+        None,
+    )
+    .await
+}
+
+/// An order paid and fulfilled: (order id, total, payment id).
+async fn confirmed_payment(host: &TestHost, pg: &Pg, customer: &str) -> (String, i64, String) {
+    let (order_id, total) = order(host, customer).await;
+    let key = pg.checkout(&order_id, total, cards::APPROVE).await;
+    let paid = confirm(host, &order_id, &key, total, &format!("pay-{customer}")).await;
+    paid.expect(201, "OK");
+    let id = paid.result()["paymentId"].as_str().unwrap().to_owned();
+    complete(host, Tenant::Globex, &order_id)
+        .await
+        .expect(200, "OK");
+    (order_id, total, id)
+}
+
+async fn cancel_payment(host: &TestHost, id: &str, body: Value, idem: &str) -> Answer {
+    host.call(
+        Tenant::Globex,
+        "POST",
+        &format!("/api/v1/payments/{id}/cancel"),
+        Some(body),
+        Some(idem),
+    )
+    .await
+}
+
+async fn event_types(host: &TestHost) -> Vec<String> {
+    host.call(
+        Tenant::Globex,
+        "GET",
+        "/api/v1/events?limit=500",
+        None,
+        None,
+    )
+    .await
+    .result()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fulfilled_order_confirms_its_payment_once_and_only_a_paid_order_can_be() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (order_id, total) = order(&host, "c1").await;
+        // Not paid yet: nothing to confirm.
+        complete(&host, Tenant::Globex, &order_id)
+            .await
+            .expect(409, "PAY_004");
+        let key = pg.checkout(&order_id, total, cards::APPROVE).await;
+        let paid = confirm(&host, &order_id, &key, total, "pay-1").await;
+        let id = paid.result()["paymentId"].as_str().unwrap().to_owned();
+        // Another tenant's service cannot complete it.
+        complete(&host, Tenant::Hooli, &order_id)
+            .await
+            .expect(404, "NOT_FOUND");
+
+        let done = complete(&host, Tenant::Globex, &order_id).await;
+        done.expect(200, "OK");
+        assert_eq!(done.result()["status"], "COMPLETED", "{backend:?}");
+        assert_eq!(payment(&host, &id).await["status"], "CONFIRMED");
+        // The callback again: the order as it stands, nothing moves.
+        let again = complete(&host, Tenant::Globex, &order_id).await;
+        again.expect(200, "OK");
+        assert_eq!(again.result()["version"], done.result()["version"]);
+        // A confirmed payment is refunded, never voided: the order stays.
+        host.call(
+            Tenant::Globex,
+            "POST",
+            &format!("/api/v1/orders/{order_id}/cancel"),
+            None,
+            None,
+        )
+        .await
+        .expect(409, "PAY_004");
+        let types = event_types(&host).await;
+        for expected in ["payment.confirmed", "order.completed"] {
+            assert_eq!(
+                types.iter().filter(|t| *t == expected).count(),
+                1,
+                "{backend:?}: {types:?}"
+            );
+        }
+        assert_eq!(pg.sim.ledger().approvals, 1);
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_give_back_part_then_the_rest_and_never_more_than_was_confirmed() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (order_id, total, id) = confirmed_payment(&host, &pg, "c1").await;
+
+        // More than was confirmed, zero, negative: refused, nothing sent.
+        for (amount, code, status) in [
+            (total + 1, "PAY_004", 409),
+            (0, "REQ_001", 400),
+            (-5, "REQ_001", 400),
+        ] {
+            cancel_payment(
+                &host,
+                &id,
+                json!({ "reason": "broken", "amount": amount }),
+                &format!("refund-bad-{amount}"),
+            )
+            .await
+            .expect(status, code);
+        }
+        assert_eq!(pg.sim.ledger().cancelled_amount, 0, "{backend:?}");
+
+        let part = cancel_payment(
+            &host,
+            &id,
+            json!({ "reason": "one report was late", "amount": 1_000 }),
+            "refund-1",
+        )
+        .await;
+        part.expect(200, "OK");
+        assert_eq!(part.result()["status"], "PARTIALLY_REFUNDED", "{backend:?}");
+        assert_eq!(part.result()["refunded"], 1_000);
+        let replay = cancel_payment(
+            &host,
+            &id,
+            json!({ "reason": "one report was late", "amount": 1_000 }),
+            "refund-1",
+        )
+        .await;
+        assert_eq!(replay.bytes, part.bytes);
+        // What is left, and not a unit more.
+        cancel_payment(
+            &host,
+            &id,
+            json!({ "reason": "too much", "amount": total - 999 }),
+            "refund-2",
+        )
+        .await
+        .expect(409, "PAY_004");
+        let rest = cancel_payment(&host, &id, json!({ "reason": "all of it" }), "refund-3").await;
+        rest.expect(200, "OK");
+        assert_eq!(rest.result()["status"], "REFUNDED");
+        assert_eq!(rest.result()["refunded"], total);
+        let keys: Vec<&str> = rest.result()["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a["idempotencyKey"].as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                id.clone(),
+                format!("{id}-refund-1"),
+                format!("{id}-refund-2")
+            ]
+        );
+        cancel_payment(&host, &id, json!({ "reason": "again" }), "refund-4")
+            .await
+            .expect(409, "PAY_004");
+        assert_eq!(pg.sim.ledger().cancelled_amount, total, "{backend:?}");
+        assert_eq!(order_status(&host, &order_id).await, "COMPLETED");
+        let types = event_types(&host).await;
+        assert_eq!(
+            types.iter().filter(|t| *t == "payment.refunded").count(),
+            2,
+            "{backend:?}: {types:?}"
+        );
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_whose_answer_was_lost_is_repeated_with_its_key_and_made_once() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (_, total, id) = confirmed_payment(&host, &pg, "c1").await;
+        // The PG refunds, but only after the connector gave up waiting.
+        let slow = 2 * TIMEOUT.as_millis() as u64;
+        pg.sim.set_faults(Faults {
+            latency_ms: [slow, slow],
+            ..Faults::default()
+        });
+        let body = json!({ "reason": "late delivery", "amount": 700 });
+        cancel_payment(&host, &id, body.clone(), "refund-1")
+            .await
+            .expect(202, "PAY_006");
+        while pg.sim.in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        pg.sim.set_faults(Faults::default());
+        assert_eq!(pg.sim.ledger().cancelled_amount, 700, "the PG did refund");
+        assert_eq!(payment(&host, &id).await["status"], "CONFIRMED");
+
+        // The client sends the same request again: the same PG key, so the
+        // PG answers the refund it made, and FluxPay records it once.
+        let again = cancel_payment(&host, &id, body, "refund-1").await;
+        again.expect(200, "OK");
+        assert_eq!(again.result()["refunded"], 700, "{backend:?}");
+        assert_eq!(pg.sim.ledger().cancelled_amount, 700);
+        let outcomes: Vec<(&str, &str)> = again.result()["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["idempotencyKey"].as_str().unwrap(),
+                    a["outcome"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        let key = format!("{id}-refund-1");
+        assert_eq!(
+            outcomes[1..],
+            [(key.as_str(), "unknown"), (key.as_str(), "refunded")]
+        );
+        // The rest still refunds under the next key.
+        cancel_payment(&host, &id, json!({ "reason": "rest" }), "refund-2")
+            .await
+            .expect(200, "OK");
+        assert_eq!(pg.sim.ledger().cancelled_amount, total);
+        host.finish().await;
+    }
+}

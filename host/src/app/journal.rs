@@ -46,6 +46,8 @@ pub mod event_type {
     pub const ORDER_CANCELLED: &str = "order.cancelled";
     /// An order's payment was approved: it is paid.
     pub const ORDER_PAID: &str = "order.paid";
+    /// A paid order was fulfilled by the tenant's service.
+    pub const ORDER_COMPLETED: &str = "order.completed";
     /// A payment was asked of the PG.
     pub const PAYMENT_CREATED: &str = "payment.created";
     /// The PG approved a payment.
@@ -56,6 +58,10 @@ pub mod event_type {
     pub const PAYMENT_UNKNOWN: &str = "payment.unknown";
     /// An approved payment was voided at the PG.
     pub const PAYMENT_CANCELLED: &str = "payment.cancelled";
+    /// An approved payment was confirmed: its order was fulfilled.
+    pub const PAYMENT_CONFIRMED: &str = "payment.confirmed";
+    /// Part or all of a confirmed payment was refunded at the PG.
+    pub const PAYMENT_REFUNDED: &str = "payment.refunded";
     /// A subscription was created (trialing or active).
     pub const SUBSCRIPTION_CREATED: &str = "subscription.created";
     /// A subscription's trial ended or it recovered: it is active and paid.

@@ -5,6 +5,10 @@
 //! - `GET /api/v1/orders/{orderId}`
 //! - `POST /api/v1/orders/{orderId}/cancel` — `{reason?}` (body optional);
 //!   `Idempotency-Key` accepted.
+//! - `POST /api/v1/service-callbacks/completed` — `{orderId}`: the tenant's
+//!   service fulfilled a `PAID` order; its payment is confirmed and the
+//!   order `COMPLETED`. A repeat answers with the order as it stands; any
+//!   other status is `PAY_004`. `Idempotency-Key` accepted.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +34,14 @@ pub(super) fn routes() -> Router<App> {
         .route("/api/v1/orders", post(create))
         .route("/api/v1/orders/{order_id}", get(read))
         .route("/api/v1/orders/{order_id}/cancel", post(cancel))
+        .route("/api/v1/service-callbacks/completed", post(completed))
+}
+
+/// `POST /api/v1/service-callbacks/completed`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CallbackBody {
+    order_id: String,
 }
 
 /// `POST /api/v1/orders`.
@@ -177,6 +189,17 @@ async fn cancel(
     let reply = app
         .cancel_order(&ctx, &order_id, request.reason, |order| {
             render(StatusCode::OK, "order cancelled", &OrderView::from(order))
+        })
+        .await?;
+    Ok(respond(reply))
+}
+
+async fn completed(State(app): State<App>, command: Command) -> Result<Response, ApiError> {
+    let request: CallbackBody = command.json()?;
+    let ctx = command.ctx(Key::Optional)?;
+    let reply = app
+        .complete_order(&ctx, &request.order_id, |order| {
+            render(StatusCode::OK, "order completed", &OrderView::from(order))
         })
         .await?;
     Ok(respond(reply))

@@ -8,9 +8,11 @@
 //!   PG's code and message (kept for the key like an approval); a PG that
 //!   certainly did not take it is `503 PAY_005`; a lost answer is `202
 //!   PAY_006` — send the request again to learn what the PG did.
-//! - `POST /api/v1/payments/{paymentId}/cancel` — `{reason?}`: voids an
-//!   `APPROVED` payment at the PG and cancels its order (one transaction).
-//!   `Idempotency-Key` required.
+//! - `POST /api/v1/payments/{paymentId}/cancel` — `{reason?, amount?}`:
+//!   voids an `APPROVED` payment at the PG (in full) and cancels its order
+//!   (one transaction); refunds `amount` (default: all still refundable) of
+//!   a `CONFIRMED` or `PARTIALLY_REFUNDED` one. More than is refundable is
+//!   `PAY_004` with nothing sent to the PG. `Idempotency-Key` required.
 //! - `GET /api/v1/payments/{paymentId}` — the payment and its PG calls.
 //! - `GET /api/v1/payments?orderId=` — an order's payments.
 
@@ -46,6 +48,9 @@ pub(super) fn routes() -> Router<App> {
 struct CancelBody {
     #[serde(default)]
     reason: Option<String>,
+    /// Minor units to refund (refunds only); absent: all that is left.
+    #[serde(default)]
+    amount: Option<i64>,
 }
 
 async fn cancel(
@@ -56,13 +61,23 @@ async fn cancel(
     let request: CancelBody = command.json_or_default()?;
     let ctx = command.ctx(Key::Required)?;
     let reply = app
-        .cancel_payment(&ctx, &payment_id, request.reason, |details| {
-            render(
-                StatusCode::OK,
-                "payment voided",
-                &PaymentView::of(&details.payment, Some(&details.attempts)),
-            )
-        })
+        .cancel_payment(
+            &ctx,
+            &payment_id,
+            request.reason,
+            request.amount,
+            |details| {
+                let message = match details.payment.status.as_str() {
+                    "CANCELLED" => "payment voided",
+                    _ => "payment refunded",
+                };
+                render(
+                    StatusCode::OK,
+                    message,
+                    &PaymentView::of(&details.payment, Some(&details.attempts)),
+                )
+            },
+        )
         .await?;
     Ok(respond(reply))
 }

@@ -70,7 +70,7 @@ pub struct PricedBy {
 }
 
 impl OrderDetails {
-    fn from_record(record: OrderRecord) -> Result<Self> {
+    pub(in crate::app) fn from_record(record: OrderRecord) -> Result<Self> {
         let metadata = parse_attributes(&record.metadata)?;
         let priced_by = match (record.policy, record.policy_hash) {
             (Some(policy), Some(content_hash)) => Some(PricedBy {

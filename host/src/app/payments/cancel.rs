@@ -1,11 +1,24 @@
-//! `POST /payments/{id}/cancel` before confirmation: a void at the PG.
+//! `POST /payments/{id}/cancel`: before confirmation a void, after it a
+//! refund, in full or in part, at the PG.
 //!
-//! The PG call carries a key derived from the payment (`<id>-void`), so a
-//! retry after a lost answer sends the very same cancel, which the PG
-//! answers once. The void and the order's cancellation are one
-//! transaction: the payment `CANCELLED` (`payment.voided` opens the bill
-//! again) and the order `CANCELLED` (`order.cancelled` withdraws it).
-//! Refunds of a confirmed payment come with confirmation (the saga).
+//! - **Void** (`APPROVED`, in full only): the PG call carries a key derived
+//!   from the payment (`<id>-void`), so a retry after a lost answer sends
+//!   the very same cancel, which the PG answers once. The void and the
+//!   order's cancellation are one transaction: the payment `CANCELLED`
+//!   (`payment.voided` opens the bill again) and the order `CANCELLED`
+//!   (`order.cancelled` withdraws it).
+//! - **Refund** (`CONFIRMED | PARTIALLY_REFUNDED`, any amount up to what is
+//!   still refundable, checked by the domain before the PG is asked): the
+//!   n-th refund of a payment sends the key `<id>-refund-<n>`, so a retry
+//!   after a lost answer (`PAY_006`) repeats the same refund, and the PG
+//!   answers it once; what it gave back is read from the PG's answer (its
+//!   last cancellation), never assumed from the request. The payment goes
+//!   `PARTIALLY_REFUNDED` or `REFUNDED` (`payment.refunded`: refunds ←
+//!   clearing); the order stays `COMPLETED`.
+//!
+//! One host's cancels of a customer take turns (the per-customer lock);
+//! several hosts are kept apart by the payment's version: a refund recorded
+//! meanwhile under the same key is not recorded twice.
 
 use std::time::Instant;
 
@@ -17,19 +30,29 @@ use super::super::orders::{cancelled_event, record_order_step, restore_order};
 use super::super::{App, Reply, RequestCtx, new_id};
 use super::confirm::restore_payment;
 use super::{PaymentDetails, store_payment_change};
-use crate::gateway::{CancelRequest, GatewayError, PaymentGateway, PgStatus};
-use crate::store::{OrderTx, PaymentAttemptRecord, PaymentQueries, PaymentTx, Transactions, TxOps};
+use crate::domain::payment::PaymentStatus;
+use crate::domain::{Money, PositiveMoney};
+use crate::gateway::{CancelRequest, GatewayError, PaymentGateway, PgPayment, PgStatus};
+use crate::store::{
+    OrderTx, PaymentAttemptRecord, PaymentQueries, PaymentRecord, PaymentTx, Transactions, TxOps,
+};
 
 /// Longest cancel reason, in bytes.
 const MAX_REASON_LEN: usize = 200;
 
+/// The attempt outcome of a refund the PG made.
+const REFUNDED: &str = "refunded";
+
 impl App {
-    /// Voids an approved payment at the PG and cancels its order.
+    /// Voids an approved payment and cancels its order, or refunds (part
+    /// of) a confirmed payment (module docs). `amount`: minor units, only
+    /// for refunds; `None` gives back everything still refundable.
     pub async fn cancel_payment(
         &self,
         ctx: &RequestCtx,
         payment_id: &str,
         reason: Option<String>,
+        amount: Option<i64>,
         render: impl Render<PaymentDetails>,
     ) -> Result<Reply> {
         let reason = reason.unwrap_or_else(|| "cancelled through the API".into());
@@ -47,81 +70,77 @@ impl App {
             .payment(&ctx.tenant, payment_id)
             .await?
             .ok_or_else(|| AppError::NotFound(format!("no payment `{payment_id}`")))?;
-        if record.status != "APPROVED" {
-            return Err(AppError::StateConflict(format!(
-                "payment `{payment_id}` is {}: only an APPROVED payment can be voided (refunds of \
-                 confirmed payments come with confirmation)",
-                record.status
+        // One customer's cancels on this host take turns: a refund reads
+        // the payment, asks the PG and records, and must not race another.
+        let _turn = self
+            .customer_locks()
+            .lock(&ctx.tenant, &record.customer_id)
+            .await;
+        let record = self
+            .store()
+            .payment(&ctx.tenant, payment_id)
+            .await?
+            .ok_or_else(|| AppError::Internal(format!("payment `{payment_id}` vanished")))?;
+        let payment = restore_payment(&record)?;
+        match payment.status() {
+            PaymentStatus::Approved => {
+                if amount.is_some_and(|a| a != record.amount) {
+                    return Err(AppError::Invalid(format!(
+                        "payment `{payment_id}` is APPROVED: it is voided in full before its \
+                         order is fulfilled (refund part of it after confirmation)"
+                    )));
+                }
+                self.void(ctx, &*gateway, record, reason, render).await
+            }
+            PaymentStatus::Confirmed | PaymentStatus::PartiallyRefunded => {
+                let currency = payment.amount().currency();
+                let amount = match amount {
+                    Some(minor) => PositiveMoney::new(Money::new(minor, currency), "amount")?,
+                    None => PositiveMoney::new(payment.refundable(), "amount")?,
+                };
+                // The domain decides before the PG is asked: more than is
+                // refundable is refused with nothing sent.
+                payment.refund(amount, reason.clone())?;
+                self.refund(ctx, &*gateway, record, amount, reason, render)
+                    .await
+            }
+            status => Err(AppError::StateConflict(format!(
+                "payment `{payment_id}` is {status}: only an APPROVED payment can be voided and \
+                 only a CONFIRMED or PARTIALLY_REFUNDED one refunded"
+            ))),
+        }
+    }
+
+    /// Voids an `APPROVED` payment at the PG and cancels its order.
+    async fn void<G: PaymentGateway>(
+        &self,
+        ctx: &RequestCtx,
+        gateway: &G,
+        record: PaymentRecord,
+        reason: String,
+        render: impl Render<PaymentDetails>,
+    ) -> Result<Reply> {
+        let payment_id = record.payment_id.as_str();
+        let key = format!("{payment_id}-void");
+        let call = self
+            .pg_cancel(ctx, gateway, &record, &key, &reason, None)
+            .await?;
+        let voided = &call.answer;
+        if voided.status != PgStatus::Canceled || voided.balance_amount != 0 {
+            return Err(AppError::Internal(format!(
+                "the PG answered the void of `{payment_id}` with {:?} and {} left",
+                voided.status, voided.balance_amount
             )));
         }
-        let pg_key = record
-            .pg_payment_key
-            .clone()
-            .ok_or_else(|| AppError::Internal(format!("payment `{payment_id}` has no PG key")))?;
-        let key = format!("{payment_id}-void");
-        let started = Instant::now();
-        let answer = gateway
-            .cancel(
-                &pg_key,
-                &CancelRequest {
-                    cancel_reason: reason.clone(),
-                    cancel_amount: None,
-                },
-                &key,
-            )
-            .await;
-        let latency = started.elapsed().as_millis() as i64;
-        let now = self.now();
-        let attempt = |outcome: &str, pg_code: Option<String>| PaymentAttemptRecord {
-            attempt: 0,
-            kind: "cancel".into(),
-            idempotency_key: Some(key.clone()),
-            outcome: outcome.into(),
-            pg_code,
-            latency_ms: latency,
-            created_at: now,
-        };
-        let voided = match answer {
-            Ok(pg) if pg.status == PgStatus::Canceled && pg.balance_amount == 0 => pg,
-            Ok(pg) => {
-                return Err(AppError::Internal(format!(
-                    "the PG answered the void of `{payment_id}` with {:?} and {} left",
-                    pg.status, pg.balance_amount
-                )));
-            }
-            Err(err) => {
-                let (outcome, code) = match &err {
-                    GatewayError::Refused { code, .. } => ("refused", Some(code.clone())),
-                    GatewayError::Transient { code, .. } => ("transient", Some(code.clone())),
-                    GatewayError::Unknown(_) => ("unknown", None),
-                    GatewayError::Unreachable(_) | GatewayError::CircuitOpen => {
-                        ("unreachable", None)
-                    }
-                };
-                let mut tx = self.store().begin(&ctx.tenant).await?;
-                tx.record_payment_attempt(payment_id, &attempt(outcome, code))
-                    .await?;
-                tx.commit(None).await?;
-                return Err(match err {
-                    GatewayError::Refused { code, message } => AppError::StateConflict(format!(
-                        "the payment gateway refused the void ({code}: {message})"
-                    )),
-                    GatewayError::Unknown(_) => AppError::PaymentPending {
-                        payment_id: payment_id.to_owned(),
-                    },
-                    other => AppError::GatewayUnavailable(other.to_string()),
-                });
-            }
-        };
-        debug_assert_eq!(voided.payment_key, pg_key);
 
+        let now = self.now();
         let tx = self.store().begin(&ctx.tenant).await?;
         let mut tx = match claim(tx, ctx, now).await? {
             Claimed::Proceed(tx) => tx,
             Claimed::Replay(reply) => return Ok(reply),
         };
-        tx.record_payment_attempt(payment_id, &attempt("cancelled", None))
-            .await?;
+        let attempt = call.attempt("cancelled", now);
+        tx.record_payment_attempt(payment_id, &attempt).await?;
         let locked = tx
             .payment_for_update(payment_id)
             .await?
@@ -151,6 +170,7 @@ impl App {
                 "status": change.payment.status().as_str(),
                 "amount": locked.amount,
                 "currency": &locked.currency,
+                "pgPaymentKey": &locked.pg_payment_key,
                 "reason": &reason,
             }),
         );
@@ -179,11 +199,196 @@ impl App {
         payment.status = change.payment.status().as_str().to_owned();
         payment.version = version;
         payment.updated_at = now;
-        let mut attempts = self
+        self.answer_cancel(tx, ctx, payment, attempt, render).await
+    }
+
+    /// Refunds `amount` of a `CONFIRMED | PARTIALLY_REFUNDED` payment.
+    async fn refund<G: PaymentGateway>(
+        &self,
+        ctx: &RequestCtx,
+        gateway: &G,
+        record: PaymentRecord,
+        amount: PositiveMoney,
+        reason: String,
+        render: impl Render<PaymentDetails>,
+    ) -> Result<Reply> {
+        let payment_id = record.payment_id.as_str();
+        let attempts = self
             .store()
             .payment_attempts(&ctx.tenant, payment_id)
             .await?;
-        let mut recorded = attempt("cancelled", None);
+        let made = attempts.iter().filter(|a| a.outcome == REFUNDED).count();
+        let key = format!("{payment_id}-refund-{}", made + 1);
+        let call = self
+            .pg_cancel(ctx, gateway, &record, &key, &reason, Some(amount.minor()))
+            .await?;
+        // What the PG gave back under this key: the last cancellation of
+        // its answer (a repeat of a lost request answers as the first did).
+        let given = call.answer.cancels.last().map(|c| c.cancel_amount);
+        let given = match given {
+            Some(minor) if minor > 0 => {
+                PositiveMoney::new(Money::new(minor, amount.currency()), "refund")?
+            }
+            _ => {
+                return Err(AppError::Internal(format!(
+                    "the PG answered refund `{key}` without a cancellation"
+                )));
+            }
+        };
+
+        let now = self.now();
+        let tx = self.store().begin(&ctx.tenant).await?;
+        let mut tx = match claim(tx, ctx, now).await? {
+            Claimed::Proceed(tx) => tx,
+            Claimed::Replay(reply) => return Ok(reply),
+        };
+        let locked = tx
+            .payment_for_update(payment_id)
+            .await?
+            .ok_or_else(|| AppError::Internal(format!("payment `{payment_id}` vanished")))?;
+        if locked.version != record.version {
+            // Moved meanwhile (another host): recorded already if its
+            // refund used this key; otherwise this one is recorded on top.
+            let recorded = self
+                .store()
+                .payment_attempts(&ctx.tenant, payment_id)
+                .await?
+                .iter()
+                .any(|a| a.outcome == REFUNDED && a.idempotency_key.as_deref() == Some(&key));
+            if recorded {
+                return Err(AppError::StateConflict(format!(
+                    "refund `{key}` of payment `{payment_id}` was recorded by another request"
+                )));
+            }
+        }
+        let attempt = call.attempt(REFUNDED, now);
+        tx.record_payment_attempt(payment_id, &attempt).await?;
+        let change = restore_payment(&locked)?.refund(given, reason.clone())?;
+        let version = store_payment_change(
+            &mut tx,
+            &locked,
+            &change,
+            None,
+            (None, locked.checks, None),
+            now,
+        )
+        .await?;
+        let mut journal = Recorder::new(ctx, new_id("tx"), now);
+        if let Some(ledger) = change.ledger.clone() {
+            journal.ledger(Some(&locked.customer_id), ledger);
+        }
+        journal.transition(&change.transition);
+        journal.event(
+            event_type::PAYMENT_REFUNDED,
+            &locked.customer_id,
+            &serde_json::json!({
+                "paymentId": payment_id,
+                "orderId": &locked.order_id,
+                "customerId": &locked.customer_id,
+                "status": change.payment.status().as_str(),
+                "amount": locked.amount,
+                "refundAmount": given.minor(),
+                "refunded": change.payment.refunded().minor,
+                "refundable": change.payment.refundable().minor,
+                "currency": &locked.currency,
+                "pgPaymentKey": &locked.pg_payment_key,
+                "reason": &reason,
+            }),
+        );
+        tx.record(journal.finish());
+        let mut payment = locked;
+        payment.status = change.payment.status().as_str().to_owned();
+        payment.refunded = change.payment.refunded().minor;
+        payment.version = version;
+        payment.updated_at = now;
+        if given != amount {
+            // A repeat of a lost refund of another amount: what the PG did
+            // is recorded, and the client learns it was not this request.
+            tx.commit(None).await?;
+            return Err(AppError::StateConflict(format!(
+                "refund `{key}` had been made before with {given}, not {amount}: that refund is \
+                 now recorded; read the payment and ask again for what is still owed"
+            )));
+        }
+        self.answer_cancel(tx, ctx, payment, attempt, render).await
+    }
+
+    /// One cancel call to the PG with `key`; a failure is recorded as an
+    /// attempt of its own and answered with its code.
+    async fn pg_cancel<G: PaymentGateway>(
+        &self,
+        ctx: &RequestCtx,
+        gateway: &G,
+        record: &PaymentRecord,
+        key: &str,
+        reason: &str,
+        amount: Option<i64>,
+    ) -> Result<CancelCall> {
+        let payment_id = record.payment_id.as_str();
+        let pg_key = record
+            .pg_payment_key
+            .clone()
+            .ok_or_else(|| AppError::Internal(format!("payment `{payment_id}` has no PG key")))?;
+        let started = Instant::now();
+        let answer = gateway
+            .cancel(
+                &pg_key,
+                &CancelRequest {
+                    cancel_reason: reason.to_owned(),
+                    cancel_amount: amount,
+                },
+                key,
+            )
+            .await;
+        let latency_ms = started.elapsed().as_millis() as i64;
+        let err = match answer {
+            Ok(pg) => {
+                debug_assert_eq!(pg.payment_key, pg_key);
+                return Ok(CancelCall {
+                    key: key.to_owned(),
+                    latency_ms,
+                    answer: pg,
+                });
+            }
+            Err(err) => err,
+        };
+        let (outcome, code) = match &err {
+            GatewayError::Refused { code, .. } => ("refused", Some(code.clone())),
+            GatewayError::Transient { code, .. } => ("transient", Some(code.clone())),
+            GatewayError::Unknown(_) => ("unknown", None),
+            GatewayError::Unreachable(_) | GatewayError::CircuitOpen => ("unreachable", None),
+        };
+        let mut attempt = cancel_attempt(key, latency_ms, outcome, self.now());
+        attempt.pg_code = code;
+        let mut tx = self.store().begin(&ctx.tenant).await?;
+        tx.record_payment_attempt(payment_id, &attempt).await?;
+        tx.commit(None).await?;
+        Err(match err {
+            GatewayError::Refused { code, message } => AppError::StateConflict(format!(
+                "the payment gateway refused the cancel ({code}: {message})"
+            )),
+            GatewayError::Unknown(_) => AppError::PaymentPending {
+                payment_id: payment_id.to_owned(),
+            },
+            other => AppError::GatewayUnavailable(other.to_string()),
+        })
+    }
+
+    /// Commits `tx` with the answer: the payment and its attempts, the one
+    /// this transaction records included.
+    async fn answer_cancel(
+        &self,
+        tx: crate::store::Tx,
+        ctx: &RequestCtx,
+        payment: PaymentRecord,
+        attempt: PaymentAttemptRecord,
+        render: impl Render<PaymentDetails>,
+    ) -> Result<Reply> {
+        let mut attempts = self
+            .store()
+            .payment_attempts(&ctx.tenant, &payment.payment_id)
+            .await?;
+        let mut recorded = attempt;
         recorded.attempt = attempts.last().map_or(1, |a| a.attempt + 1);
         attempts.push(recorded);
         let response = render(&PaymentDetails { payment, attempts });
@@ -192,5 +397,30 @@ impl App {
             response,
             replayed: false,
         })
+    }
+}
+
+/// A cancel the PG answered.
+struct CancelCall {
+    key: String,
+    latency_ms: i64,
+    answer: PgPayment,
+}
+
+impl CancelCall {
+    fn attempt(&self, outcome: &str, now: i64) -> PaymentAttemptRecord {
+        cancel_attempt(&self.key, self.latency_ms, outcome, now)
+    }
+}
+
+fn cancel_attempt(key: &str, latency_ms: i64, outcome: &str, now: i64) -> PaymentAttemptRecord {
+    PaymentAttemptRecord {
+        attempt: 0,
+        kind: "cancel".into(),
+        idempotency_key: Some(key.to_owned()),
+        outcome: outcome.into(),
+        pg_code: None,
+        latency_ms,
+        created_at: now,
     }
 }

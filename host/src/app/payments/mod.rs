@@ -23,6 +23,7 @@
 //! says.
 
 mod cancel;
+mod complete;
 mod confirm;
 mod janitor;
 

@@ -1,0 +1,133 @@
+//! `POST /service-callbacks/completed`: the tenant's service fulfilled a
+//! paid order. Its approved payment is confirmed (`APPROVED → CONFIRMED`,
+//! `payment.confirmed`) and the order completed (`PAID → COMPLETED`, the
+//! revenue earned, `order.completed`), in one transaction. Nothing is sent
+//! to the PG: a Toss-style approval already took the money, and the
+//! confirmation is FluxPay's record that it stands (from then on it can
+//! only be refunded, never voided).
+//!
+//! A repeat for a completed order answers with the order as it stands; a
+//! callback for an order in any other state than `PAID` is `PAY_004`.
+
+use super::super::credits::Render;
+use super::super::error::{AppError, Result};
+use super::super::idempotency::{Claimed, claim};
+use super::super::journal::{Recorder, event_type};
+use super::super::orders::{OrderDetails, record_order_step, restore_order};
+use super::super::{App, Reply, RequestCtx, new_id};
+use super::confirm::restore_payment;
+use super::store_payment_change;
+use crate::domain::OrderId;
+use crate::domain::order::OrderStatus;
+use crate::store::{OrderTx, PaymentTx, Transactions, TxOps};
+
+impl App {
+    /// Confirms a paid order's payment and completes the order.
+    pub async fn complete_order(
+        &self,
+        ctx: &RequestCtx,
+        order_id: &str,
+        render: impl Render<OrderDetails>,
+    ) -> Result<Reply> {
+        let id = OrderId::new(order_id)?;
+        let now = self.now();
+        let tx = self.store().begin(&ctx.tenant).await?;
+        let mut tx = match claim(tx, ctx, now).await? {
+            Claimed::Proceed(tx) => tx,
+            Claimed::Replay(reply) => return Ok(reply),
+        };
+        let order = tx
+            .order_for_update(id.as_str())
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("order `{id}` not found")))?;
+        if order.status == OrderStatus::Completed.as_str() {
+            // The callback came again: the order stays as it is.
+            let response = render(&OrderDetails::from_record(order)?);
+            tx.commit(Some(response.clone())).await?;
+            return Ok(Reply {
+                response,
+                replayed: false,
+            });
+        }
+        if order.status != OrderStatus::Paid.as_str() {
+            return Err(AppError::StateConflict(format!(
+                "order `{id}` is {}: only a PAID order can be completed",
+                order.status
+            )));
+        }
+        let active = tx.active_payment_of_order(id.as_str()).await?;
+        let payment_id = match active {
+            Some(p) if p.status == "APPROVED" => p.payment_id,
+            other => {
+                return Err(AppError::Internal(format!(
+                    "order `{id}` is PAID but its active payment is {:?}",
+                    other.map(|p| p.status)
+                )));
+            }
+        };
+        let payment = tx
+            .payment_for_update(&payment_id)
+            .await?
+            .ok_or_else(|| AppError::Internal(format!("payment `{payment_id}` vanished")))?;
+        let change = restore_payment(&payment)?.confirm("the order was fulfilled")?;
+        store_payment_change(
+            &mut tx,
+            &payment,
+            &change,
+            None,
+            (None, payment.checks, None),
+            now,
+        )
+        .await?;
+        let mut journal = Recorder::new(ctx, new_id("tx"), now);
+        journal.transition(&change.transition);
+        journal.event(
+            event_type::PAYMENT_CONFIRMED,
+            &payment.customer_id,
+            &serde_json::json!({
+                "paymentId": &payment.payment_id,
+                "orderId": &payment.order_id,
+                "customerId": &payment.customer_id,
+                "status": change.payment.status().as_str(),
+                "amount": payment.amount,
+                "currency": &payment.currency,
+                "pgPaymentKey": &payment.pg_payment_key,
+            }),
+        );
+        tx.record(journal.finish());
+
+        let order_change = restore_order(&order)?.complete(format!(
+            "fulfilled; payment {} confirmed",
+            payment.payment_id
+        ))?;
+        let data = serde_json::json!({
+            "orderId": &order.order_id,
+            "customerId": &order.customer_id,
+            "status": order_change.order.status().as_str(),
+            "currency": &order.currency,
+            "total": order.total,
+            "paymentId": &payment.payment_id,
+        });
+        let to = order_change.order.status().as_str();
+        let version = record_order_step(
+            &mut tx,
+            ctx,
+            &order,
+            order_change,
+            event_type::ORDER_COMPLETED,
+            data,
+            now,
+        )
+        .await?;
+        let mut details = OrderDetails::from_record(order)?;
+        details.status = to.to_owned();
+        details.version = version;
+        details.updated_at = now;
+        let response = render(&details);
+        tx.commit(Some(response.clone())).await?;
+        Ok(Reply {
+            response,
+            replayed: false,
+        })
+    }
+}
