@@ -642,6 +642,47 @@ async fn a_fulfilled_order_confirms_its_payment_once_and_only_a_paid_order_can_b
             );
         }
         assert_eq!(pg.sim.ledger().approvals, 1);
+
+        // Its history: every transition, who made it and in which request.
+        let history = host
+            .call(
+                Tenant::Globex,
+                "GET",
+                &format!("/api/v1/payments/{id}/history"),
+                None,
+                None,
+            )
+            .await;
+        history.expect(200, "OK");
+        let steps: Vec<(Value, Value, Value)> = history
+            .result()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["from"].clone(), t["to"].clone(), t["event"].clone()))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (Value::Null, json!("READY"), json!("create")),
+                (json!("READY"), json!("APPROVED"), json!("approve")),
+                (json!("APPROVED"), json!("CONFIRMED"), json!("confirm")),
+            ],
+            "{backend:?}"
+        );
+        for t in history.result().as_array().unwrap() {
+            assert!(t["actor"].as_str().unwrap().starts_with("api_key:"), "{t}");
+            assert!(t["requestId"].is_string(), "{t}");
+        }
+        host.call(
+            Tenant::Hooli,
+            "GET",
+            &format!("/api/v1/payments/{id}/history"),
+            None,
+            None,
+        )
+        .await
+        .expect(404, "NOT_FOUND");
         host.finish().await;
     }
 }

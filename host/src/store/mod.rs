@@ -68,8 +68,8 @@ use open_writes::WriteMark;
 pub use open_writes::write_transaction_open;
 pub use orders::{NewOrder, OrderLineRecord, OrderQueries, OrderRecord, OrderSource, OrderTx};
 pub use payments::{
-    NewPayment, PaymentAttemptRecord, PaymentHealth, PaymentQueries, PaymentRecord, PaymentTx,
-    PaymentUpdate,
+    NewPayment, PaymentAttemptRecord, PaymentHealth, PaymentQueries, PaymentRecord,
+    PaymentTransitionRecord, PaymentTx, PaymentUpdate,
 };
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

@@ -117,8 +117,36 @@ pub struct PaymentAttemptRecord {
     pub created_at: i64,
 }
 
+/// One transition of a payment, as its history row recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PaymentTransitionRecord {
+    /// The status before (`None`: created).
+    pub from_state: Option<String>,
+    /// The status after.
+    pub to_state: String,
+    /// What happened (`create`, `approve`, `lose`, `refund`, …).
+    pub event: String,
+    /// Why; for the PG's answers, its code and message.
+    pub reason: String,
+    /// Who: `api_key:<id>`, `scheduler`, …
+    pub actor: String,
+    /// The API request, if any.
+    pub request_id: Option<String>,
+    /// The business transaction it belongs to.
+    pub transaction_id: String,
+    /// When (ms since the epoch).
+    pub at: i64,
+}
+
 /// Payment reads outside a transaction.
 pub trait PaymentQueries: Send + Sync {
+    /// A payment's transitions, oldest first.
+    fn payment_history(
+        &self,
+        tenant: &str,
+        payment_id: &str,
+    ) -> impl Future<Output = Result<Vec<PaymentTransitionRecord>>> + Send;
+
     /// A payment.
     fn payment(
         &self,
@@ -329,6 +357,26 @@ macro_rules! payment_queries {
             .await?)
         }
 
+        pub(super) async fn payment_history<'e, E>(
+            ex: E,
+            tenant: &str,
+            payment_id: &str,
+        ) -> Result<Vec<PaymentTransitionRecord>>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            // state_history_payment_idx (partial: payments only).
+            Ok(sqlx::query_as::<_, PaymentTransitionRecord>(
+                "SELECT from_state, to_state, event, reason, actor, request_id, transaction_id, \
+                 at FROM state_history \
+                 WHERE tenant_id = $1 AND entity_id = $2 AND entity_type = 'payment' ORDER BY id",
+            )
+            .bind(tenant)
+            .bind(payment_id)
+            .fetch_all(ex)
+            .await?)
+        }
+
         pub(super) async fn payment_attempts<'e, E>(
             ex: E,
             tenant: &str,
@@ -477,6 +525,14 @@ mod pg_q {
 }
 
 impl PaymentQueries for SqliteStore {
+    async fn payment_history(
+        &self,
+        tenant: &str,
+        payment_id: &str,
+    ) -> Result<Vec<PaymentTransitionRecord>> {
+        sqlite_q::payment_history(&self.reader, tenant, payment_id).await
+    }
+
     async fn payment(&self, tenant: &str, payment_id: &str) -> Result<Option<PaymentRecord>> {
         sqlite_q::payment(&self.reader, tenant, payment_id, false).await
     }
@@ -503,6 +559,16 @@ impl PaymentQueries for SqliteStore {
 }
 
 impl PaymentQueries for PgStore {
+    async fn payment_history(
+        &self,
+        tenant: &str,
+        payment_id: &str,
+    ) -> Result<Vec<PaymentTransitionRecord>> {
+        pg_read!(self.db, |conn| pg_q::payment_history(
+            conn, tenant, payment_id
+        ))
+    }
+
     async fn payment(&self, tenant: &str, payment_id: &str) -> Result<Option<PaymentRecord>> {
         pg_read!(self.db, |conn| pg_q::payment(
             conn, tenant, payment_id, false
@@ -539,6 +605,14 @@ impl PaymentQueries for PgStore {
 }
 
 impl PaymentQueries for Store {
+    async fn payment_history(
+        &self,
+        tenant: &str,
+        payment_id: &str,
+    ) -> Result<Vec<PaymentTransitionRecord>> {
+        dispatch!(self, s => s.payment_history(tenant, payment_id).await)
+    }
+
     async fn payment(&self, tenant: &str, payment_id: &str) -> Result<Option<PaymentRecord>> {
         dispatch!(self, s => s.payment(tenant, payment_id).await)
     }

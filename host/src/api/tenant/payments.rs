@@ -14,6 +14,9 @@
 //!   a `CONFIRMED` or `PARTIALLY_REFUNDED` one. More than is refundable is
 //!   `PAY_004` with nothing sent to the PG. `Idempotency-Key` required.
 //! - `GET /api/v1/payments/{paymentId}` — the payment and its PG calls.
+//! - `GET /api/v1/payments/{paymentId}/history` — its transitions, oldest
+//!   first: from, to, event, reason (the PG's code and message for its
+//!   answers), actor, request id, time.
 //! - `GET /api/v1/payments?orderId=` — an order's payments.
 
 use axum::Router;
@@ -31,7 +34,7 @@ use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::{AppPath, AppQuery};
 use crate::app::App;
 use crate::app::payments::{ConfirmCommand, PaymentDetails};
-use crate::store::{PaymentAttemptRecord, PaymentRecord, StoredResponse};
+use crate::store::{PaymentAttemptRecord, PaymentRecord, PaymentTransitionRecord, StoredResponse};
 
 /// The routes of this module; [`super::router`] puts them behind auth.
 pub(super) fn routes() -> Router<App> {
@@ -40,6 +43,7 @@ pub(super) fn routes() -> Router<App> {
         .route("/api/v1/payments", get(list))
         .route("/api/v1/payments/{payment_id}", get(read))
         .route("/api/v1/payments/{payment_id}/cancel", post(cancel))
+        .route("/api/v1/payments/{payment_id}/history", get(history))
 }
 
 /// `POST /api/v1/payments/{paymentId}/cancel`.
@@ -248,5 +252,46 @@ async fn list(
     Ok(ApiOk::new(
         "payments",
         payments.iter().map(|p| PaymentView::of(p, None)).collect(),
+    ))
+}
+
+/// One transition of a payment.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TransitionView {
+    from: Option<String>,
+    to: String,
+    event: String,
+    reason: String,
+    actor: String,
+    request_id: Option<String>,
+    transaction_id: String,
+    at: i64,
+}
+
+impl From<PaymentTransitionRecord> for TransitionView {
+    fn from(t: PaymentTransitionRecord) -> Self {
+        TransitionView {
+            from: t.from_state,
+            to: t.to_state,
+            event: t.event,
+            reason: t.reason,
+            actor: t.actor,
+            request_id: t.request_id,
+            transaction_id: t.transaction_id,
+            at: t.at,
+        }
+    }
+}
+
+async fn history(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    AppPath(payment_id): AppPath<String>,
+) -> ApiResult<Vec<TransitionView>> {
+    let history = app.payment_history(&caller.tenant, &payment_id).await?;
+    Ok(ApiOk::new(
+        "payment history",
+        history.into_iter().map(TransitionView::from).collect(),
     ))
 }

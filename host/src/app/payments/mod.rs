@@ -125,6 +125,20 @@ impl App {
         Ok(PaymentDetails { payment, attempts })
     }
 
+    /// A payment's transitions, oldest first.
+    pub async fn payment_history(
+        &self,
+        tenant: &str,
+        payment_id: &str,
+    ) -> Result<Vec<crate::store::PaymentTransitionRecord>> {
+        // The payment first: another tenant's id is NOT_FOUND, not empty.
+        self.store()
+            .payment(tenant, payment_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("no payment `{payment_id}`")))?;
+        Ok(self.store().payment_history(tenant, payment_id).await?)
+    }
+
     /// The tenant's payment gauges: payments `READY` or `UNKNOWN` (and how
     /// many of them for longer than `stuck_after_ms`), and those flagged
     /// for an operator.
