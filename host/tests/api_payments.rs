@@ -824,3 +824,243 @@ async fn a_refund_whose_answer_was_lost_is_repeated_with_its_key_and_made_once()
         host.finish().await;
     }
 }
+
+async fn admin(host: &TestHost, method: &str, uri: &str, body: Option<Value>) -> Answer {
+    let builder = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {}", harness::ADMIN_TOKEN))
+        .header("content-type", "application/json");
+    let body = match body {
+        Some(json) => axum::body::Body::from(json.to_string()),
+        None => axum::body::Body::empty(),
+    };
+    host.send(builder.body(body).unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_lists_flagged_payments_and_adopts_fails_or_retries_them() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (retried_order, _, _, retried) =
+            lost_payment(&host, &pg, "c1", cards::APPROVE_THEN_TIMEOUT).await;
+        let (_, _, _, failed) = lost_payment(&host, &pg, "c2", cards::TIMEOUT_NOT_APPROVED).await;
+        // Failing a payment still on its schedule is refused: its approval
+        // may be in flight.
+        admin(
+            &host,
+            "POST",
+            &format!("/admin/v1/payments/globex/{failed}/resolve"),
+            Some(json!({ "action": "fail", "reason": "checked the PG console" })),
+        )
+        .await
+        .expect(409, "PAY_004");
+        while pg.sim.in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        pg.sim.set_faults(Faults {
+            outage: true,
+            ..Faults::default()
+        });
+        for wait in fluxpay_host::app::payments::CHECK_SCHEDULE_MS {
+            host.advance(wait);
+            host.app.run_payment_janitor(host.now()).await;
+        }
+        pg.sim.set_faults(Faults::default());
+
+        let listed = admin(&host, "GET", "/admin/v1/payments/flagged", None).await;
+        listed.expect(200, "OK");
+        let mut ids: Vec<&str> = listed.result()["payments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                assert_eq!(p["tenant"], "globex");
+                assert_eq!(p["checks"], 5);
+                p["payment"]["paymentId"].as_str().unwrap()
+            })
+            .collect();
+        ids.sort();
+        let mut expected = [retried.as_str(), failed.as_str()];
+        expected.sort();
+        assert_eq!(ids, expected, "{backend:?}");
+
+        let resolve = |id: String, body: Value| {
+            let host = &host;
+            async move {
+                admin(
+                    host,
+                    "POST",
+                    &format!("/admin/v1/payments/globex/{id}/resolve"),
+                    Some(body),
+                )
+                .await
+            }
+        };
+        // Retry: back on the schedule from its start; the next run asks,
+        // and the PG says it approved.
+        let again = resolve(retried.clone(), json!({ "action": "retry" })).await;
+        again.expect(200, "OK");
+        assert_eq!(again.result()["status"], "UNKNOWN", "{backend:?}");
+        let run = host.app.run_payment_janitor(host.now()).await;
+        assert_eq!((run.checked, run.resolved), (1, 1), "{backend:?}: {run:?}");
+        assert_eq!(payment(&host, &retried).await["status"], "APPROVED");
+        assert_eq!(order_status(&host, &retried_order).await, "PAID");
+        // Fail: on the operator's word, with a reason.
+        resolve(failed.clone(), json!({ "action": "fail" }))
+            .await
+            .expect(400, "REQ_001");
+        let marked = resolve(
+            failed.clone(),
+            json!({ "action": "fail", "reason": "aborted in the PG console" }),
+        )
+        .await;
+        marked.expect(200, "OK");
+        assert_eq!(marked.result()["status"], "FAILED");
+        assert_eq!(
+            marked.result()["failure"]["code"],
+            "MARKED_FAILED_BY_OPERATOR"
+        );
+        let listed = admin(&host, "GET", "/admin/v1/payments/flagged", None).await;
+        assert_eq!(listed.result()["payments"], json!([]), "{backend:?}");
+
+        // Adopt: asks the PG now, without waiting for the schedule.
+        let (adopted_order, _, _, adopted) =
+            lost_payment(&host, &pg, "c3", cards::APPROVE_THEN_TIMEOUT).await;
+        while pg.sim.in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let answer = resolve(adopted.clone(), json!({ "action": "adopt" })).await;
+        answer.expect(200, "OK");
+        assert_eq!(answer.result()["status"], "APPROVED", "{backend:?}");
+        assert_eq!(order_status(&host, &adopted_order).await, "PAID");
+
+        // A settled payment has nothing to resolve.
+        resolve(adopted.clone(), json!({ "action": "adopt" }))
+            .await
+            .expect(409, "PAY_004");
+        resolve(adopted, json!({ "action": "undo" }))
+            .await
+            .expect(400, "REQ_001");
+        resolve("pay_nope".into(), json!({ "action": "adopt" }))
+            .await
+            .expect(404, "NOT_FOUND");
+        assert_eq!(pg.sim.ledger().approvals, 2);
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_never_fulfilled_is_voided_and_a_stored_void_blocks_completion() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        host.app.set_payment_settings(
+            [(
+                "globex".to_owned(),
+                fluxpay_host::app::payments::PaymentSettings {
+                    void_unconfirmed_after_ms: 600_000,
+                },
+            )]
+            .into(),
+        );
+        let (abandoned, total) = order(&host, "c1").await;
+        let key = pg.checkout(&abandoned, total, cards::APPROVE).await;
+        let id = confirm(&host, &abandoned, &key, total, "pay-1")
+            .await
+            .result()["paymentId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (fulfilled, _, _) = confirmed_payment(&host, &pg, "c2").await;
+
+        // Within the window nothing happens.
+        host.advance(599_000);
+        assert_eq!(host.app.run_payment_janitor(host.now()).await.checked, 0);
+        // Past it, with the PG down: the void is stored, its call fails,
+        // and from now on the order cannot be completed.
+        pg.sim.set_faults(Faults {
+            outage: true,
+            ..Faults::default()
+        });
+        host.advance(1_000);
+        let run = host.app.run_payment_janitor(host.now()).await;
+        assert_eq!((run.checked, run.failed), (1, 1), "{backend:?}: {run:?}");
+        assert_eq!(payment(&host, &id).await["status"], "APPROVED");
+        complete(&host, Tenant::Globex, &abandoned)
+            .await
+            .expect(409, "PAY_004");
+        // The PG is back: the next try voids it and cancels the order.
+        pg.sim.set_faults(Faults::default());
+        host.advance(fluxpay_host::app::payments::VOID_RETRY_MS);
+        let run = host.app.run_payment_janitor(host.now()).await;
+        assert_eq!((run.checked, run.resolved), (1, 1), "{backend:?}: {run:?}");
+        assert_eq!(payment(&host, &id).await["status"], "CANCELLED");
+        assert_eq!(order_status(&host, &abandoned).await, "CANCELLED");
+        assert_eq!(order_status(&host, &fulfilled).await, "COMPLETED");
+        assert_eq!(pg.sim.ledger().cancelled_amount, total);
+        host.advance(86_400_000);
+        assert_eq!(host.app.run_payment_janitor(host.now()).await.checked, 0);
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_never_ask_about_the_same_payment_at_once() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        for customer in ["c1", "c2", "c3", "c4", "c5", "c6"] {
+            lost_payment(&host, &pg, customer, cards::APPROVE_THEN_TIMEOUT).await;
+        }
+        while pg.sim.in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        host.advance(10_000);
+        let now = host.now();
+        let (a, b) = tokio::join!(
+            tokio::spawn({
+                let app = host.app.clone();
+                async move { app.run_payment_janitor(now).await }
+            }),
+            tokio::spawn({
+                let app = host.app.clone();
+                async move { app.run_payment_janitor(now).await }
+            }),
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.checked + b.checked, 6, "{backend:?}: {a:?} {b:?}");
+        assert_eq!(a.resolved + b.resolved, 6);
+        let queries: usize = {
+            let mut n = 0;
+            for p in host
+                .call(
+                    Tenant::Globex,
+                    "GET",
+                    "/api/v1/events?limit=500",
+                    None,
+                    None,
+                )
+                .await
+                .result()["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["type"] == "payment.approved")
+            {
+                let id = p["data"]["paymentId"].as_str().unwrap();
+                n += payment(&host, id).await["attempts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|a| a["kind"] == "query")
+                    .count();
+            }
+            n
+        };
+        assert_eq!(queries, 6, "one query per payment: {backend:?}");
+        assert_eq!(pg.sim.ledger().approvals, 6);
+        host.finish().await;
+    }
+}

@@ -84,6 +84,9 @@ struct Inner {
     customer_locks: customer_locks::CustomerLocks,
     /// The tenants' payment gateways ([`payments`]).
     gateways: arc_swap::ArcSwap<payments::Gateways>,
+    /// Their payment settings.
+    payment_settings:
+        arc_swap::ArcSwap<std::collections::BTreeMap<String, payments::PaymentSettings>>,
 }
 
 impl App {
@@ -102,6 +105,7 @@ impl App {
                 clock,
                 customer_locks: Default::default(),
                 gateways: Default::default(),
+                payment_settings: Default::default(),
             }),
         }
     }

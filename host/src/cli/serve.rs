@@ -84,6 +84,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let reloader = Arc::new(Reloader::new(&args.config, registry.clone())?);
     let app = App::new(store.clone(), registry, tenants, system_clock());
     app.set_gateways(gateways(&config).await?);
+    app.set_payment_settings(payment_settings(&config));
 
     let token = AdminToken::from_env();
     if token.is_none() {
@@ -204,6 +205,25 @@ async fn maintenance(app: App, retention_hours: u32) {
             }
         }
     }
+}
+
+/// The payment settings of the tenants with a gateway.
+fn payment_settings(
+    config: &config::Config,
+) -> std::collections::BTreeMap<String, crate::app::payments::PaymentSettings> {
+    config
+        .tenants
+        .iter()
+        .filter_map(|(tenant, settings)| {
+            let gateway = settings.api.gateway.as_ref()?;
+            Some((
+                tenant.clone(),
+                crate::app::payments::PaymentSettings {
+                    void_unconfirmed_after_ms: gateway.void_unconfirmed_after.as_millis() as i64,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// The tenants' payment gateways: a Toss-style connector with the secret

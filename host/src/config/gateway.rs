@@ -16,6 +16,7 @@
 //!                  slow_call_ms: 10000, slow_call_rate: 0.8, open_wait_s: 30,
 //!                  half_open_calls: 3 }
 //!       retries: { max: 3, min_delay_ms: 200, max_delay_ms: 2000 }
+//!       void_unconfirmed_after_s: 3600  # an approval never confirmed is voided
 //! ```
 
 use std::net::SocketAddr;
@@ -36,7 +37,15 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// The breaker and retries at the boundary.
     pub resilience: Resilience,
+    /// How long an approved payment may wait for its order's fulfilment
+    /// before the recovery scheduler voids it (and cancels the order).
+    pub void_unconfirmed_after: Duration,
 }
+
+/// Default of `void_unconfirmed_after_s`: one hour.
+pub const DEFAULT_VOID_UNCONFIRMED_AFTER: Duration = Duration::from_secs(3600);
+/// Longest `void_unconfirmed_after_s`: 30 days.
+const MAX_VOID_UNCONFIRMED_AFTER_S: u64 = 30 * 86_400;
 
 /// Which PG a tenant uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +74,7 @@ pub(super) struct RawGateway {
     pub breaker: RawBreaker,
     #[serde(default)]
     pub retries: RawRetries,
+    pub void_unconfirmed_after_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -219,11 +229,23 @@ impl RawGateway {
                 "must not be above retries.max_delay_ms".into(),
             ));
         }
+        let void_unconfirmed_after = match self.void_unconfirmed_after_s {
+            None => DEFAULT_VOID_UNCONFIRMED_AFTER,
+            Some(s) if (1..=MAX_VOID_UNCONFIRMED_AFTER_S).contains(&s) => Duration::from_secs(s),
+            Some(s) => {
+                problems.push((
+                    "void_unconfirmed_after_s",
+                    format!("{s} is outside 1..={MAX_VOID_UNCONFIRMED_AFTER_S} s"),
+                ));
+                DEFAULT_VOID_UNCONFIRMED_AFTER
+            }
+        };
         let config = GatewayConfig {
             kind,
             connect_timeout,
             request_timeout,
             resilience,
+            void_unconfirmed_after,
         };
         (config, problems)
     }

@@ -27,7 +27,7 @@ pub use database::{
     DatabaseUrl, MIN_IDEMPOTENCY_RETENTION_HOURS, SqliteSynchronous,
 };
 pub use error::{ConfigError, ConfigErrors};
-pub use gateway::{GatewayConfig, GatewayKind};
+pub use gateway::{DEFAULT_VOID_UNCONFIRMED_AFTER, GatewayConfig, GatewayKind};
 pub use secret::Secret;
 
 use crate::domain::Currency;

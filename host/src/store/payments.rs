@@ -43,6 +43,9 @@ pub struct PaymentRecord {
     pub checks: i64,
     /// When it gave up and flagged the payment for an operator.
     pub flagged_at: Option<i64>,
+    /// When a void was requested (stored before the PG is asked): the
+    /// payment is voided, never confirmed.
+    pub void_requested_at: Option<i64>,
     /// +1 per change.
     pub version: i64,
     /// Created (ms since the epoch).
@@ -176,6 +179,13 @@ pub trait PaymentQueries: Send + Sync {
         limit: i64,
     ) -> impl Future<Output = Result<Vec<PaymentRecord>>> + Send;
 
+    /// Payments the recovery scheduler gave up on, oldest flag first.
+    fn flagged_payments(
+        &self,
+        tenant: &str,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<PaymentRecord>>> + Send;
+
     /// How many payments are `READY` or `UNKNOWN`, how many of those were
     /// created before `stuck_before`, and how many are flagged.
     fn payment_health(
@@ -234,6 +244,29 @@ pub trait PaymentTx: Send {
         flagged_at: Option<i64>,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Claims up to `limit` payments whose check is due at `now`, soonest
+    /// first, by moving their next check to `lease_until`: another host's
+    /// claim skips them (rows locked now are skipped on PostgreSQL; SQLite
+    /// has one writer), and if this host dies before it settles them they
+    /// are due again when the lease ends.
+    fn claim_due_payments(
+        &mut self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<PaymentRecord>>> + Send;
+
+    /// Stores that the `APPROVED` payment is to be voided (keeping an
+    /// earlier request's time), with the scheduler's next look at it. Not a
+    /// change of state (no history row, the version stays): the version,
+    /// or `None` when it is no longer `APPROVED`.
+    fn request_void(
+        &mut self,
+        payment_id: &str,
+        now: i64,
+        next_check_at: i64,
+    ) -> impl Future<Output = Result<Option<i64>>> + Send;
+
     /// Records a call made to the PG (numbered after the last one).
     fn record_payment_attempt(
         &mut self,
@@ -243,15 +276,15 @@ pub trait PaymentTx: Send {
 }
 
 macro_rules! payment_queries {
-    (db = $db:ty, for_update = $for_update:literal) => {
+    (db = $db:ty, for_update = $for_update:literal, skip_locked = $skip_locked:literal) => {
         use super::*;
 
         type Db = $db;
 
         const PAYMENT_COLUMNS: &str = "SELECT payment_id, order_id, customer_id, amount, \
              currency, status, approval_key, pg_payment_key, refunded, failure_code, \
-             failure_message, next_check_at, checks, flagged_at, version, created_at, \
-             updated_at FROM payments";
+             failure_message, next_check_at, checks, flagged_at, void_requested_at, version, \
+             created_at, updated_at FROM payments";
 
         pub(super) async fn payment<'e, E>(
             ex: E,
@@ -461,6 +494,83 @@ macro_rules! payment_queries {
             .await?)
         }
 
+        pub(super) async fn flagged_payments<'e, E>(
+            ex: E,
+            tenant: &str,
+            limit: i64,
+        ) -> Result<Vec<PaymentRecord>>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            let sql = format!(
+                "{PAYMENT_COLUMNS} WHERE tenant_id = $1 AND flagged_at IS NOT NULL \
+                 ORDER BY flagged_at, payment_id LIMIT $2"
+            );
+            Ok(sqlx::query_as::<_, PaymentRecord>(&sql)
+                .bind(tenant)
+                .bind(limit)
+                .fetch_all(ex)
+                .await?)
+        }
+
+        pub(super) async fn claim_due_payments<'e, E>(
+            ex: E,
+            tenant: &str,
+            now: i64,
+            lease_until: i64,
+            limit: i64,
+        ) -> Result<Vec<PaymentRecord>>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            let sql = format!(
+                "UPDATE payments SET next_check_at = $3 \
+                 WHERE tenant_id = $1 AND payment_id IN ( \
+                   SELECT payment_id FROM payments WHERE tenant_id = $1 \
+                     AND next_check_at IS NOT NULL AND next_check_at <= $2 \
+                   ORDER BY next_check_at, payment_id LIMIT $4{}) \
+                 RETURNING payment_id, order_id, customer_id, amount, currency, status, \
+                   approval_key, pg_payment_key, refunded, failure_code, failure_message, \
+                   next_check_at, checks, flagged_at, void_requested_at, version, created_at, \
+                   updated_at",
+                $skip_locked
+            );
+            let mut claimed = sqlx::query_as::<_, PaymentRecord>(&sql)
+                .bind(tenant)
+                .bind(now)
+                .bind(lease_until)
+                .bind(limit)
+                .fetch_all(ex)
+                .await?;
+            // RETURNING's order is unspecified.
+            claimed.sort_by(|a, b| (a.created_at, &a.payment_id).cmp(&(b.created_at, &b.payment_id)));
+            Ok(claimed)
+        }
+
+        pub(super) async fn request_void<'e, E>(
+            ex: E,
+            tenant: &str,
+            payment_id: &str,
+            now: i64,
+            next_check_at: i64,
+        ) -> Result<Option<i64>>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            Ok(sqlx::query_scalar::<_, i64>(
+                "UPDATE payments SET void_requested_at = COALESCE(void_requested_at, $3), \
+                   next_check_at = $4 \
+                 WHERE tenant_id = $1 AND payment_id = $2 AND status = 'APPROVED' \
+                 RETURNING version",
+            )
+            .bind(tenant)
+            .bind(payment_id)
+            .bind(now)
+            .bind(next_check_at)
+            .fetch_optional(ex)
+            .await?)
+        }
+
         pub(super) async fn reschedule_payment<'e, E>(
             ex: E,
             tenant: &str,
@@ -517,14 +627,22 @@ macro_rules! payment_queries {
 }
 
 mod sqlite_q {
-    payment_queries!(db = sqlx::Sqlite, for_update = "");
+    payment_queries!(db = sqlx::Sqlite, for_update = "", skip_locked = "");
 }
 
 mod pg_q {
-    payment_queries!(db = sqlx::Postgres, for_update = " FOR UPDATE");
+    payment_queries!(
+        db = sqlx::Postgres,
+        for_update = " FOR UPDATE",
+        skip_locked = " FOR UPDATE SKIP LOCKED"
+    );
 }
 
 impl PaymentQueries for SqliteStore {
+    async fn flagged_payments(&self, tenant: &str, limit: i64) -> Result<Vec<PaymentRecord>> {
+        sqlite_q::flagged_payments(&self.reader, tenant, limit).await
+    }
+
     async fn payment_history(
         &self,
         tenant: &str,
@@ -559,6 +677,10 @@ impl PaymentQueries for SqliteStore {
 }
 
 impl PaymentQueries for PgStore {
+    async fn flagged_payments(&self, tenant: &str, limit: i64) -> Result<Vec<PaymentRecord>> {
+        pg_read!(self.db, |conn| pg_q::flagged_payments(conn, tenant, limit))
+    }
+
     async fn payment_history(
         &self,
         tenant: &str,
@@ -605,6 +727,10 @@ impl PaymentQueries for PgStore {
 }
 
 impl PaymentQueries for Store {
+    async fn flagged_payments(&self, tenant: &str, limit: i64) -> Result<Vec<PaymentRecord>> {
+        dispatch!(self, s => s.flagged_payments(tenant, limit).await)
+    }
+
     async fn payment_history(
         &self,
         tenant: &str,
@@ -639,6 +765,24 @@ impl PaymentQueries for Store {
 }
 
 impl PaymentTx for SqliteTx {
+    async fn request_void(
+        &mut self,
+        payment_id: &str,
+        now: i64,
+        next_check_at: i64,
+    ) -> Result<Option<i64>> {
+        sqlite_q::request_void(&mut *self.tx, &self.tenant, payment_id, now, next_check_at).await
+    }
+
+    async fn claim_due_payments(
+        &mut self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<PaymentRecord>> {
+        sqlite_q::claim_due_payments(&mut *self.tx, &self.tenant, now, lease_until, limit).await
+    }
+
     async fn insert_payment(&mut self, payment: &NewPayment) -> Result<()> {
         sqlite_q::insert_payment(&mut *self.tx, &self.tenant, payment).await
     }
@@ -683,6 +827,24 @@ impl PaymentTx for SqliteTx {
 }
 
 impl PaymentTx for PgTx {
+    async fn request_void(
+        &mut self,
+        payment_id: &str,
+        now: i64,
+        next_check_at: i64,
+    ) -> Result<Option<i64>> {
+        pg_q::request_void(&mut *self.tx, &self.tenant, payment_id, now, next_check_at).await
+    }
+
+    async fn claim_due_payments(
+        &mut self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<PaymentRecord>> {
+        pg_q::claim_due_payments(&mut *self.tx, &self.tenant, now, lease_until, limit).await
+    }
+
     async fn insert_payment(&mut self, payment: &NewPayment) -> Result<()> {
         pg_q::insert_payment(&mut *self.tx, &self.tenant, payment).await
     }
@@ -727,6 +889,24 @@ impl PaymentTx for PgTx {
 }
 
 impl PaymentTx for Tx {
+    async fn request_void(
+        &mut self,
+        payment_id: &str,
+        now: i64,
+        next_check_at: i64,
+    ) -> Result<Option<i64>> {
+        dispatch_tx!(self, t => t.request_void(payment_id, now, next_check_at).await)
+    }
+
+    async fn claim_due_payments(
+        &mut self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<PaymentRecord>> {
+        dispatch_tx!(self, t => t.claim_due_payments(now, lease_until, limit).await)
+    }
+
     async fn insert_payment(&mut self, payment: &NewPayment) -> Result<()> {
         dispatch_tx!(self, t => t.insert_payment(payment).await)
     }

@@ -894,7 +894,11 @@ mod tests {
         .fetch_all(&pool)
         .await
         .unwrap();
-        assert_eq!(indexes, ["outbox_events_feed_idx"]);
+        // The feed's, and the partial one of payment histories (0011).
+        assert_eq!(
+            indexes,
+            ["outbox_events_feed_idx", "state_history_payment_idx"]
+        );
         // The feed reads that index in position order, without a sort.
         let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
             "EXPLAIN QUERY PLAN SELECT feed_seq, data FROM outbox_events \

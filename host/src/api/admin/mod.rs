@@ -20,6 +20,7 @@ use self::views::{AnsweredBy, CallStatsView, EvaluateView, PoliciesView};
 use super::envelope::ApiOk;
 use super::error::{ApiError, ApiResult};
 use super::extract::{AppJson, AppPath};
+use crate::api::tenant::payments::PaymentView;
 use crate::config::BindingRole;
 use crate::policy::registry::{
     CommitReport, Registry, RollbackError, RollbackReport, now_ms, pricing_kind_of,
@@ -73,6 +74,11 @@ pub fn router(state: AdminState) -> Router {
             post(evaluate),
         )
         .route("/admin/v1/payments/health", get(payments_health))
+        .route("/admin/v1/payments/flagged", get(flagged_payments))
+        .route(
+            "/admin/v1/payments/{tenant}/{payment_id}/resolve",
+            post(resolve_payment),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.token.clone(),
             auth::require_admin,
@@ -108,6 +114,81 @@ async fn payments_health(State(state): State<AdminState>) -> ApiResult<serde_jso
     Ok(ApiOk::new(
         "payments health",
         serde_json::json!({ "stuckAfterMs": STUCK_AFTER_MS, "tenants": tenants }),
+    ))
+}
+
+/// `GET /admin/v1/payments/flagged`: payments the recovery scheduler gave
+/// up on, per tenant, oldest flag first.
+async fn flagged_payments(State(state): State<AdminState>) -> ApiResult<serde_json::Value> {
+    let Some(app) = &state.app else {
+        return Err(ApiError::NotReady);
+    };
+    let flagged = app
+        .flagged_payments()
+        .await?
+        .into_iter()
+        .map(|(tenant, payment)| {
+            serde_json::json!({
+                "tenant": tenant,
+                "flaggedAt": payment.flagged_at,
+                "checks": payment.checks,
+                "payment": PaymentView::of(&payment, None),
+            })
+        })
+        .collect::<Vec<_>>();
+    Ok(ApiOk::new(
+        "flagged payments",
+        serde_json::json!({ "payments": flagged }),
+    ))
+}
+
+/// `POST /admin/v1/payments/{tenant}/{paymentId}/resolve`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ResolveBody {
+    /// `adopt`, `fail` or `retry`.
+    action: String,
+    /// Why (kept in the history; required to fail a payment).
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Resolves a flagged payment: `adopt` the PG's answer now, `fail` it on
+/// the operator's word, or `retry` its schedule from the start.
+async fn resolve_payment(
+    State(state): State<AdminState>,
+    AppPath((tenant, payment_id)): AppPath<(String, String)>,
+    AppJson(body): AppJson<ResolveBody>,
+) -> ApiResult<PaymentView> {
+    use crate::app::AppError;
+    use crate::app::payments::OperatorAction;
+    let Some(app) = &state.app else {
+        return Err(ApiError::NotReady);
+    };
+    let action = match body.action.as_str() {
+        "adopt" => OperatorAction::Adopt,
+        "fail" => OperatorAction::Fail,
+        "retry" => OperatorAction::Retry,
+        other => {
+            return Err(AppError::Invalid(format!(
+                "action `{other}` is not `adopt`, `fail` or `retry`"
+            ))
+            .into());
+        }
+    };
+    let reason = body.reason.unwrap_or_default();
+    if action == OperatorAction::Fail && reason.trim().is_empty() {
+        return Err(AppError::Invalid("a reason is required to fail a payment".into()).into());
+    }
+    if reason.len() > 200 {
+        return Err(AppError::Invalid("reason must be at most 200 bytes".into()).into());
+    }
+    let details = app
+        .resolve_payment(&tenant, &payment_id, action, &reason, "admin")
+        .await?;
+    Ok(ApiOk::new(
+        "payment resolved",
+        PaymentView::of(&details.payment, Some(&details.attempts)),
     ))
 }
 

@@ -10,7 +10,7 @@
 pub mod auth;
 mod command;
 mod orders;
-mod payments;
+pub(crate) mod payments;
 mod subscriptions;
 mod usage;
 pub mod views;

@@ -151,7 +151,7 @@ struct AttemptView {
 }
 
 impl PaymentView {
-    fn of(p: &PaymentRecord, attempts: Option<&[PaymentAttemptRecord]>) -> Self {
+    pub(crate) fn of(p: &PaymentRecord, attempts: Option<&[PaymentAttemptRecord]>) -> Self {
         PaymentView {
             payment_id: p.payment_id.clone(),
             order_id: p.order_id.clone(),

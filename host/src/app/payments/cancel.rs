@@ -111,8 +111,11 @@ impl App {
         }
     }
 
-    /// Voids an `APPROVED` payment at the PG and cancels its order.
-    async fn void<G: PaymentGateway>(
+    /// Voids an `APPROVED` payment at the PG and cancels its order. The
+    /// void is stored first, so the order can no longer be completed under
+    /// a void that may reach the PG; if the call fails, the recovery
+    /// scheduler tries it again.
+    pub(super) async fn void<G: PaymentGateway>(
         &self,
         ctx: &RequestCtx,
         gateway: &G,
@@ -122,6 +125,16 @@ impl App {
     ) -> Result<Reply> {
         let payment_id = record.payment_id.as_str();
         let key = format!("{payment_id}-void");
+        let mut tx = self.store().begin(&ctx.tenant).await?;
+        let requested = tx
+            .request_void(payment_id, self.now(), self.now() + super::VOID_RETRY_MS)
+            .await?;
+        if requested.is_none() {
+            return Err(AppError::StateConflict(format!(
+                "payment `{payment_id}` is no longer APPROVED"
+            )));
+        }
+        tx.commit(None).await?;
         let call = self
             .pg_cancel(ctx, gateway, &record, &key, &reason, None)
             .await?;

@@ -7,7 +7,9 @@
 //! only be refunded, never voided).
 //!
 //! A repeat for a completed order answers with the order as it stands; a
-//! callback for an order in any other state than `PAID` is `PAY_004`.
+//! callback for an order in any other state than `PAID`, or whose payment
+//! is being voided (the void was stored before the PG was asked, so it may
+//! have happened), is `PAY_004`.
 
 use super::super::credits::Render;
 use super::super::error::{AppError, Result};
@@ -69,6 +71,13 @@ impl App {
             .payment_for_update(&payment_id)
             .await?
             .ok_or_else(|| AppError::Internal(format!("payment `{payment_id}` vanished")))?;
+        if payment.void_requested_at.is_some() {
+            // The void may have reached the PG already: it goes on.
+            return Err(AppError::StateConflict(format!(
+                "payment `{payment_id}` of order `{id}` is being voided: the order cannot be \
+                 completed"
+            )));
+        }
         let change = restore_payment(&payment)?.confirm("the order was fulfilled")?;
         store_payment_change(
             &mut tx,

@@ -357,6 +357,12 @@ impl App {
         };
         let (next_check_at, checks, flagged_at) = match change.payment.status() {
             PaymentStatus::Unknown => next_check(&record, &attempt, now),
+            // Voided by the scheduler if its order is not fulfilled in time.
+            PaymentStatus::Approved => (
+                Some(now + self.payment_settings(&ctx.tenant).void_unconfirmed_after_ms),
+                record.checks,
+                None,
+            ),
             _ => (None, record.checks, None),
         };
         let version = store_payment_change(
@@ -490,7 +496,7 @@ async fn pay_order(tx: &mut Tx, ctx: &RequestCtx, payment: &PaymentRecord, now: 
 }
 
 /// The payment's history row, its ledger movement and its event.
-fn record_change(
+pub(super) fn record_change(
     journal: &mut Recorder<'_>,
     customer_id: &str,
     change: &PaymentChange,

@@ -1,16 +1,24 @@
-//! The recovery scheduler ("janitor"): payments left `READY` (the host
-//! stopped during the PG call) or `UNKNOWN` (the PG's answer was lost) are
-//! resolved by asking the PG, on [`super::CHECK_SCHEDULE_MS`], and adopt
-//! its answer; when the schedule is used up they are flagged for an
-//! operator. It never asks the PG to approve anything.
+//! The recovery scheduler ("janitor"). Every payment with a due check is
+//! claimed and moved on:
+//! - `READY` (the host stopped during the PG call) or `UNKNOWN` (the PG's
+//!   answer was lost): resolved by asking the PG, on
+//!   [`super::CHECK_SCHEDULE_MS`], adopting its answer; when the schedule
+//!   is used up the payment is flagged for an operator. It never asks the
+//!   PG to approve anything.
+//! - `APPROVED` past the tenant's `void_unconfirmed_after_s` (its order was
+//!   never fulfilled), or with a void requested whose call failed: voided
+//!   at the PG, and its order cancelled.
 //!
-//! Several hosts may run it: a payment's outcome is applied from the state
-//! and version it was read at, so the second host to resolve one changes
-//! nothing (it only asked the PG once more).
+//! Several hosts may run it: a claim moves the payment's next check a lease
+//! ahead ([`super::CLAIM_LEASE_MS`]) in one statement (skipping rows
+//! another host's claim holds, on PostgreSQL), so one host works on a
+//! payment at a time, and one that dies leaves it to another when the
+//! lease ends. Outcomes are applied from the state and version they were
+//! read at, so a late second worker changes nothing.
 
-use super::super::error::AppError;
+use super::super::error::{AppError, Result};
 use super::super::{App, RequestCtx, new_id};
-use crate::store::{PaymentQueries, StoredResponse};
+use crate::store::{PaymentQueries, PaymentRecord, PaymentTx, StoredResponse, Transactions, TxOps};
 
 /// How many due payments one run takes per tenant.
 const BATCH: i64 = 100;
@@ -20,7 +28,7 @@ const BATCH: i64 = 100;
 pub struct JanitorRun {
     /// Payments asked about.
     pub checked: u64,
-    /// Resolved (approved or failed) by the PG's answer.
+    /// Resolved (approved or failed) by the PG's answer, or voided.
     pub resolved: u64,
     /// Still unknown (asked again later, or flagged).
     pub unresolved: u64,
@@ -29,12 +37,12 @@ pub struct JanitorRun {
 }
 
 impl App {
-    /// Asks the PG about every payment whose check is due at `now`.
+    /// Claims and moves on every payment whose check is due at `now`.
     pub async fn run_payment_janitor(&self, now: i64) -> JanitorRun {
         let mut run = JanitorRun::default();
         let tenants: Vec<String> = self.inner.gateways.load().keys().cloned().collect();
         for tenant in tenants {
-            let due = match self.store().due_payments(&tenant, now, BATCH).await {
+            let due = match self.claim_due(&tenant, now).await {
                 Ok(due) => due,
                 Err(err) => {
                     tracing::warn!(%tenant, error = %err, "payments.janitor_read_failed");
@@ -59,7 +67,28 @@ impl App {
                     status: 200,
                     body: Vec::new(),
                 };
-                match self.resolve(&ctx, &*gateway, payment, ignore).await {
+                let moved = match payment.status.as_str() {
+                    "READY" | "UNKNOWN" => self.resolve(&ctx, &*gateway, payment, ignore).await,
+                    "APPROVED" => {
+                        let reason = match payment.void_requested_at {
+                            Some(_) => "void requested".to_owned(),
+                            None => format!(
+                                "not fulfilled within {} s of its approval",
+                                self.payment_settings(&tenant).void_unconfirmed_after_ms / 1000
+                            ),
+                        };
+                        let voided = self.void(&ctx, &*gateway, payment, reason, ignore).await;
+                        if voided.is_err() {
+                            self.flag_if_voids_keep_failing(&tenant, &payment_id, now)
+                                .await;
+                        }
+                        voided
+                    }
+                    status => Err(AppError::Internal(format!(
+                        "payment `{payment_id}` is {status} with a check due"
+                    ))),
+                };
+                match moved {
                     Ok(_) => run.resolved += 1,
                     Err(AppError::PaymentPending { .. }) => run.unresolved += 1,
                     Err(err) => {
@@ -70,5 +99,45 @@ impl App {
             }
         }
         run
+    }
+
+    /// A void the PG keeps refusing or failing is flagged for an operator
+    /// once it failed as often as the check schedule is long.
+    async fn flag_if_voids_keep_failing(&self, tenant: &str, payment_id: &str, now: i64) {
+        let flag = async {
+            let failed = self
+                .store()
+                .payment_attempts(tenant, payment_id)
+                .await?
+                .iter()
+                .filter(|a| a.kind == "cancel" && a.outcome != "cancelled")
+                .count();
+            if failed < super::CHECK_SCHEDULE_MS.len() {
+                return Ok(());
+            }
+            let mut tx = self.store().begin(tenant).await?;
+            if let Some(p) = tx.payment_for_update(payment_id).await?
+                && p.status == "APPROVED"
+            {
+                tx.reschedule_payment(payment_id, None, p.checks, Some(now))
+                    .await?;
+                tracing::warn!(%tenant, payment_id, failed, "payments.void_flagged_for_operator");
+            }
+            tx.commit(None).await?;
+            Ok::<_, AppError>(())
+        };
+        if let Err(err) = flag.await {
+            tracing::warn!(%tenant, payment_id, error = %err, "payments.janitor_failed");
+        }
+    }
+
+    /// Claims the tenant's due payments for [`super::CLAIM_LEASE_MS`].
+    async fn claim_due(&self, tenant: &str, now: i64) -> Result<Vec<PaymentRecord>> {
+        let mut tx = self.store().begin(tenant).await?;
+        let due = tx
+            .claim_due_payments(now, now + super::CLAIM_LEASE_MS, BATCH)
+            .await?;
+        tx.commit(None).await?;
+        Ok(due)
     }
 }

@@ -26,15 +26,24 @@ mod cancel;
 mod complete;
 mod confirm;
 mod janitor;
+mod operator;
 
 pub use confirm::ConfirmCommand;
 pub use janitor::JanitorRun;
+pub use operator::OperatorAction;
 
 /// When the recovery scheduler asks the PG about a payment left `READY` or
 /// `UNKNOWN`: after 10 s, then 30 s, 2 min, 10 min and 1 h later; then it
 /// flags the payment for an operator (Hyperswitch's psync and Kill Bill's
 /// janitor run bounded schedules that end with a person, not silence).
 pub const CHECK_SCHEDULE_MS: [i64; 5] = [10_000, 30_000, 120_000, 600_000, 3_600_000];
+
+/// How long the recovery scheduler's claim on a due payment lasts: a host
+/// that dies while asking the PG leaves it to another host after this.
+pub const CLAIM_LEASE_MS: i64 = 60_000;
+
+/// When a void whose PG call failed is tried again.
+pub const VOID_RETRY_MS: i64 = 30_000;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -78,6 +87,23 @@ async fn store_payment_change(
     })
 }
 
+/// How a tenant's payments are run, besides its gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaymentSettings {
+    /// An approved payment whose order is not fulfilled within this is
+    /// voided by the recovery scheduler (and the order cancelled).
+    pub void_unconfirmed_after_ms: i64,
+}
+
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        PaymentSettings {
+            void_unconfirmed_after_ms: crate::config::DEFAULT_VOID_UNCONFIRMED_AFTER.as_millis()
+                as i64,
+        }
+    }
+}
+
 /// One tenant's payment gauges and its gateway's breaker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantPaymentHealth {
@@ -102,6 +128,22 @@ impl App {
     /// Installs the tenants' gateways (`serve` does at start-up).
     pub fn set_gateways(&self, gateways: Gateways) {
         self.inner.gateways.store(Arc::new(gateways));
+    }
+
+    /// Installs the tenants' payment settings (`serve` does at start-up);
+    /// a tenant without any runs on [`PaymentSettings::default`].
+    pub fn set_payment_settings(&self, settings: BTreeMap<String, PaymentSettings>) {
+        self.inner.payment_settings.store(Arc::new(settings));
+    }
+
+    /// The tenant's payment settings.
+    fn payment_settings(&self, tenant: &str) -> PaymentSettings {
+        self.inner
+            .payment_settings
+            .load()
+            .get(tenant)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// The tenant's gateway.

@@ -1,0 +1,116 @@
+//! What an operator does with a payment the recovery scheduler gave up on
+//! (flagged): list them, and resolve each one —
+//! - `adopt`: ask the PG now and adopt its answer (`READY`/`UNKNOWN`);
+//! - `fail`: mark it `FAILED` on the operator's word, e.g. after checking
+//!   the PG's console (`READY`/`UNKNOWN` and flagged, never one still on
+//!   its schedule; the operator's reason is kept as the failure and in the
+//!   history);
+//! - `retry`: put it back on the check schedule from its start (or, for an
+//!   approved payment whose void kept failing, try the void again).
+
+use super::super::error::{AppError, Result};
+use super::super::journal::Recorder;
+use super::super::{App, RequestCtx, new_id};
+use super::confirm::{record_change, restore_payment};
+use super::{PaymentDetails, store_payment_change};
+use crate::store::{PaymentQueries, PaymentRecord, PaymentTx, StoredResponse, Transactions, TxOps};
+
+/// Most flagged payments listed per tenant.
+const LIST_LIMIT: i64 = 500;
+
+/// What an operator does with a flagged payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorAction {
+    /// Ask the PG now and adopt its answer.
+    Adopt,
+    /// Mark it failed.
+    Fail,
+    /// Back on the schedule from its start.
+    Retry,
+}
+
+impl App {
+    /// Every gateway tenant's flagged payments, oldest flag first.
+    pub async fn flagged_payments(&self) -> Result<Vec<(String, PaymentRecord)>> {
+        let tenants: Vec<String> = self.inner.gateways.load().keys().cloned().collect();
+        let mut all = Vec::new();
+        for tenant in tenants {
+            for payment in self.store().flagged_payments(&tenant, LIST_LIMIT).await? {
+                all.push((tenant.clone(), payment));
+            }
+        }
+        Ok(all)
+    }
+
+    /// Resolves one payment as an operator says; the payment as it is now.
+    pub async fn resolve_payment(
+        &self,
+        tenant: &str,
+        payment_id: &str,
+        action: OperatorAction,
+        reason: &str,
+        actor: &str,
+    ) -> Result<PaymentDetails> {
+        let record = self
+            .store()
+            .payment(tenant, payment_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("no payment `{payment_id}`")))?;
+        let ctx = RequestCtx {
+            tenant: tenant.to_owned(),
+            actor: actor.to_owned(),
+            request_id: new_id("req"),
+            idempotency: None,
+        };
+        let unresolved = record.status == "READY" || record.status == "UNKNOWN";
+        let stuck_void = record.status == "APPROVED" && record.void_requested_at.is_some();
+        match action {
+            OperatorAction::Adopt if unresolved => {
+                let gateway = self.gateway(tenant)?;
+                let ignore = |_: &PaymentDetails| StoredResponse {
+                    status: 200,
+                    body: Vec::new(),
+                };
+                self.resolve(&ctx, &*gateway, record, ignore).await?;
+            }
+            // Only once the scheduler gave up: a payment still on its
+            // schedule may have an approval in flight.
+            OperatorAction::Fail if unresolved && record.flagged_at.is_some() => {
+                let now = self.now();
+                let mut tx = self.store().begin(tenant).await?;
+                let locked = tx.payment_for_update(payment_id).await?.ok_or_else(|| {
+                    AppError::Internal(format!("payment `{payment_id}` vanished"))
+                })?;
+                let change = restore_payment(&locked)?.decline(format!("operator: {reason}"))?;
+                let failure = ("MARKED_FAILED_BY_OPERATOR".to_owned(), reason.to_owned());
+                store_payment_change(
+                    &mut tx,
+                    &locked,
+                    &change,
+                    Some(failure.clone()),
+                    (None, locked.checks, None),
+                    now,
+                )
+                .await?;
+                let mut journal = Recorder::new(&ctx, new_id("tx"), now);
+                record_change(&mut journal, &locked.customer_id, &change, Some(&failure));
+                tx.record(journal.finish());
+                tx.commit(None).await?;
+            }
+            OperatorAction::Retry if unresolved || stuck_void => {
+                let mut tx = self.store().begin(tenant).await?;
+                let checks = if unresolved { 0 } else { record.checks };
+                tx.reschedule_payment(payment_id, Some(self.now()), checks, None)
+                    .await?;
+                tx.commit(None).await?;
+            }
+            _ => {
+                return Err(AppError::StateConflict(format!(
+                    "payment `{payment_id}` is {}: nothing to {action:?}",
+                    record.status
+                )));
+            }
+        }
+        self.payment(tenant, payment_id).await
+    }
+}
