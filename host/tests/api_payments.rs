@@ -7,69 +7,11 @@
 
 mod harness;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use fluxpay_host::config::Secret;
-use fluxpay_host::gateway::resilient::{Resilience, ResilientGateway};
-use fluxpay_host::gateway::simulator::{Faults, Simulator, cards};
-use fluxpay_host::gateway::toss::{TossConfig, TossGateway};
-use harness::{Answer, Tenant, TestHost, backends};
+use fluxpay_host::gateway::simulator::{Faults, cards};
+use harness::{Answer, PG_TIMEOUT as TIMEOUT, Pg, Tenant, TestHost, backends, pg};
 use serde_json::{Value, json};
-
-const SECRET: &str = "test_sk_payments";
-const TIMEOUT: Duration = Duration::from_millis(400);
-
-struct Pg {
-    sim: Simulator,
-    url: String,
-}
-
-/// A simulator on 127.0.0.1, and globex's gateway pointed at it.
-async fn pg(host: &TestHost) -> Pg {
-    let sim = Simulator::new(SECRET, 7);
-    sim.set_faults(Faults {
-        slow_answer_ms: 3 * TIMEOUT.as_millis() as u64,
-        ..Faults::default()
-    });
-    let url = sim.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let connector = TossGateway::new(TossConfig {
-        base_url: url.clone(),
-        secret_key: Secret::new(SECRET),
-        connect_timeout: Duration::from_secs(2),
-        request_timeout: TIMEOUT,
-    })
-    .unwrap();
-    let settings = Resilience {
-        retry_min_delay: Duration::from_millis(5),
-        retry_max_delay: Duration::from_millis(20),
-        minimum_calls: 50,
-        ..Resilience::default()
-    };
-    let gateway = ResilientGateway::new(connector, "globex", &settings).unwrap();
-    host.app
-        .set_gateways([("globex".to_owned(), Arc::new(gateway))].into());
-    Pg { sim, url }
-}
-
-impl Pg {
-    /// The checkout window, opened for FluxPay's order id.
-    async fn checkout(&self, order_id: &str, amount: i64, card: &str) -> String {
-        let answer: Value = reqwest::Client::new()
-            .post(format!("{}/v1/checkout", self.url))
-            .json(
-                &json!({ "orderId": order_id, "amount": amount, "currency": "EUR",
-                           "cardNumber": card }),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        answer["paymentKey"].as_str().unwrap().to_owned()
-    }
-}
 
 /// A customer and a PENDING order of 2 reports (5,000 EUR minor units).
 async fn order(host: &TestHost, customer: &str) -> (String, i64) {

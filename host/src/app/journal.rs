@@ -24,6 +24,8 @@ pub mod entity {
     /// A customer's closed usage period (state: [`super::USAGE_PERIOD_CLOSED`],
     /// one version: a close is final).
     pub const USAGE_PERIOD: &str = "usage_period";
+    /// A stored card (state `ACTIVE`, then `REMOVED`).
+    pub const PAYMENT_METHOD: &str = "payment_method";
 }
 
 /// CloudEvents `type`s emitted by the host.
@@ -58,6 +60,10 @@ pub mod event_type {
     pub const PAYMENT_UNKNOWN: &str = "payment.unknown";
     /// An approved payment was voided at the PG.
     pub const PAYMENT_CANCELLED: &str = "payment.cancelled";
+    /// A customer's card (a PG billing key) was stored.
+    pub const PAYMENT_METHOD_ADDED: &str = "payment_method.added";
+    /// A stored card was removed.
+    pub const PAYMENT_METHOD_REMOVED: &str = "payment_method.removed";
     /// An approved payment was confirmed: its order was fulfilled.
     pub const PAYMENT_CONFIRMED: &str = "payment.confirmed";
     /// Part or all of a confirmed payment was refunded at the PG.

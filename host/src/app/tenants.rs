@@ -27,6 +27,10 @@ pub struct TenantSettings {
     /// Credits per major unit of a plan's currency (set when paying from
     /// credits; checked by the configuration).
     pub credits_per_major_unit: Option<i64>,
+    /// Renewal orders are charged to the customer's stored card.
+    pub charge_card: bool,
+    /// Days after a failed renewal charge when it is tried again.
+    pub dunning_days: Vec<u32>,
 }
 
 impl TenantSettings {
@@ -99,6 +103,8 @@ impl TenantDirectory {
                 currency: api.currency,
                 pay_from_credits: api.subscriptions.pay_from_credits,
                 credits_per_major_unit: api.subscriptions.credits_per_major_unit,
+                charge_card: api.subscriptions.charge_card,
+                dunning_days: api.subscriptions.dunning_days.clone(),
             });
             directory.by_id.insert(id.clone(), index);
             for key in &api.api_keys {

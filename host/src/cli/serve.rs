@@ -192,6 +192,10 @@ async fn maintenance(app: App, retention_hours: u32) {
                 if run.checked > 0 {
                     tracing::info!(?run, "serve.payments_checked");
                 }
+                let run = app.run_renewal_charges(app.now()).await;
+                if run.claimed > 0 {
+                    tracing::info!(?run, "serve.renewals_charged");
+                }
             }
             _ = expiry.tick() => {
                 match app.expire_credits(app.now()).await {

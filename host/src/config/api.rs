@@ -9,6 +9,8 @@
 //!       - { id: acme-live-1, sha256: <hex sha256 of the key> }
 //!     signing: { secret_env: ACME_SIGNING_SECRET }
 //!     subscriptions: { pay_from_credits: true, credits_per_major_unit: 100 }
+//!   globex:
+//!     subscriptions: { charge_card: true, dunning_days: [1, 3, 5] }  # needs gateway:
 //!   sandbox:
 //!     dev: true          # unsigned requests allowed
 //!     api_keys: [{ id: sandbox-1, sha256: … }]
@@ -86,7 +88,7 @@ impl SigningConfig {
 }
 
 /// `subscriptions:` of a tenant (used by the renewal scheduler).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SubscriptionsConfig {
     /// Renewals are paid from the customer's credits when true; otherwise a
     /// PENDING order is left for the payment step.
@@ -95,7 +97,18 @@ pub struct SubscriptionsConfig {
     /// credits): policies quote subscriptions in money, so paying them in
     /// credits needs a rate. Required (and > 0) when `pay_from_credits`.
     pub credits_per_major_unit: Option<i64>,
+    /// Renewal orders are charged to the customer's stored card (billing
+    /// key) through the tenant's gateway; needs `gateway:` and not
+    /// `pay_from_credits`.
+    pub charge_card: bool,
+    /// After a failed renewal charge (the subscription `PAST_DUE`), the
+    /// charge is tried again this many days after the failure, in turn;
+    /// when the last one fails too the subscription is cancelled.
+    pub dunning_days: Vec<u32>,
 }
+
+/// Default `dunning_days`: 1, 3 and 5 days after a failed renewal charge.
+pub const DEFAULT_DUNNING_DAYS: [u32; 3] = [1, 3, 5];
 
 /// Whether `name` is a plausible environment variable name.
 pub(super) fn valid_env_name(name: &str) -> bool {

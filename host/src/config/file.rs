@@ -86,6 +86,9 @@ pub(super) struct RawSubscriptions {
     #[serde(default)]
     pub pay_from_credits: bool,
     pub credits_per_major_unit: Option<i64>,
+    #[serde(default)]
+    pub charge_card: bool,
+    pub dunning_days: Option<Vec<u32>>,
 }
 
 /// One optional binding per pricing kind: named fields (not a map) so an

@@ -481,9 +481,37 @@ impl<'a> Resolver<'a> {
             ),
             _ => {}
         }
+        if raw.charge_card && raw.pay_from_credits {
+            self.error(
+                format!("{field}.subscriptions.charge_card"),
+                "renewals are paid either from credits or by card, not both",
+            );
+        }
+        let dunning_days = match &raw.dunning_days {
+            None => api::DEFAULT_DUNNING_DAYS.to_vec(),
+            Some(days) => {
+                let ascending = days.windows(2).all(|w| w[0] < w[1]);
+                if days.is_empty()
+                    || days.len() > 10
+                    || !ascending
+                    || days.iter().any(|d| !(1..=60).contains(d))
+                {
+                    self.error(
+                        format!("{field}.subscriptions.dunning_days"),
+                        format!(
+                            "{days:?}: 1 to 10 retries, days after the failure from 1 to 60, \
+                             ascending"
+                        ),
+                    );
+                }
+                days.clone()
+            }
+        };
         SubscriptionsConfig {
             pay_from_credits: raw.pay_from_credits,
             credits_per_major_unit: raw.credits_per_major_unit.filter(|rate| *rate > 0),
+            charge_card: raw.charge_card,
+            dunning_days,
         }
     }
 
@@ -499,6 +527,12 @@ impl<'a> Resolver<'a> {
                 self.error(format!("{field}.gateway.{key}"), message);
             }
             api.gateway = Some(config);
+        }
+        if api.subscriptions.charge_card && api.gateway.is_none() {
+            self.error(
+                format!("{field}.subscriptions.charge_card"),
+                "needs the tenant's `gateway:` to charge cards through",
+            );
         }
         if let Some(code) = &raw.currency {
             match Currency::parse(code) {

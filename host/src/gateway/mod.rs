@@ -4,7 +4,8 @@
 //! speaks HTTP:
 //! - [`toss::TossGateway`], a connector for a Toss-Payments-style API
 //!   (`POST /v1/payments/confirm`, `…/{paymentKey}/cancel`, `GET
-//!   /v1/payments/{paymentKey}` and `/v1/payments/orders/{orderId}`);
+//!   /v1/payments/{paymentKey}` and `/v1/payments/orders/{orderId}`,
+//!   `POST /v1/billing/{billingKey}`);
 //! - [`simulator`], a PG that serves that same API on 127.0.0.1 for the
 //!   embedded default and the tests, with test cards and failure injection
 //!   (it stands in for the card network, which cannot exist here).
@@ -123,6 +124,24 @@ pub struct CancelRequest {
     pub cancel_amount: Option<i64>,
 }
 
+/// `POST /v1/billing/{billingKey}`: a charge of a stored card, for a
+/// payment the customer is not present for (a renewal).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BillingChargeRequest {
+    /// The merchant's key of the customer the billing key was issued to.
+    pub customer_key: String,
+    /// Minor units.
+    pub amount: i64,
+    /// ISO-4217.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// The merchant's order id (FluxPay's order id).
+    pub order_id: String,
+    /// What is paid for (shown to the customer).
+    pub order_name: String,
+}
+
 /// The PG's error body: `{"code": …, "message": …}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PgErrorBody {
@@ -153,6 +172,8 @@ pub mod codes {
     pub const REJECT_CARD_PAYMENT: &str = "REJECT_CARD_PAYMENT";
     /// The request does not fit the payment (amount, order id).
     pub const INVALID_REQUEST: &str = "INVALID_REQUEST";
+    /// No such billing key (or it was deleted).
+    pub const INVALID_BILLING_KEY: &str = "INVALID_BILLING_KEY";
     /// The secret key is wrong.
     pub const UNAUTHORIZED_KEY: &str = "UNAUTHORIZED_KEY";
 }
@@ -223,6 +244,15 @@ pub trait PaymentGateway: Send + Sync {
         &self,
         payment_key: &str,
         request: &CancelRequest,
+        idempotency_key: &str,
+    ) -> impl Future<Output = GatewayResult<PgPayment>> + Send;
+
+    /// Charges a stored card (a billing key): a payment approved at once,
+    /// with no checkout.
+    fn charge_billing_key(
+        &self,
+        billing_key: &str,
+        request: &BillingChargeRequest,
         idempotency_key: &str,
     ) -> impl Future<Output = GatewayResult<PgPayment>> + Send;
 

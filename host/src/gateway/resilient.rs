@@ -27,7 +27,8 @@ use tower_resilience_circuitbreaker::{
 };
 
 use super::{
-    CancelRequest, ConfirmRequest, GatewayError, GatewayResult, PaymentGateway, PgPayment,
+    BillingChargeRequest, CancelRequest, ConfirmRequest, GatewayError, GatewayResult,
+    PaymentGateway, PgPayment,
 };
 
 /// The breaker and retry settings of one gateway.
@@ -79,6 +80,7 @@ impl Default for Resilience {
 enum Call {
     Confirm(ConfirmRequest, String),
     Cancel(String, CancelRequest, String),
+    ChargeBillingKey(String, BillingChargeRequest, String),
     Payment(String),
     PaymentByOrder(String),
 }
@@ -135,6 +137,9 @@ impl ResilientGateway {
                     Call::Confirm(request, key) => inner.confirm(&request, &key).await,
                     Call::Cancel(payment_key, request, key) => {
                         inner.cancel(&payment_key, &request, &key).await
+                    }
+                    Call::ChargeBillingKey(billing_key, request, key) => {
+                        inner.charge_billing_key(&billing_key, &request, &key).await
                     }
                     Call::Payment(key) => inner.payment(&key).await,
                     Call::PaymentByOrder(order) => inner.payment_by_order(&order).await,
@@ -222,6 +227,20 @@ impl PaymentGateway for ResilientGateway {
     ) -> GatewayResult<PgPayment> {
         self.mutate(Call::Cancel(
             payment_key.to_owned(),
+            request.clone(),
+            idempotency_key.to_owned(),
+        ))
+        .await
+    }
+
+    async fn charge_billing_key(
+        &self,
+        billing_key: &str,
+        request: &BillingChargeRequest,
+        idempotency_key: &str,
+    ) -> GatewayResult<PgPayment> {
+        self.mutate(Call::ChargeBillingKey(
+            billing_key.to_owned(),
             request.clone(),
             idempotency_key.to_owned(),
         ))

@@ -107,6 +107,8 @@ enum Idem {
 struct SimState {
     payments: HashMap<String, SimPayment>,
     by_order: HashMap<String, String>,
+    /// Billing key → (customer key, card number).
+    billing_keys: HashMap<String, (String, String)>,
     idempotency: HashMap<(String, String), Idem>,
     ledger: SimLedger,
     faults: Faults,
@@ -144,6 +146,8 @@ impl Simulator {
             .route("/v1/payments/{payment_key}/cancel", post(cancel))
             .route("/v1/payments/{payment_key}", get(payment))
             .route("/v1/payments/orders/{order_id}", get(payment_by_order))
+            .route("/v1/billing/authorizations/card", post(issue_billing_key))
+            .route("/v1/billing/{billing_key}", post(charge_billing_key))
             .route("/sim/v1/ledger", get(ledger))
             .route("/sim/v1/faults", get(faults).put(set_faults))
             .with_state(self.clone())
@@ -444,50 +448,171 @@ async fn confirm(
                 );
             }
         }
-        sim_payment.confirm_calls += 1;
-        let card = sim_payment.card.as_str();
-        let (approve, delay) = match card {
-            cards::DECLINE => {
-                payment.status = PgStatus::Aborted;
-                return (
-                    StatusCode::BAD_REQUEST,
-                    error_body(codes::REJECT_CARD_PAYMENT, "declined by the card issuer"),
-                    None,
-                );
-            }
-            cards::TRANSIENT_TWICE if sim_payment.confirm_calls <= 2 => {
-                return (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    error_body(codes::PROVIDER_ERROR, "temporary fault, try again"),
-                    None,
-                );
-            }
-            cards::ALWAYS_FAILS => {
-                return (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    error_body(codes::FAILED_INTERNAL_SYSTEM_PROCESSING, "internal failure"),
-                    None,
-                );
-            }
-            cards::TIMEOUT_NOT_APPROVED => {
-                payment.status = PgStatus::Aborted;
-                return (
-                    StatusCode::GATEWAY_TIMEOUT,
-                    json!({ "message": "upstream timeout" }),
-                    Some(slow),
-                );
-            }
-            cards::APPROVE_THEN_TIMEOUT => (true, Some(slow)),
-            _ => (true, None),
+        let key = request.payment_key.clone();
+        approve(state, &key, slow)
+    })
+    .await
+}
+
+/// Approves (or not, as its test card says) the `READY` payment `key`.
+fn approve(
+    state: &mut SimState,
+    key: &str,
+    slow: Duration,
+) -> (StatusCode, serde_json::Value, Option<Duration>) {
+    let sim_payment = state.payments.get_mut(key).expect("the caller found it");
+    let payment = &mut sim_payment.payment;
+    sim_payment.confirm_calls += 1;
+    let card = sim_payment.card.as_str();
+    let delay = match card {
+        cards::DECLINE => {
+            payment.status = PgStatus::Aborted;
+            return (
+                StatusCode::BAD_REQUEST,
+                error_body(codes::REJECT_CARD_PAYMENT, "declined by the card issuer"),
+                None,
+            );
+        }
+        cards::TRANSIENT_TWICE if sim_payment.confirm_calls <= 2 => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                error_body(codes::PROVIDER_ERROR, "temporary fault, try again"),
+                None,
+            );
+        }
+        cards::ALWAYS_FAILS => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                error_body(codes::FAILED_INTERNAL_SYSTEM_PROCESSING, "internal failure"),
+                None,
+            );
+        }
+        cards::TIMEOUT_NOT_APPROVED => {
+            payment.status = PgStatus::Aborted;
+            return (
+                StatusCode::GATEWAY_TIMEOUT,
+                json!({ "message": "upstream timeout" }),
+                Some(slow),
+            );
+        }
+        cards::APPROVE_THEN_TIMEOUT => Some(slow),
+        _ => None,
+    };
+    payment.status = PgStatus::Done;
+    payment.approved_at = Some(now_rfc3339());
+    let answer = serde_json::to_value(&*payment).expect("a payment serialises");
+    let amount = payment.total_amount;
+    state.ledger.approvals += 1;
+    state.ledger.approved_amount += amount;
+    (StatusCode::OK, answer, delay)
+}
+
+/// `POST /v1/billing/authorizations/card`: a card registered for charges
+/// the customer is not present for (the PG keeps the card; the merchant
+/// gets the billing key).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct IssueBillingKey {
+    customer_key: String,
+    card_number: String,
+}
+
+async fn issue_billing_key(
+    State(sim): State<Simulator>,
+    Json(body): Json<IssueBillingKey>,
+) -> Response {
+    if body.customer_key.is_empty() || body.card_number.len() < 12 {
+        return pg_error(
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_REQUEST,
+            "customerKey and a card number are required",
+        );
+    }
+    let mut state = sim.lock();
+    state.next += 1;
+    let billing_key = format!("bsim_{:012}", state.next);
+    let masked = format!(
+        "{}******{}",
+        &body.card_number[..6],
+        &body.card_number[body.card_number.len() - 4..]
+    );
+    state.billing_keys.insert(
+        billing_key.clone(),
+        (body.customer_key.clone(), body.card_number),
+    );
+    Json(json!({
+        "billingKey": billing_key,
+        "customerKey": body.customer_key,
+        "card": { "number": masked },
+        "authenticatedAt": now_rfc3339(),
+    }))
+    .into_response()
+}
+
+async fn charge_billing_key(
+    State(sim): State<Simulator>,
+    Path(billing_key): Path<String>,
+    headers: HeaderMap,
+    Json(request): Json<super::BillingChargeRequest>,
+) -> Response {
+    sim.lock().ledger.confirm_calls += 1;
+    once(&sim, &headers, "billing".into(), move |state| {
+        let slow = Duration::from_millis(state.faults.slow_answer_ms);
+        let Some((customer_key, card)) = state.billing_keys.get(&billing_key).cloned() else {
+            return (
+                StatusCode::NOT_FOUND,
+                error_body(codes::INVALID_BILLING_KEY, "no such billing key"),
+                None,
+            );
         };
-        debug_assert!(approve);
-        payment.status = PgStatus::Done;
-        payment.approved_at = Some(now_rfc3339());
-        let answer = serde_json::to_value(&*payment).expect("a payment serialises");
-        let amount = payment.total_amount;
-        state.ledger.approvals += 1;
-        state.ledger.approved_amount += amount;
-        (StatusCode::OK, answer, delay)
+        if customer_key != request.customer_key || request.amount <= 0 {
+            return (
+                StatusCode::BAD_REQUEST,
+                error_body(
+                    codes::INVALID_REQUEST,
+                    "customerKey differs from the billing key's, or amount is not positive",
+                ),
+                None,
+            );
+        }
+        let earlier = state
+            .by_order
+            .get(&request.order_id)
+            .and_then(|key| state.payments.get(key))
+            .map(|p| p.payment.status);
+        if earlier.is_some_and(|status| !status.failed()) {
+            return (
+                StatusCode::BAD_REQUEST,
+                error_body(
+                    codes::ALREADY_PROCESSED_PAYMENT,
+                    "this orderId was paid before",
+                ),
+                None,
+            );
+        }
+        state.next += 1;
+        let payment_key = format!("tsim_{:012}", state.next);
+        state
+            .by_order
+            .insert(request.order_id.clone(), payment_key.clone());
+        state.payments.insert(
+            payment_key.clone(),
+            SimPayment {
+                payment: PgPayment {
+                    payment_key: payment_key.clone(),
+                    order_id: request.order_id.clone(),
+                    status: PgStatus::Ready,
+                    currency: request.currency.clone().unwrap_or_else(|| "KRW".into()),
+                    total_amount: request.amount,
+                    balance_amount: request.amount,
+                    approved_at: None,
+                    cancels: Vec::new(),
+                },
+                card,
+                confirm_calls: 0,
+            },
+        );
+        approve(state, &payment_key, slow)
     })
     .await
 }

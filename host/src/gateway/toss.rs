@@ -18,8 +18,8 @@ use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
 use super::{
-    CancelRequest, ConfirmRequest, GatewayError, GatewayResult, PaymentGateway, PgErrorBody,
-    PgPayment, codes,
+    BillingChargeRequest, CancelRequest, ConfirmRequest, GatewayError, GatewayResult,
+    PaymentGateway, PgErrorBody, PgPayment, codes,
 };
 use crate::config::Secret;
 
@@ -176,6 +176,23 @@ impl PaymentGateway for TossGateway {
             self.request(
                 reqwest::Method::POST,
                 &format!("/v1/payments/{}/cancel", path_segment(payment_key)?),
+            )
+            .header("Idempotency-Key", idempotency_key)
+            .json(request),
+        )
+        .await
+    }
+
+    async fn charge_billing_key(
+        &self,
+        billing_key: &str,
+        request: &BillingChargeRequest,
+        idempotency_key: &str,
+    ) -> GatewayResult<PgPayment> {
+        self.send(
+            self.request(
+                reqwest::Method::POST,
+                &format!("/v1/billing/{}", path_segment(billing_key)?),
             )
             .header("Idempotency-Key", idempotency_key)
             .json(request),

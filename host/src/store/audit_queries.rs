@@ -239,6 +239,11 @@ macro_rules! audit_queries {
                  SELECT 'usage_period', close_id, 'CLOSED', 1 FROM period_closes \
                    WHERE tenant_id = $1 \
                  UNION ALL \
+                 SELECT 'payment_method', method_id, \
+                   CASE WHEN removed_at IS NULL THEN 'ACTIVE' ELSE 'REMOVED' END, \
+                   CASE WHEN removed_at IS NULL THEN 1 ELSE 2 END \
+                   FROM payment_methods WHERE tenant_id = $1 \
+                 UNION ALL \
                  SELECT 'payment', payment_id, status, version FROM payments \
                    WHERE tenant_id = $1",
             )

@@ -50,6 +50,7 @@ mod payments;
 mod pg_pool;
 mod postgres;
 mod queries;
+mod renewals;
 mod sqlite;
 mod sqlite_checkpoint;
 mod sqlite_jobs;
@@ -72,6 +73,7 @@ pub use payments::{
     PaymentTransitionRecord, PaymentTx, PaymentUpdate,
 };
 pub use postgres::PgStore;
+pub use renewals::{PaymentMethodRecord, RenewalChargeRecord, RenewalQueries, RenewalTx};
 pub use sqlite::SqliteStore;
 pub use subscriptions::*;
 pub use usage::*;

@@ -34,10 +34,13 @@ use fluxpay_host::api::{self, admin::AdminState, admin::AdminToken, tenant::auth
 use fluxpay_host::app::audit::{self, AuditReport};
 use fluxpay_host::app::{App, TenantDirectory};
 use fluxpay_host::config::{self, DatabaseConfig, DatabaseUrl, Secret, SqliteSynchronous};
+use fluxpay_host::gateway::resilient::{Resilience, ResilientGateway};
+use fluxpay_host::gateway::simulator::{Faults, Simulator};
+use fluxpay_host::gateway::toss::{TossConfig, TossGateway};
 use fluxpay_host::policy::registry::Registry;
 use fluxpay_host::policy::reload::{Reloader, Trigger};
 use fluxpay_host::store::Store;
-use serde_json::Value;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tower::ServiceExt as _;
 
@@ -268,7 +271,7 @@ pub enum Raw {
 }
 
 /// Every table of the schema.
-pub const TABLES: [&str; 17] = [
+pub const TABLES: [&str; 21] = [
     "customers",
     "ledger_transactions",
     "ledger_postings",
@@ -286,6 +289,10 @@ pub const TABLES: [&str; 17] = [
     "state_history",
     "outbox_events",
     "idempotency_keys",
+    "payments",
+    "payment_attempts",
+    "payment_methods",
+    "renewal_charges",
 ];
 
 impl Raw {
@@ -298,6 +305,19 @@ impl Raw {
         match self {
             Raw::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
             Raw::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+        }
+    }
+
+    pub async fn text(&self, sql: &str) -> String {
+        match self {
+            Raw::Sqlite(pool) => sqlx::query_scalar::<_, String>(sql)
+                .fetch_one(pool)
+                .await
+                .unwrap(),
+            Raw::Postgres(pool) => sqlx::query_scalar::<_, String>(sql)
+                .fetch_one(pool)
+                .await
+                .unwrap(),
         }
     }
 
@@ -409,9 +429,14 @@ impl TestHost {
     /// A host on `backend` with the test config, policies loaded, the
     /// database migrated, the clock at the real now.
     pub async fn start(backend: Backend) -> TestHost {
+        TestHost::start_with(backend, |yaml| yaml).await
+    }
+
+    /// [`TestHost::start`] with the test config as `edit` makes it.
+    pub async fn start_with(backend: Backend, edit: impl FnOnce(String) -> String) -> TestHost {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("tenants.yaml");
-        std::fs::write(&config_path, config_yaml()).unwrap();
+        std::fs::write(&config_path, edit(config_yaml())).unwrap();
         let (url, pg_admin) = match backend {
             Backend::Sqlite => (DatabaseUrl::Sqlite(dir.path().join("fluxpay.db")), None),
             Backend::Postgres => {
@@ -693,5 +718,78 @@ impl TestHost {
                 .await;
             pool.close().await;
         }
+    }
+}
+
+/// The PG simulator's secret key in the tests.
+const PG_SECRET: &str = "test_sk_payments";
+/// The connector's request timeout in the tests: the simulator's slow
+/// cards answer after three times this.
+pub const PG_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(400);
+
+/// A PG simulator on 127.0.0.1.
+pub struct Pg {
+    /// It, to inject faults and read its ledger.
+    pub sim: Simulator,
+    /// Its base URL.
+    pub url: String,
+}
+
+/// A simulator on 127.0.0.1, and globex's gateway pointed at it.
+pub async fn pg(host: &TestHost) -> Pg {
+    let sim = Simulator::new(PG_SECRET, 7);
+    sim.set_faults(Faults {
+        slow_answer_ms: 3 * PG_TIMEOUT.as_millis() as u64,
+        ..Faults::default()
+    });
+    let url = sim.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let connector = TossGateway::new(TossConfig {
+        base_url: url.clone(),
+        secret_key: Secret::new(PG_SECRET),
+        connect_timeout: std::time::Duration::from_secs(2),
+        request_timeout: PG_TIMEOUT,
+    })
+    .unwrap();
+    let settings = Resilience {
+        retry_min_delay: std::time::Duration::from_millis(5),
+        retry_max_delay: std::time::Duration::from_millis(20),
+        minimum_calls: 50,
+        ..Resilience::default()
+    };
+    let gateway = ResilientGateway::new(connector, "globex", &settings).unwrap();
+    host.app
+        .set_gateways([("globex".to_owned(), Arc::new(gateway))].into());
+    Pg { sim, url }
+}
+
+impl Pg {
+    /// The checkout window, opened for FluxPay's order id.
+    pub async fn checkout(&self, order_id: &str, amount: i64, card: &str) -> String {
+        let answer: Value = reqwest::Client::new()
+            .post(format!("{}/v1/checkout", self.url))
+            .json(
+                &json!({ "orderId": order_id, "amount": amount, "currency": "EUR",
+                           "cardNumber": card }),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["paymentKey"].as_str().unwrap().to_owned()
+    }
+    /// A billing key for `customer_key`'s `card`, issued by the PG.
+    pub async fn billing_key(&self, customer_key: &str, card: &str) -> String {
+        let answer: Value = reqwest::Client::new()
+            .post(format!("{}/v1/billing/authorizations/card", self.url))
+            .json(&json!({ "customerKey": customer_key, "cardNumber": card }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["billingKey"].as_str().unwrap().to_owned()
     }
 }

@@ -18,6 +18,11 @@
 //!   first: from, to, event, reason (the PG's code and message for its
 //!   answers), actor, request id, time.
 //! - `GET /api/v1/payments?orderId=` — an order's payments.
+//! - `POST /api/v1/customers/{customerId}/payment-methods` — `{billingKey,
+//!   customerKey?, label?}`: stores a card the PG tokenised (its billing
+//!   key; never card data). With `subscriptions.charge_card`, renewals are
+//!   charged to the customer's newest card. `GET` lists them (removed ones
+//!   with `removedAt`); `DELETE …/payment-methods/{methodId}` removes one.
 
 use axum::Router;
 use axum::extract::{Extension, State};
@@ -44,6 +49,14 @@ pub(super) fn routes() -> Router<App> {
         .route("/api/v1/payments/{payment_id}", get(read))
         .route("/api/v1/payments/{payment_id}/cancel", post(cancel))
         .route("/api/v1/payments/{payment_id}/history", get(history))
+        .route(
+            "/api/v1/customers/{customer_id}/payment-methods",
+            post(add_method).get(list_methods),
+        )
+        .route(
+            "/api/v1/customers/{customer_id}/payment-methods/{method_id}",
+            axum::routing::delete(remove_method),
+        )
 }
 
 /// `POST /api/v1/payments/{paymentId}/cancel`.
@@ -294,4 +307,100 @@ async fn history(
         "payment history",
         history.into_iter().map(TransitionView::from).collect(),
     ))
+}
+
+/// `POST /api/v1/customers/{customerId}/payment-methods`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AddMethodBody {
+    billing_key: String,
+    #[serde(default)]
+    customer_key: Option<String>,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+/// A stored card. The billing key is not shown back: it charges the card.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MethodView {
+    method_id: String,
+    customer_id: String,
+    customer_key: String,
+    label: Option<String>,
+    created_at: i64,
+    removed_at: Option<i64>,
+}
+
+impl From<&crate::store::PaymentMethodRecord> for MethodView {
+    fn from(m: &crate::store::PaymentMethodRecord) -> Self {
+        MethodView {
+            method_id: m.method_id.clone(),
+            customer_id: m.customer_id.clone(),
+            customer_key: m.customer_key.clone(),
+            label: m.label.clone(),
+            created_at: m.created_at,
+            removed_at: m.removed_at,
+        }
+    }
+}
+
+async fn add_method(
+    State(app): State<App>,
+    command: Command,
+    AppPath(customer_id): AppPath<String>,
+) -> Result<Response, ApiError> {
+    let request: AddMethodBody = command.json()?;
+    let ctx = command.ctx(Key::Optional)?;
+    let reply = app
+        .add_payment_method(
+            &ctx,
+            &customer_id,
+            crate::app::payments::AddPaymentMethod {
+                billing_key: request.billing_key,
+                customer_key: request.customer_key,
+                label: request.label,
+            },
+            |method| {
+                render(
+                    StatusCode::CREATED,
+                    "payment method stored",
+                    &MethodView::from(method),
+                )
+            },
+        )
+        .await?;
+    Ok(respond(reply))
+}
+
+async fn list_methods(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    AppPath(customer_id): AppPath<String>,
+) -> ApiResult<Vec<MethodView>> {
+    let methods = app.payment_methods(&caller.tenant, &customer_id).await?;
+    Ok(ApiOk::new(
+        "payment methods",
+        methods.iter().map(MethodView::from).collect(),
+    ))
+}
+
+async fn remove_method(
+    State(app): State<App>,
+    command: Command,
+    AppPath((customer_id, method_id)): AppPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    // A DELETE is idempotent by itself: a repeat finds nothing (404).
+    let ctx = command.ctx(Key::Ignored)?;
+    app.remove_payment_method(&ctx, &customer_id, &method_id)
+        .await?;
+    let stored = render(
+        StatusCode::OK,
+        "payment method removed",
+        &serde_json::json!({ "methodId": method_id, "customerId": customer_id }),
+    );
+    Ok(respond(crate::app::Reply {
+        response: stored,
+        replayed: false,
+    }))
 }

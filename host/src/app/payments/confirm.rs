@@ -41,7 +41,7 @@ pub struct ConfirmCommand {
 }
 
 /// What the PG's answer means for the payment.
-enum Outcome {
+pub(super) enum Outcome {
     /// Approved under the PG's key.
     Approved(String),
     /// Declined for good (a card decline), with the PG's code and message.
@@ -57,7 +57,7 @@ enum Outcome {
 }
 
 impl Outcome {
-    fn attempt_outcome(&self) -> &'static str {
+    pub(super) fn attempt_outcome(&self) -> &'static str {
         match self {
             Outcome::Approved(_) => "approved",
             Outcome::Declined(..) => "declined",
@@ -67,7 +67,7 @@ impl Outcome {
         }
     }
 
-    fn pg_code(&self) -> Option<String> {
+    pub(super) fn pg_code(&self) -> Option<String> {
         match self {
             Outcome::Declined(code, _)
             | Outcome::Rejected(code, _)
@@ -163,50 +163,16 @@ impl App {
         }
 
         // 1. Intent.
-        let payment_id = PaymentId::new(new_id("pay"))?;
-        let customer = CustomerId::new(&order.customer_id)?;
-        let created = Payment::create(
-            payment_id.clone(),
-            order_id.clone(),
-            customer,
-            amount,
-            payment_id.as_str(),
-            "confirm requested",
-        )?;
-        let now = self.now();
-        let mut tx = self.store().begin(&ctx.tenant).await?;
-        let locked = tx
-            .order_for_update(order_id.as_str())
-            .await?
-            .ok_or_else(|| AppError::NotFound(format!("no order `{order_id}`")))?;
-        if locked.status != OrderStatus::Pending.as_str() {
-            return Err(AppError::StateConflict(format!(
-                "order `{order_id}` is {}: only a PENDING order can be paid",
-                locked.status
-            )));
-        }
-        tx.insert_payment(&NewPayment {
-            payment_id: payment_id.to_string(),
-            order_id: order_id.to_string(),
-            customer_id: order.customer_id.clone(),
-            amount: cmd.amount,
-            currency: order.currency.clone(),
-            approval_key: created.payment.approval_key().to_owned(),
-            // Asked about by the recovery scheduler if no outcome is
-            // recorded by then (the host stopped during the PG call).
-            next_check_at: now + super::CHECK_SCHEDULE_MS[0],
-            now,
-        })
-        .await?;
-        let mut journal = Recorder::new(ctx, new_id("tx"), now);
-        journal.transition(&created.transition);
-        journal.event(
-            event_type::PAYMENT_CREATED,
-            &order.customer_id,
-            &payment_event(&created.payment, None),
-        );
-        tx.record(journal.finish());
-        tx.commit(None).await?;
+        let created = self
+            .open_payment(
+                ctx,
+                &order_id,
+                &order.customer_id,
+                amount,
+                "confirm requested",
+            )
+            .await?;
+        let payment_id = created.id().clone();
 
         // 2. The PG call, with the payment's one approval key.
         let request = ConfirmRequest {
@@ -215,9 +181,7 @@ impl App {
             amount: cmd.amount,
         };
         let started = Instant::now();
-        let answer = gateway
-            .confirm(&request, created.payment.approval_key())
-            .await;
+        let answer = gateway.confirm(&request, created.approval_key()).await;
         let outcome = match answer {
             // Approved before, under another key: ask and adopt.
             Err(GatewayError::Refused { code, .. }) if code == codes::ALREADY_PROCESSED_PAYMENT => {
@@ -235,7 +199,7 @@ impl App {
         let attempt = PaymentAttemptRecord {
             attempt: 0,
             kind: "approve".into(),
-            idempotency_key: Some(created.payment.approval_key().to_owned()),
+            idempotency_key: Some(created.approval_key().to_owned()),
             outcome: outcome.attempt_outcome().into(),
             pg_code: outcome.pg_code(),
             latency_ms: latency.as_millis() as i64,
@@ -243,6 +207,64 @@ impl App {
         };
         self.settle(ctx, payment_id.as_str(), outcome, attempt, render)
             .await
+    }
+
+    /// Step 1: stores a `READY` payment of `amount` for the still
+    /// `PENDING` order, with the approval key every PG call for it sends
+    /// (at most one payment of an order is in flight: a unique index).
+    pub(super) async fn open_payment(
+        &self,
+        ctx: &RequestCtx,
+        order_id: &OrderId,
+        customer_id: &str,
+        amount: PositiveMoney,
+        reason: &str,
+    ) -> Result<Payment> {
+        let payment_id = PaymentId::new(new_id("pay"))?;
+        let customer = CustomerId::new(customer_id)?;
+        let created = Payment::create(
+            payment_id.clone(),
+            order_id.clone(),
+            customer,
+            amount,
+            payment_id.as_str(),
+            reason,
+        )?;
+        let now = self.now();
+        let mut tx = self.store().begin(&ctx.tenant).await?;
+        let locked = tx
+            .order_for_update(order_id.as_str())
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("no order `{order_id}`")))?;
+        if locked.status != OrderStatus::Pending.as_str() {
+            return Err(AppError::StateConflict(format!(
+                "order `{order_id}` is {}: only a PENDING order can be paid",
+                locked.status
+            )));
+        }
+        tx.insert_payment(&NewPayment {
+            payment_id: payment_id.to_string(),
+            order_id: order_id.to_string(),
+            customer_id: customer_id.to_owned(),
+            amount: amount.minor(),
+            currency: amount.currency().code().to_owned(),
+            approval_key: created.payment.approval_key().to_owned(),
+            // Asked about by the recovery scheduler if no outcome is
+            // recorded by then (the host stopped during the PG call).
+            next_check_at: now + super::CHECK_SCHEDULE_MS[0],
+            now,
+        })
+        .await?;
+        let mut journal = Recorder::new(ctx, new_id("tx"), now);
+        journal.transition(&created.transition);
+        journal.event(
+            event_type::PAYMENT_CREATED,
+            customer_id,
+            &payment_event(&created.payment, None),
+        );
+        tx.record(journal.finish());
+        tx.commit(None).await?;
+        Ok(created.payment)
     }
 
     /// Asks the PG what became of a payment left `READY` or `UNKNOWN`, and
@@ -281,7 +303,7 @@ impl App {
 
     /// Step 3: records the call and moves the payment (and its order) as
     /// the outcome says, in one transaction.
-    async fn settle(
+    pub(super) async fn settle(
         &self,
         ctx: &RequestCtx,
         payment_id: &str,
@@ -528,8 +550,8 @@ fn payment_event(payment: &Payment, failure: Option<&(String, String)>) -> serde
     })
 }
 
-/// What a confirm's answer means.
-fn outcome_of_confirm(
+/// What a confirm's (or billing charge's) answer means.
+pub(super) fn outcome_of_confirm(
     answer: Result<PgPayment, GatewayError>,
     amount: i64,
     currency: &str,
@@ -556,7 +578,7 @@ fn outcome_of_confirm(
 }
 
 /// What a status query's answer means.
-fn outcome_of_query(
+pub(super) fn outcome_of_query(
     answer: Result<PgPayment, GatewayError>,
     amount: i64,
     currency: &str,

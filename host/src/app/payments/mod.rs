@@ -27,10 +27,12 @@ mod complete;
 mod confirm;
 mod janitor;
 mod operator;
+mod renewals;
 
 pub use confirm::ConfirmCommand;
 pub use janitor::JanitorRun;
 pub use operator::OperatorAction;
+pub use renewals::{AddPaymentMethod, RenewalRun};
 
 /// When the recovery scheduler asks the PG about a payment left `READY` or
 /// `UNKNOWN`: after 10 s, then 30 s, 2 min, 10 min and 1 h later; then it

@@ -29,6 +29,7 @@
 //! own — the credit debit or grant or the order, each with its ledger
 //! postings and its own event.
 
+pub(super) mod card;
 mod charge;
 mod commands;
 mod create;

@@ -27,7 +27,7 @@ use super::super::error::{AppError, Result};
 use super::super::journal::{Recorder, event_type};
 use super::super::policy::price;
 use super::super::{App, RequestCtx, new_id};
-use super::charge::{ChargeFor, Paid};
+use super::charge::{ChargeFor, Paid, PaymentMethod};
 use super::{Applied, SubscriptionView, event_data, restore, terms_period, updated};
 use crate::domain::Timestamp;
 
@@ -36,7 +36,10 @@ use crate::domain::Timestamp;
 pub const DUNNING_WINDOW_MS: i64 = 14 * 86_400_000;
 use crate::domain::subscription::SubscriptionStatus;
 use crate::policy::types;
-use crate::store::{SubscriptionQueries, SubscriptionTx, Transactions, TxOps};
+use crate::store::{
+    RenewalChargeRecord, RenewalQueries, RenewalTx, SubscriptionQueries, SubscriptionTx,
+    Transactions, TxOps,
+};
 
 /// Subscriptions read per page of the due scan.
 const PAGE: i64 = 200;
@@ -52,6 +55,9 @@ pub struct SchedulerSummary {
     pub past_due: usize,
     /// Ended at their period end.
     pub expired: usize,
+    /// Renewals left as orders to charge to the customer's stored card
+    /// (the subscription moves on once the charge is approved).
+    pub card_charges: usize,
     /// Found changed or locked by someone else, or still unpaid.
     pub skipped: usize,
     /// Failed (logged; left due for the next run).
@@ -62,7 +68,13 @@ impl SchedulerSummary {
     /// Whether the run changed or failed anything (skips alone do not
     /// count: a past-due subscription is skipped on every run).
     pub fn changed_any(&self) -> bool {
-        self.activated + self.renewed + self.past_due + self.expired + self.failed > 0
+        self.activated
+            + self.renewed
+            + self.past_due
+            + self.expired
+            + self.card_charges
+            + self.failed
+            > 0
     }
 }
 
@@ -71,6 +83,7 @@ enum Outcome {
     Renewed,
     PastDue,
     Expired,
+    CardCharge,
     Skipped,
 }
 
@@ -106,6 +119,7 @@ impl App {
                         Ok(Outcome::Renewed) => summary.renewed += 1,
                         Ok(Outcome::PastDue) => summary.past_due += 1,
                         Ok(Outcome::Expired) => summary.expired += 1,
+                        Ok(Outcome::CardCharge) => summary.card_charges += 1,
                         Ok(Outcome::Skipped) => summary.skipped += 1,
                         Err(err) => {
                             tracing::warn!(
@@ -140,6 +154,19 @@ impl App {
         let sub = restore(&record)?;
         let at = Timestamp::from_unix_millis(now);
         if record.period_end > now || sub.status().is_terminal() {
+            return Ok(Outcome::Skipped);
+        }
+
+        // A renewal being charged to a card moves the subscription on when
+        // the charge is settled ([`crate::app::payments`]' renewal charges).
+        let by_card = self.tenants().get(tenant).is_some_and(|t| t.charge_card);
+        if by_card
+            && self
+                .store()
+                .due_renewal_charge_of(tenant, id)
+                .await?
+                .is_some()
+        {
             return Ok(Outcome::Skipped);
         }
 
@@ -196,6 +223,27 @@ impl App {
                     may_credit: false,
                 };
                 match self.pay(&mut tx, &ctx, now, binding, quote, what).await? {
+                    // Charged to the stored card after this commits.
+                    Paid::Done(info) if by_card && info.method == PaymentMethod::Order => {
+                        let order_id = info.order_id.clone().ok_or_else(|| {
+                            AppError::Internal("a renewal order without its id".into())
+                        })?;
+                        let charge = RenewalChargeRecord {
+                            order_id,
+                            subscription_id: record.subscription_id.clone(),
+                            customer_id: record.customer_id.clone(),
+                            period_start: period.start().unix_millis(),
+                            period_end: period.end().unix_millis(),
+                            status: "DUE".into(),
+                            attempts: 0,
+                            next_attempt_at: Some(now),
+                            last_error: None,
+                            created_at: now,
+                        };
+                        tx.insert_renewal_charge(&charge, now, now).await?;
+                        tx.commit(None).await?;
+                        return Ok(Outcome::CardCharge);
+                    }
                     Paid::Done(info) => {
                         let (change, event, outcome) = match sub.status() {
                             SubscriptionStatus::Trialing => (
