@@ -1006,3 +1006,82 @@ async fn two_schedulers_never_ask_about_the_same_payment_at_once() {
         host.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_books_hold_exactly_what_the_pg_holds_after_every_kind_of_payment() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        // Hooli takes payments too (through the same PG), to probe.
+        let pg = harness::pg_for(&host, &["globex", "hooli"]).await;
+        // Approved and fulfilled, then refunded in part.
+        let (_, _, refunded) = confirmed_payment(&host, &pg, "c1").await;
+        cancel_payment(&host, &refunded, json!({ "amount": 1_234 }), "r-1")
+            .await
+            .expect(200, "OK");
+        // Approved and fulfilled.
+        confirmed_payment(&host, &pg, "c2").await;
+        // Approved, then voided.
+        let (voided_order, total) = order(&host, "c3").await;
+        let key = pg.checkout(&voided_order, total, cards::APPROVE).await;
+        let voided = confirm(&host, &voided_order, &key, total, "pay-c3")
+            .await
+            .result()["paymentId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        cancel_payment(&host, &voided, json!({}), "v-1")
+            .await
+            .expect(200, "OK");
+        // Declined.
+        let (declined_order, total) = order(&host, "c4").await;
+        let key = pg.checkout(&declined_order, total, cards::DECLINE).await;
+        confirm(&host, &declined_order, &key, total, "pay-c4")
+            .await
+            .expect(402, "PAY_002");
+        // Approved with its answer lost, resolved by the janitor.
+        lost_payment(&host, &pg, "c5", cards::APPROVE_THEN_TIMEOUT).await;
+        while pg.sim.in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        host.advance(10_000);
+        assert_eq!(host.app.run_payment_janitor(host.now()).await.resolved, 1);
+        // Another tenant can neither read nor refund any of them.
+        host.call(
+            Tenant::Hooli,
+            "POST",
+            &format!("/api/v1/payments/{refunded}/cancel"),
+            Some(json!({ "amount": 1 })),
+            Some("x-1"),
+        )
+        .await
+        .expect(404, "NOT_FOUND");
+
+        // What FluxPay says the PG holds, payment by payment…
+        let held: i64 = host
+            .raw
+            .scalar(
+                "SELECT CAST(COALESCE(SUM(amount - refunded), 0) AS BIGINT) FROM payments \
+                 WHERE tenant_id = 'globex' \
+                   AND status IN ('APPROVED', 'CONFIRMED', 'PARTIALLY_REFUNDED')",
+            )
+            .await;
+        let approved: i64 = host
+            .raw
+            .scalar(
+                "SELECT COUNT(*) FROM payments WHERE tenant_id = 'globex' \
+                 AND pg_payment_key IS NOT NULL",
+            )
+            .await;
+        // …is what the PG's own ledger holds.
+        let ledger = pg.sim.ledger();
+        assert_eq!(
+            held,
+            ledger.approved_amount - ledger.cancelled_amount,
+            "{backend:?}: {ledger:?}"
+        );
+        assert_eq!(approved, ledger.approvals as i64, "{backend:?}");
+        assert_eq!(ledger.approvals, 4);
+        // And the auditor proves the ledger's clearing account agrees.
+        host.finish().await;
+    }
+}

@@ -737,6 +737,11 @@ pub struct Pg {
 
 /// A simulator on 127.0.0.1, and globex's gateway pointed at it.
 pub async fn pg(host: &TestHost) -> Pg {
+    pg_for(host, &["globex"]).await
+}
+
+/// A simulator on 127.0.0.1, and a gateway to it for each of `tenants`.
+pub async fn pg_for(host: &TestHost, tenants: &[&str]) -> Pg {
     let sim = Simulator::new(PG_SECRET, 7);
     sim.set_faults(Faults {
         slow_answer_ms: 3 * PG_TIMEOUT.as_millis() as u64,
@@ -757,8 +762,12 @@ pub async fn pg(host: &TestHost) -> Pg {
         ..Resilience::default()
     };
     let gateway = ResilientGateway::new(connector, "globex", &settings).unwrap();
-    host.app
-        .set_gateways([("globex".to_owned(), Arc::new(gateway))].into());
+    host.app.set_gateways(
+        tenants
+            .iter()
+            .map(|tenant| (tenant.to_string(), Arc::new(gateway.clone())))
+            .collect(),
+    );
     Pg { sim, url }
 }
 
