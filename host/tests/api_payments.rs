@@ -930,6 +930,8 @@ async fn an_approval_never_fulfilled_is_voided_and_a_stored_void_blocks_completi
         let run = host.app.run_payment_janitor(host.now()).await;
         assert_eq!((run.checked, run.failed), (1, 1), "{backend:?}: {run:?}");
         assert_eq!(payment(&host, &id).await["status"], "APPROVED");
+        let health = host.app.payment_health("globex", 60_000).await.unwrap();
+        assert_eq!((health.voiding, health.flagged), (1, 0), "{backend:?}");
         complete(&host, Tenant::Globex, &abandoned)
             .await
             .expect(409, "PAY_004");
@@ -942,6 +944,8 @@ async fn an_approval_never_fulfilled_is_voided_and_a_stored_void_blocks_completi
         assert_eq!(order_status(&host, &abandoned).await, "CANCELLED");
         assert_eq!(order_status(&host, &fulfilled).await, "COMPLETED");
         assert_eq!(pg.sim.ledger().cancelled_amount, total);
+        let health = host.app.payment_health("globex", 60_000).await.unwrap();
+        assert_eq!(health.voiding, 0);
         host.advance(86_400_000);
         assert_eq!(host.app.run_payment_janitor(host.now()).await.checked, 0);
         host.finish().await;

@@ -187,7 +187,9 @@ pub trait PaymentQueries: Send + Sync {
     ) -> impl Future<Output = Result<Vec<PaymentRecord>>> + Send;
 
     /// How many payments are `READY` or `UNKNOWN`, how many of those were
-    /// created before `stuck_before`, and how many are flagged.
+    /// created before `stuck_before`, how many are flagged and how many
+    /// wait for their void. Reads only payments still in flight or holding
+    /// money (the partial index `payments_one_active_key` covers them).
     fn payment_health(
         &self,
         tenant: &str,
@@ -204,8 +206,11 @@ pub struct PaymentHealth {
     pub unknown: i64,
     /// `READY` or `UNKNOWN` since before the threshold.
     pub stuck: i64,
-    /// Given up on by the scheduler: an operator must look.
+    /// Given up on by the scheduler (its checks, or its void's tries, used
+    /// up): an operator must look.
     pub flagged: i64,
+    /// `APPROVED` with a void requested that has not gone through yet.
+    pub voiding: i64,
 }
 
 /// Payment writes inside a transaction.
@@ -380,9 +385,10 @@ macro_rules! payment_queries {
                    COUNT(*) FILTER (WHERE status = 'UNKNOWN') AS unknown, \
                    COUNT(*) FILTER (WHERE status IN ('READY', 'UNKNOWN') \
                      AND created_at < $2) AS stuck, \
-                   COUNT(*) FILTER (WHERE flagged_at IS NOT NULL \
-                     AND status IN ('READY', 'UNKNOWN')) AS flagged \
-                 FROM payments WHERE tenant_id = $1",
+                   COUNT(*) FILTER (WHERE flagged_at IS NOT NULL) AS flagged, \
+                   COUNT(*) FILTER (WHERE void_requested_at IS NOT NULL) AS voiding \
+                 FROM payments WHERE tenant_id = $1 \
+                   AND status IN ('READY', 'UNKNOWN', 'APPROVED')",
             )
             .bind(tenant)
             .bind(stuck_before)

@@ -90,8 +90,8 @@ pub fn router(state: AdminState) -> Router {
 const STUCK_AFTER_MS: i64 = 5 * 60_000;
 
 /// `GET /admin/v1/payments/health`: per gateway tenant, payments `READY`,
-/// `UNKNOWN`, stuck past 5 minutes and flagged for an operator, and the
-/// breaker's state.
+/// `UNKNOWN`, stuck past 5 minutes, flagged for an operator (their retry
+/// budget used up) and waiting for their void, and the breaker's state.
 async fn payments_health(State(state): State<AdminState>) -> ApiResult<serde_json::Value> {
     let Some(app) = &state.app else {
         return Err(ApiError::NotReady);
@@ -107,6 +107,7 @@ async fn payments_health(State(state): State<AdminState>) -> ApiResult<serde_jso
                 "unknown": t.payments.unknown,
                 "stuck": t.payments.stuck,
                 "flagged": t.payments.flagged,
+                "voiding": t.payments.voiding,
                 "breaker": t.breaker,
             })
         })
