@@ -1089,3 +1089,108 @@ async fn the_books_hold_exactly_what_the_pg_holds_after_every_kind_of_payment() 
         host.finish().await;
     }
 }
+
+/// Serves the host's HTTP surface on a free loopback port, for the PG's
+/// notifications; its base URL.
+async fn serve_http(host: &TestHost) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = host.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    url
+}
+
+/// Waits (bounded) until the payment `id` is no longer in flight; its
+/// status.
+async fn settled(host: &TestHost, id: &str) -> String {
+    for _ in 0..500 {
+        let status = payment(host, id).await["status"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if status != "READY" && status != "UNKNOWN" {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("payment {id} stayed in flight");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pgs_late_and_duplicate_notifications_resolve_a_lost_answer_once() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let url = serve_http(&host).await;
+        pg.sim
+            .set_notify_url(Some(format!("{url}/pg/v1/notifications/globex")));
+        // Every notification comes twice, and after the client gave up.
+        pg.sim.set_faults(Faults {
+            slow_answer_ms: 3 * TIMEOUT.as_millis() as u64,
+            notification_delay_ms: 2 * TIMEOUT.as_millis() as u64,
+            duplicate_notifications: true,
+            ..Faults::default()
+        });
+        let (approved_order, _, _, approved) =
+            lost_payment(&host, &pg, "c1", cards::APPROVE_THEN_TIMEOUT).await;
+        let (aborted_order, _, _, aborted) =
+            lost_payment(&host, &pg, "c2", cards::TIMEOUT_NOT_APPROVED).await;
+
+        // No client retry, no scheduler run: the notifications make FluxPay
+        // ask the PG, and it adopts the PG's answer.
+        assert_eq!(settled(&host, &approved).await, "APPROVED", "{backend:?}");
+        assert_eq!(order_status(&host, &approved_order).await, "PAID");
+        assert_eq!(settled(&host, &aborted).await, "FAILED", "{backend:?}");
+        assert_eq!(order_status(&host, &aborted_order).await, "PENDING");
+        while pg.sim.ledger().notifications < 4 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(pg.sim.ledger().approvals, 1);
+        assert_eq!(pg.sim.ledger().confirm_calls, 2, "notifications only ask");
+        let events = host
+            .call(
+                Tenant::Globex,
+                "GET",
+                "/api/v1/events?limit=100",
+                None,
+                None,
+            )
+            .await;
+        let approvals = events.result()["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "payment.approved")
+            .count();
+        assert_eq!(approvals, 1, "the duplicate changed nothing: {backend:?}");
+
+        // A notification is only a hint: a forged one about a settled
+        // order, or an unknown one, changes nothing; bad input is refused.
+        let forged = reqwest::Client::new()
+            .post(format!("{url}/pg/v1/notifications/globex"))
+            .json(&json!({ "eventType": "PAYMENT_STATUS_CHANGED",
+                           "data": { "orderId": aborted_order, "status": "DONE" } }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), 200);
+        assert_eq!(payment(&host, &aborted).await["status"], "FAILED");
+        let unknown = reqwest::Client::new()
+            .post(format!("{url}/pg/v1/notifications/nobody"))
+            .json(&json!({ "eventType": "PAYMENT_STATUS_CHANGED",
+                           "data": { "orderId": "x" } }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unknown.status(), 404);
+        let malformed = reqwest::Client::new()
+            .post(format!("{url}/pg/v1/notifications/globex"))
+            .header("content-type", "application/json")
+            .body("{\"eventType\":")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(malformed.status(), 400);
+        host.finish().await;
+    }
+}

@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod pg_notifications;
 pub mod tenant;
 
 use axum::Router;
@@ -37,6 +38,7 @@ pub fn service(admin: AdminState, app: App) -> Router {
             Some(app.store().clone()),
         ))
         .merge(admin::router(admin.with_app(app.clone())))
+        .merge(pg_notifications::router(app.clone()))
         .merge(tenant::router(app))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -25,6 +25,10 @@ pub struct PgSimArgs {
     /// Seed of its latency draws, so a run with injected latency repeats.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Where to send status-change notifications (the merchant's webhook,
+    /// e.g. `http://127.0.0.1:8080/pg/v1/notifications/<tenant>`).
+    #[arg(long, env = "FLUXPAY_PG_SIM_NOTIFY_URL")]
+    pub notify_url: Option<String>,
 }
 
 /// Serves until Ctrl-C or SIGTERM.
@@ -49,6 +53,7 @@ pub fn run(args: PgSimArgs) -> anyhow::Result<ExitCode> {
         let addr = listener.local_addr().context("reading the bound address")?;
         println!("fluxpay pg-sim listening on http://{addr}");
         let simulator = Simulator::new(secret.expose(), args.seed);
+        simulator.set_notify_url(args.notify_url);
         axum::serve(listener, simulator.router())
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;

@@ -83,7 +83,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let registry = Arc::new(Registry::new());
     let reloader = Arc::new(Reloader::new(&args.config, registry.clone())?);
     let app = App::new(store.clone(), registry, tenants, system_clock());
-    app.set_gateways(gateways(&config).await?);
+    let (gateways, simulator) = gateways(&config).await?;
+    app.set_gateways(gateways);
     app.set_payment_settings(payment_settings(&config));
 
     let token = AdminToken::from_env();
@@ -101,6 +102,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(%addr, config = %args.config.display(), "serve.listening");
     // On stdout for scripts and tests that pass port 0.
     println!("fluxpay-host listening on http://{addr}");
+    if let Some((simulator, tenants)) = simulator {
+        notify_to(&simulator, &tenants, addr);
+    }
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let router = api::service(AdminState::new(reloader.clone(), token), app.clone());
@@ -234,8 +238,11 @@ fn payment_settings(
 /// key from the environment, or the bundled simulator, which is started
 /// here (on `pg_simulator.listen`, with a secret key made for this
 /// process) when a tenant uses it. Each behind its breaker and retries.
-async fn gateways(config: &config::Config) -> anyhow::Result<Gateways> {
-    let mut simulator: Option<(String, Secret)> = None;
+async fn gateways(
+    config: &config::Config,
+) -> anyhow::Result<(Gateways, Option<(Simulator, Vec<String>)>)> {
+    let mut simulator: Option<(Simulator, String, Secret)> = None;
+    let mut simulated = Vec::new();
     let mut gateways = Gateways::new();
     for (tenant, settings) in &config.tenants {
         let Some(gateway) = &settings.api.gateway else {
@@ -258,7 +265,9 @@ async fn gateways(config: &config::Config) -> anyhow::Result<Gateways> {
                         .context("tenants with a simulator gateway need pg_simulator")?;
                     simulator = Some(start_simulator(addr).await?);
                 }
-                simulator.clone().expect("started above")
+                simulated.push(tenant.clone());
+                let (_, url, secret) = simulator.as_ref().expect("started above");
+                (url.clone(), secret.clone())
             }
         };
         let connector = TossGateway::new(TossConfig {
@@ -272,19 +281,41 @@ async fn gateways(config: &config::Config) -> anyhow::Result<Gateways> {
             .map_err(|err| anyhow::anyhow!("tenants.{tenant}.gateway: {err}"))?;
         gateways.insert(tenant.clone(), Arc::new(resilient));
     }
-    Ok(gateways)
+    Ok((gateways, simulator.map(|(sim, _, _)| (sim, simulated))))
 }
 
 /// Starts the bundled PG simulator on `addr` (loopback, checked by the
-/// config); its URL and the secret key it accepts.
-async fn start_simulator(addr: SocketAddr) -> anyhow::Result<(String, Secret)> {
+/// config); it, its URL and the secret key it accepts.
+async fn start_simulator(addr: SocketAddr) -> anyhow::Result<(Simulator, String, Secret)> {
     let secret = format!("test_sk_{}", uuid::Uuid::now_v7().simple());
-    let url = Simulator::new(&secret, 1)
+    let simulator = Simulator::new(&secret, 1);
+    let url = simulator
         .spawn(addr)
         .await
         .with_context(|| format!("the PG simulator: listening on {addr}"))?;
     tracing::info!(%url, "serve.pg_simulator_listening");
-    Ok((url, Secret::new(secret)))
+    Ok((simulator, url, Secret::new(secret)))
+}
+
+/// Registers this host's notification endpoint with the in-process
+/// simulator, as a merchant registers its webhook URL with its PG. The
+/// simulator is one merchant account: with several tenants on it, a
+/// notification could not say whose it is, so there are none (the recovery
+/// scheduler resolves lost answers all the same).
+fn notify_to(simulator: &Simulator, tenants: &[String], addr: SocketAddr) {
+    let [tenant] = tenants else {
+        tracing::info!(
+            tenants = tenants.len(),
+            "serve.pg_simulator_notifications_off: one merchant account, several tenants"
+        );
+        return;
+    };
+    let host = if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    };
+    simulator.set_notify_url(Some(format!("http://{host}/pg/v1/notifications/{tenant}")));
 }
 
 /// Resolves on Ctrl-C, SIGTERM, or `stop`.

@@ -64,6 +64,12 @@ pub struct Faults {
     pub outage: bool,
     /// How late the slow test cards answer, in ms.
     pub slow_answer_ms: u64,
+    /// How long after a status change its notification is sent, in ms.
+    #[serde(default)]
+    pub notification_delay_ms: u64,
+    /// Every notification is sent twice.
+    #[serde(default)]
+    pub duplicate_notifications: bool,
 }
 
 impl Default for Faults {
@@ -72,6 +78,8 @@ impl Default for Faults {
             latency_ms: [0, 0],
             outage: false,
             slow_answer_ms: 3_000,
+            notification_delay_ms: 0,
+            duplicate_notifications: false,
         }
     }
 }
@@ -89,6 +97,8 @@ pub struct SimLedger {
     pub cancelled_amount: i64,
     /// Confirm requests received (repeats of a stored answer included).
     pub confirm_calls: u64,
+    /// Status-change notifications delivered (answered by the merchant).
+    pub notifications: u64,
 }
 
 struct SimPayment {
@@ -109,6 +119,10 @@ struct SimState {
     by_order: HashMap<String, String>,
     /// Billing key → (customer key, card number).
     billing_keys: HashMap<String, (String, String)>,
+    /// Where status changes are notified (the merchant's webhook URL).
+    notify_url: Option<String>,
+    /// Status changes not notified yet.
+    changed: Vec<PgPayment>,
     idempotency: HashMap<(String, String), Idem>,
     ledger: SimLedger,
     faults: Faults,
@@ -123,6 +137,8 @@ struct SimState {
 pub struct Simulator {
     state: Arc<Mutex<SimState>>,
     secret_key: Arc<str>,
+    /// For notifications.
+    client: reqwest::Client,
 }
 
 impl Simulator {
@@ -135,6 +151,7 @@ impl Simulator {
                 ..SimState::default()
             })),
             secret_key: Arc::from(secret_key),
+            client: reqwest::Client::new(),
         }
     }
 
@@ -184,6 +201,55 @@ impl Simulator {
             .values()
             .filter(|idem| matches!(idem, Idem::InFlight))
             .count()
+    }
+
+    /// Notifies status changes to `url` (`POST`, Toss's
+    /// `{"eventType": "PAYMENT_STATUS_CHANGED", "createdAt", "data":
+    /// payment}`), or stops.
+    pub fn set_notify_url(&self, url: Option<String>) {
+        self.lock().notify_url = url;
+    }
+
+    /// Sends the notifications of the status changes made so far, each in
+    /// a task of its own: after `notification_delay_ms`, twice with
+    /// `duplicate_notifications`.
+    fn notify(&self) {
+        let (url, changed, faults) = {
+            let mut state = self.lock();
+            let changed = std::mem::take(&mut state.changed);
+            match state.notify_url.clone() {
+                Some(url) => (url, changed, state.faults),
+                None => return,
+            }
+        };
+        for payment in changed {
+            let sim = self.clone();
+            let url = url.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(faults.notification_delay_ms)).await;
+                let body = json!({
+                    "eventType": "PAYMENT_STATUS_CHANGED",
+                    "createdAt": now_rfc3339(),
+                    "data": payment,
+                });
+                let times = if faults.duplicate_notifications { 2 } else { 1 };
+                for _ in 0..times {
+                    let sent = sim
+                        .client
+                        .post(&url)
+                        .json(&body)
+                        .timeout(Duration::from_secs(10))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(_) => sim.lock().ledger.notifications += 1,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "gateway.simulator_notify_failed")
+                        }
+                    }
+                }
+            });
+        }
     }
 
     /// Changes the failure injection.
@@ -388,7 +454,9 @@ async fn once(
             (status, body, delay)
         })
     };
-    let Ok((status, body, delay)) = processing.await else {
+    let processed = processing.await;
+    sim.notify();
+    let Ok((status, body, delay)) = processed else {
         return pg_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             codes::FAILED_INTERNAL_SYSTEM_PROCESSING,
@@ -467,6 +535,8 @@ fn approve(
     let delay = match card {
         cards::DECLINE => {
             payment.status = PgStatus::Aborted;
+            let aborted = payment.clone();
+            state.changed.push(aborted);
             return (
                 StatusCode::BAD_REQUEST,
                 error_body(codes::REJECT_CARD_PAYMENT, "declined by the card issuer"),
@@ -489,6 +559,8 @@ fn approve(
         }
         cards::TIMEOUT_NOT_APPROVED => {
             payment.status = PgStatus::Aborted;
+            let aborted = payment.clone();
+            state.changed.push(aborted);
             return (
                 StatusCode::GATEWAY_TIMEOUT,
                 json!({ "message": "upstream timeout" }),
@@ -502,6 +574,8 @@ fn approve(
     payment.approved_at = Some(now_rfc3339());
     let answer = serde_json::to_value(&*payment).expect("a payment serialises");
     let amount = payment.total_amount;
+    let approved = payment.clone();
+    state.changed.push(approved);
     state.ledger.approvals += 1;
     state.ledger.approved_amount += amount;
     (StatusCode::OK, answer, delay)
@@ -662,6 +736,8 @@ async fn cancel(
             transaction_key: format!("tcan_{}", payment.cancels.len() + 1),
         });
         let answer = serde_json::to_value(&*payment).expect("a payment serialises");
+        let cancelled = payment.clone();
+        state.changed.push(cancelled);
         state.ledger.cancelled_amount += amount;
         (StatusCode::OK, answer, None)
     })

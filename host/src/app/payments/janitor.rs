@@ -101,6 +101,39 @@ impl App {
         run
     }
 
+    /// The PG notified a status change of `order_id`'s payment: each of
+    /// the order's payments still in flight is resolved by asking the PG
+    /// (the notification's own body is not trusted). How many were; an
+    /// order FluxPay does not know, or with nothing in flight, is 0.
+    pub async fn pg_notified(&self, tenant: &str, order_id: &str) -> Result<u64> {
+        let gateway = self
+            .gateway(tenant)
+            .map_err(|_| AppError::NotFound(format!("no tenant `{tenant}` takes payments")))?;
+        let mut resolved = 0;
+        for payment in self.store().payments_of_order(tenant, order_id).await? {
+            if payment.status != "READY" && payment.status != "UNKNOWN" {
+                continue;
+            }
+            let ctx = RequestCtx {
+                tenant: tenant.to_owned(),
+                actor: "system:pg-notification".into(),
+                request_id: new_id("req"),
+                idempotency: None,
+            };
+            let ignore = |_: &super::PaymentDetails| StoredResponse {
+                status: 200,
+                body: Vec::new(),
+            };
+            match self.resolve(&ctx, &*gateway, payment, ignore).await {
+                Ok(_) => resolved += 1,
+                // Still unknown: the schedule goes on.
+                Err(AppError::PaymentPending { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(resolved)
+    }
+
     /// A void the PG keeps refusing or failing is flagged for an operator
     /// once it failed as often as the check schedule is long.
     async fn flag_if_voids_keep_failing(&self, tenant: &str, payment_id: &str, now: i64) {
