@@ -15,6 +15,8 @@ pub enum EntityKind {
     Subscription,
     /// A [`Payment`](crate::domain::payment::Payment).
     Payment,
+    /// An order's saga ([`crate::domain::saga`]), keyed by the order id.
+    Saga,
 }
 
 impl EntityKind {
@@ -24,6 +26,7 @@ impl EntityKind {
             EntityKind::Order => "order",
             EntityKind::Subscription => "subscription",
             EntityKind::Payment => "payment",
+            EntityKind::Saga => "saga",
         }
     }
 }

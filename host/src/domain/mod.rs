@@ -12,6 +12,7 @@
 //! - [`credit`]: a customer's credit account (grant, use, refund, reserve, expire).
 //! - [`order`]: the order state machine.
 //! - [`payment`]: the payment state machine (gateway approvals, voids, refunds).
+//! - [`saga`]: the order saga's state machine and its compensations.
 //! - [`subscription`]: the subscription state machine.
 //! - [`usage`]: metered-usage validation.
 //! - [`history`]: state-history records.
@@ -25,6 +26,7 @@ pub mod ledger;
 pub mod money;
 pub mod order;
 pub mod payment;
+pub mod saga;
 pub mod subscription;
 pub mod time;
 pub mod usage;
