@@ -272,6 +272,16 @@ pub trait PaymentTx: Send {
         next_check_at: i64,
     ) -> impl Future<Output = Result<Option<i64>>> + Send;
 
+    /// The payment's calls to the PG, in order, as this transaction sees
+    /// them (its own records included). Read on the transaction's own
+    /// connection: a read through the store while a transaction is held
+    /// would need a second connection, and a pool full of such
+    /// transactions would wait for itself.
+    fn attempts_in_tx(
+        &mut self,
+        payment_id: &str,
+    ) -> impl Future<Output = Result<Vec<PaymentAttemptRecord>>> + Send;
+
     /// Records a call made to the PG (numbered after the last one).
     fn record_payment_attempt(
         &mut self,
@@ -771,6 +781,10 @@ impl PaymentQueries for Store {
 }
 
 impl PaymentTx for SqliteTx {
+    async fn attempts_in_tx(&mut self, payment_id: &str) -> Result<Vec<PaymentAttemptRecord>> {
+        sqlite_q::payment_attempts(&mut *self.tx, &self.tenant, payment_id).await
+    }
+
     async fn request_void(
         &mut self,
         payment_id: &str,
@@ -833,6 +847,10 @@ impl PaymentTx for SqliteTx {
 }
 
 impl PaymentTx for PgTx {
+    async fn attempts_in_tx(&mut self, payment_id: &str) -> Result<Vec<PaymentAttemptRecord>> {
+        pg_q::payment_attempts(&mut *self.tx, &self.tenant, payment_id).await
+    }
+
     async fn request_void(
         &mut self,
         payment_id: &str,
@@ -895,6 +913,10 @@ impl PaymentTx for PgTx {
 }
 
 impl PaymentTx for Tx {
+    async fn attempts_in_tx(&mut self, payment_id: &str) -> Result<Vec<PaymentAttemptRecord>> {
+        dispatch_tx!(self, t => t.attempts_in_tx(payment_id).await)
+    }
+
     async fn request_void(
         &mut self,
         payment_id: &str,

@@ -236,6 +236,13 @@ impl Drop for Lease {
 /// its lifetime).
 macro_rules! pg_read {
     ($connections:expr, |$conn:ident| $body:expr) => {{
+        // A read through the pool while this task holds a write
+        // transaction needs a second connection: a pool full of such
+        // transactions would wait for itself. Read in the transaction.
+        debug_assert!(
+            !$crate::store::write_transaction_open(),
+            "a pooled read while this task holds a write transaction"
+        );
         let mut lease = $connections.get().await?;
         let $conn: &mut sqlx::postgres::PgConnection = &mut lease;
         let outcome = $body.await.map_err($crate::store::error::StoreError::from);

@@ -212,7 +212,7 @@ impl App {
         payment.status = change.payment.status().as_str().to_owned();
         payment.version = version;
         payment.updated_at = now;
-        self.answer_cancel(tx, ctx, payment, attempt, render).await
+        self.answer_cancel(tx, payment, render).await
     }
 
     /// Refunds `amount` of a `CONFIRMED | PARTIALLY_REFUNDED` payment.
@@ -262,9 +262,8 @@ impl App {
         if locked.version != record.version {
             // Moved meanwhile (another host): recorded already if its
             // refund used this key; otherwise this one is recorded on top.
-            let recorded = self
-                .store()
-                .payment_attempts(&ctx.tenant, payment_id)
+            let recorded = tx
+                .attempts_in_tx(payment_id)
                 .await?
                 .iter()
                 .any(|a| a.outcome == REFUNDED && a.idempotency_key.as_deref() == Some(&key));
@@ -323,7 +322,7 @@ impl App {
                  now recorded; read the payment and ask again for what is still owed"
             )));
         }
-        self.answer_cancel(tx, ctx, payment, attempt, render).await
+        self.answer_cancel(tx, payment, render).await
     }
 
     /// One cancel call to the PG with `key`; a failure is recorded as an
@@ -391,19 +390,12 @@ impl App {
     /// this transaction records included.
     async fn answer_cancel(
         &self,
-        tx: crate::store::Tx,
-        ctx: &RequestCtx,
+        mut tx: crate::store::Tx,
         payment: PaymentRecord,
-        attempt: PaymentAttemptRecord,
         render: impl Render<PaymentDetails>,
     ) -> Result<Reply> {
-        let mut attempts = self
-            .store()
-            .payment_attempts(&ctx.tenant, &payment.payment_id)
-            .await?;
-        let mut recorded = attempt;
-        recorded.attempt = attempts.last().map_or(1, |a| a.attempt + 1);
-        attempts.push(recorded);
+        // Read in the transaction: it sees the attempt it records.
+        let attempts = tx.attempts_in_tx(&payment.payment_id).await?;
         let response = render(&PaymentDetails { payment, attempts });
         tx.commit(Some(response.clone())).await?;
         Ok(Reply {

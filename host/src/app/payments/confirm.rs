@@ -340,9 +340,7 @@ impl App {
         if record.status != "READY" && record.status != "UNKNOWN" {
             // Settled meanwhile (another request, the janitor): it stays as
             // it is, and this request answers with it.
-            return self
-                .answer_with(tx, ctx, record, attempt, taken, render)
-                .await;
+            return self.answer_with(tx, record, taken, render).await;
         }
         let payment = restore_payment(&record)?;
         let (change, failure) = match &outcome {
@@ -420,8 +418,7 @@ impl App {
         }
         match outcome {
             Outcome::Approved(_) | Outcome::Declined(..) => {
-                self.answer_with(tx, ctx, stored, attempt, taken, render)
-                    .await
+                self.answer_with(tx, stored, taken, render).await
             }
             Outcome::Rejected(code, message) => {
                 tx.commit(None).await?;
@@ -448,10 +445,8 @@ impl App {
     /// earlier request was answered.
     async fn answer_with(
         &self,
-        tx: Tx,
-        ctx: &RequestCtx,
+        mut tx: Tx,
         payment: PaymentRecord,
-        attempt: PaymentAttemptRecord,
         taken: Option<Result<Reply>>,
         render: impl Render<PaymentDetails>,
     ) -> Result<Reply> {
@@ -465,15 +460,8 @@ impl App {
                 payment_id: payment.payment_id,
             });
         }
-        // The attempts committed so far, and the one this transaction
-        // records (not readable outside it until it commits).
-        let mut attempts = self
-            .store()
-            .payment_attempts(&ctx.tenant, &payment.payment_id)
-            .await?;
-        let mut recorded = attempt;
-        recorded.attempt = attempts.last().map_or(1, |a| a.attempt + 1);
-        attempts.push(recorded);
+        // Read in the transaction: it sees the attempt it records.
+        let attempts = tx.attempts_in_tx(&payment.payment_id).await?;
         let response = render(&PaymentDetails { payment, attempts });
         tx.commit(Some(response.clone())).await?;
         Ok(Reply {
