@@ -15,10 +15,37 @@
 //!    with N events of `--feature` (as the metric) for one customer, with
 //!    random event ids (as client-made UUIDs are), and events/s is printed
 //!    too.
+//!    With `--payments` each request is instead `POST /api/v1/payments/confirm`
+//!    (see "Payments" below).
 //! 3. Prints requests/s, latency p50/p95/p99/max and every non-2xx answer by
 //!    HTTP status and envelope code, plus one `RESULT {json}` line for
 //!    scripts. Exits 1 when any answer was not 2xx (PAY_001 is allowed only
-//!    with `--allow-insufficient`).
+//!    with `--allow-insufficient`); a `202` (`PAY_006`, the PG's answer was
+//!    lost) counts as not 2xx, since nothing was settled.
+//!
+//! **Payments** (`--payments --pg-sim-url http://127.0.0.1:PORT`, as
+//! bench/payments_confirm.sh runs it): a payment needs an order and the PG
+//! simulator's checkout first, and neither is what is measured. So before
+//! the clock starts, `--orders N` orders are prepared, `concurrency` (at
+//! most 64) at a time: `POST /api/v1/orders` (`--units` of `--sku`, for the
+//! seeded customers in turn, a fresh `Idempotency-Key`), then `POST
+//! {sim}/v1/checkout` `{orderId, amount: total, currency}` for its
+//! `paymentKey`. The measured loop then only confirms them, one prepared
+//! order per request (`{orderId, paymentKey, amount}`, a fresh
+//! `Idempotency-Key`); only an approval (`201`) counts as success — a
+//! decline is `402 PAY_002`, a lost answer `202 PAY_006`. Should the
+//! prepared orders run out before `--duration` ends, a worker makes the next
+//! order and checkout itself before its confirm (still timing the confirm
+//! alone): the run never stops early, and the count of such inline orders
+//! is printed, since their cost then lands in the measured window.
+//! `--orders-out FILE` prepares them, writes them (`orderId paymentKey
+//! amount` per line) and exits; `--orders-in FILE` confirms those instead of
+//! preparing: a script can read the host's CPU around the confirms alone.
+//! Order-create and checkout latencies are printed apart. Before and after
+//! the run the simulator's books (`GET {sim}/sim/v1/ledger`) are read: its
+//! approvals in between must equal the confirms answered `201` (warm-up
+//! included) — no payment taken twice, none taken unrecorded — or the exit
+//! code is 1. Customers are seeded without credit grants in this mode.
 //!
 //! Loopback only: the URL must point at 127.0.0.1, ::1 or localhost.
 //!
@@ -26,13 +53,17 @@
 //! cargo run --release -p fluxpay-host --example loadgen -- \
 //!   --url http://127.0.0.1:8080 --key fp_bench_0123456789abcdef \
 //!   --secret bench-secret --customers 10000 --concurrency 32 --duration 20
+//! cargo run --release -p fluxpay-host --example loadgen -- \
+//!   --url http://127.0.0.1:8080 --key fp_bench_0123456789abcdef \
+//!   --secret bench-secret --customers 1000 --payments \
+//!   --pg-sim-url http://127.0.0.1:8090 --orders 20000 --concurrency 256 --duration 15
 //! ```
 //! Every flag has an environment fallback (`LOADGEN_<FLAG>`, e.g.
 //! `LOADGEN_SECRET`), so a secret need not appear in a process list.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
@@ -41,6 +72,8 @@ use sha2::Sha256;
 const USE_PATH: &str = "/api/v1/credits/use";
 const USAGE_PATH: &str = "/api/v1/usage";
 const CHARGE_PATH: &str = "/api/v1/credits/charge";
+const ORDERS_PATH: &str = "/api/v1/orders";
+const CONFIRM_PATH: &str = "/api/v1/payments/confirm";
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -63,13 +96,21 @@ struct Args {
     skip_seed: bool,
     allow_insufficient: bool,
     usage_batch: u64,
+    payments: bool,
+    pg_sim_url: Option<String>,
+    orders: u64,
+    orders_in: Option<String>,
+    orders_out: Option<String>,
+    sku: String,
 }
 
 const USAGE: &str = "loadgen --key K [--secret S] [--url http://127.0.0.1:8080] \
 [--customers 10000] [--prefix ID] [--grant CREDITS] [--feature api-call] [--units 1] \
 [--concurrency 32] (--duration SECONDS | --requests N) [--warmup SECONDS] \
 [--hot K --hot-percent P] [--threads 1] [--seed-only | --skip-seed] [--allow-insufficient] \
-[--usage-batch EVENTS]";
+[--usage-batch EVENTS] \
+[--payments --pg-sim-url http://127.0.0.1:8090 [--orders 10000] [--sku bench-item] \
+[--orders-out FILE | --orders-in FILE]]";
 
 fn parse_args() -> Result<Args, String> {
     let env = |name: &str| std::env::var(format!("LOADGEN_{name}")).ok();
@@ -91,6 +132,11 @@ fn parse_args() -> Result<Args, String> {
         "HOT_PERCENT",
         "THREADS",
         "USAGE_BATCH",
+        "PG_SIM_URL",
+        "ORDERS",
+        "ORDERS_IN",
+        "ORDERS_OUT",
+        "SKU",
     ] {
         if let Some(value) = env(name) {
             flags.insert(name.to_lowercase().replace('_', "-"), value);
@@ -104,7 +150,9 @@ fn parse_args() -> Result<Args, String> {
         };
         match name {
             "help" => return Err(USAGE.into()),
-            "seed-only" | "skip-seed" | "allow-insufficient" => switches.push(name.into()),
+            "seed-only" | "skip-seed" | "allow-insufficient" | "payments" => {
+                switches.push(name.into())
+            }
             _ => {
                 let value = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
                 flags.insert(name.into(), value);
@@ -154,26 +202,40 @@ fn parse_args() -> Result<Args, String> {
         skip_seed: switches.iter().any(|s| s == "skip-seed"),
         allow_insufficient: switches.iter().any(|s| s == "allow-insufficient"),
         usage_batch: num(&mut flags, "usage-batch", Some(0))?.unwrap_or(0),
+        payments: switches.iter().any(|s| s == "payments"),
+        pg_sim_url: flags
+            .remove("pg-sim-url")
+            .map(|url| url.trim_end_matches('/').to_owned()),
+        orders: num(&mut flags, "orders", Some(10_000))?.unwrap_or(0),
+        orders_in: flags.remove("orders-in"),
+        orders_out: flags.remove("orders-out"),
+        sku: flags.remove("sku").unwrap_or_else(|| "bench-item".into()),
     };
     if let Some(unknown) = flags.keys().next() {
         return Err(format!("unknown flag --{unknown}\n{USAGE}"));
     }
-    let host = args
-        .url
-        .strip_prefix("http://")
-        .ok_or("--url must be http://127.0.0.1:<port> (loopback only)")?;
-    let host = host.split('/').next().unwrap_or_default();
-    let loopback = ["127.0.0.1:", "[::1]:", "localhost:"]
-        .iter()
-        .any(|p| host.starts_with(p))
-        || ["127.0.0.1", "[::1]", "localhost"].contains(&host);
-    if !loopback {
-        return Err(format!("--url {}: loopback only (127.0.0.1)", args.url));
+    check_loopback("--url", &args.url)?;
+    if let Some(url) = &args.pg_sim_url {
+        check_loopback("--pg-sim-url", url)?;
+    }
+    if args.payments {
+        if args.pg_sim_url.is_none() {
+            return Err("--payments needs --pg-sim-url (the PG simulator's checkout)".into());
+        }
+        if args.usage_batch > 0 {
+            return Err("--payments and --usage-batch are two different runs".into());
+        }
+        if args.orders_in.is_some() && args.orders_out.is_some() {
+            return Err("--orders-in and --orders-out: one or the other".into());
+        }
+    } else if args.orders_in.is_some() || args.orders_out.is_some() {
+        return Err("--orders-in and --orders-out go with --payments".into());
     }
     if args.customers == 0 || args.concurrency == 0 || args.units <= 0 || args.threads == 0 {
         return Err("--customers, --concurrency, --units and --threads must be > 0".into());
     }
-    if !args.seed_only && args.duration.is_none() && args.requests.is_none() {
+    let drives = !args.seed_only && args.orders_out.is_none();
+    if drives && args.duration.is_none() && args.requests.is_none() {
         return Err(format!(
             "give --duration SECONDS or --requests N (the run is bounded)\n{USAGE}"
         ));
@@ -182,6 +244,24 @@ fn parse_args() -> Result<Args, String> {
         return Err("--hot must be ≤ --customers and --hot-percent ≤ 100".into());
     }
     Ok(args)
+}
+
+/// Requests go to this machine only: `http://` to 127.0.0.1, ::1 or
+/// localhost.
+fn check_loopback(flag: &str, url: &str) -> Result<(), String> {
+    let host = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{flag} must be http://127.0.0.1:<port> (loopback only)"))?;
+    let host = host.split('/').next().unwrap_or_default();
+    let loopback = ["127.0.0.1:", "[::1]:", "localhost:"]
+        .iter()
+        .any(|p| host.starts_with(p))
+        || ["127.0.0.1", "[::1]", "localhost"].contains(&host);
+    if loopback {
+        Ok(())
+    } else {
+        Err(format!("{flag} {url}: loopback only (127.0.0.1)"))
+    }
 }
 
 fn unix_seconds() -> String {
@@ -212,14 +292,16 @@ struct Outcome {
     code: Option<String>,
 }
 
-async fn send(
+/// A request to the host with the tenant's key, signed when there is a
+/// secret.
+fn host_request(
     client: &reqwest::Client,
     args: &Args,
     method: reqwest::Method,
     path: &str,
     body: String,
     idempotency_key: Option<&str>,
-) -> Outcome {
+) -> reqwest::RequestBuilder {
     let mut request = client
         .request(method.clone(), format!("{}{path}", args.url))
         .header("authorization", format!("Bearer {}", args.key))
@@ -240,7 +322,25 @@ async fn send(
     if let Some(key) = idempotency_key {
         request = request.header("idempotency-key", key);
     }
-    match request.body(body).send().await {
+    request.body(body)
+}
+
+/// Whether an answer settled the request: a 2xx other than `202`, which
+/// (`PAY_006`) says the outcome is not known yet.
+fn settled(status: u16) -> bool {
+    (200..300).contains(&status) && status != 202
+}
+
+async fn send(
+    client: &reqwest::Client,
+    args: &Args,
+    method: reqwest::Method,
+    path: &str,
+    body: String,
+    idempotency_key: Option<&str>,
+) -> Outcome {
+    let request = host_request(client, args, method, path, body, idempotency_key);
+    match request.send().await {
         Err(err) => Outcome {
             status: 0,
             code: Some(format!("transport: {}", error_kind(&err))),
@@ -249,7 +349,7 @@ async fn send(
             let status = response.status().as_u16();
             // Read the whole body either way, so the connection is reused.
             let bytes = response.bytes().await.unwrap_or_default();
-            let code = if (200..300).contains(&status) {
+            let code = if settled(status) {
                 None
             } else {
                 Some(
@@ -280,7 +380,8 @@ fn customer_id(args: &Args, index: u64) -> String {
     format!("{}-{index}", args.prefix)
 }
 
-/// Creates the customers and grants their credits, `concurrency` at a time.
+/// Creates the customers and grants their credits (not for `--payments`),
+/// `concurrency` (at most 64) at a time.
 async fn seed(client: &reqwest::Client, args: &Arc<Args>) -> Result<(), String> {
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
@@ -303,8 +404,11 @@ async fn seed(client: &reqwest::Client, args: &Arc<Args>) -> Result<(), String> 
                     None,
                 )
                 .await;
-                if !(200..300).contains(&put.status) {
+                if !settled(put.status) {
                     return Err(format!("PUT customer {id}: {} {:?}", put.status, put.code));
+                }
+                if args.payments {
+                    continue;
                 }
                 let grant = format!(
                     r#"{{"customerId":"{id}","credits":{},"reason":"load test seed"}}"#,
@@ -319,7 +423,7 @@ async fn seed(client: &reqwest::Client, args: &Arc<Args>) -> Result<(), String> 
                     Some(&format!("seed-{id}")),
                 )
                 .await;
-                if !(200..300).contains(&charged.status) {
+                if !settled(charged.status) {
                     return Err(format!(
                         "charge {id}: {} {:?}",
                         charged.status, charged.code
@@ -334,7 +438,7 @@ async fn seed(client: &reqwest::Client, args: &Arc<Args>) -> Result<(), String> 
     eprintln!(
         "seeded {} customers ({} credits each) in {:.1} s",
         args.customers,
-        args.grant,
+        if args.payments { 0 } else { args.grant },
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -385,6 +489,25 @@ struct WorkerStats {
     ok: u64,
     errors: BTreeMap<String, u64>,
     warmup_requests: u64,
+    /// Settled answers during the warm-up (the simulator counts their
+    /// approvals too).
+    warmup_ok: u64,
+    /// `--payments`: orders made inside the loop (the prepared ones had run
+    /// out).
+    inline: payments::PrepStats,
+}
+
+fn micros(elapsed: Duration) -> u32 {
+    u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX)
+}
+
+fn pick_customer(args: &Args, rng: &mut Rng) -> u64 {
+    let r = rng.next();
+    if args.hot > 0 && r % 100 < args.hot_percent {
+        (r >> 8) % args.hot
+    } else {
+        (r >> 8) % args.customers
+    }
 }
 
 async fn drive(
@@ -408,16 +531,22 @@ async fn drive(
         {
             break;
         }
-        let r = rng.next();
-        let index = if args.hot > 0 && r % 100 < args.hot_percent {
-            (r >> 8) % args.hot
-        } else {
-            (r >> 8) % args.customers
-        };
         let n = shared.sequence.fetch_add(1, Ordering::Relaxed);
-        let (path, body) = if args.usage_batch > 0 {
+        let (path, body) = if args.payments {
+            match payments::next_order(&client, &args, &shared, &mut rng, n, &mut stats.inline)
+                .await
+            {
+                Ok(confirm) => (CONFIRM_PATH, confirm),
+                Err(message) => {
+                    *stats.errors.entry(message).or_default() += 1;
+                    continue;
+                }
+            }
+        } else if args.usage_batch > 0 {
+            let index = pick_customer(&args, &mut rng);
             (USAGE_PATH, usage_body(&args, index, &mut rng))
         } else {
+            let index = pick_customer(&args, &mut rng);
             let body = format!(
                 r#"{{"customerId":"{}","feature":"{}","units":{},"metadata":{{"request-id":"{}-{:x}-{n}"}}}}"#,
                 customer_id(&args, index),
@@ -428,7 +557,8 @@ async fn drive(
             );
             (USE_PATH, body)
         };
-        let key = format!("{}-{:x}-use-{n}", args.prefix, shared.run);
+        let kind = if args.payments { "pay" } else { "use" };
+        let key = format!("{}-{:x}-{kind}-{n}", args.prefix, shared.run);
         let at = Instant::now();
         let outcome = send(
             &client,
@@ -442,10 +572,10 @@ async fn drive(
         let done = Instant::now();
         if done < shared.measure_from {
             stats.warmup_requests += 1;
+            stats.warmup_ok += u64::from(outcome.code.is_none());
             continue;
         }
-        let micros = u32::try_from(done.duration_since(at).as_micros()).unwrap_or(u32::MAX);
-        stats.latencies.push(micros);
+        stats.latencies.push(micros(done.duration_since(at)));
         match outcome.code {
             None => stats.ok += 1,
             Some(code) => {
@@ -467,6 +597,328 @@ struct Shared {
     deadline: Option<Instant>,
     issued: AtomicU64,
     sequence: AtomicU64,
+    /// `--payments`: the prepared orders, each confirmed once, in turn.
+    orders: Vec<payments::Prepared>,
+    next_order: AtomicUsize,
+}
+
+/// `--payments`: preparing orders (order + checkout) and handing them to
+/// the confirm loop, and the simulator's books.
+mod payments {
+    use super::*;
+
+    /// An order checked out at the PG, ready to be confirmed.
+    pub struct Prepared {
+        pub order_id: String,
+        pub payment_key: String,
+        pub amount: i64,
+    }
+
+    impl Prepared {
+        pub fn confirm_body(&self) -> String {
+            format!(
+                r#"{{"orderId":"{}","paymentKey":"{}","amount":{}}}"#,
+                self.order_id, self.payment_key, self.amount
+            )
+        }
+    }
+
+    /// Orders made, and their order-create and checkout latencies (µs).
+    #[derive(Default)]
+    pub struct PrepStats {
+        pub count: u64,
+        pub order_us: Vec<u32>,
+        pub checkout_us: Vec<u32>,
+    }
+
+    impl PrepStats {
+        pub fn merge(&mut self, other: PrepStats) {
+            self.count += other.count;
+            self.order_us.extend(other.order_us);
+            self.checkout_us.extend(other.checkout_us);
+        }
+
+        /// `order create ms p50 … ; checkout ms p50 …`.
+        pub fn line(&self) -> String {
+            format!(
+                "order create ms {}; checkout ms {}",
+                Summary::of(self.order_us.clone()).line(),
+                Summary::of(self.checkout_us.clone()).line()
+            )
+        }
+
+        pub fn json(&self) -> serde_json::Value {
+            serde_json::json!({
+                "orders": self.count,
+                "orderCreateMs": Summary::of(self.order_us.clone()).json(),
+                "checkoutMs": Summary::of(self.checkout_us.clone()).json(),
+            })
+        }
+    }
+
+    /// The JSON of a settled answer, or `<status> <code>`.
+    async fn answer(request: reqwest::RequestBuilder) -> Result<serde_json::Value, String> {
+        let response = request
+            .send()
+            .await
+            .map_err(|err| format!("transport: {}", error_kind(&err)))?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.unwrap_or_default();
+        let json = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default();
+        if settled(status) {
+            Ok(json)
+        } else {
+            Err(format!("{status} {}", json["code"].as_str().unwrap_or("-")))
+        }
+    }
+
+    /// One order for seeded customer `customer` (created with
+    /// Idempotency-Key `key`), then its checkout at the simulator.
+    async fn make_one(
+        client: &reqwest::Client,
+        args: &Args,
+        customer: u64,
+        key: &str,
+        stats: &mut PrepStats,
+    ) -> Result<Prepared, String> {
+        let body = format!(
+            r#"{{"customerId":"{}","items":[{{"sku":"{}","quantity":{}}}]}}"#,
+            customer_id(args, customer),
+            args.sku,
+            args.units
+        );
+        let at = Instant::now();
+        let request = host_request(
+            client,
+            args,
+            reqwest::Method::POST,
+            ORDERS_PATH,
+            body,
+            Some(key),
+        );
+        let order = answer(request)
+            .await
+            .map_err(|e| format!("order create {e}"))?;
+        stats.order_us.push(micros(at.elapsed()));
+        let order = &order["result"];
+        let (Some(order_id), Some(amount)) = (order["orderId"].as_str(), order["total"].as_i64())
+        else {
+            return Err("order create: no orderId or total in the answer".into());
+        };
+        let checkout = format!(
+            r#"{{"orderId":"{order_id}","amount":{amount},"currency":"{}"}}"#,
+            order["currency"].as_str().unwrap_or("USD")
+        );
+        let sim = args.pg_sim_url.as_deref().unwrap_or_default();
+        let at = Instant::now();
+        let request = client
+            .post(format!("{sim}/v1/checkout"))
+            .header("content-type", "application/json")
+            .body(checkout);
+        let payment = answer(request).await.map_err(|e| format!("checkout {e}"))?;
+        stats.checkout_us.push(micros(at.elapsed()));
+        let payment_key = payment["paymentKey"]
+            .as_str()
+            .ok_or("checkout: no paymentKey in the answer")?;
+        stats.count += 1;
+        Ok(Prepared {
+            order_id: order_id.to_owned(),
+            payment_key: payment_key.to_owned(),
+            amount,
+        })
+    }
+
+    /// `--orders` orders, made `concurrency` (at most 64) at a time, for
+    /// the customers in turn.
+    pub async fn prepare(
+        client: &reqwest::Client,
+        args: &Arc<Args>,
+    ) -> Result<Vec<Prepared>, String> {
+        let started = Instant::now();
+        let run = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let next = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..args.concurrency.min(64) {
+            let (client, args, next) = (client.clone(), args.clone(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut made = Vec::new();
+                let mut stats = PrepStats::default();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= args.orders {
+                        return Ok::<_, String>((made, stats));
+                    }
+                    let key = format!("{}-{run:x}-order-{i}", args.prefix);
+                    made.push(
+                        make_one(&client, &args, i % args.customers, &key, &mut stats).await?,
+                    );
+                }
+            }));
+        }
+        let mut orders = Vec::with_capacity(args.orders as usize);
+        let mut stats = PrepStats::default();
+        for task in tasks {
+            let (made, made_stats) = task.await.map_err(|e| e.to_string())??;
+            orders.extend(made);
+            stats.merge(made_stats);
+        }
+        eprintln!(
+            "prepared {} orders (order + checkout) in {:.1} s: {}",
+            orders.len(),
+            started.elapsed().as_secs_f64(),
+            stats.line()
+        );
+        Ok(orders)
+    }
+
+    /// The confirm body of the next prepared order, or of one made now
+    /// when they have run out.
+    pub async fn next_order(
+        client: &reqwest::Client,
+        args: &Args,
+        shared: &Shared,
+        rng: &mut Rng,
+        n: u64,
+        stats: &mut PrepStats,
+    ) -> Result<String, String> {
+        let i = shared.next_order.fetch_add(1, Ordering::Relaxed);
+        if let Some(order) = shared.orders.get(i) {
+            return Ok(order.confirm_body());
+        }
+        let key = format!("{}-{:x}-order-{n}", args.prefix, shared.run);
+        let customer = pick_customer(args, rng);
+        make_one(client, args, customer, &key, stats)
+            .await
+            .map(|order| order.confirm_body())
+    }
+
+    /// Writes `orderId paymentKey amount` lines.
+    pub fn write(path: &str, orders: &[Prepared]) -> std::io::Result<()> {
+        let mut text = String::with_capacity(orders.len() * 64);
+        for o in orders {
+            text.push_str(&format!("{} {} {}\n", o.order_id, o.payment_key, o.amount));
+        }
+        std::fs::write(path, text)
+    }
+
+    /// Reads what [`write`] wrote.
+    pub fn read(path: &str) -> Result<Vec<Prepared>, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        text.lines()
+            .enumerate()
+            .map(|(i, line)| {
+                let mut fields = line.split(' ');
+                match (fields.next(), fields.next(), fields.next().map(str::parse)) {
+                    (Some(order_id), Some(payment_key), Some(Ok(amount))) => Ok(Prepared {
+                        order_id: order_id.to_owned(),
+                        payment_key: payment_key.to_owned(),
+                        amount,
+                    }),
+                    _ => Err(format!("{path}:{}: not `orderId paymentKey amount`", i + 1)),
+                }
+            })
+            .collect()
+    }
+
+    /// Prints the orders used and compares the simulator's approvals since
+    /// `approvals_before` with the `confirmed` payments (every confirm has
+    /// been answered, so its books are final): the `payments` part of
+    /// `RESULT`, and whether they differ.
+    pub async fn report(
+        client: &reqwest::Client,
+        args: &Args,
+        approvals_before: u64,
+        confirmed: u64,
+        prepared: usize,
+        inline: &PrepStats,
+    ) -> Result<(serde_json::Value, bool), String> {
+        let approvals = approvals(client, args)
+            .await?
+            .saturating_sub(approvals_before);
+        let differ = approvals != confirmed;
+        println!(
+            "  orders: {prepared} prepared, {} made inside the loop (prepared ones ran out){}",
+            inline.count,
+            if inline.count > 0 {
+                format!(": {}", inline.line())
+            } else {
+                String::new()
+            }
+        );
+        println!(
+            "  PG simulator: {approvals} approvals during the run, {confirmed} confirms answered \
+             201 (warm-up included): {}",
+            if differ { "DIFFER" } else { "equal" }
+        );
+        let json = serde_json::json!({
+            "prepared": prepared,
+            "inline": inline.json(),
+            "simApprovals": approvals,
+            "confirmed": confirmed,
+        });
+        Ok((json, differ))
+    }
+
+    /// The simulator's approvals so far (`GET /sim/v1/ledger`).
+    pub async fn approvals(client: &reqwest::Client, args: &Args) -> Result<u64, String> {
+        let sim = args.pg_sim_url.as_deref().unwrap_or_default();
+        let ledger = answer(client.get(format!("{sim}/sim/v1/ledger")))
+            .await
+            .map_err(|e| format!("the simulator's ledger: {e}"))?;
+        ledger["approvals"]
+            .as_u64()
+            .ok_or_else(|| "the simulator's ledger has no approvals".into())
+    }
+}
+
+/// Latency figures in ms.
+struct Summary {
+    mean: f64,
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Summary {
+    fn of(mut micros: Vec<u32>) -> Summary {
+        micros.sort_unstable();
+        let pct = |p: f64| -> f64 {
+            if micros.is_empty() {
+                return 0.0;
+            }
+            let rank = ((micros.len() as f64 * p).ceil() as usize).clamp(1, micros.len());
+            f64::from(micros[rank - 1]) / 1000.0
+        };
+        let mean = if micros.is_empty() {
+            0.0
+        } else {
+            micros.iter().map(|&l| f64::from(l)).sum::<f64>() / micros.len() as f64 / 1000.0
+        };
+        Summary {
+            mean,
+            p50: pct(0.50),
+            p95: pct(0.95),
+            p99: pct(0.99),
+            max: pct(1.0),
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "mean {:.2}  p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}",
+            self.mean, self.p50, self.p95, self.p99, self.max
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "mean": self.mean, "p50": self.p50, "p95": self.p95, "p99": self.p99, "max": self.max,
+        })
+    }
 }
 
 fn main() {
@@ -486,6 +938,25 @@ fn main() {
     std::process::exit(code);
 }
 
+/// `--payments`: the orders to confirm — read from `--orders-in`, or
+/// prepared now.
+async fn orders_for_run(
+    client: &reqwest::Client,
+    args: &Arc<Args>,
+) -> Result<Vec<payments::Prepared>, String> {
+    if !args.payments {
+        return Ok(Vec::new());
+    }
+    match &args.orders_in {
+        Some(path) => {
+            let orders = payments::read(path)?;
+            eprintln!("read {} prepared orders from {path}", orders.len());
+            Ok(orders)
+        }
+        None => payments::prepare(client, args).await,
+    }
+}
+
 async fn run(args: Arc<Args>) -> i32 {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency.max(64))
@@ -502,6 +973,34 @@ async fn run(args: Arc<Args>) -> i32 {
     if args.seed_only {
         return 0;
     }
+    let orders = match orders_for_run(&client, &args).await {
+        Ok(orders) => orders,
+        Err(message) => {
+            eprintln!("preparing orders failed: {message}");
+            return 1;
+        }
+    };
+    if let Some(path) = &args.orders_out {
+        return match payments::write(path, &orders) {
+            Ok(()) => 0,
+            Err(err) => {
+                eprintln!("{path}: {err}");
+                1
+            }
+        };
+    }
+    let approvals_before = if args.payments {
+        match payments::approvals(&client, &args).await {
+            Ok(n) => n,
+            Err(message) => {
+                eprintln!("{message}");
+                return 1;
+            }
+        }
+    } else {
+        0
+    };
+    let prepared = orders.len();
 
     let started = Instant::now();
     let measure_from = started + Duration::from_secs_f64(args.warmup);
@@ -516,21 +1015,22 @@ async fn run(args: Arc<Args>) -> i32 {
             .map(|d| measure_from + Duration::from_secs_f64(d)),
         issued: AtomicU64::new(0),
         sequence: AtomicU64::new(0),
+        orders,
+        next_order: AtomicUsize::new(0),
     });
     let tasks: Vec<_> = (0..args.concurrency)
         .map(|worker| tokio::spawn(drive(client.clone(), args.clone(), worker, shared.clone())))
         .collect();
-    let mut latencies: Vec<u32> = Vec::new();
-    let mut ok = 0u64;
-    let mut warmup_requests = 0u64;
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut total = WorkerStats::default();
     for task in tasks {
         let stats = task.await.expect("a worker");
-        latencies.extend(stats.latencies);
-        ok += stats.ok;
-        warmup_requests += stats.warmup_requests;
+        total.latencies.extend(stats.latencies);
+        total.ok += stats.ok;
+        total.warmup_requests += stats.warmup_requests;
+        total.warmup_ok += stats.warmup_ok;
+        total.inline.merge(stats.inline);
         for (code, n) in stats.errors {
-            *errors.entry(code).or_default() += n;
+            *total.errors.entry(code).or_default() += n;
         }
     }
     let finished = Instant::now();
@@ -538,27 +1038,17 @@ async fn run(args: Arc<Args>) -> i32 {
         .saturating_duration_since(measure_from)
         .as_secs_f64()
         .max(1e-9);
-    latencies.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        let rank = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len());
-        f64::from(latencies[rank - 1]) / 1000.0
-    };
-    let total = latencies.len() as u64;
-    let rps = total as f64 / elapsed;
-    let (p50, p95, p99, max) = (pct(0.50), pct(0.95), pct(0.99), pct(1.0));
-    let mean = if total == 0 {
-        0.0
-    } else {
-        latencies.iter().map(|&l| f64::from(l)).sum::<f64>() / total as f64 / 1000.0
-    };
+    let requests = total.latencies.len() as u64;
+    let rps = requests as f64 / elapsed;
+    let latency = Summary::of(std::mem::take(&mut total.latencies));
     let events_per_second = rps * args.usage_batch as f64;
+    let (ok, warmup_requests, errors) = (total.ok, total.warmup_requests, &total.errors);
     println!(
-        "{}: {total} requests in {elapsed:.2} s ({warmup_requests} warm-up requests not counted), \
+        "{}: {requests} requests in {elapsed:.2} s ({warmup_requests} warm-up requests not counted), \
          concurrency {}, customers {} (hot {} at {} %)",
-        if args.usage_batch > 0 {
+        if args.payments {
+            "payments/confirm"
+        } else if args.usage_batch > 0 {
             "usage"
         } else {
             "credits/use"
@@ -575,18 +1065,37 @@ async fn run(args: Arc<Args>) -> i32 {
             args.usage_batch
         );
     }
-    println!(
-        "  latency ms: mean {mean:.2}  p50 {p50:.2}  p95 {p95:.2}  p99 {p99:.2}  max {max:.2}"
-    );
+    println!("  latency ms: {}", latency.line());
+    let (payments, books_differ) = if args.payments {
+        let confirmed = ok + total.warmup_ok;
+        match payments::report(
+            &client,
+            &args,
+            approvals_before,
+            confirmed,
+            prepared,
+            &total.inline,
+        )
+        .await
+        {
+            Ok(report) => report,
+            Err(message) => {
+                eprintln!("{message}");
+                return 1;
+            }
+        }
+    } else {
+        (serde_json::Value::Null, false)
+    };
     if errors.is_empty() {
         println!("  non-2xx: none");
     } else {
-        for (code, n) in &errors {
+        for (code, n) in errors {
             println!("  non-2xx: {code} × {n}");
         }
     }
     let result = serde_json::json!({
-        "requests": total,
+        "requests": requests,
         "seconds": elapsed,
         "rps": rps,
         "ok": ok,
@@ -594,14 +1103,15 @@ async fn run(args: Arc<Args>) -> i32 {
         "customers": args.customers,
         "hot": args.hot,
         "hotPercent": if args.hot > 0 { args.hot_percent } else { 0 },
-        "latencyMs": { "mean": mean, "p50": p50, "p95": p95, "p99": p99, "max": max },
+        "latencyMs": latency.json(),
         "errors": errors,
         "usageBatch": args.usage_batch,
         "eventsPerSecond": events_per_second,
+        "payments": payments,
     });
     println!("RESULT {result}");
     let unexpected = errors
         .keys()
         .any(|code| !(args.allow_insufficient && code.ends_with("PAY_001")));
-    i32::from(unexpected)
+    i32::from(unexpected || books_differ)
 }
