@@ -903,6 +903,7 @@ async fn an_approval_never_fulfilled_is_voided_and_a_stored_void_blocks_completi
                 "globex".to_owned(),
                 fluxpay_host::app::payments::PaymentSettings {
                     void_unconfirmed_after_ms: 600_000,
+                    ..Default::default()
                 },
             )]
             .into(),

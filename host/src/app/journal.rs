@@ -60,6 +60,13 @@ pub mod event_type {
     pub const PAYMENT_UNKNOWN: &str = "payment.unknown";
     /// An approved payment was voided at the PG.
     pub const PAYMENT_CANCELLED: &str = "payment.cancelled";
+    /// An order's saga began undoing what it had done (the service failed
+    /// or missed its deadline).
+    pub const SAGA_COMPENSATING: &str = "saga.compensating";
+    /// An order's saga undid everything it had done.
+    pub const SAGA_COMPENSATED: &str = "saga.compensated";
+    /// An order's saga could not undo what it had done: an operator must.
+    pub const SAGA_COMPENSATION_FAILED: &str = "saga.compensation_failed";
     /// A customer's card (a PG billing key) was stored.
     pub const PAYMENT_METHOD_ADDED: &str = "payment_method.added";
     /// A stored card was removed.

@@ -45,6 +45,7 @@ pub mod journal;
 pub mod orders;
 pub mod payments;
 mod policy;
+pub mod saga;
 pub mod subscriptions;
 mod tenants;
 pub mod usage;

@@ -196,6 +196,10 @@ async fn maintenance(app: App, retention_hours: u32) {
                 if run.checked > 0 {
                     tracing::info!(?run, "serve.payments_checked");
                 }
+                let run = app.run_sagas(app.now()).await;
+                if run.claimed > 0 {
+                    tracing::info!(?run, "serve.sagas_moved");
+                }
                 let run = app.run_renewal_charges(app.now()).await;
                 if run.claimed > 0 {
                     tracing::info!(?run, "serve.renewals_charged");
@@ -228,6 +232,7 @@ fn payment_settings(
                 tenant.clone(),
                 crate::app::payments::PaymentSettings {
                     void_unconfirmed_after_ms: gateway.void_unconfirmed_after.as_millis() as i64,
+                    service_timeout_ms: gateway.service_timeout.as_millis() as i64,
                 },
             ))
         })

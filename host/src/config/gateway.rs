@@ -17,6 +17,7 @@
 //!                  half_open_calls: 3 }
 //!       retries: { max: 3, min_delay_ms: 200, max_delay_ms: 2000 }
 //!       void_unconfirmed_after_s: 3600  # an approval never confirmed is voided
+//!       service_timeout_s: 30           # the order saga's wait for the service
 //! ```
 
 use std::net::SocketAddr;
@@ -40,6 +41,9 @@ pub struct GatewayConfig {
     /// How long an approved payment may wait for its order's fulfilment
     /// before the recovery scheduler voids it (and cancels the order).
     pub void_unconfirmed_after: Duration,
+    /// How long an order's saga waits for the tenant's service after the
+    /// approval before it compensates.
+    pub service_timeout: Duration,
 }
 
 /// Default of `void_unconfirmed_after_s`: one hour.
@@ -75,6 +79,7 @@ pub(super) struct RawGateway {
     #[serde(default)]
     pub retries: RawRetries,
     pub void_unconfirmed_after_s: Option<u64>,
+    pub service_timeout_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -240,12 +245,21 @@ impl RawGateway {
                 DEFAULT_VOID_UNCONFIRMED_AFTER
             }
         };
+        let service_timeout = match self.service_timeout_s {
+            None => Duration::from_secs(30),
+            Some(s) if (1..=86_400).contains(&s) => Duration::from_secs(s),
+            Some(s) => {
+                problems.push(("service_timeout_s", format!("{s} is outside 1..=86400 s")));
+                Duration::from_secs(30)
+            }
+        };
         let config = GatewayConfig {
             kind,
             connect_timeout,
             request_timeout,
             resilience,
             void_unconfirmed_after,
+            service_timeout,
         };
         (config, problems)
     }

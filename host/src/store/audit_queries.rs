@@ -244,6 +244,8 @@ macro_rules! audit_queries {
                    CASE WHEN removed_at IS NULL THEN 1 ELSE 2 END \
                    FROM payment_methods WHERE tenant_id = $1 \
                  UNION ALL \
+                 SELECT 'saga', order_id, state, version FROM sagas WHERE tenant_id = $1 \
+                 UNION ALL \
                  SELECT 'payment', payment_id, status, version FROM payments \
                    WHERE tenant_id = $1",
             )

@@ -51,6 +51,7 @@ mod pg_pool;
 mod postgres;
 mod queries;
 mod renewals;
+mod sagas;
 mod sqlite;
 mod sqlite_checkpoint;
 mod sqlite_jobs;
@@ -74,6 +75,7 @@ pub use payments::{
 };
 pub use postgres::PgStore;
 pub use renewals::{PaymentMethodRecord, RenewalChargeRecord, RenewalQueries, RenewalTx};
+pub use sagas::{SagaQueries, SagaRecord, SagaTx};
 pub use sqlite::SqliteStore;
 pub use subscriptions::*;
 pub use usage::*;

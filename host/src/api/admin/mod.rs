@@ -75,6 +75,7 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/admin/v1/payments/health", get(payments_health))
         .route("/admin/v1/payments/flagged", get(flagged_payments))
+        .route("/admin/v1/sagas", get(sagas))
         .route(
             "/admin/v1/payments/{tenant}/{payment_id}/resolve",
             post(resolve_payment),
@@ -141,6 +142,50 @@ async fn flagged_payments(State(state): State<AdminState>) -> ApiResult<serde_js
         "flagged payments",
         serde_json::json!({ "payments": flagged }),
     ))
+}
+
+/// `GET /admin/v1/sagas?tenant=&state=`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SagasQuery {
+    tenant: String,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+/// `GET /admin/v1/sagas?tenant=&state=&limit=`: a tenant's order sagas
+/// (e.g. `COMPENSATION_FAILED` ones, parked for an operator), most
+/// recently changed first.
+async fn sagas(
+    State(state): State<AdminState>,
+    super::extract::AppQuery(query): super::extract::AppQuery<SagasQuery>,
+) -> ApiResult<serde_json::Value> {
+    let Some(app) = &state.app else {
+        return Err(ApiError::NotReady);
+    };
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let sagas = app
+        .sagas(&query.tenant, query.state.as_deref(), limit)
+        .await?
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "orderId": &s.order_id,
+                "customerId": &s.customer_id,
+                "state": &s.state,
+                "paymentId": &s.payment_id,
+                "stepsDone": &s.steps_done,
+                "serviceDeadlineAt": s.service_deadline_at,
+                "nextRunAt": s.next_run_at,
+                "compensationAttempts": s.attempts,
+                "lastError": &s.last_error,
+                "updatedAt": s.updated_at,
+            })
+        })
+        .collect::<Vec<_>>();
+    Ok(ApiOk::new("sagas", serde_json::json!({ "sagas": sagas })))
 }
 
 /// `POST /admin/v1/payments/{tenant}/{paymentId}/resolve`.

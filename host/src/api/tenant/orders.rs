@@ -9,6 +9,10 @@
 //!   service fulfilled a `PAID` order; its payment is confirmed and the
 //!   order `COMPLETED`. A repeat answers with the order as it stands; any
 //!   other status is `PAY_004`. `Idempotency-Key` accepted.
+//! - `POST /api/v1/service-callbacks/failed` — `{orderId, reason?}`: the
+//!   tenant's service could not fulfil it; its saga compensates (payment
+//!   voided, order cancelled). A repeat answers with the order and saga as
+//!   they stand.
 
 use std::collections::BTreeMap;
 
@@ -35,6 +39,52 @@ pub(super) fn routes() -> Router<App> {
         .route("/api/v1/orders/{order_id}", get(read))
         .route("/api/v1/orders/{order_id}/cancel", post(cancel))
         .route("/api/v1/service-callbacks/completed", post(completed))
+        .route("/api/v1/service-callbacks/failed", post(failed))
+}
+
+/// `POST /api/v1/service-callbacks/failed`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FailedBody {
+    order_id: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// An order's saga.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SagaView {
+    state: String,
+    payment_id: Option<String>,
+    steps_done: Vec<String>,
+    service_deadline_at: Option<i64>,
+    next_run_at: Option<i64>,
+    compensation_attempts: i64,
+    last_error: Option<String>,
+    version: i64,
+    updated_at: i64,
+}
+
+impl From<&crate::store::SagaRecord> for SagaView {
+    fn from(s: &crate::store::SagaRecord) -> Self {
+        SagaView {
+            state: s.state.clone(),
+            payment_id: s.payment_id.clone(),
+            steps_done: s
+                .steps_done
+                .split(',')
+                .filter(|step| !step.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            service_deadline_at: s.service_deadline_at,
+            next_run_at: s.next_run_at,
+            compensation_attempts: s.attempts,
+            last_error: s.last_error.clone(),
+            version: s.version,
+            updated_at: s.updated_at,
+        }
+    }
 }
 
 /// `POST /api/v1/service-callbacks/completed`.
@@ -84,6 +134,9 @@ pub struct OrderView {
     line_items: Vec<OrderLineView>,
     metadata: BTreeMap<String, String>,
     priced_by: Option<PricedBy>,
+    /// Its saga, when it is paid through the confirm API (reads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    saga: Option<SagaView>,
     source: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     source_id: Option<String>,
@@ -135,6 +188,7 @@ impl From<&OrderDetails> for OrderView {
                 .collect(),
             metadata: o.metadata.clone(),
             priced_by: o.priced_by.clone(),
+            saga: None,
             source: o.source.clone(),
             source_id: o.source_id.clone(),
             version: o.version,
@@ -175,7 +229,13 @@ async fn read(
     AppPath(order_id): AppPath<String>,
 ) -> ApiResult<OrderView> {
     let order = app.order(&caller.tenant, &order_id).await?;
-    Ok(ApiOk::new("order", OrderView::from(&order)))
+    let mut view = OrderView::from(&order);
+    view.saga = app
+        .saga(&caller.tenant, &order_id)
+        .await?
+        .as_ref()
+        .map(SagaView::from);
+    Ok(ApiOk::new("order", view))
 }
 
 async fn cancel(
@@ -203,4 +263,15 @@ async fn completed(State(app): State<App>, command: Command) -> Result<Response,
         })
         .await?;
     Ok(respond(reply))
+}
+
+async fn failed(State(app): State<App>, command: Command) -> ApiResult<OrderView> {
+    let request: FailedBody = command.json()?;
+    let ctx = command.ctx(Key::Ignored)?;
+    let (order, saga) = app
+        .fail_order(&ctx, &request.order_id, request.reason)
+        .await?;
+    let mut view = OrderView::from(&order);
+    view.saga = saga.as_ref().map(SagaView::from);
+    Ok(ApiOk::new("order compensated", view))
 }

@@ -31,10 +31,12 @@ use super::super::{App, Reply, RequestCtx, new_id};
 use super::confirm::restore_payment;
 use super::{PaymentDetails, store_payment_change};
 use crate::domain::payment::PaymentStatus;
+use crate::domain::saga::SagaEvent;
 use crate::domain::{Money, PositiveMoney};
 use crate::gateway::{CancelRequest, GatewayError, PaymentGateway, PgPayment, PgStatus};
 use crate::store::{
-    OrderTx, PaymentAttemptRecord, PaymentQueries, PaymentRecord, PaymentTx, Transactions, TxOps,
+    OrderTx, PaymentAttemptRecord, PaymentQueries, PaymentRecord, PaymentTx, SagaTx, Transactions,
+    TxOps,
 };
 
 /// Longest cancel reason, in bytes.
@@ -168,7 +170,8 @@ impl App {
             now,
         )
         .await?;
-        let mut journal = Recorder::new(ctx, new_id("tx"), now);
+        let transaction_id = new_id("tx");
+        let mut journal = Recorder::new(ctx, &transaction_id, now);
         if let Some(ledger) = change.ledger.clone() {
             journal.ledger(Some(&locked.customer_id), ledger);
         }
@@ -194,6 +197,30 @@ impl App {
             .order_for_update(&locked.order_id)
             .await?
             .ok_or_else(|| AppError::Internal(format!("order `{}` vanished", locked.order_id)))?;
+        // The order's saga is compensated with it: the payment voided and
+        // the order cancelled are its compensations, in this transaction.
+        if let Some(saga) = tx.saga_for_update(&locked.order_id).await? {
+            let events: &[SagaEvent] = match saga.state.as_str() {
+                "WAITING_FOR_SERVICE" => &[SagaEvent::ServiceFailed, SagaEvent::Compensated],
+                "COMPENSATING" => &[SagaEvent::Compensated],
+                // An operator's retry that went through.
+                "COMPENSATION_FAILED" => &[SagaEvent::Retry, SagaEvent::Compensated],
+                _ => &[],
+            };
+            if !events.is_empty() {
+                super::super::saga::advance(
+                    &mut tx,
+                    ctx,
+                    &saga,
+                    // Its own business transaction: `saga.compensated`.
+                    (events, None),
+                    &format!("payment {payment_id} voided: {reason}"),
+                    |s| s.next_run_at = None,
+                    now,
+                )
+                .await?;
+            }
+        }
         let order_change =
             restore_order(&order)?.cancel(format!("payment {payment_id} voided: {reason}"))?;
         let data = cancelled_event(&order, &order_change);

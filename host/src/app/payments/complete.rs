@@ -21,7 +21,8 @@ use super::confirm::restore_payment;
 use super::store_payment_change;
 use crate::domain::OrderId;
 use crate::domain::order::OrderStatus;
-use crate::store::{OrderTx, PaymentTx, Transactions, TxOps};
+use crate::domain::saga::SagaEvent;
+use crate::store::{OrderTx, PaymentTx, SagaTx, Transactions, TxOps};
 
 impl App {
     /// Confirms a paid order's payment and completes the order.
@@ -78,6 +79,25 @@ impl App {
                  completed"
             )));
         }
+        // The order's saga: fulfilled, captured, completed — refused
+        // (`PAY_004`, nothing written) once compensation began. Its rows
+        // join the payment's confirmation.
+        let transaction_id = new_id("tx");
+        if let Some(saga) = tx.saga_for_update(id.as_str()).await? {
+            super::super::saga::advance(
+                &mut tx,
+                ctx,
+                &saga,
+                (
+                    &[SagaEvent::ServiceCompleted, SagaEvent::Captured],
+                    Some(&transaction_id),
+                ),
+                "the tenant's service completed the order",
+                |s| s.next_run_at = None,
+                now,
+            )
+            .await?;
+        }
         let change = restore_payment(&payment)?.confirm("the order was fulfilled")?;
         store_payment_change(
             &mut tx,
@@ -88,7 +108,7 @@ impl App {
             now,
         )
         .await?;
-        let mut journal = Recorder::new(ctx, new_id("tx"), now);
+        let mut journal = Recorder::new(ctx, &transaction_id, now);
         journal.transition(&change.transition);
         journal.event(
             event_type::PAYMENT_CONFIRMED,

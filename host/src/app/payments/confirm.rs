@@ -170,6 +170,7 @@ impl App {
                 &order.customer_id,
                 amount,
                 "confirm requested",
+                true,
             )
             .await?;
         let payment_id = created.id().clone();
@@ -219,6 +220,7 @@ impl App {
         customer_id: &str,
         amount: PositiveMoney,
         reason: &str,
+        saga: bool,
     ) -> Result<Payment> {
         let payment_id = PaymentId::new(new_id("pay"))?;
         let customer = CustomerId::new(customer_id)?;
@@ -255,7 +257,8 @@ impl App {
             now,
         })
         .await?;
-        let mut journal = Recorder::new(ctx, new_id("tx"), now);
+        let transaction_id = new_id("tx");
+        let mut journal = Recorder::new(ctx, &transaction_id, now);
         journal.transition(&created.transition);
         journal.event(
             event_type::PAYMENT_CREATED,
@@ -263,6 +266,16 @@ impl App {
             &payment_event(&created.payment, None),
         );
         tx.record(journal.finish());
+        if saga {
+            super::super::saga::start(
+                &mut tx,
+                ctx,
+                (order_id.as_str(), customer_id, payment_id.as_str()),
+                &transaction_id,
+                now,
+            )
+            .await?;
+        }
         tx.commit(None).await?;
         Ok(created.payment)
     }
@@ -395,13 +408,38 @@ impl App {
         )
         .await?;
 
-        let mut journal = Recorder::new(ctx, new_id("tx"), now);
+        let transaction_id = new_id("tx");
+        let mut journal = Recorder::new(ctx, &transaction_id, now);
         record_change(&mut journal, &record.customer_id, &change, failure.as_ref());
         tx.record(journal.finish());
         if let Outcome::Approved(_) = outcome {
             // The order's step is a business transaction of its own (its
             // history row and event), in the same database transaction.
             pay_order(&mut tx, ctx, &record, now).await?;
+        }
+        // The order's saga (orders paid through the confirm API) moves with
+        // its payment: waiting for the service, or nothing to undo.
+        let saga_step = match &outcome {
+            Outcome::Approved(_) => Some(Ok(
+                now + self.payment_settings(&ctx.tenant).service_timeout_ms
+            )),
+            Outcome::Declined(code, message)
+            | Outcome::Rejected(code, message)
+            | Outcome::NotTaken(code, message) => Some(Err(format!(
+                "payment {payment_id} not taken: {code}: {message}"
+            ))),
+            Outcome::Lost(_) => None,
+        };
+        if let Some(step) = saga_step {
+            super::super::saga::payment_settled(
+                &mut tx,
+                ctx,
+                &record.order_id,
+                step,
+                &transaction_id,
+                now,
+            )
+            .await?;
         }
 
         let mut stored = record.clone();

@@ -95,13 +95,20 @@ pub struct PaymentSettings {
     /// An approved payment whose order is not fulfilled within this is
     /// voided by the recovery scheduler (and the order cancelled).
     pub void_unconfirmed_after_ms: i64,
+    /// How long an order's saga waits for the tenant's service to call
+    /// back after the payment's approval before it compensates.
+    pub service_timeout_ms: i64,
 }
+
+/// Default `service_timeout_s`: 30 s (the 1-pager's consistency window).
+pub const DEFAULT_SERVICE_TIMEOUT_MS: i64 = 30_000;
 
 impl Default for PaymentSettings {
     fn default() -> Self {
         PaymentSettings {
             void_unconfirmed_after_ms: crate::config::DEFAULT_VOID_UNCONFIRMED_AFTER.as_millis()
                 as i64,
+            service_timeout_ms: DEFAULT_SERVICE_TIMEOUT_MS,
         }
     }
 }
@@ -146,6 +153,19 @@ impl App {
             .get(tenant)
             .copied()
             .unwrap_or_default()
+    }
+
+    /// Voids an `APPROVED` payment through the tenant's gateway and cancels
+    /// its order (and compensates its saga), in one transaction.
+    pub(in crate::app) async fn void_payment(
+        &self,
+        ctx: &super::RequestCtx,
+        record: PaymentRecord,
+        reason: String,
+        render: impl super::credits::Render<PaymentDetails>,
+    ) -> Result<super::Reply> {
+        let gateway = self.gateway(&ctx.tenant)?;
+        self.void(ctx, &*gateway, record, reason, render).await
     }
 
     /// The tenant's gateway.

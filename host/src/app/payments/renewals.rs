@@ -353,6 +353,7 @@ impl App {
                 &order.customer_id,
                 amount,
                 "renewal charged to the stored card",
+                false,
             )
             .await?;
         let request = BillingChargeRequest {

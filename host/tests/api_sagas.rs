@@ -1,0 +1,313 @@
+//! The order saga on both backends, against the PG simulator over real
+//! HTTP: confirm → the service's `completed` callback → completed; the
+//! service's `failed` callback and a missed deadline compensate in reverse
+//! (payment voided, order cancelled) exactly once; callbacks in the wrong
+//! state are `PAY_004`; a declined card leaves the order open for another
+//! attempt; a compensation the PG keeps refusing is retried, then parked
+//! for an operator, and finishes once the PG is back.
+
+mod harness;
+
+use std::time::Duration;
+
+use fluxpay_host::app::payments::PaymentSettings;
+use fluxpay_host::gateway::simulator::{Faults, cards};
+use harness::{Answer, Pg, Tenant, TestHost, backends, pg};
+use serde_json::{Value, json};
+
+const SERVICE_TIMEOUT_MS: i64 = 30_000;
+
+/// A PENDING order of `customer`: (order id, total).
+async fn order(host: &TestHost, customer: &str) -> (String, i64) {
+    host.put_customer(Tenant::Globex, customer, json!({})).await;
+    let created = host
+        .call(
+            Tenant::Globex,
+            "POST",
+            "/api/v1/orders",
+            Some(json!({ "customerId": customer, "items": [{ "sku": "report", "quantity": 2 }] })),
+            Some(&format!("order-{customer}")),
+        )
+        .await;
+    created.expect(201, "OK");
+    (
+        created.result()["orderId"].as_str().unwrap().to_owned(),
+        created.result()["total"].as_i64().unwrap(),
+    )
+}
+
+async fn confirm(host: &TestHost, pg: &Pg, order: &str, total: i64, card: &str) -> Answer {
+    let key = pg.checkout(order, total, card).await;
+    host.call(
+        Tenant::Globex,
+        "POST",
+        "/api/v1/payments/confirm",
+        Some(json!({ "orderId": order, "paymentKey": key, "amount": total })),
+        Some(&format!("pay-{order}-{card}")),
+    )
+    .await
+}
+
+async fn callback(host: &TestHost, tenant: Tenant, outcome: &str, order: &str) -> Answer {
+    host.call(
+        tenant,
+        "POST",
+        &format!("/api/v1/service-callbacks/{outcome}"),
+        Some(json!({ "orderId": order })),
+        None,
+    )
+    .await
+}
+
+async fn read_order(host: &TestHost, order: &str) -> Value {
+    host.order(Tenant::Globex, order).await.result().clone()
+}
+
+async fn event_count(host: &TestHost, kind: &str) -> usize {
+    host.call(
+        Tenant::Globex,
+        "GET",
+        "/api/v1/events?limit=1000",
+        None,
+        None,
+    )
+    .await
+    .result()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == kind)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_order_waits_for_its_service_and_completes_once() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (id, total) = order(&host, "c1").await;
+        let paid = confirm(&host, &pg, &id, total, cards::APPROVE).await;
+        paid.expect(201, "OK");
+
+        let waiting = read_order(&host, &id).await;
+        assert_eq!(waiting["status"], "PAID", "{backend:?}");
+        let saga = &waiting["saga"];
+        assert_eq!(
+            saga["state"], "WAITING_FOR_SERVICE",
+            "{backend:?}: {waiting}"
+        );
+        assert_eq!(saga["stepsDone"], json!(["approve_payment", "pay_order"]));
+        assert_eq!(
+            saga["serviceDeadlineAt"].as_i64().unwrap(),
+            host.now() + SERVICE_TIMEOUT_MS
+        );
+        // Another tenant's service cannot call back for it.
+        callback(&host, Tenant::Hooli, "completed", &id)
+            .await
+            .expect(404, "NOT_FOUND");
+        callback(&host, Tenant::Hooli, "failed", &id)
+            .await
+            .expect(404, "NOT_FOUND");
+
+        callback(&host, Tenant::Globex, "completed", &id)
+            .await
+            .expect(200, "OK");
+        let done = read_order(&host, &id).await;
+        assert_eq!(done["status"], "COMPLETED");
+        assert_eq!(done["saga"]["state"], "COMPLETED", "{backend:?}: {done}");
+        // Duplicate and out-of-order callbacks change nothing.
+        callback(&host, Tenant::Globex, "completed", &id)
+            .await
+            .expect(200, "OK");
+        let late = callback(&host, Tenant::Globex, "failed", &id).await;
+        late.expect(409, "PAY_004");
+        // The deadline passing later moves nothing either.
+        host.advance(SERVICE_TIMEOUT_MS);
+        assert_eq!(host.app.run_sagas(host.now()).await.claimed, 0);
+        assert_eq!(
+            read_order(&host, &id).await["saga"]["version"],
+            done["saga"]["version"]
+        );
+        assert_eq!(pg.sim.ledger().approvals, 1);
+        assert_eq!(pg.sim.ledger().cancelled_amount, 0);
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_service_or_a_missed_deadline_compensates_in_reverse_once() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (failed, total) = order(&host, "c1").await;
+        confirm(&host, &pg, &failed, total, cards::APPROVE)
+            .await
+            .expect(201, "OK");
+        let (silent, _) = order(&host, "c2").await;
+        confirm(&host, &pg, &silent, total, cards::APPROVE)
+            .await
+            .expect(201, "OK");
+
+        // The service says it failed: voided and cancelled at once.
+        let answer = callback(&host, Tenant::Globex, "failed", &failed).await;
+        answer.expect(200, "OK");
+        assert_eq!(answer.result()["status"], "CANCELLED", "{backend:?}");
+        assert_eq!(answer.result()["saga"]["state"], "COMPENSATED");
+        // A repeat answers with how it stands; `completed` is too late.
+        let again = callback(&host, Tenant::Globex, "failed", &failed).await;
+        again.expect(200, "OK");
+        assert_eq!(again.result()["saga"], answer.result()["saga"]);
+        callback(&host, Tenant::Globex, "completed", &failed)
+            .await
+            .expect(409, "PAY_004");
+
+        // The other service never answers: nothing until the deadline.
+        host.advance(SERVICE_TIMEOUT_MS - 1);
+        assert_eq!(host.app.run_sagas(host.now()).await.claimed, 0);
+        host.advance(1);
+        let run = host.app.run_sagas(host.now()).await;
+        assert_eq!(
+            (run.claimed, run.timed_out, run.compensated),
+            (1, 1, 1),
+            "{backend:?}: {run:?}"
+        );
+        let timed_out = read_order(&host, &silent).await;
+        assert_eq!(timed_out["status"], "CANCELLED");
+        assert_eq!(timed_out["saga"]["state"], "COMPENSATED", "{timed_out}");
+        callback(&host, Tenant::Globex, "completed", &silent)
+            .await
+            .expect(409, "PAY_004");
+        assert_eq!(host.app.run_sagas(host.now()).await.claimed, 0);
+
+        assert_eq!(pg.sim.ledger().approvals, 2);
+        assert_eq!(
+            pg.sim.ledger().cancelled_amount,
+            2 * total,
+            "voided once each"
+        );
+        assert_eq!(event_count(&host, "saga.compensating").await, 2);
+        assert_eq!(event_count(&host, "saga.compensated").await, 2);
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_card_leaves_the_order_open_and_the_next_card_runs_the_saga_again() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (id, total) = order(&host, "c1").await;
+        confirm(&host, &pg, &id, total, cards::DECLINE)
+            .await
+            .expect(402, "PAY_002");
+        let declined = read_order(&host, &id).await;
+        assert_eq!(declined["status"], "PENDING");
+        assert_eq!(
+            declined["saga"]["state"], "COMPENSATED",
+            "{backend:?}: {declined}"
+        );
+        callback(&host, Tenant::Globex, "completed", &id)
+            .await
+            .expect(409, "PAY_004");
+
+        confirm(&host, &pg, &id, total, cards::APPROVE)
+            .await
+            .expect(201, "OK");
+        let waiting = read_order(&host, &id).await;
+        assert_eq!(waiting["saga"]["state"], "WAITING_FOR_SERVICE", "{waiting}");
+        callback(&host, Tenant::Globex, "completed", &id)
+            .await
+            .expect(200, "OK");
+        assert_eq!(read_order(&host, &id).await["saga"]["state"], "COMPLETED");
+        assert_eq!(pg.sim.ledger().approvals, 1);
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compensation_the_pg_keeps_refusing_is_retried_then_parked_then_finished() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        host.app.set_payment_settings(
+            [(
+                "globex".to_owned(),
+                PaymentSettings {
+                    service_timeout_ms: SERVICE_TIMEOUT_MS,
+                    ..Default::default()
+                },
+            )]
+            .into(),
+        );
+        let (id, total) = order(&host, "c1").await;
+        let paid = confirm(&host, &pg, &id, total, cards::APPROVE).await;
+        let payment_id = paid.result()["paymentId"].as_str().unwrap().to_owned();
+        pg.sim.set_faults(Faults {
+            outage: true,
+            ..Faults::default()
+        });
+        let answer = callback(&host, Tenant::Globex, "failed", &id).await;
+        answer.expect(200, "OK");
+        assert_eq!(
+            answer.result()["saga"]["state"],
+            "COMPENSATING",
+            "{backend:?}"
+        );
+        assert_eq!(answer.result()["saga"]["compensationAttempts"], 1);
+        // Retried with backoff until the limit, then parked.
+        let mut parked = 0;
+        for _ in 0..10 {
+            host.advance(600_000);
+            parked += host.app.run_sagas(host.now()).await.parked;
+            if parked > 0 {
+                break;
+            }
+        }
+        assert_eq!(parked, 1, "{backend:?}");
+        let saga = read_order(&host, &id).await["saga"].clone();
+        assert_eq!(saga["state"], "COMPENSATION_FAILED", "{saga}");
+        assert_eq!(saga["compensationAttempts"], 5);
+        assert!(
+            saga["lastError"]
+                .as_str()
+                .unwrap()
+                .contains("PROVIDER_ERROR"),
+            "{saga}"
+        );
+        let listed = host
+            .send(
+                axum::http::Request::builder()
+                    .uri("/admin/v1/sagas?tenant=globex&state=COMPENSATION_FAILED")
+                    .header("authorization", format!("Bearer {}", harness::ADMIN_TOKEN))
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        listed.expect(200, "OK");
+        assert_eq!(listed.result()["sagas"][0]["orderId"], id.as_str());
+        assert_eq!(event_count(&host, "saga.compensation_failed").await, 1);
+        // Parked sagas wait for an operator, not the orchestrator.
+        host.advance(3_600_000);
+        assert_eq!(host.app.run_sagas(host.now()).await.claimed, 0);
+
+        // The PG is back; the operator voids the payment: the saga ends.
+        pg.sim.set_faults(Faults::default());
+        host.call(
+            Tenant::Globex,
+            "POST",
+            &format!("/api/v1/payments/{payment_id}/cancel"),
+            Some(json!({ "reason": "operator: compensation finished by hand" })),
+            Some("void-op"),
+        )
+        .await
+        .expect(200, "OK");
+        let finished = read_order(&host, &id).await;
+        assert_eq!(finished["status"], "CANCELLED");
+        assert_eq!(finished["saga"]["state"], "COMPENSATED", "{finished}");
+        while pg.sim.in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(pg.sim.ledger().cancelled_amount, total);
+        host.finish().await;
+    }
+}
