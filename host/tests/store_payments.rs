@@ -36,6 +36,7 @@ fn new_payment(id: &str, order: &str, key: &str) -> NewPayment {
         amount: 5_000,
         currency: "EUR".into(),
         approval_key: key.into(),
+        pg_payment_key: None,
         next_check_at: 11_000,
         now: 1_000,
     }

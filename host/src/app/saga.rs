@@ -325,6 +325,7 @@ impl App {
                 )
                 .await?;
                 tx.commit(None).await?;
+                crate::crash_points::reached("saga.compensating", order_id);
                 self.compensate(ctx, saga, &reason).await?
             }
         };

@@ -69,6 +69,10 @@ pub struct NewPayment {
     pub currency: String,
     /// The approval's PG idempotency key.
     pub approval_key: String,
+    /// The PG's key of the checkout it confirms, when there is one: the
+    /// recovery scheduler confirms it again (same idempotency key) if the
+    /// PG says it never saw the confirm.
+    pub pg_payment_key: Option<String>,
     /// When the recovery scheduler asks the PG if the payment is still
     /// `READY` then (the host stopped before it recorded the outcome).
     pub next_check_at: i64,
@@ -455,8 +459,8 @@ macro_rules! payment_queries {
             sqlx::query(
                 "INSERT INTO payments (tenant_id, payment_id, order_id, customer_id, amount, \
                    currency, status, approval_key, refunded, next_check_at, checks, version, \
-                   created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'READY', $7, 0, $9, 0, 1, $8, $8)",
+                   created_at, updated_at, pg_payment_key) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'READY', $7, 0, $9, 0, 1, $8, $8, $10)",
             )
             .bind(tenant)
             .bind(&payment.payment_id)
@@ -467,6 +471,7 @@ macro_rules! payment_queries {
             .bind(&payment.approval_key)
             .bind(payment.now)
             .bind(payment.next_check_at)
+            .bind(&payment.pg_payment_key)
             .execute(ex)
             .await?;
             Ok(())

@@ -31,7 +31,13 @@ impl Server {
     /// Starts the binary on `config` and `database_url` and waits until it
     /// is ready.
     pub fn start(config: &Path, database_url: &str) -> Server {
+        Server::start_with_env(config, database_url, &[])
+    }
+
+    /// [`Server::start`] with `env` added to the child's environment.
+    pub fn start_with_env(config: &Path, database_url: &str, env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fluxpay-host"))
+            .envs(env.iter().copied())
             .args(["serve", "--config"])
             .arg(config)
             .args(["--listen", "127.0.0.1:0"])
@@ -61,6 +67,14 @@ impl Server {
             std::thread::sleep(Duration::from_millis(100));
         }
         server
+    }
+
+    /// Waits for the process to end by itself (e.g. at a crash point);
+    /// whether it was killed by a signal rather than exiting.
+    pub fn wait_for_death(mut self) -> bool {
+        use std::os::unix::process::ExitStatusExt as _;
+        let status = self.child.wait().expect("reaped");
+        status.signal().is_some()
     }
 
     /// SIGKILL: no shutdown, no checkpoint, requests cut wherever they are.

@@ -137,9 +137,12 @@ impl App {
             )));
         }
         tx.commit(None).await?;
+        crate::crash_points::reached("payment.void_requested", &record.order_id);
         let call = self
             .pg_cancel(ctx, gateway, &record, &key, &reason, None)
-            .await?;
+            .await;
+        crate::crash_points::reached("payment.void_answered", &record.order_id);
+        let call = call?;
         let voided = &call.answer;
         if voided.status != PgStatus::Canceled || voided.balance_amount != 0 {
             return Err(AppError::Internal(format!(

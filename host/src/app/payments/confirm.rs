@@ -170,10 +170,11 @@ impl App {
                 &order.customer_id,
                 amount,
                 "confirm requested",
-                true,
+                (Some(&cmd.payment_key), true),
             )
             .await?;
         let payment_id = created.id().clone();
+        crate::crash_points::reached("payment.intent", order_id.as_str());
 
         // 2. The PG call, with the payment's one approval key.
         let request = ConfirmRequest {
@@ -194,6 +195,7 @@ impl App {
             }
             answer => outcome_of_confirm(answer, cmd.amount, &order.currency),
         };
+        crate::crash_points::reached("payment.confirm_answered", order_id.as_str());
         let latency = started.elapsed();
 
         // 3. Outcome.
@@ -206,8 +208,11 @@ impl App {
             latency_ms: latency.as_millis() as i64,
             created_at: self.now(),
         };
-        self.settle(ctx, payment_id.as_str(), outcome, attempt, render)
-            .await
+        let settled = self
+            .settle(ctx, payment_id.as_str(), outcome, (attempt, false), render)
+            .await;
+        crate::crash_points::reached("payment.outcome", order_id.as_str());
+        settled
     }
 
     /// Step 1: stores a `READY` payment of `amount` for the still
@@ -220,7 +225,7 @@ impl App {
         customer_id: &str,
         amount: PositiveMoney,
         reason: &str,
-        saga: bool,
+        (checkout_key, saga): (Option<&str>, bool),
     ) -> Result<Payment> {
         let payment_id = PaymentId::new(new_id("pay"))?;
         let customer = CustomerId::new(customer_id)?;
@@ -251,6 +256,7 @@ impl App {
             amount: amount.minor(),
             currency: amount.currency().code().to_owned(),
             approval_key: created.payment.approval_key().to_owned(),
+            pg_payment_key: checkout_key.map(str::to_owned),
             // Asked about by the recovery scheduler if no outcome is
             // recorded by then (the host stopped during the PG call).
             next_check_at: now + super::CHECK_SCHEDULE_MS[0],
@@ -290,15 +296,36 @@ impl App {
         render: impl Render<PaymentDetails>,
     ) -> Result<Reply> {
         let started = Instant::now();
-        let outcome = outcome_of_query(
-            gateway.payment_by_order(&pending.order_id).await,
-            pending.amount,
-            &pending.currency,
-        );
+        let found = gateway.payment_by_order(&pending.order_id).await;
+        let checkout = pending.pg_payment_key.clone();
+        let (outcome, attempt_kind, key) = match (&found, checkout) {
+            // Checked out but never confirmed: the confirm did not reach
+            // the PG (the host stopped before the call, or the request was
+            // lost on the way). Sent again with the payment's one approval
+            // key, it cannot take the money twice.
+            (Ok(pg), Some(payment_key)) if pg.status == crate::gateway::PgStatus::Ready => {
+                let request = ConfirmRequest {
+                    payment_key,
+                    order_id: pending.order_id.clone(),
+                    amount: pending.amount,
+                };
+                let again = gateway.confirm(&request, &pending.approval_key).await;
+                (
+                    outcome_of_confirm(again, pending.amount, &pending.currency),
+                    "approve",
+                    Some(pending.approval_key.clone()),
+                )
+            }
+            _ => (
+                outcome_of_query(found, pending.amount, &pending.currency),
+                "query",
+                None,
+            ),
+        };
         let attempt = PaymentAttemptRecord {
             attempt: 0,
-            kind: "query".into(),
-            idempotency_key: None,
+            kind: attempt_kind.into(),
+            idempotency_key: key,
             outcome: outcome.attempt_outcome().into(),
             pg_code: outcome.pg_code(),
             latency_ms: started.elapsed().as_millis() as i64,
@@ -310,18 +337,20 @@ impl App {
             Outcome::NotTaken(_, message) => Outcome::Lost(message),
             other => other,
         };
-        self.settle(ctx, &pending.payment_id, outcome, attempt, render)
+        self.settle(ctx, &pending.payment_id, outcome, (attempt, true), render)
             .await
     }
 
     /// Step 3: records the call and moves the payment (and its order) as
-    /// the outcome says, in one transaction.
+    /// the outcome says, in one transaction. `check`: the call was the
+    /// recovery schedule's (a step along it when the outcome stays
+    /// unknown).
     pub(super) async fn settle(
         &self,
         ctx: &RequestCtx,
         payment_id: &str,
         outcome: Outcome,
-        attempt: PaymentAttemptRecord,
+        (attempt, check): (PaymentAttemptRecord, bool),
         render: impl Render<PaymentDetails>,
     ) -> Result<Reply> {
         let now = self.now();
@@ -369,7 +398,7 @@ impl App {
                 // check moves on along the schedule (or the payment is
                 // flagged for an operator once it is used up).
                 PaymentStatus::Unknown => {
-                    let (next, checks, flagged) = next_check(&record, &attempt, now);
+                    let (next, checks, flagged) = next_check(&record, check, now);
                     tx.reschedule_payment(payment_id, next, checks, flagged)
                         .await?;
                     tx.commit(None).await?;
@@ -389,7 +418,7 @@ impl App {
             },
         };
         let (next_check_at, checks, flagged_at) = match change.payment.status() {
-            PaymentStatus::Unknown => next_check(&record, &attempt, now),
+            PaymentStatus::Unknown => next_check(&record, check, now),
             // Voided by the scheduler if its order is not fulfilled in time.
             PaymentStatus::Approved => (
                 Some(now + self.payment_settings(&ctx.tenant).void_unconfirmed_after_ms),
@@ -512,12 +541,8 @@ impl App {
 /// Where an unresolved payment goes next on the recovery schedule: a
 /// status query counts as a check; past the last one the payment is
 /// flagged for an operator and no longer asked about.
-fn next_check(
-    record: &PaymentRecord,
-    attempt: &PaymentAttemptRecord,
-    now: i64,
-) -> (Option<i64>, i64, Option<i64>) {
-    let checks = record.checks + i64::from(attempt.kind == "query");
+fn next_check(record: &PaymentRecord, check: bool, now: i64) -> (Option<i64>, i64, Option<i64>) {
+    let checks = record.checks + i64::from(check);
     match super::CHECK_SCHEDULE_MS.get(checks as usize) {
         Some(wait) => (Some(now + wait), checks, None),
         None => (None, checks, Some(now)),

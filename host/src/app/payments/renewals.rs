@@ -353,7 +353,7 @@ impl App {
                 &order.customer_id,
                 amount,
                 "renewal charged to the stored card",
-                false,
+                (None, false),
             )
             .await?;
         let request = BillingChargeRequest {
@@ -397,7 +397,13 @@ impl App {
             body: Vec::new(),
         };
         match self
-            .settle(ctx, payment.id().as_str(), outcome, attempt, ignore)
+            .settle(
+                ctx,
+                payment.id().as_str(),
+                outcome,
+                (attempt, false),
+                ignore,
+            )
             .await
         {
             Ok(_) => Ok(failure),
