@@ -311,3 +311,68 @@ async fn a_compensation_the_pg_keeps_refusing_is_retried_then_parked_then_finish
         host.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auditor_catches_an_order_whose_money_or_saga_disagree() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (id, total) = order(&host, "c1").await;
+        confirm(&host, &pg, &id, total, cards::APPROVE)
+            .await
+            .expect(201, "OK");
+        host.assert_audit_clean().await;
+        let checks = |report: fluxpay_host::app::audit::AuditReport| {
+            report
+                .discrepancies
+                .iter()
+                .map(|d| (d.check, d.detail.clone()))
+                .collect::<Vec<_>>()
+        };
+
+        // The payment gone from under a PAID order.
+        host.raw
+            .execute(&format!(
+                "UPDATE payments SET status = 'CANCELLED', version = version + 1 \
+                 WHERE order_id = '{id}'"
+            ))
+            .await;
+        let found = checks(host.audit().await);
+        assert!(
+            found.contains(&(
+                "order.money",
+                "order is PAID without an APPROVED payment".into()
+            )),
+            "{backend:?}: {found:?}"
+        );
+        host.raw
+            .execute(&format!(
+                "UPDATE payments SET status = 'APPROVED', version = version - 1 \
+                 WHERE order_id = '{id}'"
+            ))
+            .await;
+        // A saga that says the order completed while it is only paid.
+        host.raw
+            .execute(&format!(
+                "UPDATE sagas SET state = 'COMPLETED' WHERE order_id = '{id}'"
+            ))
+            .await;
+        let found = checks(host.audit().await);
+        assert!(
+            found.contains(&("order.money", "saga and order disagree".into())),
+            "{backend:?}: {found:?}"
+        );
+        // A saga parked for an operator is reported until one acts.
+        host.raw
+            .execute(&format!(
+                "UPDATE sagas SET state = 'COMPENSATION_FAILED' WHERE order_id = '{id}'"
+            ))
+            .await;
+        let found = checks(host.audit().await);
+        assert!(
+            found.iter().any(|(check, _)| *check == "saga.parked"),
+            "{backend:?}: {found:?}"
+        );
+        host.discard().await;
+    }
+}

@@ -38,6 +38,7 @@ use crate::domain::history::EntityKind;
 use crate::domain::ledger::{LedgerAccount, Unit};
 use crate::domain::order::{OrderEvent, OrderStatus};
 use crate::domain::payment::{PaymentEvent, PaymentStatus};
+use crate::domain::saga::{SagaEvent, SagaState};
 use crate::domain::subscription::{SubscriptionEvent, SubscriptionStatus};
 use crate::domain::{Credits, CustomerId};
 use crate::store::{AuditData, EntityState, HistoryRecord, Maintenance, Store, StoreError};
@@ -182,6 +183,13 @@ pub fn check_tenant(tenant: &str, data: &AuditData, report: &mut AuditReport) {
     }
     for problem in &data.feed_problems {
         findings.add("feed.positions", &problem.transaction_id, &problem.problem);
+    }
+    for problem in &data.saga_problems {
+        findings.add(
+            "order.money",
+            format!("order:{}", problem.transaction_id),
+            &problem.problem,
+        );
     }
     check_histories(data, &mut findings);
 }
@@ -400,8 +408,8 @@ fn check_chain(state: &EntityState, rows: &[&HistoryRecord], findings: &mut Find
     }
 }
 
-/// Orders, subscriptions and payments: known statuses, legal transitions
-/// only.
+/// Orders, subscriptions, payments and sagas: known statuses, legal
+/// transitions only (and no saga parked for an operator).
 fn check_status(state: &EntityState, rows: &[&HistoryRecord], findings: &mut Findings<'_>) {
     type Legal = fn(Option<&str>, &str, &str) -> Result<(), String>;
     let subject = format!("{}:{}", state.entity_type, state.entity_id);
@@ -421,6 +429,20 @@ fn check_status(state: &EntityState, rows: &[&HistoryRecord], findings: &mut Fin
                 parse_status::<PaymentStatus>(&state.state).map(drop),
                 payment_transition,
             )
+        } else if state.entity_type == EntityKind::Saga.as_str() {
+            let known = parse_status::<SagaState>(&state.state);
+            // Neither finished nor moved on by the host: an operator must.
+            if known
+                .as_ref()
+                .is_ok_and(|s| !s.is_terminal() && !s.is_resumable())
+            {
+                findings.add(
+                    "saga.parked",
+                    &subject,
+                    format!("{}: waits for an operator", state.state),
+                );
+            }
+            (known.map(drop), saga_transition)
         } else {
             return;
         };
@@ -485,6 +507,27 @@ fn payment_transition(from: Option<&str>, event: &str, to: &str) -> Result<(), S
         Ok(())
     } else {
         Err(format!("`{event}` does not lead {from} to {to}"))
+    }
+}
+
+fn saga_transition(from: Option<&str>, event: &str, to: &str) -> Result<(), String> {
+    let to: SagaState = parse_status(to)?;
+    let Some(from) = from else {
+        return if to == SagaState::Running {
+            Ok(())
+        } else {
+            Err(format!("a saga is created RUNNING, not {to}"))
+        };
+    };
+    let from: SagaState = parse_status(from)?;
+    let event = SagaEvent::ALL
+        .into_iter()
+        .find(|e| e.as_str() == event)
+        .ok_or_else(|| format!("unknown saga event `{event}`"))?;
+    match from.on(event) {
+        Ok(next) if next == to => Ok(()),
+        Ok(next) => Err(format!("{event:?} leads {from} to {next}, not {to}")),
+        Err(err) => Err(err.to_string()),
     }
 }
 

@@ -216,6 +216,40 @@ macro_rules! audit_queries {
                 }
             }
 
+            // Orders and their money: a PAID order holds an approved payment,
+            // a saga's order is where the saga says it is.
+            let money: [(&str, &str); 2] = [
+                (
+                    "order is PAID without an APPROVED payment",
+                    "SELECT o.order_id FROM orders o WHERE o.tenant_id = $1 AND o.status = 'PAID' \
+                       AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.tenant_id = o.tenant_id \
+                         AND p.order_id = o.order_id AND p.status = 'APPROVED')",
+                ),
+                (
+                    "saga and order disagree",
+                    "SELECT s.order_id FROM sagas s JOIN orders o \
+                       ON o.tenant_id = s.tenant_id AND o.order_id = s.order_id \
+                     WHERE s.tenant_id = $1 AND NOT ( \
+                       (s.state = 'RUNNING' AND o.status = 'PENDING') \
+                       OR (s.state IN ('WAITING_FOR_SERVICE', 'COMPENSATING', \
+                           'COMPENSATION_FAILED') AND o.status = 'PAID') \
+                       OR (s.state = 'COMPLETED' AND o.status = 'COMPLETED') \
+                       OR (s.state = 'COMPENSATED' AND o.status IN ('PENDING', 'CANCELLED')))",
+                ),
+            ];
+            for (problem, sql) in money {
+                let ids = sqlx::query_scalar::<_, String>(sql)
+                    .bind(tenant)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                for order_id in ids {
+                    data.saga_problems.push(TransactionProblem {
+                        transaction_id: order_id,
+                        problem: problem.to_owned(),
+                    });
+                }
+            }
+
             // Current states in the exact form history rows write them
             // (see app::history for the credit_account and credit_use forms).
             data.entities = sqlx::query_as::<_, EntityState>(

@@ -512,6 +512,8 @@ pub struct AuditData {
     /// (and, on PostgreSQL, not queued for one), with two positions, or
     /// positions without their event.
     pub feed_problems: Vec<TransactionProblem>,
+    /// Orders whose money or saga disagree with their status (by order id).
+    pub saga_problems: Vec<TransactionProblem>,
     /// Current state of every entity that has a history.
     pub entities: Vec<EntityState>,
     /// State history, ordered by entity then row id.
