@@ -37,6 +37,9 @@ use crate::store::{
 pub const MAX_COMPENSATION_ATTEMPTS: i64 = 5;
 /// How long the orchestrator's claim on a due saga lasts.
 const CLAIM_LEASE_MS: i64 = 60_000;
+/// How long a host that starts a compensation keeps it: if it stops
+/// meanwhile, the orchestrator (of any host) takes over after this.
+const COMPENSATION_LEASE_MS: i64 = 10_000;
 /// Sagas one orchestrator run takes per tenant.
 const BATCH: i64 = 200;
 
@@ -320,7 +323,7 @@ impl App {
                     &saga,
                     (&[SagaEvent::ServiceFailed], None),
                     &reason,
-                    |s| s.next_run_at = Some(now),
+                    |s| s.next_run_at = Some(now + COMPENSATION_LEASE_MS),
                     now,
                 )
                 .await?;
@@ -510,7 +513,7 @@ impl App {
                     &current,
                     (&[SagaEvent::ServiceFailed], None),
                     &reason,
-                    |s| s.next_run_at = Some(now + CLAIM_LEASE_MS),
+                    |s| s.next_run_at = Some(now + COMPENSATION_LEASE_MS),
                     now,
                 )
                 .await?;
