@@ -866,6 +866,12 @@ async fn an_operator_lists_flagged_payments_and_adopts_fails_or_retries_them() {
         );
         let listed = admin(&host, "GET", "/admin/v1/payments/flagged", None).await;
         assert_eq!(listed.result()["payments"], json!([]), "{backend:?}");
+        // Nothing was taken: the order can be paid with another card.
+        let failed_order = marked.result()["orderId"].as_str().unwrap().to_owned();
+        let key = pg.checkout(&failed_order, 5_000, cards::APPROVE).await;
+        confirm(&host, &failed_order, &key, 5_000, "pay-again")
+            .await
+            .expect(201, "OK");
 
         // Adopt: asks the PG now, without waiting for the schedule.
         let (adopted_order, _, _, adopted) =
@@ -888,7 +894,7 @@ async fn an_operator_lists_flagged_payments_and_adopts_fails_or_retries_them() {
         resolve("pay_nope".into(), json!({ "action": "adopt" }))
             .await
             .expect(404, "NOT_FOUND");
-        assert_eq!(pg.sim.ledger().approvals, 2);
+        assert_eq!(pg.sim.ledger().approvals, 3);
         host.finish().await;
     }
 }

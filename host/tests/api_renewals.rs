@@ -208,7 +208,8 @@ async fn a_declined_renewal_is_dunned_then_recovers_with_a_new_card_or_cancels()
         let pg = pg(&host).await;
         let (recovers, end) = subscribed(&host, "g1").await;
         let (cancels, _) = subscribed(&host, "g2").await;
-        for customer in ["g1", "g2"] {
+        let (quits, _) = subscribed(&host, "g3").await;
+        for customer in ["g1", "g2", "g3"] {
             let key = pg.billing_key(customer, cards::DECLINE).await;
             store_card(&host, customer, &key).await.expect(201, "OK");
         }
@@ -218,14 +219,24 @@ async fn a_declined_renewal_is_dunned_then_recovers_with_a_new_card_or_cancels()
             .run_subscription_scheduler(host.now())
             .await
             .unwrap();
-        assert_eq!(run.card_charges, 2, "{backend:?}: {run:?}");
+        assert_eq!(run.card_charges, 3, "{backend:?}: {run:?}");
 
         // Declined: past due, tried again in a day; not before.
         let run = host.app.run_renewal_charges(host.now()).await;
-        assert_eq!((run.claimed, run.failed), (2, 2), "{backend:?}: {run:?}");
-        for id in [&recovers, &cancels] {
+        assert_eq!((run.claimed, run.failed), (3, 3), "{backend:?}: {run:?}");
+        for id in [&recovers, &cancels, &quits] {
             assert_eq!(subscription(&host, id).await["status"], "PAST_DUE");
         }
+        // g3's subscription is cancelled by the tenant: its card is not
+        // charged again, and its unpaid renewal order is withdrawn.
+        call(
+            &host,
+            "POST",
+            &format!("/api/v1/subscriptions/{quits}/cancel"),
+            Some(json!({ "atPeriodEnd": false, "reason": "customer left" })),
+        )
+        .await
+        .expect(200, "OK");
         host.advance(DAY_MS - 1);
         assert_eq!(host.app.run_renewal_charges(host.now()).await.claimed, 0);
         // The scheduler leaves subscriptions in dunning alone.
@@ -241,7 +252,9 @@ async fn a_declined_renewal_is_dunned_then_recovers_with_a_new_card_or_cancels()
         store_card(&host, "g1", &key).await.expect(201, "OK");
         host.advance(1);
         let run = host.app.run_renewal_charges(host.now()).await;
-        assert_eq!((run.paid, run.failed), (1, 1), "{backend:?}: {run:?}");
+        assert_eq!((run.paid, run.failed), (1, 2), "{backend:?}: {run:?}");
+        assert_eq!(renewal_order(&host, &quits).await["status"], "CANCELLED");
+        assert_eq!(subscription(&host, &quits).await["status"], "CANCELLED");
         let recovered = subscription(&host, &recovers).await;
         assert_eq!(recovered["status"], "ACTIVE", "{backend:?}: {recovered}");
         assert_eq!(recovered["currentPeriodStart"], end);
@@ -256,8 +269,9 @@ async fn a_declined_renewal_is_dunned_then_recovers_with_a_new_card_or_cancels()
         host.advance(30 * DAY_MS);
         assert_eq!(host.app.run_renewal_charges(host.now()).await.claimed, 0);
 
-        assert_eq!(event_count(&host, "subscription.past_due").await, 2);
-        assert_eq!(event_count(&host, "subscription.cancelled").await, 1);
+        assert_eq!(event_count(&host, "subscription.past_due").await, 3);
+        // g2 by the dunning's end, g3 by the tenant.
+        assert_eq!(event_count(&host, "subscription.cancelled").await, 2);
         // The PG approved only g1's second card, once.
         assert_eq!(pg.sim.ledger().approvals, 1);
         assert_eq!(pg.sim.ledger().approved_amount, 1000);

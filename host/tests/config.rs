@@ -322,9 +322,37 @@ tenants:
       retries: { max: 11, min_delay_ms: 500, max_delay_ms: 100 }
   initech:
     gateway: { kind: stripe }
+  hooli:
+    gateway: { kind: toss, base_url: "https://pg", secret_env: HOOLI_PG,
+               service_timeout_s: 7200, void_unconfirmed_after_s: 3600 }
+    subscriptions: { charge_card: true, pay_from_credits: true, credits_per_major_unit: 1,
+                     dunning_days: [3, 1] }
+  umbrella:
+    subscriptions: { charge_card: true }
 "#,
     );
     assert_error(&found, "pg_simulator.listen", "loopback");
+    // The janitor would void approvals the service may still fulfil.
+    assert_error(
+        &found,
+        "tenants.hooli.gateway.void_unconfirmed_after_s",
+        "longer than service_timeout_s",
+    );
+    assert_error(
+        &found,
+        "tenants.hooli.subscriptions.charge_card",
+        "from credits or by card",
+    );
+    assert_error(
+        &found,
+        "tenants.hooli.subscriptions.dunning_days",
+        "ascending",
+    );
+    assert_error(
+        &found,
+        "tenants.umbrella.subscriptions.charge_card",
+        "gateway",
+    );
     assert_error(
         &found,
         "tenants.acme.gateway.base_url",

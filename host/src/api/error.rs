@@ -18,7 +18,7 @@
 //! | `PAY_003` | 409 | Idempotency-Key reused for a different request |
 //! | `PAY_002` | 402 | the payment gateway declined the payment (its code and message in `result.failure`) |
 //! | `PAY_004` | 409 | the entity's state does not allow it |
-//! | `PAY_005` | 503 | the payment gateway is unavailable; nothing was charged |
+//! | `PAY_005` | 503 | the payment gateway is unavailable; the call did not take effect there |
 //! | `PAY_006` | 202 | the payment gateway's answer was lost; the payment is being resolved (send the request again) |
 //! | `PAY_007` | 422 | the tenant has no payment gateway configured |
 //! | `POL_001` | 422 | rejected by a validation policy (violations in `result`) |

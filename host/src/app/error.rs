@@ -91,8 +91,9 @@ pub enum AppError {
     #[error("tenant `{0}` has no payment gateway configured (tenants.{0}.gateway)")]
     NoGateway(String),
     /// The PG certainly did not take the payment (a transient fault, an
-    /// outage, the breaker open): nothing was charged; retry later.
-    #[error("the payment gateway is unavailable ({0}); nothing was charged, retry later")]
+    /// outage, the breaker open): the call did not take effect; retry
+    /// later.
+    #[error("the payment gateway is unavailable ({0}); nothing was done there, retry later")]
     GatewayUnavailable(String),
     /// The PG's answer was lost: payment `payment_id` may or may not have
     /// been taken, and is being resolved by asking the PG.

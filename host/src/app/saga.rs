@@ -436,8 +436,13 @@ impl App {
             "READY" | "UNKNOWN" => Err(AppError::PaymentPending {
                 payment_id: payment_id.to_owned(),
             }),
-            // FAILED, CANCELLED: nothing was taken, or it was given back.
-            _ => Ok(()),
+            // Nothing was taken, or it was given back.
+            "FAILED" | "CANCELLED" | "REFUNDED" => Ok(()),
+            // Confirmed: only a completed order's payment is; a saga that
+            // compensates never confirmed it.
+            status => Err(AppError::StateConflict(format!(
+                "payment `{payment_id}` is {status}: a compensation cannot void it"
+            ))),
         }
     }
 

@@ -253,6 +253,17 @@ impl RawGateway {
                 Duration::from_secs(30)
             }
         };
+        if void_unconfirmed_after <= service_timeout {
+            problems.push((
+                "void_unconfirmed_after_s",
+                format!(
+                    "{} s must be longer than service_timeout_s ({} s): an approval would be \
+                     voided while the tenant's service may still fulfil its order",
+                    void_unconfirmed_after.as_secs(),
+                    service_timeout.as_secs()
+                ),
+            ));
+        }
         let config = GatewayConfig {
             kind,
             connect_timeout,

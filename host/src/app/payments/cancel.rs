@@ -78,6 +78,10 @@ impl App {
             .customer_locks()
             .lock(&ctx.tenant, &record.customer_id)
             .await;
+        // The same request may have run while this one waited its turn.
+        if let Some(answer) = stored_answer(self.store(), ctx).await? {
+            return answer;
+        }
         let record = self
             .store()
             .payment(&ctx.tenant, payment_id)
@@ -157,12 +161,15 @@ impl App {
             Claimed::Proceed(tx) => tx,
             Claimed::Replay(reply) => return Ok(reply),
         };
-        let attempt = call.attempt("cancelled", now);
-        tx.record_payment_attempt(payment_id, &attempt).await?;
+        // Order first, then payment, then saga: the order every step of an
+        // order locks them in.
+        tx.order_for_update(&record.order_id).await?;
         let locked = tx
             .payment_for_update(payment_id)
             .await?
             .ok_or_else(|| AppError::Internal(format!("payment `{payment_id}` vanished")))?;
+        let attempt = call.attempt("cancelled", now);
+        tx.record_payment_attempt(payment_id, &attempt).await?;
         let change = restore_payment(&locked)?.void(reason.clone())?;
         let version = store_payment_change(
             &mut tx,
@@ -260,8 +267,18 @@ impl App {
             .store()
             .payment_attempts(&ctx.tenant, payment_id)
             .await?;
-        let made = attempts.iter().filter(|a| a.outcome == REFUNDED).count();
-        let key = format!("{payment_id}-refund-{}", made + 1);
+        // One key per refund the PG answered for good (made or refused); a
+        // key whose answer was lost or never came is sent again as it was.
+        let answered = attempts
+            .iter()
+            .filter(|a| {
+                a.idempotency_key
+                    .as_deref()
+                    .is_some_and(|k| k.starts_with(&format!("{payment_id}-refund-")))
+                    && (a.outcome == REFUNDED || a.outcome == "refused")
+            })
+            .count();
+        let key = format!("{payment_id}-refund-{}", answered + 1);
         let call = self
             .pg_cancel(ctx, gateway, &record, &key, &reason, Some(amount.minor()))
             .await?;
@@ -279,11 +296,18 @@ impl App {
             }
         };
 
+        // What the PG did is recorded whatever the claim finds: a key taken
+        // meanwhile (by another host's run of the same request) only
+        // changes what this request answers.
         let now = self.now();
         let tx = self.store().begin(&ctx.tenant).await?;
-        let mut tx = match claim(tx, ctx, now).await? {
-            Claimed::Proceed(tx) => tx,
-            Claimed::Replay(reply) => return Ok(reply),
+        let (mut tx, taken) = match claim(tx, ctx, now).await {
+            Ok(Claimed::Proceed(tx)) => (tx, None),
+            Ok(Claimed::Replay(reply)) => (self.store().begin(&ctx.tenant).await?, Some(Ok(reply))),
+            Err(err @ AppError::IdempotencyConflict(_)) => {
+                (self.store().begin(&ctx.tenant).await?, Some(Err(err)))
+            }
+            Err(err) => return Err(err),
         };
         let locked = tx
             .payment_for_update(payment_id)
@@ -298,9 +322,12 @@ impl App {
                 .iter()
                 .any(|a| a.outcome == REFUNDED && a.idempotency_key.as_deref() == Some(&key));
             if recorded {
-                return Err(AppError::StateConflict(format!(
-                    "refund `{key}` of payment `{payment_id}` was recorded by another request"
-                )));
+                tx.commit(None).await?;
+                return taken.unwrap_or_else(|| {
+                    Err(AppError::StateConflict(format!(
+                        "refund `{key}` of payment `{payment_id}` was recorded by another request"
+                    )))
+                });
             }
         }
         let attempt = call.attempt(REFUNDED, now);
@@ -343,6 +370,10 @@ impl App {
         payment.refunded = change.payment.refunded().minor;
         payment.version = version;
         payment.updated_at = now;
+        if let Some(answer) = taken {
+            tx.commit(None).await?;
+            return answer;
+        }
         if given != amount {
             // A repeat of a lost refund of another amount: what the PG did
             // is recorded, and the client learns it was not this request.

@@ -111,7 +111,7 @@ impl App {
             .into_iter()
             .find(|p| p.status == "READY" || p.status == "UNKNOWN")
         {
-            return self.resolve(ctx, &*gateway, pending, render).await;
+            return self.resolve(ctx, &*gateway, (pending, false), render).await;
         }
         if order.status != OrderStatus::Pending.as_str() {
             return Err(AppError::StateConflict(format!(
@@ -292,7 +292,7 @@ impl App {
         &self,
         ctx: &RequestCtx,
         gateway: &G,
-        pending: PaymentRecord,
+        (pending, scheduled): (PaymentRecord, bool),
         render: impl Render<PaymentDetails>,
     ) -> Result<Reply> {
         let started = Instant::now();
@@ -337,8 +337,16 @@ impl App {
             Outcome::NotTaken(_, message) => Outcome::Lost(message),
             other => other,
         };
-        self.settle(ctx, &pending.payment_id, outcome, (attempt, true), render)
-            .await
+        // Only the recovery schedule's own asks use it up: a client's retry
+        // or a PG notification (unauthenticated) cannot flag a payment.
+        self.settle(
+            ctx,
+            &pending.payment_id,
+            outcome,
+            (attempt, scheduled),
+            render,
+        )
+        .await
     }
 
     /// Step 3: records the call and moves the payment (and its order) as
@@ -359,6 +367,15 @@ impl App {
         // (a replay, another request's body) only changes what this
         // request answers.
         let keeps_answer = matches!(outcome, Outcome::Approved(_) | Outcome::Declined(..));
+        // Locks are taken order first, then payment, then saga, as every
+        // other step of an order takes them (two steps locking the same
+        // rows in opposite order would deadlock on PostgreSQL).
+        let order_id = self
+            .store()
+            .payment(&ctx.tenant, payment_id)
+            .await?
+            .ok_or_else(|| AppError::Internal(format!("payment `{payment_id}` vanished")))?
+            .order_id;
         let tx = self.store().begin(&ctx.tenant).await?;
         let (mut tx, taken) = if keeps_answer && ctx.idempotency.is_some() {
             match claim(tx, ctx, now).await {
@@ -374,6 +391,7 @@ impl App {
         } else {
             (tx, None)
         };
+        tx.order_for_update(&order_id).await?;
         let record = tx
             .payment_for_update(payment_id)
             .await?
@@ -398,11 +416,17 @@ impl App {
                 // check moves on along the schedule (or the payment is
                 // flagged for an operator once it is used up).
                 PaymentStatus::Unknown => {
-                    let (next, checks, flagged) = next_check(&record, check, now);
+                    // Only the schedule's own asks move it on (or use it
+                    // up); anyone else's leaves it as it was.
+                    let (next, checks, flagged) = if check {
+                        next_check(&record, check, now)
+                    } else {
+                        (record.next_check_at, record.checks, record.flagged_at)
+                    };
                     tx.reschedule_payment(payment_id, next, checks, flagged)
                         .await?;
                     tx.commit(None).await?;
-                    if flagged.is_some() {
+                    if check && flagged.is_some() {
                         tracing::warn!(
                             tenant = %ctx.tenant,
                             payment_id,

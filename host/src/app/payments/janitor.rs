@@ -3,8 +3,9 @@
 //! - `READY` (the host stopped during the PG call) or `UNKNOWN` (the PG's
 //!   answer was lost): resolved by asking the PG, on
 //!   [`super::CHECK_SCHEDULE_MS`], adopting its answer; when the schedule
-//!   is used up the payment is flagged for an operator. It never asks the
-//!   PG to approve anything.
+//!   is used up the payment is flagged for an operator. A checkout the PG
+//!   says was never confirmed (the confirm never reached it) is confirmed
+//!   again with the payment's one approval key, which the PG answers once.
 //! - `APPROVED` past the tenant's `void_unconfirmed_after_s` (its order was
 //!   never fulfilled), or with a void requested whose call failed: voided
 //!   at the PG, and its order cancelled.
@@ -68,7 +69,9 @@ impl App {
                     body: Vec::new(),
                 };
                 let moved = match payment.status.as_str() {
-                    "READY" | "UNKNOWN" => self.resolve(&ctx, &*gateway, payment, ignore).await,
+                    "READY" | "UNKNOWN" => {
+                        self.resolve(&ctx, &*gateway, (payment, true), ignore).await
+                    }
                     "APPROVED" => {
                         let reason = match payment.void_requested_at {
                             Some(_) => "void requested".to_owned(),
@@ -124,7 +127,10 @@ impl App {
                 status: 200,
                 body: Vec::new(),
             };
-            match self.resolve(&ctx, &*gateway, payment, ignore).await {
+            match self
+                .resolve(&ctx, &*gateway, (payment, false), ignore)
+                .await
+            {
                 Ok(_) => resolved += 1,
                 // Still unknown: the schedule goes on.
                 Err(AppError::PaymentPending { .. }) => {}

@@ -71,7 +71,8 @@ impl App {
                     status: 200,
                     body: Vec::new(),
                 };
-                self.resolve(&ctx, &*gateway, record, ignore).await?;
+                self.resolve(&ctx, &*gateway, (record, false), ignore)
+                    .await?;
             }
             // Only once the scheduler gave up: a payment still on its
             // schedule may have an approval in flight.
@@ -92,9 +93,23 @@ impl App {
                     now,
                 )
                 .await?;
-                let mut journal = Recorder::new(&ctx, new_id("tx"), now);
+                let transaction_id = new_id("tx");
+                let mut journal = Recorder::new(&ctx, &transaction_id, now);
                 record_change(&mut journal, &locked.customer_id, &change, Some(&failure));
                 tx.record(journal.finish());
+                // Nothing was taken: the order's saga has nothing to undo,
+                // and the order is open for another attempt.
+                super::super::saga::payment_settled(
+                    &mut tx,
+                    &ctx,
+                    &locked.order_id,
+                    Err(format!(
+                        "payment {payment_id} marked failed by an operator: {reason}"
+                    )),
+                    &transaction_id,
+                    now,
+                )
+                .await?;
                 tx.commit(None).await?;
             }
             OperatorAction::Retry if unresolved || stuck_void => {

@@ -34,7 +34,8 @@ use crate::domain::{Money, OrderId, PositiveMoney};
 use crate::gateway::{BillingChargeRequest, GatewayError, PaymentGateway, codes};
 use crate::store::{
     OrderQueries, PaymentAttemptRecord, PaymentMethodRecord, PaymentQueries, Queries,
-    RenewalChargeRecord, RenewalQueries, RenewalTx, StoredResponse, Transactions, TxOps,
+    RenewalChargeRecord, RenewalQueries, RenewalTx, StoredResponse, SubscriptionQueries,
+    Transactions, TxOps,
 };
 
 /// How many due charges one run takes per tenant.
@@ -292,6 +293,24 @@ impl App {
                 {
                     return Ok(Step::Waiting);
                 }
+                // A subscription that ended (or ends at this period's end)
+                // is not renewed: its card is not charged, the renewal
+                // order is withdrawn.
+                let subscription = self
+                    .store()
+                    .subscription(&ctx.tenant, &charge.subscription_id)
+                    .await?;
+                if let Some(ending) = subscription.filter(|s| {
+                    s.cancel_at_period_end
+                        || !matches!(s.status.as_str(), "TRIALING" | "ACTIVE" | "PAST_DUE")
+                }) {
+                    let why = format!(
+                        "subscription {} is {}",
+                        ending.subscription_id, ending.status
+                    );
+                    self.drop_renewal(ctx, charge, &why, now).await?;
+                    return Ok(Step::Failed);
+                }
                 let card = self
                     .store()
                     .payment_methods(&ctx.tenant, &charge.customer_id)
@@ -328,6 +347,49 @@ impl App {
         self.settle_card_renewal(ctx, charge, CardRenewal::Paid, now)
             .await?;
         Ok(Step::Paid)
+    }
+
+    /// Gives up a renewal charge without charging: the charge `FAILED`
+    /// and its `PENDING` order cancelled, in one transaction.
+    async fn drop_renewal(
+        &self,
+        ctx: &RequestCtx,
+        charge: &RenewalChargeRecord,
+        why: &str,
+        now: i64,
+    ) -> Result<()> {
+        use super::super::orders::{cancelled_event, record_order_step, restore_order};
+        use crate::store::OrderTx;
+        let mut tx = self.store().begin(&ctx.tenant).await?;
+        let order = tx
+            .order_for_update(&charge.order_id)
+            .await?
+            .ok_or_else(|| AppError::Internal(format!("order `{}` vanished", charge.order_id)))?;
+        if order.status == "PENDING" {
+            let change = restore_order(&order)?.cancel(format!("renewal dropped: {why}"))?;
+            let data = cancelled_event(&order, &change);
+            record_order_step(
+                &mut tx,
+                ctx,
+                &order,
+                change,
+                event_type::ORDER_CANCELLED,
+                data,
+                now,
+            )
+            .await?;
+        }
+        tx.update_renewal_charge(
+            &charge.order_id,
+            "FAILED",
+            charge.attempts,
+            None,
+            Some(why),
+            now,
+        )
+        .await?;
+        tx.commit(None).await?;
+        Ok(())
     }
 
     /// Charges `card` for the `PENDING` `order`: `None` when the payment

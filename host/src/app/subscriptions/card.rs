@@ -71,6 +71,11 @@ impl App {
                         Some(sub.payment_recovered(period, reason)?),
                         event_type::SUBSCRIPTION_ACTIVATED,
                     ),
+                    // Set to end at this period's end meanwhile: it ends;
+                    // the paid order stands (a refund is the tenant's call).
+                    SubscriptionStatus::Active if sub.cancels_at_period_end() => {
+                        (None, event_type::SUBSCRIPTION_RENEWED)
+                    }
                     SubscriptionStatus::Active => (
                         Some(sub.renew(period, at, reason)?),
                         event_type::SUBSCRIPTION_RENEWED,
@@ -87,6 +92,12 @@ impl App {
                     .get(attempts as usize - 1)
                     .map(|days| now + i64::from(*days) * DAY_MS);
                 match (retry, sub.status()) {
+                    // Ended meanwhile: nothing more to try.
+                    (_, status) if status.is_terminal() => (
+                        None,
+                        event_type::SUBSCRIPTION_CANCELLED,
+                        ("FAILED", attempts, None, Some(reason.as_str())),
+                    ),
                     (Some(next), SubscriptionStatus::Active | SubscriptionStatus::Trialing) => (
                         Some(sub.payment_failed(at, format!("renewal charge failed: {reason}"))?),
                         event_type::SUBSCRIPTION_PAST_DUE,
@@ -97,15 +108,10 @@ impl App {
                         event_type::SUBSCRIPTION_PAST_DUE,
                         ("DUE", attempts, Some(next), Some(reason.as_str())),
                     ),
-                    (None, status) if !status.is_terminal() => (
+                    (None, _) => (
                         Some(sub.cancel_now(format!(
                             "renewal unpaid after {attempts} charges: {reason}"
                         ))?),
-                        event_type::SUBSCRIPTION_CANCELLED,
-                        ("FAILED", attempts, None, Some(reason.as_str())),
-                    ),
-                    (None, _) => (
-                        None,
                         event_type::SUBSCRIPTION_CANCELLED,
                         ("FAILED", attempts, None, Some(reason.as_str())),
                     ),
