@@ -6,7 +6,7 @@
 #
 # Builds BUILD_PROFILE, then for each backend starts `fluxpay-host serve` with
 # bench/tenants.yaml (one signed tenant, `bench`) on 127.0.0.1, seeds
-# customers and drives signed credits/use requests with host/examples/loadgen.rs:
+# customers and drives signed credits/use requests with host/examples/loadgen/:
 #   sqlite   — a fresh temporary SQLite file, once per SQLITE_SYNC mode
 #   postgres — a private, durable PostgreSQL 15 cluster (fsync=on,
 #              synchronous_commit=on) started on 127.0.0.1:$PG_PORT

@@ -11,7 +11,7 @@
 # the simulator) on 127.0.0.1, seeds CUSTOMERS customers, and per latency:
 #   1. sets the simulator's latency (PUT /sim/v1/faults);
 #   2. prepares ORDERS orders (POST /api/v1/orders, then the simulator's
-#      checkout for each) with host/examples/loadgen.rs --orders-out —
+#      checkout for each) with host/examples/loadgen/ --orders-out —
 #      outside the measured window;
 #   3. drives only confirms of those orders (loadgen --orders-in) at each
 #      CONCURRENCY for WARMUP + DURATION seconds, reading the CPU time of
@@ -103,36 +103,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Per thread of a process: "<tid> <name> <CPU ms>".
-thread_cpu() { # <pid>
-    local hz t
-    hz=$(getconf CLK_TCK)
-    for t in /proc/"$1"/task/*; do
-        # The fields after the name's closing parenthesis: utime and stime
-        # are the 12th and 13th of them.
-        printf '%s %s %s\n' "${t##*/}" "$(tr ' ' _ < "$t/comm")" \
-            "$(sed 's/.*) //' "$t/stat" | awk -v hz="$hz" '{ print int(($12 + $13) * 1000 / hz) }')"
-    done 2>/dev/null
-}
-
-# Where the host's CPU went, by thread name (µs per payment), and its
-# busiest threads (% of one core: one near 100 % is a serial bottleneck).
-thread_report() { # <before file> <after file> <payments> <wall ms>
-    awk -v n="$3" 'NR == FNR { before[$1] = $3; next }
-        { cpu[$2] += $3 - before[$1]; threads[$2]++ }
-        END { for (name in cpu) if (cpu[name] > 0)
-                  printf "    %-20s %6d µs per payment (%d threads)\n", name, cpu[name] * 1000 / n, threads[name] }' \
-        "$1" "$2" | sort -k2 -rn
-    awk -v wall="$4" 'NR == FNR { before[$1] = $3; next }
-        { printf "%d %s %d\n", ($3 - before[$1]) * 100 / wall, $2, $1 }' "$1" "$2" \
-        | sort -rn | head -4 | awk '{ printf "%s %s (%s) %d %%", (NR == 1 ? "    busiest threads:" : ","), $2, $3, $1 } END { print "" }'
-}
-
-# The machine's busy and stolen CPU so far, in ms: "<busy> <steal>".
-machine_cpu() {
-    awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%d %d\n", ($2 + $3 + $4 + $7 + $8 + $9) * 1000 / hz, $9 * 1000 / hz }' /proc/stat
-}
-
 build_binaries
 
 # bench/payments.yaml with absolute module paths, the simulator's port, and
@@ -150,25 +120,6 @@ config() { # <file> [extra database keys…]
     fi
 }
 
-wait_for() { # <url> <pid> <log> <what>
-    for _ in $(seq 1 300); do
-        if curl -fsS "$1" >/dev/null 2>&1; then return 0; fi
-        if ! kill -0 "$2" 2>/dev/null; then break; fi
-        sleep 0.1
-    done
-    echo "$4 did not become ready:" >&2
-    cat "$3" >&2
-    exit 1
-}
-
-start_sim() {
-    [ "$SIM" = process ] || return 0
-    FLUXPAY_PG_SIM_SECRET_KEY=$BENCH_PG_SECRET_KEY "$HOST_BIN" pg-sim \
-        --listen "127.0.0.1:$SIM_PORT" --secret-env FLUXPAY_PG_SIM_SECRET_KEY > "$WORK/sim.log" 2>&1 &
-    SIM_PID=$!
-    wait_for "$SIM_URL/sim/v1/ledger" "$SIM_PID" "$WORK/sim.log" "fluxpay-host pg-sim"
-}
-
 start_host() { # <config> <database url>
     FLUXPAY_DATABASE_URL=$2 FLUXPAY_LISTEN=127.0.0.1:$PORT \
         "$HOST_BIN" serve --config "$1" > "$WORK/host.log" 2>&1 &
@@ -176,14 +127,6 @@ start_host() { # <config> <database url>
     wait_for "http://127.0.0.1:$PORT/health/ready" "$HOST_PID" "$WORK/host.log" "fluxpay-host serve"
     [ "$SIM" = embedded ] && wait_for "$SIM_URL/sim/v1/ledger" "$HOST_PID" "$WORK/host.log" "the embedded simulator"
     return 0
-}
-
-stop() { # <pid variable>
-    local pid=${!1}
-    [ -n "$pid" ] || return 0
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    printf -v "$1" '%s' ""
 }
 
 # The generator with the tenant's key (the secret through the environment).

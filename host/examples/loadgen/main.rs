@@ -47,6 +47,23 @@
 //! included) — no payment taken twice, none taken unrecorded — or the exit
 //! code is 1. Customers are seeded without credit grants in this mode.
 //!
+//! **Saga** (`--saga --pg-sim-url http://127.0.0.1:PORT`, as bench/saga.sh
+//! runs it): the order saga end to end. Each closed-loop iteration makes
+//! every call of one order in turn — `POST /api/v1/orders` (a fresh
+//! `Idempotency-Key`), the simulator's `POST {sim}/v1/checkout`, `POST
+//! /api/v1/payments/confirm` (a fresh key), then the tenant service's `POST
+//! /api/v1/service-callbacks/completed` `{orderId}` (no key) — and expects exactly
+//! `201`, `200`, `201`, `200` with the order `COMPLETED`; any other answer
+//! ends that order and fails the run. Prints completed orders/s and each
+//! call's latency (the checkout apart: it is the simulator's). A call is
+//! measured when it ends after the warm-up, an order when its callback
+//! does. The simulator's books must show, over the run (warm-up included),
+//! as many approvals as confirms answered `201` and as orders completed,
+//! and nothing given back — no payment taken twice, none taken and then
+//! voided — or the exit code is 1. A transport error (the host down) is
+//! followed by a 50 ms pause, so a generator outliving its host does not
+//! spin. Customers are seeded without credit grants.
+//!
 //! Loopback only: the URL must point at 127.0.0.1, ::1 or localhost.
 //!
 //! ```sh
@@ -57,6 +74,10 @@
 //!   --url http://127.0.0.1:8080 --key fp_bench_0123456789abcdef \
 //!   --secret bench-secret --customers 1000 --payments \
 //!   --pg-sim-url http://127.0.0.1:8090 --orders 20000 --concurrency 256 --duration 15
+//! cargo run --release -p fluxpay-host --example loadgen -- \
+//!   --url http://127.0.0.1:8080 --key fp_bench_0123456789abcdef \
+//!   --secret bench-secret --customers 1000 --saga \
+//!   --pg-sim-url http://127.0.0.1:8090 --concurrency 64 --duration 15 --warmup 3
 //! ```
 //! Every flag has an environment fallback (`LOADGEN_<FLAG>`, e.g.
 //! `LOADGEN_SECRET`), so a secret need not appear in a process list.
@@ -74,6 +95,7 @@ const USAGE_PATH: &str = "/api/v1/usage";
 const CHARGE_PATH: &str = "/api/v1/credits/charge";
 const ORDERS_PATH: &str = "/api/v1/orders";
 const CONFIRM_PATH: &str = "/api/v1/payments/confirm";
+const COMPLETED_PATH: &str = "/api/v1/service-callbacks/completed";
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -97,6 +119,7 @@ struct Args {
     allow_insufficient: bool,
     usage_batch: u64,
     payments: bool,
+    saga: bool,
     pg_sim_url: Option<String>,
     orders: u64,
     orders_in: Option<String>,
@@ -110,7 +133,8 @@ const USAGE: &str = "loadgen --key K [--secret S] [--url http://127.0.0.1:8080] 
 [--hot K --hot-percent P] [--threads 1] [--seed-only | --skip-seed] [--allow-insufficient] \
 [--usage-batch EVENTS] \
 [--payments --pg-sim-url http://127.0.0.1:8090 [--orders 10000] [--sku bench-item] \
-[--orders-out FILE | --orders-in FILE]]";
+[--orders-out FILE | --orders-in FILE]] \
+[--saga --pg-sim-url http://127.0.0.1:8090 [--sku bench-item]]";
 
 fn parse_args() -> Result<Args, String> {
     let env = |name: &str| std::env::var(format!("LOADGEN_{name}")).ok();
@@ -150,7 +174,7 @@ fn parse_args() -> Result<Args, String> {
         };
         match name {
             "help" => return Err(USAGE.into()),
-            "seed-only" | "skip-seed" | "allow-insufficient" | "payments" => {
+            "seed-only" | "skip-seed" | "allow-insufficient" | "payments" | "saga" => {
                 switches.push(name.into())
             }
             _ => {
@@ -203,6 +227,7 @@ fn parse_args() -> Result<Args, String> {
         allow_insufficient: switches.iter().any(|s| s == "allow-insufficient"),
         usage_batch: num(&mut flags, "usage-batch", Some(0))?.unwrap_or(0),
         payments: switches.iter().any(|s| s == "payments"),
+        saga: switches.iter().any(|s| s == "saga"),
         pg_sim_url: flags
             .remove("pg-sim-url")
             .map(|url| url.trim_end_matches('/').to_owned()),
@@ -230,6 +255,14 @@ fn parse_args() -> Result<Args, String> {
         }
     } else if args.orders_in.is_some() || args.orders_out.is_some() {
         return Err("--orders-in and --orders-out go with --payments".into());
+    }
+    if args.saga {
+        if args.pg_sim_url.is_none() {
+            return Err("--saga needs --pg-sim-url (the PG simulator's checkout)".into());
+        }
+        if args.payments || args.usage_batch > 0 {
+            return Err("--saga, --payments and --usage-batch are different runs".into());
+        }
     }
     if args.customers == 0 || args.concurrency == 0 || args.units <= 0 || args.threads == 0 {
         return Err("--customers, --concurrency, --units and --threads must be > 0".into());
@@ -380,7 +413,8 @@ fn customer_id(args: &Args, index: u64) -> String {
     format!("{}-{index}", args.prefix)
 }
 
-/// Creates the customers and grants their credits (not for `--payments`),
+/// Creates the customers and grants their credits (not for `--payments`
+/// or `--saga`),
 /// `concurrency` (at most 64) at a time.
 async fn seed(client: &reqwest::Client, args: &Arc<Args>) -> Result<(), String> {
     let started = Instant::now();
@@ -407,7 +441,7 @@ async fn seed(client: &reqwest::Client, args: &Arc<Args>) -> Result<(), String> 
                 if !settled(put.status) {
                     return Err(format!("PUT customer {id}: {} {:?}", put.status, put.code));
                 }
-                if args.payments {
+                if args.payments || args.saga {
                     continue;
                 }
                 let grant = format!(
@@ -438,7 +472,11 @@ async fn seed(client: &reqwest::Client, args: &Arc<Args>) -> Result<(), String> 
     eprintln!(
         "seeded {} customers ({} credits each) in {:.1} s",
         args.customers,
-        if args.payments { 0 } else { args.grant },
+        if args.payments || args.saga {
+            0
+        } else {
+            args.grant
+        },
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -602,277 +640,7 @@ struct Shared {
     next_order: AtomicUsize,
 }
 
-/// `--payments`: preparing orders (order + checkout) and handing them to
-/// the confirm loop, and the simulator's books.
-mod payments {
-    use super::*;
-
-    /// An order checked out at the PG, ready to be confirmed.
-    pub struct Prepared {
-        pub order_id: String,
-        pub payment_key: String,
-        pub amount: i64,
-    }
-
-    impl Prepared {
-        pub fn confirm_body(&self) -> String {
-            format!(
-                r#"{{"orderId":"{}","paymentKey":"{}","amount":{}}}"#,
-                self.order_id, self.payment_key, self.amount
-            )
-        }
-    }
-
-    /// Orders made, and their order-create and checkout latencies (µs).
-    #[derive(Default)]
-    pub struct PrepStats {
-        pub count: u64,
-        pub order_us: Vec<u32>,
-        pub checkout_us: Vec<u32>,
-    }
-
-    impl PrepStats {
-        pub fn merge(&mut self, other: PrepStats) {
-            self.count += other.count;
-            self.order_us.extend(other.order_us);
-            self.checkout_us.extend(other.checkout_us);
-        }
-
-        /// `order create ms p50 … ; checkout ms p50 …`.
-        pub fn line(&self) -> String {
-            format!(
-                "order create ms {}; checkout ms {}",
-                Summary::of(self.order_us.clone()).line(),
-                Summary::of(self.checkout_us.clone()).line()
-            )
-        }
-
-        pub fn json(&self) -> serde_json::Value {
-            serde_json::json!({
-                "orders": self.count,
-                "orderCreateMs": Summary::of(self.order_us.clone()).json(),
-                "checkoutMs": Summary::of(self.checkout_us.clone()).json(),
-            })
-        }
-    }
-
-    /// The JSON of a settled answer, or `<status> <code>`.
-    async fn answer(request: reqwest::RequestBuilder) -> Result<serde_json::Value, String> {
-        let response = request
-            .send()
-            .await
-            .map_err(|err| format!("transport: {}", error_kind(&err)))?;
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.unwrap_or_default();
-        let json = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default();
-        if settled(status) {
-            Ok(json)
-        } else {
-            Err(format!("{status} {}", json["code"].as_str().unwrap_or("-")))
-        }
-    }
-
-    /// One order for seeded customer `customer` (created with
-    /// Idempotency-Key `key`), then its checkout at the simulator.
-    async fn make_one(
-        client: &reqwest::Client,
-        args: &Args,
-        customer: u64,
-        key: &str,
-        stats: &mut PrepStats,
-    ) -> Result<Prepared, String> {
-        let body = format!(
-            r#"{{"customerId":"{}","items":[{{"sku":"{}","quantity":{}}}]}}"#,
-            customer_id(args, customer),
-            args.sku,
-            args.units
-        );
-        let at = Instant::now();
-        let request = host_request(
-            client,
-            args,
-            reqwest::Method::POST,
-            ORDERS_PATH,
-            body,
-            Some(key),
-        );
-        let order = answer(request)
-            .await
-            .map_err(|e| format!("order create {e}"))?;
-        stats.order_us.push(micros(at.elapsed()));
-        let order = &order["result"];
-        let (Some(order_id), Some(amount)) = (order["orderId"].as_str(), order["total"].as_i64())
-        else {
-            return Err("order create: no orderId or total in the answer".into());
-        };
-        let checkout = format!(
-            r#"{{"orderId":"{order_id}","amount":{amount},"currency":"{}"}}"#,
-            order["currency"].as_str().unwrap_or("USD")
-        );
-        let sim = args.pg_sim_url.as_deref().unwrap_or_default();
-        let at = Instant::now();
-        let request = client
-            .post(format!("{sim}/v1/checkout"))
-            .header("content-type", "application/json")
-            .body(checkout);
-        let payment = answer(request).await.map_err(|e| format!("checkout {e}"))?;
-        stats.checkout_us.push(micros(at.elapsed()));
-        let payment_key = payment["paymentKey"]
-            .as_str()
-            .ok_or("checkout: no paymentKey in the answer")?;
-        stats.count += 1;
-        Ok(Prepared {
-            order_id: order_id.to_owned(),
-            payment_key: payment_key.to_owned(),
-            amount,
-        })
-    }
-
-    /// `--orders` orders, made `concurrency` (at most 64) at a time, for
-    /// the customers in turn.
-    pub async fn prepare(
-        client: &reqwest::Client,
-        args: &Arc<Args>,
-    ) -> Result<Vec<Prepared>, String> {
-        let started = Instant::now();
-        let run = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let next = Arc::new(AtomicU64::new(0));
-        let mut tasks = Vec::new();
-        for _ in 0..args.concurrency.min(64) {
-            let (client, args, next) = (client.clone(), args.clone(), next.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut made = Vec::new();
-                let mut stats = PrepStats::default();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= args.orders {
-                        return Ok::<_, String>((made, stats));
-                    }
-                    let key = format!("{}-{run:x}-order-{i}", args.prefix);
-                    made.push(
-                        make_one(&client, &args, i % args.customers, &key, &mut stats).await?,
-                    );
-                }
-            }));
-        }
-        let mut orders = Vec::with_capacity(args.orders as usize);
-        let mut stats = PrepStats::default();
-        for task in tasks {
-            let (made, made_stats) = task.await.map_err(|e| e.to_string())??;
-            orders.extend(made);
-            stats.merge(made_stats);
-        }
-        eprintln!(
-            "prepared {} orders (order + checkout) in {:.1} s: {}",
-            orders.len(),
-            started.elapsed().as_secs_f64(),
-            stats.line()
-        );
-        Ok(orders)
-    }
-
-    /// The confirm body of the next prepared order, or of one made now
-    /// when they have run out.
-    pub async fn next_order(
-        client: &reqwest::Client,
-        args: &Args,
-        shared: &Shared,
-        rng: &mut Rng,
-        n: u64,
-        stats: &mut PrepStats,
-    ) -> Result<String, String> {
-        let i = shared.next_order.fetch_add(1, Ordering::Relaxed);
-        if let Some(order) = shared.orders.get(i) {
-            return Ok(order.confirm_body());
-        }
-        let key = format!("{}-{:x}-order-{n}", args.prefix, shared.run);
-        let customer = pick_customer(args, rng);
-        make_one(client, args, customer, &key, stats)
-            .await
-            .map(|order| order.confirm_body())
-    }
-
-    /// Writes `orderId paymentKey amount` lines.
-    pub fn write(path: &str, orders: &[Prepared]) -> std::io::Result<()> {
-        let mut text = String::with_capacity(orders.len() * 64);
-        for o in orders {
-            text.push_str(&format!("{} {} {}\n", o.order_id, o.payment_key, o.amount));
-        }
-        std::fs::write(path, text)
-    }
-
-    /// Reads what [`write`] wrote.
-    pub fn read(path: &str) -> Result<Vec<Prepared>, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-        text.lines()
-            .enumerate()
-            .map(|(i, line)| {
-                let mut fields = line.split(' ');
-                match (fields.next(), fields.next(), fields.next().map(str::parse)) {
-                    (Some(order_id), Some(payment_key), Some(Ok(amount))) => Ok(Prepared {
-                        order_id: order_id.to_owned(),
-                        payment_key: payment_key.to_owned(),
-                        amount,
-                    }),
-                    _ => Err(format!("{path}:{}: not `orderId paymentKey amount`", i + 1)),
-                }
-            })
-            .collect()
-    }
-
-    /// Prints the orders used and compares the simulator's approvals since
-    /// `approvals_before` with the `confirmed` payments (every confirm has
-    /// been answered, so its books are final): the `payments` part of
-    /// `RESULT`, and whether they differ.
-    pub async fn report(
-        client: &reqwest::Client,
-        args: &Args,
-        approvals_before: u64,
-        confirmed: u64,
-        prepared: usize,
-        inline: &PrepStats,
-    ) -> Result<(serde_json::Value, bool), String> {
-        let approvals = approvals(client, args)
-            .await?
-            .saturating_sub(approvals_before);
-        let differ = approvals != confirmed;
-        println!(
-            "  orders: {prepared} prepared, {} made inside the loop (prepared ones ran out){}",
-            inline.count,
-            if inline.count > 0 {
-                format!(": {}", inline.line())
-            } else {
-                String::new()
-            }
-        );
-        println!(
-            "  PG simulator: {approvals} approvals during the run, {confirmed} confirms answered \
-             201 (warm-up included): {}",
-            if differ { "DIFFER" } else { "equal" }
-        );
-        let json = serde_json::json!({
-            "prepared": prepared,
-            "inline": inline.json(),
-            "simApprovals": approvals,
-            "confirmed": confirmed,
-        });
-        Ok((json, differ))
-    }
-
-    /// The simulator's approvals so far (`GET /sim/v1/ledger`).
-    pub async fn approvals(client: &reqwest::Client, args: &Args) -> Result<u64, String> {
-        let sim = args.pg_sim_url.as_deref().unwrap_or_default();
-        let ledger = answer(client.get(format!("{sim}/sim/v1/ledger")))
-            .await
-            .map_err(|e| format!("the simulator's ledger: {e}"))?;
-        ledger["approvals"]
-            .as_u64()
-            .ok_or_else(|| "the simulator's ledger has no approvals".into())
-    }
-}
+mod payments;
 
 /// Latency figures in ms.
 struct Summary {
@@ -972,6 +740,9 @@ async fn run(args: Arc<Args>) -> i32 {
     }
     if args.seed_only {
         return 0;
+    }
+    if args.saga {
+        return saga::run(&client, &args).await;
     }
     let orders = match orders_for_run(&client, &args).await {
         Ok(orders) => orders,
@@ -1115,3 +886,5 @@ async fn run(args: Arc<Args>) -> i32 {
         .any(|code| !(args.allow_insufficient && code.ends_with("PAY_001")));
     i32::from(unexpected || books_differ)
 }
+
+mod saga;
