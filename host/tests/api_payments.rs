@@ -1201,3 +1201,59 @@ async fn the_pgs_late_and_duplicate_notifications_resolve_a_lost_answer_once() {
         host.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_refund_never_sent_again_is_found_at_the_pg_by_the_scheduler() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (_, total, id) = confirmed_payment(&host, &pg, "c1").await;
+        let (_, _, untouched) = confirmed_payment(&host, &pg, "c2").await;
+        // Two refunds whose answers are lost: the PG makes the first; the
+        // second never reaches it (an outage that begins after it left).
+        let slow = 2 * TIMEOUT.as_millis() as u64;
+        pg.sim.set_faults(Faults {
+            latency_ms: [slow, slow],
+            ..Faults::default()
+        });
+        cancel_payment(&host, &id, json!({ "amount": 700 }), "refund-1")
+            .await
+            .expect(202, "PAY_006");
+        while pg.sim.in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        pg.sim.set_faults(Faults::default());
+        assert_eq!(pg.sim.ledger().cancelled_amount, 700);
+        assert_eq!(payment(&host, &id).await["refunded"], 0, "{backend:?}");
+
+        // Nobody sends it again: the scheduler asks the PG 10 s later.
+        host.advance(9_999);
+        assert_eq!(host.app.run_payment_janitor(host.now()).await.checked, 0);
+        host.advance(1);
+        let run = host.app.run_payment_janitor(host.now()).await;
+        assert_eq!((run.checked, run.resolved), (1, 1), "{backend:?}: {run:?}");
+        let found = payment(&host, &id).await;
+        assert_eq!(
+            found["status"], "PARTIALLY_REFUNDED",
+            "{backend:?}: {found}"
+        );
+        assert_eq!(found["refunded"], 700);
+        // The next refund takes the next key; the rest is refundable.
+        let rest = cancel_payment(&host, &id, json!({}), "refund-2").await;
+        rest.expect(200, "OK");
+        assert_eq!(rest.result()["refunded"], total);
+        let keys: Vec<&str> = rest.result()["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["outcome"] == "refunded")
+            .map(|a| a["idempotencyKey"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, [format!("{id}-refund-1"), format!("{id}-refund-2")]);
+        assert_eq!(pg.sim.ledger().cancelled_amount, total);
+        assert_eq!(payment(&host, &untouched).await["refunded"], 0);
+        host.advance(86_400_000);
+        assert_eq!(host.app.run_payment_janitor(host.now()).await.checked, 0);
+        host.finish().await;
+    }
+}

@@ -431,10 +431,24 @@ impl App {
             GatewayError::Unknown(_) => ("unknown", None),
             GatewayError::Unreachable(_) | GatewayError::CircuitOpen => ("unreachable", None),
         };
-        let mut attempt = cancel_attempt(key, latency_ms, outcome, self.now());
+        let now = self.now();
+        let mut attempt = cancel_attempt(key, latency_ms, outcome, now);
         attempt.pg_code = code;
         let mut tx = self.store().begin(&ctx.tenant).await?;
         tx.record_payment_attempt(payment_id, &attempt).await?;
+        if amount.is_some() && matches!(err, GatewayError::Unknown(_)) {
+            // A refund whose answer was lost: the recovery scheduler asks
+            // the PG what it gave back, if the client does not send the
+            // request again first (a void has its own retry: the stored
+            // void request).
+            tx.reschedule_payment(
+                payment_id,
+                Some(now + super::CHECK_SCHEDULE_MS[0]),
+                record.checks,
+                None,
+            )
+            .await?;
+        }
         tx.commit(None).await?;
         Err(match err {
             GatewayError::Refused { code, message } => AppError::StateConflict(format!(
@@ -445,6 +459,139 @@ impl App {
             },
             other => AppError::GatewayUnavailable(other.to_string()),
         })
+    }
+
+    /// The recovery scheduler's look at a confirmed payment with a refund
+    /// whose answer was lost: the PG's balance says whether it was made.
+    /// Made: recorded now, under the lost request's key. Not made: nothing
+    /// changes (a retry of the request sends the same key). The PG cannot
+    /// tell: asked again later along the schedule, then flagged.
+    pub(super) async fn reconcile_refund<G: PaymentGateway>(
+        &self,
+        ctx: &RequestCtx,
+        gateway: &G,
+        record: PaymentRecord,
+    ) -> Result<bool> {
+        let payment_id = record.payment_id.as_str();
+        let pg_key = record
+            .pg_payment_key
+            .clone()
+            .ok_or_else(|| AppError::Internal(format!("payment `{payment_id}` has no PG key")))?;
+        let started = Instant::now();
+        let found = gateway.payment(&pg_key).await;
+        let now = self.now();
+        let ours = record.amount - record.refunded;
+        let mut tx = self.store().begin(&ctx.tenant).await?;
+        let locked = tx
+            .payment_for_update(payment_id)
+            .await?
+            .ok_or_else(|| AppError::Internal(format!("payment `{payment_id}` vanished")))?;
+        if locked.version != record.version {
+            // Moved meanwhile (the client's retry recorded it): done.
+            tx.reschedule_payment(payment_id, None, locked.checks, None)
+                .await?;
+            tx.commit(None).await?;
+            return Ok(true);
+        }
+        let mut query = PaymentAttemptRecord {
+            attempt: 0,
+            kind: "query".into(),
+            idempotency_key: None,
+            outcome: "found".into(),
+            pg_code: None,
+            latency_ms: started.elapsed().as_millis() as i64,
+            created_at: now,
+        };
+        let pg = match found {
+            Ok(pg) => pg,
+            Err(err) => {
+                query.outcome = "unknown".into();
+                query.pg_code = err.code().map(str::to_owned);
+                tx.record_payment_attempt(payment_id, &query).await?;
+                let checks = record.checks + 1;
+                let (next, flagged) = match super::CHECK_SCHEDULE_MS.get(checks as usize) {
+                    Some(wait) => (Some(now + wait), None),
+                    None => (None, Some(now)),
+                };
+                tx.reschedule_payment(payment_id, next, checks, flagged)
+                    .await?;
+                tx.commit(None).await?;
+                return Ok(false);
+            }
+        };
+        tx.record_payment_attempt(payment_id, &query).await?;
+        let missing = ours - pg.balance_amount;
+        if missing < 0 || missing > ours {
+            // The PG holds more than FluxPay's books say: an operator looks.
+            tx.reschedule_payment(payment_id, None, record.checks, Some(now))
+                .await?;
+            tx.commit(None).await?;
+            tracing::warn!(tenant = %ctx.tenant, payment_id, pg_balance = pg.balance_amount, ours, "payments.refund_mismatch_flagged");
+            return Ok(false);
+        }
+        if missing == 0 {
+            // Not made (yet: a PG may still be processing it): asked again
+            // along the schedule, then left to the client's retry, which
+            // sends the same key.
+            let checks = record.checks + 1;
+            let next = super::CHECK_SCHEDULE_MS
+                .get(checks as usize)
+                .map(|wait| now + wait);
+            tx.reschedule_payment(payment_id, next, checks, None)
+                .await?;
+            tx.commit(None).await?;
+            return Ok(true);
+        }
+        // Made: recorded under the key of the request whose answer was lost
+        // (so the next refund takes the next key).
+        let attempts = tx.attempts_in_tx(payment_id).await?;
+        let lost_key = attempts
+            .iter()
+            .rev()
+            .find(|a| a.kind == "cancel" && a.outcome == "unknown")
+            .and_then(|a| a.idempotency_key.clone())
+            .unwrap_or_else(|| format!("{payment_id}-refund-found"));
+        let refund = cancel_attempt(&lost_key, 0, REFUNDED, now);
+        tx.record_payment_attempt(payment_id, &refund).await?;
+        let currency = crate::domain::Currency::parse(&record.currency)
+            .map_err(|err| AppError::Internal(err.to_string()))?;
+        let given = PositiveMoney::new(Money::new(missing, currency), "refund")?;
+        let reason = "a refund whose answer was lost, found made at the PG";
+        let change = restore_payment(&locked)?.refund(given, reason)?;
+        store_payment_change(
+            &mut tx,
+            &locked,
+            &change,
+            None,
+            (None, locked.checks, None),
+            now,
+        )
+        .await?;
+        let mut journal = Recorder::new(ctx, new_id("tx"), now);
+        if let Some(ledger) = change.ledger.clone() {
+            journal.ledger(Some(&locked.customer_id), ledger);
+        }
+        journal.transition(&change.transition);
+        journal.event(
+            event_type::PAYMENT_REFUNDED,
+            &locked.customer_id,
+            &serde_json::json!({
+                "paymentId": payment_id,
+                "orderId": &locked.order_id,
+                "customerId": &locked.customer_id,
+                "status": change.payment.status().as_str(),
+                "amount": locked.amount,
+                "refundAmount": missing,
+                "refunded": change.payment.refunded().minor,
+                "refundable": change.payment.refundable().minor,
+                "currency": &locked.currency,
+                "pgPaymentKey": &locked.pg_payment_key,
+                "reason": reason,
+            }),
+        );
+        tx.record(journal.finish());
+        tx.commit(None).await?;
+        Ok(true)
     }
 
     /// Commits `tx` with the answer: the payment and its attempts, the one

@@ -9,6 +9,8 @@
 //! - `APPROVED` past the tenant's `void_unconfirmed_after_s` (its order was
 //!   never fulfilled), or with a void requested whose call failed: voided
 //!   at the PG, and its order cancelled.
+//! - `CONFIRMED` / `PARTIALLY_REFUNDED` with a refund whose answer was
+//!   lost: the PG's balance says whether it was made; if so it is recorded.
 //!
 //! Several hosts may run it: a claim moves the payment's next check a lease
 //! ahead ([`super::CLAIM_LEASE_MS`]) in one statement (skipping rows
@@ -69,9 +71,10 @@ impl App {
                     body: Vec::new(),
                 };
                 let moved = match payment.status.as_str() {
-                    "READY" | "UNKNOWN" => {
-                        self.resolve(&ctx, &*gateway, (payment, true), ignore).await
-                    }
+                    "READY" | "UNKNOWN" => self
+                        .resolve(&ctx, &*gateway, (payment, true), ignore)
+                        .await
+                        .map(drop),
                     "APPROVED" => {
                         let reason = match payment.void_requested_at {
                             Some(_) => "void requested".to_owned(),
@@ -85,7 +88,17 @@ impl App {
                             self.flag_if_voids_keep_failing(&tenant, &payment_id, now)
                                 .await;
                         }
-                        voided
+                        voided.map(drop)
+                    }
+                    // A refund whose answer was lost.
+                    "CONFIRMED" | "PARTIALLY_REFUNDED" => {
+                        match self.reconcile_refund(&ctx, &*gateway, payment).await {
+                            Ok(true) => Ok(()),
+                            Ok(false) => Err(AppError::PaymentPending {
+                                payment_id: payment_id.clone(),
+                            }),
+                            Err(err) => Err(err),
+                        }
                     }
                     status => Err(AppError::Internal(format!(
                         "payment `{payment_id}` is {status} with a check due"
