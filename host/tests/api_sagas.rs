@@ -376,3 +376,72 @@ async fn the_auditor_catches_an_order_whose_money_or_saga_disagree() {
         host.discard().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_void_the_pg_made_elsewhere_is_adopted_by_an_operator_and_ends_the_saga() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (id, total) = order(&host, "c1").await;
+        let paid = confirm(&host, &pg, &id, total, cards::APPROVE).await;
+        let payment_id = paid.result()["paymentId"].as_str().unwrap().to_owned();
+        let pg_key = paid.result()["pgPaymentKey"].as_str().unwrap().to_owned();
+        // The PG is down when the service fails: the saga is parked.
+        pg.sim.set_faults(Faults {
+            outage: true,
+            ..Faults::default()
+        });
+        callback(&host, Tenant::Globex, "failed", &id)
+            .await
+            .expect(200, "OK");
+        for _ in 0..10 {
+            host.advance(600_000);
+            host.app.run_sagas(host.now()).await;
+        }
+        assert_eq!(
+            read_order(&host, &id).await["saga"]["state"],
+            "COMPENSATION_FAILED"
+        );
+        // Meanwhile someone cancelled it in the PG's console.
+        pg.sim.set_faults(Faults::default());
+        let console = reqwest::Client::new()
+            .post(format!("{}/v1/payments/{pg_key}/cancel", pg.url))
+            .basic_auth(harness::PG_SECRET, Some(""))
+            .header("idempotency-key", "console-1")
+            .json(&json!({ "cancelReason": "by hand" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(console.status(), 200);
+
+        let adopt = |body: Value| {
+            let host = &host;
+            let uri = format!("/admin/v1/payments/globex/{payment_id}/resolve");
+            async move {
+                host.send(
+                    axum::http::Request::builder()
+                        .method("POST")
+                        .uri(uri)
+                        .header("authorization", format!("Bearer {}", harness::ADMIN_TOKEN))
+                        .header("content-type", "application/json")
+                        .body(axum::body::Body::from(body.to_string()))
+                        .unwrap(),
+                )
+                .await
+            }
+        };
+        let adopted =
+            adopt(json!({ "action": "adopt", "reason": "cancelled in the PG console" })).await;
+        adopted.expect(200, "OK");
+        assert_eq!(adopted.result()["status"], "CANCELLED", "{backend:?}");
+        let done = read_order(&host, &id).await;
+        assert_eq!(done["status"], "CANCELLED");
+        assert_eq!(done["saga"]["state"], "COMPENSATED", "{backend:?}: {done}");
+        // Voided once, by the console; FluxPay sent no second void.
+        assert_eq!(pg.sim.ledger().cancelled_amount, total);
+        adopt(json!({ "action": "adopt" }))
+            .await
+            .expect(409, "PAY_004");
+        host.finish().await;
+    }
+}

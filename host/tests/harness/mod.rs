@@ -722,7 +722,7 @@ impl TestHost {
 }
 
 /// The PG simulator's secret key in the tests.
-const PG_SECRET: &str = "test_sk_payments";
+pub const PG_SECRET: &str = "test_sk_payments";
 /// The connector's request timeout in the tests: the simulator's slow
 /// cards answer after three times this.
 pub const PG_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(400);

@@ -154,7 +154,22 @@ impl App {
                 voided.status, voided.balance_amount
             )));
         }
+        let attempt = call.attempt("cancelled", self.now());
+        self.record_void(ctx, record, reason, attempt, render).await
+    }
 
+    /// Records a void the PG made (`attempt`: the call that learnt it):
+    /// the payment `CANCELLED`, its order cancelled and its saga
+    /// compensated, in one transaction.
+    pub(super) async fn record_void(
+        &self,
+        ctx: &RequestCtx,
+        record: PaymentRecord,
+        reason: String,
+        attempt: PaymentAttemptRecord,
+        render: impl Render<PaymentDetails>,
+    ) -> Result<Reply> {
+        let payment_id = record.payment_id.as_str();
         let now = self.now();
         let tx = self.store().begin(&ctx.tenant).await?;
         let mut tx = match claim(tx, ctx, now).await? {
@@ -168,7 +183,6 @@ impl App {
             .payment_for_update(payment_id)
             .await?
             .ok_or_else(|| AppError::Internal(format!("payment `{payment_id}` vanished")))?;
-        let attempt = call.attempt("cancelled", now);
         tx.record_payment_attempt(payment_id, &attempt).await?;
         let change = restore_payment(&locked)?.void(reason.clone())?;
         let version = store_payment_change(

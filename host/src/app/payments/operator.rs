@@ -1,6 +1,8 @@
 //! What an operator does with a payment the recovery scheduler gave up on
 //! (flagged): list them, and resolve each one —
-//! - `adopt`: ask the PG now and adopt its answer (`READY`/`UNKNOWN`);
+//! - `adopt`: ask the PG now and adopt its answer (`READY`/`UNKNOWN`; or
+//!   an `APPROVED` payment the PG reports cancelled — a void that keeps
+//!   failing because the money was already given back);
 //! - `fail`: mark it `FAILED` on the operator's word, e.g. after checking
 //!   the PG's console (`READY`/`UNKNOWN` and flagged, never one still on
 //!   its schedule; the operator's reason is kept as the failure and in the
@@ -13,6 +15,7 @@ use super::super::journal::Recorder;
 use super::super::{App, RequestCtx, new_id};
 use super::confirm::{record_change, restore_payment};
 use super::{PaymentDetails, store_payment_change};
+use crate::gateway::PaymentGateway as _;
 use crate::store::{PaymentQueries, PaymentRecord, PaymentTx, StoredResponse, Transactions, TxOps};
 
 /// Most flagged payments listed per tenant.
@@ -65,6 +68,46 @@ impl App {
         let unresolved = record.status == "READY" || record.status == "UNKNOWN";
         let stuck_void = record.status == "APPROVED" && record.void_requested_at.is_some();
         match action {
+            // A void that keeps failing because the PG no longer holds the
+            // money (cancelled in its console, or by an earlier request):
+            // the PG's state is adopted, never sent again.
+            OperatorAction::Adopt if stuck_void || record.status == "APPROVED" => {
+                let gateway = self.gateway(tenant)?;
+                let pg_key = record.pg_payment_key.clone().ok_or_else(|| {
+                    AppError::Internal(format!("payment `{payment_id}` has no PG key"))
+                })?;
+                let started = std::time::Instant::now();
+                let pg = gateway
+                    .payment(&pg_key)
+                    .await
+                    .map_err(|err| AppError::GatewayUnavailable(err.to_string()))?;
+                if pg.status != crate::gateway::PgStatus::Canceled || pg.balance_amount != 0 {
+                    return Err(AppError::StateConflict(format!(
+                        "the PG reports payment `{payment_id}` {:?} with {} still held: retry \
+                         the void instead",
+                        pg.status, pg.balance_amount
+                    )));
+                }
+                let attempt = crate::store::PaymentAttemptRecord {
+                    attempt: 0,
+                    kind: "query".into(),
+                    idempotency_key: None,
+                    outcome: "found".into(),
+                    pg_code: None,
+                    latency_ms: started.elapsed().as_millis() as i64,
+                    created_at: self.now(),
+                };
+                let why = if reason.trim().is_empty() {
+                    "the PG reports it cancelled; adopted by an operator".to_owned()
+                } else {
+                    format!("adopted by an operator: {reason}")
+                };
+                let ignore = |_: &PaymentDetails| StoredResponse {
+                    status: 200,
+                    body: Vec::new(),
+                };
+                self.record_void(&ctx, record, why, attempt, ignore).await?;
+            }
             OperatorAction::Adopt if unresolved => {
                 let gateway = self.gateway(tenant)?;
                 let ignore = |_: &PaymentDetails| StoredResponse {
