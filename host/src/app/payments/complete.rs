@@ -17,7 +17,7 @@ use super::super::idempotency::{Claimed, claim};
 use super::super::journal::{Recorder, event_type};
 use super::super::orders::{OrderDetails, record_order_step, restore_order};
 use super::super::{App, Reply, RequestCtx, new_id};
-use super::confirm::restore_payment;
+use super::outcome::restore_payment;
 use super::store_payment_change;
 use crate::domain::OrderId;
 use crate::domain::order::OrderStatus;

@@ -27,7 +27,10 @@ mod complete;
 mod confirm;
 mod janitor;
 mod operator;
+mod outcome;
+mod refund;
 mod renewals;
+mod settle;
 
 pub use confirm::ConfirmCommand;
 pub use janitor::JanitorRun;

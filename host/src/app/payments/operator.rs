@@ -13,7 +13,8 @@
 use super::super::error::{AppError, Result};
 use super::super::journal::Recorder;
 use super::super::{App, RequestCtx, new_id};
-use super::confirm::{record_change, restore_payment};
+use super::outcome::restore_payment;
+use super::settle::record_change;
 use super::{PaymentDetails, store_payment_change};
 use crate::gateway::PaymentGateway as _;
 use crate::store::{PaymentQueries, PaymentRecord, PaymentTx, StoredResponse, Transactions, TxOps};

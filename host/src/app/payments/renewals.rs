@@ -29,7 +29,7 @@ use super::super::idempotency::{Claimed, claim};
 use super::super::journal::{Recorder, entity, event_type};
 use super::super::subscriptions::card::CardRenewal;
 use super::super::{App, Reply, RequestCtx, new_id};
-use super::confirm::{Outcome, outcome_of_confirm, outcome_of_query};
+use super::outcome::{Outcome, outcome_of_confirm, outcome_of_query};
 use crate::domain::{Money, OrderId, PositiveMoney};
 use crate::gateway::{BillingChargeRequest, GatewayError, PaymentGateway, codes};
 use crate::store::{
