@@ -308,6 +308,8 @@ impl App {
         let mut attempt = cancel_attempt(key, latency_ms, outcome, now);
         attempt.pg_code = code;
         let mut tx = self.store().begin(&ctx.tenant).await?;
+        // Attempts are numbered under the payment's lock.
+        tx.payment_for_update(payment_id).await?;
         tx.record_payment_attempt(payment_id, &attempt).await?;
         if amount.is_some() && matches!(err, GatewayError::Unknown(_)) {
             // A refund whose answer was lost: the recovery scheduler asks
