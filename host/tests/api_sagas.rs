@@ -445,3 +445,34 @@ async fn a_void_the_pg_made_elsewhere_is_adopted_by_an_operator_and_ends_the_sag
         host.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_orchestrators_never_move_the_same_saga_at_once() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let mut orders = Vec::new();
+        for customer in ["c1", "c2", "c3", "c4", "c5", "c6"] {
+            let (id, total) = order(&host, customer).await;
+            confirm(&host, &pg, &id, total, cards::APPROVE)
+                .await
+                .expect(201, "OK");
+            orders.push((id, total));
+        }
+        host.advance(SERVICE_TIMEOUT_MS);
+        let now = host.now();
+        let run =
+            |app: fluxpay_host::app::App| tokio::spawn(async move { app.run_sagas(now).await });
+        let (a, b) = tokio::join!(run(host.app.clone()), run(host.app.clone()));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.claimed + b.claimed, 6, "{backend:?}: {a:?} {b:?}");
+        assert_eq!(a.compensated + b.compensated, 6, "{backend:?}: {a:?} {b:?}");
+        for (id, _) in &orders {
+            assert_eq!(read_order(&host, id).await["saga"]["state"], "COMPENSATED");
+        }
+        let total: i64 = orders.iter().map(|(_, t)| t).sum();
+        assert_eq!(pg.sim.ledger().cancelled_amount, total, "voided once each");
+        assert_eq!(event_count(&host, "saga.compensated").await, 6);
+        host.finish().await;
+    }
+}
