@@ -286,6 +286,20 @@ async fn a_compensation_the_pg_keeps_refusing_is_retried_then_parked_then_finish
         listed.expect(200, "OK");
         assert_eq!(listed.result()["sagas"][0]["orderId"], id.as_str());
         assert_eq!(event_count(&host, "saga.compensation_failed").await, 1);
+        let health = host
+            .send(
+                axum::http::Request::builder()
+                    .uri("/admin/v1/payments/health")
+                    .header("authorization", format!("Bearer {}", harness::ADMIN_TOKEN))
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(
+            health.result()["tenants"][0]["sagasParked"],
+            1,
+            "{backend:?}"
+        );
         // Parked sagas wait for an operator, not the orchestrator.
         host.advance(3_600_000);
         assert_eq!(host.app.run_sagas(host.now()).await.claimed, 0);

@@ -50,6 +50,9 @@ pub trait SagaQueries: Send + Sync {
         order_id: &str,
     ) -> impl Future<Output = Result<Option<SagaRecord>>> + Send;
 
+    /// How many of the tenant's sagas are in `state` (`sagas_state_idx`).
+    fn saga_count(&self, tenant: &str, state: &str) -> impl Future<Output = Result<i64>> + Send;
+
     /// The tenant's sagas in `state` (any state: `None`), most recently
     /// changed first.
     fn sagas(
@@ -139,6 +142,19 @@ macro_rules! saga_queries {
                 .bind(limit)
                 .fetch_all(ex)
                 .await?)
+        }
+
+        pub(super) async fn saga_count<'e, E>(ex: E, tenant: &str, state: &str) -> Result<i64>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            Ok(sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM sagas WHERE tenant_id = $1 AND state = $2",
+            )
+            .bind(tenant)
+            .bind(state)
+            .fetch_one(ex)
+            .await?)
         }
 
         pub(super) async fn insert_saga<'e, E>(ex: E, tenant: &str, s: &SagaRecord) -> Result<()>
@@ -247,6 +263,10 @@ mod pg_q {
 }
 
 impl SagaQueries for SqliteStore {
+    async fn saga_count(&self, tenant: &str, state: &str) -> Result<i64> {
+        sqlite_q::saga_count(&self.reader, tenant, state).await
+    }
+
     async fn saga(&self, tenant: &str, order_id: &str) -> Result<Option<SagaRecord>> {
         sqlite_q::saga(&self.reader, tenant, order_id, false).await
     }
@@ -262,6 +282,10 @@ impl SagaQueries for SqliteStore {
 }
 
 impl SagaQueries for PgStore {
+    async fn saga_count(&self, tenant: &str, state: &str) -> Result<i64> {
+        pg_read!(self.db, |conn| pg_q::saga_count(conn, tenant, state))
+    }
+
     async fn saga(&self, tenant: &str, order_id: &str) -> Result<Option<SagaRecord>> {
         pg_read!(self.db, |conn| pg_q::saga(conn, tenant, order_id, false))
     }
@@ -277,6 +301,10 @@ impl SagaQueries for PgStore {
 }
 
 impl SagaQueries for Store {
+    async fn saga_count(&self, tenant: &str, state: &str) -> Result<i64> {
+        dispatch!(self, s => s.saga_count(tenant, state).await)
+    }
+
     async fn saga(&self, tenant: &str, order_id: &str) -> Result<Option<SagaRecord>> {
         dispatch!(self, s => s.saga(tenant, order_id).await)
     }

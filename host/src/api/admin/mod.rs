@@ -109,6 +109,7 @@ async fn payments_health(State(state): State<AdminState>) -> ApiResult<serde_jso
                 "stuck": t.payments.stuck,
                 "flagged": t.payments.flagged,
                 "voiding": t.payments.voiding,
+                "sagasParked": t.sagas_parked,
                 "breaker": t.breaker,
             })
         })

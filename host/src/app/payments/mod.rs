@@ -56,7 +56,9 @@ use std::sync::Arc;
 use super::App;
 use super::error::{AppError, Result};
 use crate::gateway::resilient::ResilientGateway;
-use crate::store::{PaymentAttemptRecord, PaymentHealth, PaymentQueries, PaymentRecord};
+use crate::store::{
+    PaymentAttemptRecord, PaymentHealth, PaymentQueries, PaymentRecord, SagaQueries,
+};
 
 /// The gateways of the tenants that take payments.
 pub type Gateways = BTreeMap<String, Arc<ResilientGateway>>;
@@ -125,6 +127,8 @@ pub struct TenantPaymentHealth {
     pub payments: PaymentHealth,
     /// `closed`, `open` or `half_open`.
     pub breaker: &'static str,
+    /// Order sagas parked `COMPENSATION_FAILED`: an operator must act.
+    pub sagas_parked: i64,
 }
 
 /// A payment with its calls to the PG, as the API shows it.
@@ -232,6 +236,10 @@ impl App {
                 tenant: tenant.clone(),
                 payments: self.payment_health(tenant, stuck_after_ms).await?,
                 breaker,
+                sagas_parked: self
+                    .store()
+                    .saga_count(tenant, "COMPENSATION_FAILED")
+                    .await?,
             });
         }
         Ok(all)
