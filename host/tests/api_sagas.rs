@@ -490,3 +490,59 @@ async fn two_orchestrators_never_move_the_same_saga_at_once() {
         host.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_sends_a_parked_saga_back_and_the_orchestrator_finishes_it() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (id, total) = order(&host, "c1").await;
+        confirm(&host, &pg, &id, total, cards::APPROVE)
+            .await
+            .expect(201, "OK");
+        pg.sim.set_faults(Faults {
+            outage: true,
+            ..Faults::default()
+        });
+        callback(&host, Tenant::Globex, "failed", &id)
+            .await
+            .expect(200, "OK");
+        for _ in 0..10 {
+            host.advance(600_000);
+            host.app.run_sagas(host.now()).await;
+        }
+        assert_eq!(
+            read_order(&host, &id).await["saga"]["state"],
+            "COMPENSATION_FAILED"
+        );
+        let retry = |order: String| {
+            let host = &host;
+            async move {
+                host.send(
+                    axum::http::Request::builder()
+                        .method("POST")
+                        .uri(format!("/admin/v1/sagas/globex/{order}/retry"))
+                        .header("authorization", format!("Bearer {}", harness::ADMIN_TOKEN))
+                        .body(axum::body::Body::empty())
+                        .unwrap(),
+                )
+                .await
+            }
+        };
+        // The PG is back; the operator sends the saga back.
+        pg.sim.set_faults(Faults::default());
+        let answer = retry(id.clone()).await;
+        answer.expect(200, "OK");
+        assert_eq!(answer.result()["state"], "COMPENSATING", "{backend:?}");
+        let run = host.app.run_sagas(host.now()).await;
+        assert_eq!(run.compensated, 1, "{backend:?}: {run:?}");
+        let done = read_order(&host, &id).await;
+        assert_eq!(done["status"], "CANCELLED");
+        assert_eq!(done["saga"]["state"], "COMPENSATED");
+        assert_eq!(pg.sim.ledger().cancelled_amount, total);
+        // Nothing to retry any more; an unknown order is not found.
+        retry(id.clone()).await.expect(409, "PAY_004");
+        retry("ord_nope".into()).await.expect(404, "NOT_FOUND");
+        host.finish().await;
+    }
+}

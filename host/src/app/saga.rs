@@ -336,6 +336,39 @@ impl App {
         Ok((order, Some(saga)))
     }
 
+    /// An operator sends a parked saga (`COMPENSATION_FAILED`) back to
+    /// compensating: the orchestrator's next run tries again, with a fresh
+    /// count of attempts.
+    pub async fn retry_saga(&self, tenant: &str, order_id: &str) -> Result<SagaRecord> {
+        let ctx = RequestCtx {
+            tenant: tenant.to_owned(),
+            actor: "admin".into(),
+            request_id: new_id("req"),
+            idempotency: None,
+        };
+        let now = self.now();
+        let mut tx = self.store().begin(tenant).await?;
+        let saga = tx
+            .saga_for_update(order_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("order `{order_id}` has no saga")))?;
+        let after = advance(
+            &mut tx,
+            &ctx,
+            &saga,
+            (&[SagaEvent::Retry], None),
+            "an operator retries the compensation",
+            |s| {
+                s.attempts = 0;
+                s.next_run_at = Some(now);
+            },
+            now,
+        )
+        .await?;
+        tx.commit(None).await?;
+        Ok(after)
+    }
+
     /// Runs a `COMPENSATING` saga's compensations; the saga after. A
     /// failure is recorded (retried with backoff, parked past the limit),
     /// not returned.

@@ -77,6 +77,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/v1/payments/flagged", get(flagged_payments))
         .route("/admin/v1/sagas", get(sagas))
         .route(
+            "/admin/v1/sagas/{tenant}/{order_id}/retry",
+            post(retry_saga),
+        )
+        .route(
             "/admin/v1/payments/{tenant}/{payment_id}/resolve",
             post(resolve_payment),
         )
@@ -187,6 +191,26 @@ async fn sagas(
         })
         .collect::<Vec<_>>();
     Ok(ApiOk::new("sagas", serde_json::json!({ "sagas": sagas })))
+}
+
+/// `POST /admin/v1/sagas/{tenant}/{orderId}/retry`: a parked saga goes
+/// back to compensating (`PAY_004` in any other state).
+async fn retry_saga(
+    State(state): State<AdminState>,
+    AppPath((tenant, order_id)): AppPath<(String, String)>,
+) -> ApiResult<serde_json::Value> {
+    let Some(app) = &state.app else {
+        return Err(ApiError::NotReady);
+    };
+    let saga = app.retry_saga(&tenant, &order_id).await?;
+    Ok(ApiOk::new(
+        "saga compensating again",
+        serde_json::json!({
+            "orderId": saga.order_id,
+            "state": saga.state,
+            "nextRunAt": saga.next_run_at,
+        }),
+    ))
 }
 
 /// `POST /admin/v1/payments/{tenant}/{paymentId}/resolve`.
