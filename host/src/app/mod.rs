@@ -151,6 +151,29 @@ pub struct RequestCtx {
     pub idempotency: Option<idempotency::Idempotency>,
 }
 
+impl RequestCtx {
+    /// The context of work the host does by itself (schedulers, recovery):
+    /// `actor` as history records it, a fresh request id, no idempotency
+    /// key.
+    pub fn system(tenant: &str, actor: &str) -> Self {
+        RequestCtx {
+            tenant: tenant.to_owned(),
+            actor: actor.to_owned(),
+            request_id: new_id("req"),
+            idempotency: None,
+        }
+    }
+}
+
+/// The render of a command no client waits for: the host's own work keeps
+/// no answer.
+pub(crate) fn unanswered<T>(_: &T) -> StoredResponse {
+    StoredResponse {
+        status: 200,
+        body: Vec::new(),
+    }
+}
+
 /// A command's answer: the response as it was (or is now) stored.
 #[derive(Debug, Clone)]
 pub struct Reply {

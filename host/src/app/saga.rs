@@ -29,9 +29,7 @@ use super::journal::{Recorder, event_type};
 use super::orders::OrderDetails;
 use super::{App, RequestCtx, new_id};
 use crate::domain::saga::{SagaEvent, SagaState, SagaStep};
-use crate::store::{
-    PaymentQueries, SagaQueries, SagaRecord, SagaTx, StoredResponse, Transactions, Tx, TxOps,
-};
+use crate::store::{PaymentQueries, SagaQueries, SagaRecord, SagaTx, Transactions, Tx, TxOps};
 
 /// Compensation runs that may fail before the saga is parked.
 pub const MAX_COMPENSATION_ATTEMPTS: i64 = 5;
@@ -340,12 +338,7 @@ impl App {
     /// compensating: the orchestrator's next run tries again, with a fresh
     /// count of attempts.
     pub async fn retry_saga(&self, tenant: &str, order_id: &str) -> Result<SagaRecord> {
-        let ctx = RequestCtx {
-            tenant: tenant.to_owned(),
-            actor: "admin".into(),
-            request_id: new_id("req"),
-            idempotency: None,
-        };
+        let ctx = RequestCtx::system(tenant, "admin");
         let now = self.now();
         let mut tx = self.store().begin(tenant).await?;
         let saga = tx
@@ -458,11 +451,7 @@ impl App {
             .ok_or_else(|| AppError::Internal(format!("payment `{payment_id}` vanished")))?;
         match payment.status.as_str() {
             "APPROVED" => {
-                let ignore = |_: &super::payments::PaymentDetails| StoredResponse {
-                    status: 200,
-                    body: Vec::new(),
-                };
-                self.void_payment(ctx, payment, reason.to_owned(), ignore)
+                self.void_payment(ctx, payment, reason.to_owned(), crate::app::unanswered)
                     .await?;
                 Ok(())
             }
@@ -501,12 +490,7 @@ impl App {
             };
             for saga in due {
                 run.claimed += 1;
-                let ctx = RequestCtx {
-                    tenant: tenant.clone(),
-                    actor: "system:saga-orchestrator".into(),
-                    request_id: new_id("req"),
-                    idempotency: None,
-                };
+                let ctx = RequestCtx::system(&tenant, "system:saga-orchestrator");
                 match self.move_saga(&ctx, saga, now, &mut run).await {
                     Ok(after) => match after.state.as_str() {
                         "COMPENSATED" => run.compensated += 1,

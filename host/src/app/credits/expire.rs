@@ -69,12 +69,7 @@ impl App {
     /// Expires one grant; the credits that left the balance, or `None` when
     /// another run got there first or all that is left is reserved.
     async fn expire_grant(&self, tenant: &str, due: &DueGrant, now: i64) -> Result<Option<i64>> {
-        let ctx = RequestCtx {
-            tenant: tenant.to_owned(),
-            actor: "scheduler:credit_expiry".into(),
-            request_id: new_id("req"),
-            idempotency: None,
-        };
+        let ctx = RequestCtx::system(tenant, "scheduler:credit_expiry");
         let mut tx = self.store().begin(tenant).await?;
         let Some(account) = tx.credit_account(&due.customer_id).await? else {
             return Err(AppError::Internal(format!(

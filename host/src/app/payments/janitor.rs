@@ -20,8 +20,8 @@
 //! read at, so a late second worker changes nothing.
 
 use super::super::error::{AppError, Result};
-use super::super::{App, RequestCtx, new_id};
-use crate::store::{PaymentQueries, PaymentRecord, PaymentTx, StoredResponse, Transactions, TxOps};
+use super::super::{App, RequestCtx};
+use crate::store::{PaymentQueries, PaymentRecord, PaymentTx, Transactions, TxOps};
 
 /// How many due payments one run takes per tenant.
 const BATCH: i64 = 100;
@@ -58,21 +58,12 @@ impl App {
             };
             for payment in due {
                 run.checked += 1;
-                let ctx = RequestCtx {
-                    tenant: tenant.clone(),
-                    actor: "system:payment-janitor".into(),
-                    request_id: new_id("req"),
-                    idempotency: None,
-                };
+                let ctx = RequestCtx::system(&tenant, "system:payment-janitor");
                 let payment_id = payment.payment_id.clone();
                 // No client waits for this answer.
-                let ignore = |_: &super::PaymentDetails| StoredResponse {
-                    status: 200,
-                    body: Vec::new(),
-                };
                 let moved = match payment.status.as_str() {
                     "READY" | "UNKNOWN" => self
-                        .resolve(&ctx, &*gateway, (payment, true), ignore)
+                        .resolve(&ctx, &*gateway, (payment, true), crate::app::unanswered)
                         .await
                         .map(drop),
                     "APPROVED" => {
@@ -83,7 +74,9 @@ impl App {
                                 self.payment_settings(&tenant).void_unconfirmed_after_ms / 1000
                             ),
                         };
-                        let voided = self.void(&ctx, &*gateway, payment, reason, ignore).await;
+                        let voided = self
+                            .void(&ctx, &*gateway, payment, reason, crate::app::unanswered)
+                            .await;
                         if voided.is_err() {
                             self.flag_if_voids_keep_failing(&tenant, &payment_id, now)
                                 .await;
@@ -130,18 +123,9 @@ impl App {
             if payment.status != "READY" && payment.status != "UNKNOWN" {
                 continue;
             }
-            let ctx = RequestCtx {
-                tenant: tenant.to_owned(),
-                actor: "system:pg-notification".into(),
-                request_id: new_id("req"),
-                idempotency: None,
-            };
-            let ignore = |_: &super::PaymentDetails| StoredResponse {
-                status: 200,
-                body: Vec::new(),
-            };
+            let ctx = RequestCtx::system(tenant, "system:pg-notification");
             match self
-                .resolve(&ctx, &*gateway, (payment, false), ignore)
+                .resolve(&ctx, &*gateway, (payment, false), crate::app::unanswered)
                 .await
             {
                 Ok(_) => resolved += 1,

@@ -17,7 +17,7 @@ use super::outcome::restore_payment;
 use super::settle::record_change;
 use super::{PaymentDetails, store_payment_change};
 use crate::gateway::PaymentGateway as _;
-use crate::store::{PaymentQueries, PaymentRecord, PaymentTx, StoredResponse, Transactions, TxOps};
+use crate::store::{PaymentQueries, PaymentRecord, PaymentTx, Transactions, TxOps};
 
 /// Most flagged payments listed per tenant.
 const LIST_LIMIT: i64 = 500;
@@ -60,12 +60,7 @@ impl App {
             .payment(tenant, payment_id)
             .await?
             .ok_or_else(|| AppError::NotFound(format!("no payment `{payment_id}`")))?;
-        let ctx = RequestCtx {
-            tenant: tenant.to_owned(),
-            actor: actor.to_owned(),
-            request_id: new_id("req"),
-            idempotency: None,
-        };
+        let ctx = RequestCtx::system(tenant, actor);
         let unresolved = record.status == "READY" || record.status == "UNKNOWN";
         let stuck_void = record.status == "APPROVED" && record.void_requested_at.is_some();
         match action {
@@ -103,19 +98,12 @@ impl App {
                 } else {
                     format!("adopted by an operator: {reason}")
                 };
-                let ignore = |_: &PaymentDetails| StoredResponse {
-                    status: 200,
-                    body: Vec::new(),
-                };
-                self.record_void(&ctx, record, why, attempt, ignore).await?;
+                self.record_void(&ctx, record, why, attempt, crate::app::unanswered)
+                    .await?;
             }
             OperatorAction::Adopt if unresolved => {
                 let gateway = self.gateway(tenant)?;
-                let ignore = |_: &PaymentDetails| StoredResponse {
-                    status: 200,
-                    body: Vec::new(),
-                };
-                self.resolve(&ctx, &*gateway, (record, false), ignore)
+                self.resolve(&ctx, &*gateway, (record, false), crate::app::unanswered)
                     .await?;
             }
             // Only once the scheduler gave up: a payment still on its

@@ -34,8 +34,7 @@ use crate::domain::{Money, OrderId, PositiveMoney};
 use crate::gateway::{BillingChargeRequest, GatewayError, PaymentGateway, codes};
 use crate::store::{
     OrderQueries, PaymentAttemptRecord, PaymentMethodRecord, PaymentQueries, Queries,
-    RenewalChargeRecord, RenewalQueries, RenewalTx, StoredResponse, SubscriptionQueries,
-    Transactions, TxOps,
+    RenewalChargeRecord, RenewalQueries, RenewalTx, SubscriptionQueries, Transactions, TxOps,
 };
 
 /// How many due charges one run takes per tenant.
@@ -223,12 +222,7 @@ impl App {
             };
             for charge in due {
                 run.claimed += 1;
-                let ctx = RequestCtx {
-                    tenant: tenant.clone(),
-                    actor: "system:renewal-charges".into(),
-                    request_id: new_id("req"),
-                    idempotency: None,
-                };
+                let ctx = RequestCtx::system(&tenant, "system:renewal-charges");
                 match self.charge_renewal(&ctx, &charge, now).await {
                     Ok(Step::Paid) => run.paid += 1,
                     Ok(Step::Failed) => run.failed += 1,
@@ -259,14 +253,11 @@ impl App {
             .order(&ctx.tenant, &charge.order_id)
             .await?
             .ok_or_else(|| AppError::Internal(format!("order `{}` vanished", charge.order_id)))?;
-        let ignore = |_: &super::super::orders::OrderDetails| StoredResponse {
-            status: 200,
-            body: Vec::new(),
-        };
         match order.status.as_str() {
             "COMPLETED" => {}
             "PAID" => {
-                self.complete_order(ctx, &charge.order_id, ignore).await?;
+                self.complete_order(ctx, &charge.order_id, crate::app::unanswered)
+                    .await?;
             }
             "CANCELLED" => {
                 let mut tx = self.store().begin(&ctx.tenant).await?;
@@ -339,7 +330,8 @@ impl App {
                         if !paid {
                             return Ok(Step::Waiting);
                         }
-                        self.complete_order(ctx, &charge.order_id, ignore).await?;
+                        self.complete_order(ctx, &charge.order_id, crate::app::unanswered)
+                            .await?;
                     }
                 }
             }
@@ -454,17 +446,13 @@ impl App {
             latency_ms: started.elapsed().as_millis() as i64,
             created_at: self.now(),
         };
-        let ignore = |_: &super::PaymentDetails| StoredResponse {
-            status: 200,
-            body: Vec::new(),
-        };
         match self
             .settle(
                 ctx,
                 payment.id().as_str(),
                 outcome,
                 (attempt, false),
-                ignore,
+                crate::app::unanswered,
             )
             .await
         {

@@ -142,12 +142,7 @@ impl App {
     }
 
     async fn settle_due(&self, tenant: &str, id: &str, now: i64) -> Result<Outcome> {
-        let ctx = RequestCtx {
-            tenant: tenant.to_owned(),
-            actor: "scheduler".to_owned(),
-            request_id: new_id("req"),
-            idempotency: None,
-        };
+        let ctx = RequestCtx::system(tenant, "scheduler");
         let Some(record) = self.store().subscription(tenant, id).await? else {
             return Ok(Outcome::Skipped);
         };
