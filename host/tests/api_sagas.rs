@@ -7,12 +7,14 @@
 //! for an operator, and finishes once the PG is back.
 
 mod harness;
+mod payment_steps;
 
 use std::time::Duration;
 
 use fluxpay_host::app::payments::PaymentSettings;
 use fluxpay_host::gateway::simulator::{Faults, cards};
 use harness::{Answer, Pg, Tenant, TestHost, backends, pg};
+use payment_steps::admin;
 use serde_json::{Value, json};
 
 const SERVICE_TIMEOUT_MS: i64 = 30_000;
@@ -61,6 +63,31 @@ async fn callback(host: &TestHost, tenant: Tenant, outcome: &str, order: &str) -
 
 async fn read_order(host: &TestHost, order: &str) -> Value {
     host.order(Tenant::Globex, order).await.result().clone()
+}
+
+/// A paid order whose service failed while the PG was down, its saga
+/// parked `COMPENSATION_FAILED` (the PG still down): (order id, total, the
+/// approved payment as confirm answered).
+async fn parked_saga(host: &TestHost, pg: &Pg) -> (String, i64, Value) {
+    let (id, total) = order(host, "c1").await;
+    let paid = confirm(host, pg, &id, total, cards::APPROVE).await;
+    paid.expect(201, "OK");
+    pg.sim.set_faults(Faults {
+        outage: true,
+        ..Faults::default()
+    });
+    callback(host, Tenant::Globex, "failed", &id)
+        .await
+        .expect(200, "OK");
+    for _ in 0..10 {
+        host.advance(600_000);
+        host.app.run_sagas(host.now()).await;
+    }
+    assert_eq!(
+        read_order(host, &id).await["saga"]["state"],
+        "COMPENSATION_FAILED"
+    );
+    (id, total, paid.result().clone())
 }
 
 async fn event_count(host: &TestHost, kind: &str) -> usize {
@@ -274,27 +301,17 @@ async fn a_compensation_the_pg_keeps_refusing_is_retried_then_parked_then_finish
                 .contains("PROVIDER_ERROR"),
             "{saga}"
         );
-        let listed = host
-            .send(
-                axum::http::Request::builder()
-                    .uri("/admin/v1/sagas?tenant=globex&state=COMPENSATION_FAILED")
-                    .header("authorization", format!("Bearer {}", harness::ADMIN_TOKEN))
-                    .body(axum::body::Body::empty())
-                    .unwrap(),
-            )
-            .await;
+        let listed = admin(
+            &host,
+            "GET",
+            "/admin/v1/sagas?tenant=globex&state=COMPENSATION_FAILED",
+            None,
+        )
+        .await;
         listed.expect(200, "OK");
         assert_eq!(listed.result()["sagas"][0]["orderId"], id.as_str());
         assert_eq!(event_count(&host, "saga.compensation_failed").await, 1);
-        let health = host
-            .send(
-                axum::http::Request::builder()
-                    .uri("/admin/v1/payments/health")
-                    .header("authorization", format!("Bearer {}", harness::ADMIN_TOKEN))
-                    .body(axum::body::Body::empty())
-                    .unwrap(),
-            )
-            .await;
+        let health = admin(&host, "GET", "/admin/v1/payments/health", None).await;
         assert_eq!(
             health.result()["tenants"][0]["sagasParked"],
             1,
@@ -396,26 +413,9 @@ async fn a_void_the_pg_made_elsewhere_is_adopted_by_an_operator_and_ends_the_sag
     for backend in backends() {
         let host = TestHost::start(backend).await;
         let pg = pg(&host).await;
-        let (id, total) = order(&host, "c1").await;
-        let paid = confirm(&host, &pg, &id, total, cards::APPROVE).await;
-        let payment_id = paid.result()["paymentId"].as_str().unwrap().to_owned();
-        let pg_key = paid.result()["pgPaymentKey"].as_str().unwrap().to_owned();
-        // The PG is down when the service fails: the saga is parked.
-        pg.sim.set_faults(Faults {
-            outage: true,
-            ..Faults::default()
-        });
-        callback(&host, Tenant::Globex, "failed", &id)
-            .await
-            .expect(200, "OK");
-        for _ in 0..10 {
-            host.advance(600_000);
-            host.app.run_sagas(host.now()).await;
-        }
-        assert_eq!(
-            read_order(&host, &id).await["saga"]["state"],
-            "COMPENSATION_FAILED"
-        );
+        let (id, total, paid) = parked_saga(&host, &pg).await;
+        let payment_id = paid["paymentId"].as_str().unwrap().to_owned();
+        let pg_key = paid["pgPaymentKey"].as_str().unwrap().to_owned();
         // Meanwhile someone cancelled it in the PG's console.
         pg.sim.set_faults(Faults::default());
         let console = reqwest::Client::new()
@@ -428,22 +428,8 @@ async fn a_void_the_pg_made_elsewhere_is_adopted_by_an_operator_and_ends_the_sag
             .unwrap();
         assert_eq!(console.status(), 200);
 
-        let adopt = |body: Value| {
-            let host = &host;
-            let uri = format!("/admin/v1/payments/globex/{payment_id}/resolve");
-            async move {
-                host.send(
-                    axum::http::Request::builder()
-                        .method("POST")
-                        .uri(uri)
-                        .header("authorization", format!("Bearer {}", harness::ADMIN_TOKEN))
-                        .header("content-type", "application/json")
-                        .body(axum::body::Body::from(body.to_string()))
-                        .unwrap(),
-                )
-                .await
-            }
-        };
+        let uri = format!("/admin/v1/payments/globex/{payment_id}/resolve");
+        let adopt = |body: Value| admin(&host, "POST", &uri, Some(body));
         let adopted =
             adopt(json!({ "action": "adopt", "reason": "cancelled in the PG console" })).await;
         adopted.expect(200, "OK");
@@ -496,37 +482,12 @@ async fn an_operator_sends_a_parked_saga_back_and_the_orchestrator_finishes_it()
     for backend in backends() {
         let host = TestHost::start(backend).await;
         let pg = pg(&host).await;
-        let (id, total) = order(&host, "c1").await;
-        confirm(&host, &pg, &id, total, cards::APPROVE)
-            .await
-            .expect(201, "OK");
-        pg.sim.set_faults(Faults {
-            outage: true,
-            ..Faults::default()
-        });
-        callback(&host, Tenant::Globex, "failed", &id)
-            .await
-            .expect(200, "OK");
-        for _ in 0..10 {
-            host.advance(600_000);
-            host.app.run_sagas(host.now()).await;
-        }
-        assert_eq!(
-            read_order(&host, &id).await["saga"]["state"],
-            "COMPENSATION_FAILED"
-        );
+        let (id, total, _) = parked_saga(&host, &pg).await;
         let retry = |order: String| {
             let host = &host;
             async move {
-                host.send(
-                    axum::http::Request::builder()
-                        .method("POST")
-                        .uri(format!("/admin/v1/sagas/globex/{order}/retry"))
-                        .header("authorization", format!("Bearer {}", harness::ADMIN_TOKEN))
-                        .body(axum::body::Body::empty())
-                        .unwrap(),
-                )
-                .await
+                let uri = format!("/admin/v1/sagas/globex/{order}/retry");
+                admin(host, "POST", &uri, None).await
             }
         };
         // The PG is back; the operator sends the saga back.
