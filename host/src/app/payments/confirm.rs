@@ -173,7 +173,13 @@ impl App {
             created_at: self.now(),
         };
         let settled = self
-            .settle(ctx, payment_id.as_str(), outcome, (attempt, false), render)
+            .settle(
+                ctx,
+                (order_id.as_str(), payment_id.as_str()),
+                outcome,
+                (attempt, false),
+                render,
+            )
             .await;
         crate::crash_points::reached("payment.outcome", order_id.as_str());
         settled
@@ -305,7 +311,7 @@ impl App {
         // or a PG notification (unauthenticated) cannot flag a payment.
         self.settle(
             ctx,
-            &pending.payment_id,
+            (&pending.order_id, &pending.payment_id),
             outcome,
             (attempt, scheduled),
             render,

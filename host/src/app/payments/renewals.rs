@@ -449,7 +449,7 @@ impl App {
         match self
             .settle(
                 ctx,
-                payment.id().as_str(),
+                (order.order_id.as_str(), payment.id().as_str()),
                 outcome,
                 (attempt, false),
                 crate::app::unanswered,

@@ -12,8 +12,7 @@ use super::outcome::{Outcome, restore_payment};
 use super::{PaymentDetails, store_payment_change};
 use crate::domain::payment::{Payment, PaymentChange, PaymentStatus};
 use crate::store::{
-    OrderTx, PaymentAttemptRecord, PaymentQueries, PaymentRecord, PaymentTx, Transactions, Tx,
-    TxOps,
+    OrderTx, PaymentAttemptRecord, PaymentRecord, PaymentTx, Transactions, Tx, TxOps,
 };
 
 impl App {
@@ -24,7 +23,7 @@ impl App {
     pub(super) async fn settle(
         &self,
         ctx: &RequestCtx,
-        payment_id: &str,
+        (order_id, payment_id): (&str, &str),
         outcome: Outcome,
         (attempt, check): (PaymentAttemptRecord, bool),
         render: impl Render<PaymentDetails>,
@@ -38,12 +37,6 @@ impl App {
         // Locks are taken order first, then payment, then saga, as every
         // other step of an order takes them (two steps locking the same
         // rows in opposite order would deadlock on PostgreSQL).
-        let order_id = self
-            .store()
-            .payment(&ctx.tenant, payment_id)
-            .await?
-            .ok_or_else(|| AppError::Internal(format!("payment `{payment_id}` vanished")))?
-            .order_id;
         let tx = self.store().begin(&ctx.tenant).await?;
         let (mut tx, taken) = if keeps_answer && ctx.idempotency.is_some() {
             match claim(tx, ctx, now).await {
@@ -59,7 +52,7 @@ impl App {
         } else {
             (tx, None)
         };
-        tx.order_for_update(&order_id).await?;
+        tx.order_for_update(order_id).await?;
         let record = tx
             .payment_for_update(payment_id)
             .await?
