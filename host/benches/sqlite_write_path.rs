@@ -181,6 +181,7 @@ async fn use_credits(store: &Store, customer: usize, key: &str) {
         policy: "credit-pricing".into(),
         policy_hash: "0".repeat(64),
         now: NOW,
+        from_reserved: 0,
     };
     let after = match tx.debit_credits(&debit).await.expect("a debit") {
         DebitOutcome::Debited(after) => after,

@@ -19,8 +19,9 @@ const DAY_MS: i64 = 86_400_000;
 async fn host(backend: harness::Backend) -> TestHost {
     TestHost::start_with(backend, |yaml| {
         let globex = "  globex:\n    dev: true\n";
-        assert!(yaml.contains(globex));
-        yaml.replace(
+        let rate = "    subscriptions: { credits_per_major_unit: 100 }\n";
+        assert!(yaml.contains(globex) && yaml.contains(rate));
+        yaml.replace(rate, "").replace(
             globex,
             &format!(
                 "{globex}    subscriptions: {{ charge_card: true, dunning_days: [1, 3] }}\n    \

@@ -372,7 +372,7 @@ async fn the_auditor_catches_an_order_whose_money_or_saga_disagree() {
         assert!(
             found.contains(&(
                 "order.money",
-                "order is PAID without an APPROVED payment".into()
+                "order is PAID without an APPROVED payment or reserved credits".into()
             )),
             "{backend:?}: {found:?}"
         );

@@ -4,8 +4,11 @@
 //! call's intent is stored but before its answer is; restarted, it moves
 //! every saga to `COMPLETED` or `COMPENSATED` by itself, the PG simulator
 //! (which outlives the host, as a PG does) shows exactly one approval per
-//! paid order and none left neither completed nor voided, and the auditor
-//! is clean.
+//! paid order and none left neither completed nor voided, every order's
+//! reserved credits are released, and the auditor is clean.
+//!
+//! Every order is a split payment: `CREDITS` of it in credits, reserved
+//! with the payment's intent, the rest by card.
 
 mod harness;
 mod process;
@@ -21,6 +24,8 @@ use serde_json::{Value, json};
 
 const PG_SECRET: &str = "test_sk_saga_crash";
 const PG_SECRET_ENV: &str = "TEST_SAGA_PG_SECRET";
+/// Credits each order is paid with (globex: 1 credit = 1 cent).
+const CREDITS: i64 = 1_000;
 
 /// The order that aborted at a crash point.
 struct Crashed {
@@ -32,8 +37,8 @@ fn post(addr: &str, path: &str, body: Value, key: Option<&str>) -> std::io::Resu
     try_http(addr, "POST", path, Some(&body), key)
 }
 
-/// A customer's PENDING order and its checkout at the PG: (order id,
-/// total, payment key).
+/// A customer holding `CREDITS`, its PENDING order and the checkout of
+/// what the credits do not pay: (order id, amount by card, payment key).
 fn order_with_checkout(server: &Server, sim_url: &str, n: usize) -> (String, i64, String) {
     let customer = format!("c{n}");
     let (status, _) = http(
@@ -44,6 +49,14 @@ fn order_with_checkout(server: &Server, sim_url: &str, n: usize) -> (String, i64
         None,
     );
     assert!(status == 200 || status == 201, "{status}");
+    let (status, _) = http(
+        server,
+        "POST",
+        "/api/v1/credits/charge",
+        Some(&json!({ "customerId": customer, "credits": CREDITS, "reason": "loyalty" })),
+        Some(&format!("grant-{n}")),
+    );
+    assert_eq!(status, 201);
     let (status, body) = http(
         server,
         "POST",
@@ -55,7 +68,7 @@ fn order_with_checkout(server: &Server, sim_url: &str, n: usize) -> (String, i64
     let order = json_of(&body)["result"].clone();
     let (order_id, total) = (
         order["orderId"].as_str().unwrap().to_owned(),
-        order["total"].as_i64().unwrap(),
+        order["total"].as_i64().unwrap() - CREDITS,
     );
     let (status, body) = try_http(
         sim_url.trim_start_matches("http://"),
@@ -74,12 +87,12 @@ fn order_with_checkout(server: &Server, sim_url: &str, n: usize) -> (String, i64
 }
 
 /// Drives `order` to `point` on a server told to abort there for it.
-fn crash_at(server: Server, point: &'static str, (order_id, total, key): &(String, i64, String)) {
+fn crash_at(server: Server, point: &'static str, (order_id, amount, key): &(String, i64, String)) {
     let addr = server.addr.clone();
     let confirm = post(
         &addr,
         "/api/v1/payments/confirm",
-        json!({ "orderId": order_id, "paymentKey": key, "amount": total }),
+        json!({ "orderId": order_id, "paymentKey": key, "amount": amount, "credits": CREDITS }),
         Some(&format!("pay-{order_id}")),
     );
     let compensating = matches!(
@@ -218,6 +231,24 @@ async fn after_kill_9_at_every_step_boundary_every_saga_ends_and_the_pg_agrees()
                 pg_status,
                 PgStatus::Canceled,
                 "{backend:?} {point}: approved once, then voided: {pg}"
+            );
+            // The credits it reserved are the customer's again.
+            let customer = json_of(&body)["result"]["customerId"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let (_, body) = http(
+                &server,
+                "GET",
+                &format!("/api/v1/credits/balance?customerId={customer}"),
+                None,
+                None,
+            );
+            let balance = &json_of(&body)["result"];
+            assert_eq!(
+                (&balance["available"], &balance["reserved"]),
+                (&json!(CREDITS), &json!(0)),
+                "{backend:?} {point}: {balance}"
             );
         }
         // One approval per order (the one whose confirm never reached the

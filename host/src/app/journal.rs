@@ -42,6 +42,10 @@ pub mod event_type {
     pub const CREDIT_REFUNDED: &str = "credit.refunded";
     /// Unspent credits of a grant lapsed.
     pub const CREDIT_EXPIRED: &str = "credit.expired";
+    /// Credits were held for an order's saga.
+    pub const CREDIT_RESERVED: &str = "credit.reserved";
+    /// Credits an order's saga held were given back (it compensated).
+    pub const CREDIT_RELEASED: &str = "credit.released";
     /// An order was created (`PENDING`).
     pub const ORDER_CREATED: &str = "order.created";
     /// An order was cancelled.

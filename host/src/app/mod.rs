@@ -46,6 +46,7 @@ pub mod orders;
 pub mod payments;
 mod policy;
 pub mod saga;
+mod saga_credits;
 pub mod subscriptions;
 mod tenants;
 pub mod usage;

@@ -3,7 +3,9 @@
 //! transaction as each step's effect, with its history rows and events.
 //!
 //! - **confirm** (intent): the saga starts `RUNNING` (or starts again
-//!   after a declined attempt left the order open);
+//!   after a declined attempt left the order open), holding the credits
+//!   the confirm names first ([`super::saga_credits`]); paid with credits
+//!   alone, it goes on to `WAITING_FOR_SERVICE` in the same transaction;
 //! - **approval** (outcome): `WAITING_FOR_SERVICE`, with the tenant's
 //!   service deadline; a decline (or a PG that certainly took nothing)
 //!   has nothing to undo: `COMPENSATED`, the order still open for another
@@ -20,16 +22,23 @@
 //!   `serve`), and parked `COMPENSATION_FAILED` for an operator after
 //!   [`MAX_COMPENSATION_ATTEMPTS`] (`saga.compensation_failed`).
 //!
+//! Whichever transaction ends the saga also settles its credits: deducted
+//! with `COMPLETED`, released with `COMPENSATED` ([`advance`]).
+//!
 //! Several hosts: the orchestrator claims due sagas with a lease (as the
 //! payment janitor does), and every step is guarded by the saga's version
 //! and the domain's state table, so a step applied twice changes nothing.
 
 use super::error::{AppError, Result};
 use super::journal::{Recorder, event_type};
-use super::orders::OrderDetails;
+use super::orders::{OrderDetails, cancelled_event, record_order_step, restore_order};
+use super::saga_credits::CreditsApplied;
 use super::{App, RequestCtx, new_id};
+use crate::domain::order::OrderStatus;
 use crate::domain::saga::{SagaEvent, SagaState, SagaStep};
-use crate::store::{PaymentQueries, SagaQueries, SagaRecord, SagaTx, Transactions, Tx, TxOps};
+use crate::store::{
+    OrderTx, PaymentQueries, SagaQueries, SagaRecord, SagaTx, Transactions, Tx, TxOps,
+};
 
 /// Compensation runs that may fail before the saga is parked.
 pub const MAX_COMPENSATION_ATTEMPTS: i64 = 5;
@@ -104,6 +113,19 @@ pub(super) async fn advance(
         journal.transition(&transition);
         state = state.on(*event)?;
     }
+    // The credits the order holds go with the saga's outcome, in this
+    // transaction (`saga_credits`).
+    if steps_of(record).contains(&SagaStep::ReserveCredits) {
+        match state {
+            SagaState::Compensated => {
+                super::saga_credits::release(tx, ctx, &record.order_id, reason, now).await?;
+            }
+            SagaState::Completed => {
+                super::saga_credits::capture(tx, ctx, &record.order_id, now).await?;
+            }
+            _ => {}
+        }
+    }
     let mut after = record.clone();
     after.state = state.as_str().to_owned();
     after.version = record.version + events.len() as i64;
@@ -152,22 +174,32 @@ pub(super) async fn advance(
 }
 
 /// The saga of `order_id` starts (or, after a declined attempt left the
-/// order open, starts again) for `payment_id`, in the intent's `tx`.
+/// order open, starts again) for `payment_id` (none: paid with credits
+/// only), in the intent's `tx`, holding `credits` first when the order is
+/// paid with them (`INSUFFICIENT_BALANCE` when too few are available).
 pub(super) async fn start(
     tx: &mut Tx,
     ctx: &RequestCtx,
-    (order_id, customer_id, payment_id): (&str, &str, &str),
+    (order_id, customer_id, payment_id): (&str, &str, Option<&str>),
+    credits: Option<CreditsApplied>,
     caused_by: &str,
     now: i64,
 ) -> Result<()> {
+    let steps_done = match credits {
+        Some(applied) => {
+            super::saga_credits::reserve(tx, ctx, (order_id, customer_id), applied, now).await?;
+            step_name(SagaStep::ReserveCredits).to_owned()
+        }
+        None => String::new(),
+    };
     match tx.saga_for_update(order_id).await? {
         None => {
             let record = SagaRecord {
                 order_id: order_id.to_owned(),
                 customer_id: customer_id.to_owned(),
                 state: SagaState::Running.as_str().to_owned(),
-                payment_id: Some(payment_id.to_owned()),
-                steps_done: String::new(),
+                payment_id: payment_id.map(str::to_owned),
+                steps_done,
                 service_deadline_at: None,
                 next_run_at: None,
                 attempts: 0,
@@ -189,7 +221,7 @@ pub(super) async fn start(
             tx.record(journal.finish());
         }
         Some(saga) => {
-            let payment = payment_id.to_owned();
+            let payment = payment_id.map(str::to_owned);
             advance(
                 tx,
                 ctx,
@@ -197,8 +229,8 @@ pub(super) async fn start(
                 (&[SagaEvent::Started], Some(caused_by)),
                 "another payment attempt",
                 |s| {
-                    s.payment_id = Some(payment);
-                    s.steps_done.clear();
+                    s.payment_id = payment;
+                    s.steps_done = steps_done;
                     s.last_error = None;
                     s.attempts = 0;
                 },
@@ -237,8 +269,15 @@ pub(super) async fn payment_settled(
                 (&[SagaEvent::Approved], Some(caused_by)),
                 "payment approved; waiting for the tenant's service",
                 |s| {
-                    s.steps_done = [SagaStep::ApprovePayment, SagaStep::PayOrder]
+                    let mut steps = steps_of(s);
+                    if s.payment_id.is_some() {
+                        steps.push(SagaStep::ApprovePayment);
+                    }
+                    steps.push(SagaStep::PayOrder);
+                    s.steps_done = steps
+                        .into_iter()
                         .map(step_name)
+                        .collect::<Vec<_>>()
                         .join(",");
                     s.service_deadline_at = Some(deadline);
                     s.next_run_at = Some(deadline);
@@ -377,6 +416,12 @@ impl App {
         };
         let now = self.now();
         let mut tx = self.store().begin(&ctx.tenant).await?;
+        // Order first, then saga: the order every step of an order locks
+        // them in.
+        let order = tx
+            .order_for_update(&saga.order_id)
+            .await?
+            .ok_or_else(|| AppError::Internal(format!("order `{}` vanished", saga.order_id)))?;
         let current = tx
             .saga_for_update(&saga.order_id)
             .await?
@@ -388,6 +433,23 @@ impl App {
         }
         let after = match outcome {
             Ok(()) => {
+                // Still PAID with no money left to give back: paid with
+                // credits alone, whose release (in `advance`) comes with
+                // the order's cancellation.
+                if order.status == OrderStatus::Paid.as_str() {
+                    let change = restore_order(&order)?.cancel(reason.to_owned())?;
+                    let data = cancelled_event(&order, &change);
+                    record_order_step(
+                        &mut tx,
+                        ctx,
+                        &order,
+                        change,
+                        event_type::ORDER_CANCELLED,
+                        data,
+                        now,
+                    )
+                    .await?;
+                }
                 advance(
                     &mut tx,
                     ctx,

@@ -107,11 +107,14 @@ macro_rules! audit_queries {
                     "SELECT u.use_id FROM credit_uses u \
                      LEFT JOIN ledger_transactions t \
                        ON t.tenant_id = u.tenant_id AND t.transaction_id = u.use_id \
-                     WHERE u.tenant_id = $1 AND (t.kind NOT IN ('credit.use', 'subscription.charge') \
+                     WHERE u.tenant_id = $1 \
+                       AND (t.kind NOT IN ('credit.use', 'subscription.charge', 'credit.capture') \
                        OR t.kind IS NULL \
                        OR NOT EXISTS (SELECT 1 FROM ledger_postings p \
                          WHERE p.tenant_id = u.tenant_id AND p.transaction_id = u.use_id \
-                           AND p.account = 'customer:' || u.customer_id || ':credits' \
+                           AND p.account = 'customer:' || u.customer_id || \
+                             CASE WHEN t.kind = 'credit.capture' THEN ':credits_reserved' \
+                               ELSE ':credits' END \
                            AND p.unit = 'CREDITS' AND p.amount = u.charged))",
                 ),
                 (
@@ -216,14 +219,33 @@ macro_rules! audit_queries {
                 }
             }
 
-            // Orders and their money: a PAID order holds an approved payment,
-            // a saga's order is where the saga says it is.
-            let money: [(&str, &str); 2] = [
+            // Orders and their money: a PAID order holds an approved payment
+            // or reserved credits, a saga's order is where the saga says it
+            // is, a finished saga holds no credits, and what the customer's
+            // account reserves is what its orders hold.
+            let money: [(&str, &str); 4] = [
                 (
-                    "order is PAID without an APPROVED payment",
+                    "order is PAID without an APPROVED payment or reserved credits",
                     "SELECT o.order_id FROM orders o WHERE o.tenant_id = $1 AND o.status = 'PAID' \
                        AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.tenant_id = o.tenant_id \
-                         AND p.order_id = o.order_id AND p.status = 'APPROVED')",
+                         AND p.order_id = o.order_id AND p.status = 'APPROVED') \
+                       AND NOT EXISTS (SELECT 1 FROM credit_reservations r \
+                         WHERE r.tenant_id = o.tenant_id AND r.order_id = o.order_id \
+                           AND r.status = 'HELD')",
+                ),
+                (
+                    "saga finished with credits still reserved (neither deducted nor released)",
+                    "SELECT s.order_id FROM sagas s JOIN credit_reservations r \
+                       ON r.tenant_id = s.tenant_id AND r.order_id = s.order_id \
+                     WHERE s.tenant_id = $1 AND r.status = 'HELD' \
+                       AND s.state IN ('COMPLETED', 'COMPENSATED')",
+                ),
+                (
+                    "credits reserved by the account differ from what its orders hold",
+                    "SELECT 'customer:' || a.customer_id FROM credit_accounts a \
+                     WHERE a.tenant_id = $1 AND a.reserved <> COALESCE((SELECT SUM(r.credits) \
+                       FROM credit_reservations r WHERE r.tenant_id = a.tenant_id \
+                         AND r.customer_id = a.customer_id AND r.status = 'HELD'), 0)",
                 ),
                 (
                     "saga and order disagree",

@@ -51,6 +51,7 @@ mod pg_pool;
 mod postgres;
 mod queries;
 mod renewals;
+mod reservations;
 mod sagas;
 mod sqlite;
 mod sqlite_checkpoint;
@@ -75,6 +76,7 @@ pub use payments::{
 };
 pub use postgres::PgStore;
 pub use renewals::{PaymentMethodRecord, RenewalChargeRecord, RenewalQueries, RenewalTx};
+pub use reservations::{ReservationQueries, ReservationRecord, ReservationTx, ReserveOutcome};
 pub use sagas::{SagaQueries, SagaRecord, SagaTx};
 pub use sqlite::SqliteStore;
 pub use subscriptions::*;

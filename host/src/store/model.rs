@@ -261,6 +261,10 @@ pub struct DebitCredits {
     pub policy_hash: String,
     /// When (ms since the epoch); also picks the UTC day of `spent_today`.
     pub now: i64,
+    /// How many of `credits` come out of the customer's reserved credits:
+    /// all of them for a saga's capture of its reservation, none for a use
+    /// (which may spend only what is available).
+    pub from_reserved: i64,
 }
 
 /// A refund of (part of) a use.

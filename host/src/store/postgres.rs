@@ -364,10 +364,11 @@ impl TxOps for PgTx {
         let taken = sqlx::query_as::<_, (i64, i64, i64, i64, i64)>(
             "WITH account AS ( \
                UPDATE credit_accounts \
-               SET balance = balance - $3, \
+               SET balance = balance - $3, reserved = reserved - $15, \
                    spent_today = CASE WHEN spent_day = $4 THEN spent_today + $3 ELSE $3 END, \
                    spent_day = $4, version = version + 1, updated_at = $5 \
-               WHERE tenant_id = $1 AND customer_id = $2 AND balance - reserved >= $3 \
+               WHERE tenant_id = $1 AND customer_id = $2 \
+                 AND balance - reserved >= $3 - $15 AND reserved >= $15 \
                  AND (spent_day <> $4 OR spent_today <= $6 - $3) \
                RETURNING balance, reserved, spent_today, version, expiring), \
              used AS ( \
@@ -391,6 +392,7 @@ impl TxOps for PgTx {
         .bind(&debit.policy)
         .bind(&debit.policy_hash)
         .bind(debit.kind.as_str())
+        .bind(debit.from_reserved)
         .fetch_optional(&mut *self.tx)
         .await?;
         let Some((balance, reserved, spent_today, version, expiring)) = taken else {

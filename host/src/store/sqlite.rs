@@ -397,10 +397,11 @@ impl TxOps for SqliteTx {
         let taken = raw
             .prepare_cached(
                 "UPDATE credit_accounts \
-                 SET balance = balance - ?3, \
+                 SET balance = balance - ?3, reserved = reserved - ?7, \
                      spent_today = CASE WHEN spent_day = ?4 THEN spent_today + ?3 ELSE ?3 END, \
                      spent_day = ?4, version = version + 1, updated_at = ?5 \
-                 WHERE tenant_id = ?1 AND customer_id = ?2 AND balance - reserved >= ?3 \
+                 WHERE tenant_id = ?1 AND customer_id = ?2 \
+                   AND balance - reserved >= ?3 - ?7 AND reserved >= ?7 \
                    AND (spent_day <> ?4 OR spent_today <= ?6 - ?3) \
                  RETURNING balance, reserved, spent_today, version, expiring",
             )?
@@ -412,6 +413,7 @@ impl TxOps for SqliteTx {
                     utc_day(debit.now),
                     debit.now,
                     i64::MAX,
+                    debit.from_reserved,
                 ],
                 |row| {
                     Ok((

@@ -185,6 +185,8 @@ tenants:
     dev: true
     api_keys: [{{ id: globex-1, sha256: {globex} }}]
     currency: EUR
+    # Orders may be paid with credits (api_saga_credits.rs): 1 credit = 1 cent.
+    subscriptions: {{ credits_per_major_unit: 100 }}
     pricing:
       subscription:
         module: {subscription}

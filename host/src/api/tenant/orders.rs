@@ -87,6 +87,36 @@ impl From<&crate::store::SagaRecord> for SagaView {
     }
 }
 
+/// Credits an order's saga reserved, and what became of them.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationView {
+    reservation_id: String,
+    credits: i64,
+    /// What they settle of the order, in minor units of its currency.
+    value: i64,
+    /// `HELD`, `CAPTURED` (deducted: `transactionId` is the credit use) or
+    /// `RELEASED`.
+    status: String,
+    transaction_id: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<&crate::store::ReservationRecord> for ReservationView {
+    fn from(r: &crate::store::ReservationRecord) -> Self {
+        ReservationView {
+            reservation_id: r.reservation_id.clone(),
+            credits: r.credits,
+            value: r.value,
+            status: r.status.clone(),
+            transaction_id: r.use_id.clone(),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
 /// `POST /api/v1/service-callbacks/completed`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -137,6 +167,9 @@ pub struct OrderView {
     /// Its saga, when it is paid through the confirm API (reads only).
     #[serde(skip_serializing_if = "Option::is_none")]
     saga: Option<SagaView>,
+    /// Credits its sagas reserved, oldest first (reads only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    credits: Vec<ReservationView>,
     source: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     source_id: Option<String>,
@@ -189,6 +222,7 @@ impl From<&OrderDetails> for OrderView {
             metadata: o.metadata.clone(),
             priced_by: o.priced_by.clone(),
             saga: None,
+            credits: Vec::new(),
             source: o.source.clone(),
             source_id: o.source_id.clone(),
             version: o.version,
@@ -235,6 +269,12 @@ async fn read(
         .await?
         .as_ref()
         .map(SagaView::from);
+    view.credits = app
+        .order_reservations(&caller.tenant, &order_id)
+        .await?
+        .iter()
+        .map(ReservationView::from)
+        .collect();
     Ok(ApiOk::new("order", view))
 }
 

@@ -1,10 +1,14 @@
 //! Payments through the tenant's payment gateway.
 //!
 //! - `POST /api/v1/payments/confirm` — `{orderId, paymentKey, amount,
-//!   metadata?}` (metadata: what the tenant's validation policies see):
-//!   `paymentKey` is what the PG's checkout returned, `amount` must equal
-//!   what the order owes. `Idempotency-Key` required. 201 with the payment
-//!   (`APPROVED`, the order `PAID`); a decline is `402 PAY_002` with the
+//!   credits?, metadata?}` (metadata: what the tenant's validation policies
+//!   see): `paymentKey` is what the PG's checkout returned, `amount` must
+//!   equal what the order owes less what `credits` are worth (at the
+//!   tenant's `credits_per_major_unit`; they are reserved first, and too
+//!   few is `INSUFFICIENT_BALANCE` with nothing sent to the PG).
+//!   `Idempotency-Key` required. 201 with the payment (`APPROVED`, the
+//!   order `PAID`); with `amount` 0 and no `paymentKey` the credits pay it
+//!   all: 201 with the order, `PAID`. A decline is `402 PAY_002` with the
 //!   PG's code and message (kept for the key like an approval); a PG that
 //!   certainly did not take it is `503 PAY_005`; a lost answer is `202
 //!   PAY_006` — send the request again to learn what the PG did.
@@ -104,8 +108,11 @@ async fn cancel(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ConfirmBody {
     order_id: String,
-    payment_key: String,
+    #[serde(default)]
+    payment_key: Option<String>,
     amount: i64,
+    #[serde(default)]
+    credits: Option<i64>,
     #[serde(default)]
     metadata: std::collections::BTreeMap<String, String>,
 }
@@ -227,18 +234,27 @@ fn render_outcome(details: &PaymentDetails) -> StoredResponse {
 async fn confirm(State(app): State<App>, command: Command) -> Result<Response, ApiError> {
     let request: ConfirmBody = command.json()?;
     let ctx = command.ctx(Key::Required)?;
-    let reply = app
-        .confirm_payment(
-            &ctx,
-            ConfirmCommand {
-                order_id: request.order_id,
-                payment_key: request.payment_key,
-                amount: request.amount,
-                metadata: request.metadata,
-            },
-            render_outcome,
-        )
-        .await?;
+    let command = ConfirmCommand {
+        order_id: request.order_id,
+        payment_key: request.payment_key,
+        amount: request.amount,
+        credits: request.credits,
+        metadata: request.metadata,
+    };
+    let reply = if command.amount == 0 && command.credits.is_some() {
+        // Credits pay it all: nothing goes to the PG; the answer is the
+        // order, PAID.
+        app.pay_with_credits(&ctx, command, |order| {
+            render(
+                StatusCode::CREATED,
+                "order paid with credits",
+                &super::orders::OrderView::from(order),
+            )
+        })
+        .await?
+    } else {
+        app.confirm_payment(&ctx, command, render_outcome).await?
+    };
     Ok(respond(reply))
 }
 

@@ -134,6 +134,7 @@ impl App {
                 policy: priced_by.policy.clone(),
                 policy_hash: priced_by.content_hash.clone(),
                 now,
+                from_reserved: 0,
             },
             line_items: quote.line_items,
             priced_by,

@@ -1,6 +1,8 @@
 //! `POST /orders/{id}/cancel`: `PENDING | PAID → CANCELLED` by the domain's
 //! state table, with the reversing ledger posting, history row and event
 //! in one transaction. Any other status is `PAY_004`, nothing written.
+//! An order paid with credits alone has its saga compensated with it (the
+//! credits released).
 
 use super::super::credits::{MAX_REASON_LEN, Render, check_text};
 use super::super::error::{AppError, Result};
@@ -9,7 +11,8 @@ use super::super::journal::event_type;
 use super::super::{App, Reply, RequestCtx};
 use super::{OrderDetails, cancelled_event, order_not_found, record_order_step, restore_order};
 use crate::domain::OrderId;
-use crate::store::{OrderTx, PaymentTx, Transactions, TxOps};
+use crate::domain::saga::SagaEvent;
+use crate::store::{OrderTx, PaymentTx, SagaTx, Transactions, TxOps};
 
 impl App {
     /// Cancels an order that is not yet completed.
@@ -41,6 +44,31 @@ impl App {
                 "order `{id}` has payment `{}` in status {}: cancel or resolve the payment first",
                 payment.payment_id, payment.status
             )));
+        }
+        // Paid with credits alone, its saga waits for the tenant's service:
+        // cancelling the order compensates the saga, which releases the
+        // credits, in this transaction.
+        if let Some(saga) = tx.saga_for_update(id.as_str()).await? {
+            match saga.state.as_str() {
+                "WAITING_FOR_SERVICE" if record.status == "PAID" => {
+                    crate::app::saga::advance(
+                        &mut tx,
+                        ctx,
+                        &saga,
+                        (&[SagaEvent::ServiceFailed, SagaEvent::Compensated], None),
+                        &format!("order cancelled: {reason}"),
+                        |s| s.next_run_at = None,
+                        now,
+                    )
+                    .await?;
+                }
+                "COMPENSATED" | "COMPLETED" => {}
+                state => {
+                    return Err(AppError::StateConflict(format!(
+                        "order `{id}`'s saga is {state}: it must finish first"
+                    )));
+                }
+            }
         }
         let change = restore_order(&record)?.cancel(reason)?;
         let to = change.order.status().as_str();

@@ -299,6 +299,20 @@ pub(super) async fn record_order_step<T: OrderTx + crate::store::TxOps>(
     data: serde_json::Value,
     now: i64,
 ) -> Result<i64> {
+    record_order_step_as(tx, ctx, record, change, (event, data), &new_id("tx"), now).await
+}
+
+/// [`record_order_step`] as business transaction `transaction_id` (which
+/// other rows of the step, such as its saga's, join).
+pub(super) async fn record_order_step_as<T: OrderTx + crate::store::TxOps>(
+    tx: &mut T,
+    ctx: &RequestCtx,
+    record: &OrderRecord,
+    change: OrderChange,
+    (event, data): (&'static str, serde_json::Value),
+    transaction_id: &str,
+    now: i64,
+) -> Result<i64> {
     let to = change.order.status().as_str();
     let version = tx
         .set_order_status(&record.order_id, (&record.status, record.version), to, now)
@@ -309,7 +323,7 @@ pub(super) async fn record_order_step<T: OrderTx + crate::store::TxOps>(
                 record.order_id, change.transition.event
             ))
         })?;
-    let mut journal = Recorder::new(ctx, new_id("tx"), now);
+    let mut journal = Recorder::new(ctx, transaction_id, now);
     if let Some(ledger) = change.ledger {
         journal.ledger(Some(&record.customer_id), ledger);
     }

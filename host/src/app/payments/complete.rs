@@ -6,6 +6,9 @@
 //! confirmation is FluxPay's record that it stands (from then on it can
 //! only be refunded, never voided).
 //!
+//! Credits the order's saga reserved are deducted in the same transaction;
+//! an order paid with credits alone has no payment to confirm.
+//!
 //! A repeat for a completed order answers with the order as it stands; a
 //! callback for an order in any other state than `PAID`, or whose payment
 //! is being voided (the void was stored before the PG was asked, so it may
@@ -15,7 +18,7 @@ use super::super::credits::Render;
 use super::super::error::{AppError, Result};
 use super::super::idempotency::{Claimed, claim};
 use super::super::journal::{Recorder, event_type};
-use super::super::orders::{OrderDetails, record_order_step, restore_order};
+use super::super::orders::{OrderDetails, record_order_step_as, restore_order};
 use super::super::{App, Reply, RequestCtx, new_id};
 use super::outcome::restore_payment;
 use super::store_payment_change;
@@ -58,32 +61,43 @@ impl App {
                 order.status
             )));
         }
-        let active = tx.active_payment_of_order(id.as_str()).await?;
-        let payment_id = match active {
-            Some(p) if p.status == "APPROVED" => p.payment_id,
-            other => {
+        // The money held for it: an approved payment, reserved credits, or
+        // both (`saga_credits`).
+        let payment = match tx.active_payment_of_order(id.as_str()).await? {
+            Some(p) if p.status == "APPROVED" => {
+                let payment = tx.payment_for_update(&p.payment_id).await?.ok_or_else(|| {
+                    AppError::Internal(format!("payment `{}` vanished", p.payment_id))
+                })?;
+                if payment.void_requested_at.is_some() {
+                    // The void may have reached the PG already: it goes on.
+                    return Err(AppError::StateConflict(format!(
+                        "payment `{}` of order `{id}` is being voided: the order cannot be \
+                         completed",
+                        payment.payment_id
+                    )));
+                }
+                Some(payment)
+            }
+            None => None,
+            Some(other) => {
                 return Err(AppError::Internal(format!(
-                    "order `{id}` is PAID but its active payment is {:?}",
-                    other.map(|p| p.status)
+                    "order `{id}` is PAID but its active payment is {}",
+                    other.status
                 )));
             }
         };
-        let payment = tx
-            .payment_for_update(&payment_id)
-            .await?
-            .ok_or_else(|| AppError::Internal(format!("payment `{payment_id}` vanished")))?;
-        if payment.void_requested_at.is_some() {
-            // The void may have reached the PG already: it goes on.
-            return Err(AppError::StateConflict(format!(
-                "payment `{payment_id}` of order `{id}` is being voided: the order cannot be \
-                 completed"
+        // The order's saga: fulfilled, captured (its credits deducted),
+        // completed — refused (`PAY_004`, nothing written) once
+        // compensation began. Its rows join the payment's confirmation, or
+        // the order's completion when credits alone paid it.
+        let transaction_id = new_id("tx");
+        let saga = tx.saga_for_update(id.as_str()).await?;
+        if payment.is_none() && saga.as_ref().is_none_or(|s| s.payment_id.is_some()) {
+            return Err(AppError::Internal(format!(
+                "order `{id}` is PAID without an approved payment or reserved credits"
             )));
         }
-        // The order's saga: fulfilled, captured, completed — refused
-        // (`PAY_004`, nothing written) once compensation began. Its rows
-        // join the payment's confirmation.
-        let transaction_id = new_id("tx");
-        if let Some(saga) = tx.saga_for_update(id.as_str()).await? {
+        if let Some(saga) = saga {
             super::super::saga::advance(
                 &mut tx,
                 ctx,
@@ -98,53 +112,61 @@ impl App {
             )
             .await?;
         }
-        let change = restore_payment(&payment)?.confirm("the order was fulfilled")?;
-        store_payment_change(
-            &mut tx,
-            &payment,
-            &change,
-            None,
-            (None, payment.checks, None),
-            now,
-        )
-        .await?;
-        let mut journal = Recorder::new(ctx, &transaction_id, now);
-        journal.transition(&change.transition);
-        journal.event(
-            event_type::PAYMENT_CONFIRMED,
-            &payment.customer_id,
-            &serde_json::json!({
-                "paymentId": &payment.payment_id,
-                "orderId": &payment.order_id,
-                "customerId": &payment.customer_id,
-                "status": change.payment.status().as_str(),
-                "amount": payment.amount,
-                "currency": &payment.currency,
-                "pgPaymentKey": &payment.pg_payment_key,
-            }),
-        );
-        tx.record(journal.finish());
+        if let Some(payment) = &payment {
+            let change = restore_payment(payment)?.confirm("the order was fulfilled")?;
+            store_payment_change(
+                &mut tx,
+                payment,
+                &change,
+                None,
+                (None, payment.checks, None),
+                now,
+            )
+            .await?;
+            let mut journal = Recorder::new(ctx, &transaction_id, now);
+            journal.transition(&change.transition);
+            journal.event(
+                event_type::PAYMENT_CONFIRMED,
+                &payment.customer_id,
+                &serde_json::json!({
+                    "paymentId": &payment.payment_id,
+                    "orderId": &payment.order_id,
+                    "customerId": &payment.customer_id,
+                    "status": change.payment.status().as_str(),
+                    "amount": payment.amount,
+                    "currency": &payment.currency,
+                    "pgPaymentKey": &payment.pg_payment_key,
+                }),
+            );
+            tx.record(journal.finish());
+        }
 
-        let order_change = restore_order(&order)?.complete(format!(
-            "fulfilled; payment {} confirmed",
-            payment.payment_id
-        ))?;
+        let paid_by = match &payment {
+            Some(p) => format!("payment {} confirmed", p.payment_id),
+            None => "reserved credits deducted".to_owned(),
+        };
+        let order_change = restore_order(&order)?.complete(format!("fulfilled; {paid_by}"))?;
         let data = serde_json::json!({
             "orderId": &order.order_id,
             "customerId": &order.customer_id,
             "status": order_change.order.status().as_str(),
             "currency": &order.currency,
             "total": order.total,
-            "paymentId": &payment.payment_id,
+            "paymentId": payment.as_ref().map(|p| &p.payment_id),
         });
         let to = order_change.order.status().as_str();
-        let version = record_order_step(
+        // Its own business transaction, unless the saga's rows need one.
+        let step_id = match &payment {
+            Some(_) => new_id("tx"),
+            None => transaction_id,
+        };
+        let version = record_order_step_as(
             &mut tx,
             ctx,
             &order,
             order_change,
-            event_type::ORDER_COMPLETED,
-            data,
+            (event_type::ORDER_COMPLETED, data),
+            &step_id,
             now,
         )
         .await?;

@@ -6,9 +6,11 @@ use std::time::Instant;
 use super::super::credits::{Render, check_metadata};
 use super::super::customers::Customer;
 use super::super::error::{AppError, Result};
-use super::super::idempotency::stored_answer;
+use super::super::idempotency::{Claimed, claim, stored_answer};
 use super::super::journal::{Recorder, event_type};
+use super::super::orders::{OrderDetails, record_order_step_as, restore_order};
 use super::super::policy::validate;
+use super::super::saga_credits::CreditsApplied;
 use super::super::{App, Reply, RequestCtx, new_id};
 use super::PaymentDetails;
 use super::outcome::{Outcome, outcome_of_confirm, outcome_of_query};
@@ -20,8 +22,8 @@ use crate::gateway::{ConfirmRequest, GatewayError, PaymentGateway, codes};
 use crate::policy::registry::CallContext;
 use crate::policy::types;
 use crate::store::{
-    NewPayment, OrderQueries, OrderTx, PaymentAttemptRecord, PaymentQueries, PaymentRecord,
-    PaymentTx, Queries, Transactions, TxOps,
+    NewPayment, OrderQueries, OrderRecord, OrderTx, PaymentAttemptRecord, PaymentQueries,
+    PaymentRecord, PaymentTx, Queries, Transactions, TxOps,
 };
 
 /// Longest payment key accepted from a client (Toss: 200).
@@ -32,13 +34,26 @@ const MAX_PAYMENT_KEY_LEN: usize = 200;
 pub struct ConfirmCommand {
     /// The order to pay.
     pub order_id: String,
-    /// What the PG's checkout returned.
-    pub payment_key: String,
-    /// Minor units: must equal what the order owes.
+    /// What the PG's checkout returned (absent when credits pay it all).
+    pub payment_key: Option<String>,
+    /// Minor units: must equal what the order owes, less what `credits`
+    /// are worth.
     pub amount: i64,
+    /// Credits to pay the order with first (reserved before the PG is
+    /// asked), at the tenant's `credits_per_major_unit`.
+    pub credits: Option<i64>,
     /// What the tenant's validation policies see with the payment (e.g.
     /// an invoice number).
     pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// Whether a payment's intent starts its order's saga (payments through
+/// the confirm API), and with which credits.
+pub(super) enum SagaStart {
+    /// No saga (a renewal's charge).
+    No,
+    /// The saga starts, holding these credits first.
+    With(Option<CreditsApplied>),
 }
 
 impl App {
@@ -50,11 +65,14 @@ impl App {
         render: impl Render<PaymentDetails>,
     ) -> Result<Reply> {
         let order_id = OrderId::new(&cmd.order_id)?;
-        if cmd.payment_key.is_empty() || cmd.payment_key.len() > MAX_PAYMENT_KEY_LEN {
-            return Err(AppError::Invalid(format!(
-                "paymentKey must be 1-{MAX_PAYMENT_KEY_LEN} bytes"
-            )));
-        }
+        let payment_key = match cmd.payment_key.as_deref() {
+            Some(key) if !key.is_empty() && key.len() <= MAX_PAYMENT_KEY_LEN => key.to_owned(),
+            _ => {
+                return Err(AppError::Invalid(format!(
+                    "paymentKey must be 1-{MAX_PAYMENT_KEY_LEN} bytes"
+                )));
+            }
+        };
         check_metadata(&cmd.metadata)?;
         let gateway = self.gateway(&ctx.tenant)?;
         if let Some(answer) = stored_answer(self.store(), ctx).await? {
@@ -85,48 +103,30 @@ impl App {
         }
         let amount = Money::parse(cmd.amount, &order.currency)
             .map_err(|err| AppError::Internal(format!("order currency: {err}")))?;
-        if cmd.amount != order.total {
+        let credits = cmd
+            .credits
+            .map(|n| self.credits_applied(&ctx.tenant, n, (order.total, &order.currency)))
+            .transpose()?;
+        let due = order.total - credits.map_or(0, |c| c.value.minor());
+        if cmd.amount != due {
             return Err(AppError::Invalid(format!(
-                "amount {} does not equal what order `{order_id}` owes ({} {}); nothing was sent \
-                 to the payment gateway",
-                cmd.amount, order.total, order.currency
+                "amount {} does not equal what order `{order_id}` owes ({due} {}{}); nothing was \
+                 sent to the payment gateway",
+                cmd.amount,
+                order.currency,
+                match credits {
+                    Some(c) => format!(" after {} credits", c.credits),
+                    None => String::new(),
+                }
             )));
         }
         let amount = PositiveMoney::new(amount, "amount")?;
 
         // The tenant's validation policies see the payment first.
-        let validation = self.validation_policies(&ctx.tenant)?;
-        if !validation.is_empty() {
-            let customer = self
-                .store()
-                .customer(&ctx.tenant, &order.customer_id)
-                .await?
-                .ok_or_else(|| AppError::Internal("the order's customer vanished".into()))?;
-            let call_ctx = CallContext {
-                customer_id: order.customer_id.clone(),
-                customer_attributes: Customer::policy_attributes_of(&customer.attributes)?,
-                now_ms: self.now(),
-            };
-            validate(
-                &validation,
-                &call_ctx,
-                &types::ValidationSubject::Payment(types::PaymentSubject {
-                    order_id: order_id.to_string(),
-                    amount: types::Money {
-                        amount: cmd.amount,
-                        currency: order.currency.clone(),
-                    },
-                    method: "card".into(),
-                    metadata: cmd
-                        .metadata
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                }),
-            )?;
-        }
+        self.validate_payment(ctx, &order, (cmd.amount, "card"), &cmd.metadata)
+            .await?;
 
-        // 1. Intent.
+        // 1. Intent (with the credits reserved).
         let created = self
             .open_payment(
                 ctx,
@@ -134,7 +134,7 @@ impl App {
                 &order.customer_id,
                 amount,
                 "confirm requested",
-                (Some(&cmd.payment_key), true),
+                (Some(&payment_key), SagaStart::With(credits)),
             )
             .await?;
         let payment_id = created.id().clone();
@@ -142,7 +142,7 @@ impl App {
 
         // 2. The PG call, with the payment's one approval key.
         let request = ConfirmRequest {
-            payment_key: cmd.payment_key,
+            payment_key,
             order_id: order_id.to_string(),
             amount: cmd.amount,
         };
@@ -185,6 +185,170 @@ impl App {
         settled
     }
 
+    /// Pays a `PENDING` order with credits alone: they are reserved, the
+    /// order becomes `PAID` and its saga waits for the tenant's service, in
+    /// one transaction; nothing is sent to the PG. The answer is the order
+    /// with its saga, kept for the Idempotency-Key.
+    pub async fn pay_with_credits(
+        &self,
+        ctx: &RequestCtx,
+        cmd: ConfirmCommand,
+        render: impl Render<OrderDetails>,
+    ) -> Result<Reply> {
+        let order_id = OrderId::new(&cmd.order_id)?;
+        if cmd.payment_key.is_some() {
+            return Err(AppError::Invalid(
+                "paymentKey must be absent when credits pay the whole order (amount 0)".into(),
+            ));
+        }
+        let credits = cmd.credits.ok_or_else(|| {
+            AppError::Invalid("amount must be positive, or credits must pay the order".into())
+        })?;
+        check_metadata(&cmd.metadata)?;
+        if let Some(answer) = stored_answer(self.store(), ctx).await? {
+            return answer;
+        }
+        let order = self
+            .store()
+            .order(&ctx.tenant, order_id.as_str())
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("no order `{order_id}`")))?;
+        let applied = self.credits_applied(&ctx.tenant, credits, (order.total, &order.currency))?;
+        if applied.value.minor() != order.total {
+            return Err(AppError::Invalid(format!(
+                "{credits} credits are worth {} of the {} {} order `{order_id}` owes: send the \
+                 rest as amount, with a paymentKey",
+                applied.value.minor(),
+                order.total,
+                order.currency
+            )));
+        }
+        self.validate_payment(
+            ctx,
+            &order,
+            (applied.value.minor(), "credits"),
+            &cmd.metadata,
+        )
+        .await?;
+
+        let now = self.now();
+        let tx = self.store().begin(&ctx.tenant).await?;
+        let mut tx = match claim(tx, ctx, now).await? {
+            Claimed::Proceed(tx) => tx,
+            Claimed::Replay(reply) => return Ok(reply),
+        };
+        let locked = tx
+            .order_for_update(order_id.as_str())
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("no order `{order_id}`")))?;
+        if locked.status != OrderStatus::Pending.as_str() {
+            return Err(AppError::StateConflict(format!(
+                "order `{order_id}` is {}: only a PENDING order can be paid",
+                locked.status
+            )));
+        }
+        if let Some(payment) = tx.active_payment_of_order(order_id.as_str()).await? {
+            return Err(AppError::StateConflict(format!(
+                "order `{order_id}` has payment `{}` in status {}",
+                payment.payment_id, payment.status
+            )));
+        }
+        // The order's step is the business transaction the saga's rows
+        // join: `order.paid`.
+        let transaction_id = new_id("tx");
+        super::super::saga::start(
+            &mut tx,
+            ctx,
+            (order_id.as_str(), &locked.customer_id, None),
+            Some(applied),
+            &transaction_id,
+            now,
+        )
+        .await?;
+        let change = restore_order(&locked)?.pay(format!("{credits} credits reserved"))?;
+        let data = serde_json::json!({
+            "orderId": &locked.order_id,
+            "customerId": &locked.customer_id,
+            "status": change.order.status().as_str(),
+            "currency": &locked.currency,
+            "total": locked.total,
+            "paymentId": null,
+            "credits": credits,
+        });
+        let to = change.order.status().as_str();
+        let version = record_order_step_as(
+            &mut tx,
+            ctx,
+            &locked,
+            change,
+            (event_type::ORDER_PAID, data),
+            &transaction_id,
+            now,
+        )
+        .await?;
+        let deadline = now + self.payment_settings(&ctx.tenant).service_timeout_ms;
+        super::super::saga::payment_settled(
+            &mut tx,
+            ctx,
+            order_id.as_str(),
+            Ok(deadline),
+            &transaction_id,
+            now,
+        )
+        .await?;
+        let mut details = OrderDetails::from_record(locked)?;
+        details.status = to.to_owned();
+        details.version = version;
+        details.updated_at = now;
+        let response = render(&details);
+        tx.commit(Some(response.clone())).await?;
+        Ok(Reply {
+            response,
+            replayed: false,
+        })
+    }
+
+    /// The tenant's validation policies on a payment of `amount` (minor
+    /// units of the order's currency) by `method`.
+    async fn validate_payment(
+        &self,
+        ctx: &RequestCtx,
+        order: &OrderRecord,
+        (amount, method): (i64, &str),
+        metadata: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        let validation = self.validation_policies(&ctx.tenant)?;
+        if validation.is_empty() {
+            return Ok(());
+        }
+        let customer = self
+            .store()
+            .customer(&ctx.tenant, &order.customer_id)
+            .await?
+            .ok_or_else(|| AppError::Internal("the order's customer vanished".into()))?;
+        let call_ctx = CallContext {
+            customer_id: order.customer_id.clone(),
+            customer_attributes: Customer::policy_attributes_of(&customer.attributes)?,
+            now_ms: self.now(),
+        };
+        validate(
+            &validation,
+            &call_ctx,
+            &types::ValidationSubject::Payment(types::PaymentSubject {
+                order_id: order.order_id.clone(),
+                amount: types::Money {
+                    amount,
+                    currency: order.currency.clone(),
+                },
+                method: method.into(),
+                metadata: metadata
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            }),
+        )
+    }
+
     /// Step 1: stores a `READY` payment of `amount` for the still
     /// `PENDING` order, with the approval key every PG call for it sends
     /// (at most one payment of an order is in flight: a unique index).
@@ -195,7 +359,7 @@ impl App {
         customer_id: &str,
         amount: PositiveMoney,
         reason: &str,
-        (checkout_key, saga): (Option<&str>, bool),
+        (checkout_key, saga): (Option<&str>, SagaStart),
     ) -> Result<Payment> {
         let payment_id = PaymentId::new(new_id("pay"))?;
         let customer = CustomerId::new(customer_id)?;
@@ -242,11 +406,12 @@ impl App {
             &payment_event(&created.payment, None),
         );
         tx.record(journal.finish());
-        if saga {
+        if let SagaStart::With(credits) = saga {
             super::super::saga::start(
                 &mut tx,
                 ctx,
-                (order_id.as_str(), customer_id, payment_id.as_str()),
+                (order_id.as_str(), customer_id, Some(payment_id.as_str())),
+                credits,
                 &transaction_id,
                 now,
             )

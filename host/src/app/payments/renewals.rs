@@ -407,7 +407,7 @@ impl App {
                 &order.customer_id,
                 amount,
                 "renewal charged to the stored card",
-                (None, false),
+                (None, super::confirm::SagaStart::No),
             )
             .await?;
         let request = BillingChargeRequest {

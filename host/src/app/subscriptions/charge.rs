@@ -251,6 +251,7 @@ impl App {
             policy: info.priced_by.policy.clone(),
             policy_hash: info.priced_by.content_hash.clone(),
             now,
+            from_reserved: 0,
         };
         let after = match tx.debit_credits(&debit).await? {
             DebitOutcome::Debited(after) => after,

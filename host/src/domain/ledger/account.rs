@@ -11,6 +11,7 @@
 //! | `tenant:credits_expired`          | credits | credit | credits that lapsed unused (breakage)           |
 //! | `tenant:deferred_revenue`         | money   | credit | orders billed but not yet completed             |
 //! | `tenant:payments_clearing`        | money   | debit  | payments taken by the gateway, not yet settled  |
+//! | `tenant:credit_redemptions`       | money   | debit  | order bills settled with the customer's credits |
 //! | `tenant:revenue`                  | money   | credit | completed orders                                |
 //! | `tenant:refunds`                  | money   | debit  | money given back on completed orders (contra revenue) |
 //!
@@ -112,6 +113,10 @@ pub enum LedgerAccount {
     DeferredRevenue,
     /// Money the gateway has taken for the tenant, not yet settled.
     PaymentsClearing,
+    /// The money value of order bills settled with prepaid credits (the
+    /// credits reserved for, then captured by, an order's saga): the money
+    /// side of what `tenant:credits_consumed` counts in credits.
+    CreditRedemptions,
     /// Earned revenue from completed orders.
     Revenue,
     /// Money refunded through the gateway after an order was completed
@@ -136,6 +141,7 @@ impl LedgerAccount {
             LedgerAccount::CreditsExpired => "tenant:credits_expired".into(),
             LedgerAccount::DeferredRevenue => "tenant:deferred_revenue".into(),
             LedgerAccount::PaymentsClearing => "tenant:payments_clearing".into(),
+            LedgerAccount::CreditRedemptions => "tenant:credit_redemptions".into(),
             LedgerAccount::Revenue => "tenant:revenue".into(),
             LedgerAccount::Refunds => "tenant:refunds".into(),
         }
@@ -164,6 +170,7 @@ impl LedgerAccount {
             "tenant:credits_expired" => Ok(LedgerAccount::CreditsExpired),
             "tenant:deferred_revenue" => Ok(LedgerAccount::DeferredRevenue),
             "tenant:payments_clearing" => Ok(LedgerAccount::PaymentsClearing),
+            "tenant:credit_redemptions" => Ok(LedgerAccount::CreditRedemptions),
             "tenant:revenue" => Ok(LedgerAccount::Revenue),
             "tenant:refunds" => Ok(LedgerAccount::Refunds),
             _ => Err(unknown()),
@@ -182,6 +189,7 @@ impl LedgerAccount {
             LedgerAccount::CustomerReceivable(_)
             | LedgerAccount::DeferredRevenue
             | LedgerAccount::PaymentsClearing
+            | LedgerAccount::CreditRedemptions
             | LedgerAccount::Revenue
             | LedgerAccount::Refunds => AccountUnit::Money,
         }
@@ -202,6 +210,7 @@ impl LedgerAccount {
             | LedgerAccount::CreditsIssued
             | LedgerAccount::CreditsRefunded
             | LedgerAccount::PaymentsClearing
+            | LedgerAccount::CreditRedemptions
             | LedgerAccount::Refunds => NormalBalance::Debit,
             LedgerAccount::CustomerCredits(_)
             | LedgerAccount::CustomerReservedCredits(_)
@@ -265,6 +274,7 @@ mod tests {
             LedgerAccount::CreditsExpired,
             LedgerAccount::DeferredRevenue,
             LedgerAccount::PaymentsClearing,
+            LedgerAccount::CreditRedemptions,
             LedgerAccount::Revenue,
         ]
     }
@@ -296,6 +306,7 @@ mod tests {
                 "tenant:credits_expired",
                 "tenant:deferred_revenue",
                 "tenant:payments_clearing",
+                "tenant:credit_redemptions",
                 "tenant:revenue",
             ]
         );

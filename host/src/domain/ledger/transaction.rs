@@ -320,6 +320,51 @@ impl LedgerTransaction {
         )
     }
 
+    /// Credits reserved to pay (part of) an order's bill: the credits held
+    /// (Dr `customer:{id}:credits`, Cr `customer:{id}:credits_reserved`)
+    /// and the bill settled by their money value (Dr
+    /// `tenant:credit_redemptions`, Cr `customer:{id}:receivable`), one
+    /// transaction balanced per unit. Captured by [`Self::credit_capture`]
+    /// (the money side stays: the bill was paid in credits).
+    pub fn order_credits_reserved(
+        customer: &CustomerId,
+        credits: PositiveCredits,
+        value: PositiveMoney,
+    ) -> Self {
+        let mut tx = Self::credit_reserve(customer, credits);
+        tx.postings.extend(
+            Self::money(
+                TransactionKind::CreditReserve,
+                LedgerAccount::CreditRedemptions,
+                LedgerAccount::CustomerReceivable(customer.clone()),
+                value,
+            )
+            .postings,
+        );
+        tx
+    }
+
+    /// An order's reserved credits released (its saga compensated): the
+    /// exact reverse of [`Self::order_credits_reserved`], so the bill is
+    /// open again for the order's cancellation or another payment.
+    pub fn order_credits_released(
+        customer: &CustomerId,
+        credits: PositiveCredits,
+        value: PositiveMoney,
+    ) -> Self {
+        let mut tx = Self::credit_release(customer, credits);
+        tx.postings.extend(
+            Self::money(
+                TransactionKind::CreditRelease,
+                LedgerAccount::CustomerReceivable(customer.clone()),
+                LedgerAccount::CreditRedemptions,
+                value,
+            )
+            .postings,
+        );
+        tx
+    }
+
     /// Subscription period paid from credits: Dr `customer:{id}:credits`,
     /// Cr `tenant:credits_consumed` (the kind tells it apart from a use).
     pub fn subscription_charge(customer: &CustomerId, credits: PositiveCredits) -> Self {

@@ -216,6 +216,71 @@ fn a_voided_payment_and_a_cancelled_order_leave_nothing_behind() {
 }
 
 #[test]
+fn credits_reserved_for_an_order_settle_its_bill_in_money_and_balance_per_unit() {
+    let c = customer();
+    assert_eq!(
+        checked(&LedgerTransaction::order_credits_reserved(
+            &c,
+            credits(250),
+            usd(250)
+        )),
+        rows(&[
+            ("customer:c_1:credits", "CREDITS", 250),
+            ("customer:c_1:credits_reserved", "CREDITS", -250),
+            ("tenant:credit_redemptions", "USD", 250),
+            ("customer:c_1:receivable", "USD", -250),
+        ])
+    );
+    let released = LedgerTransaction::order_credits_released(&c, credits(250), usd(250));
+    assert_eq!(released.kind(), TransactionKind::CreditRelease);
+    assert_eq!(
+        checked(&released),
+        rows(&[
+            ("customer:c_1:credits_reserved", "CREDITS", 250),
+            ("customer:c_1:credits", "CREDITS", -250),
+            ("customer:c_1:receivable", "USD", 250),
+            ("tenant:credit_redemptions", "USD", -250),
+        ])
+    );
+}
+
+#[test]
+fn a_split_order_completed_leaves_revenue_against_clearing_and_redemptions() {
+    let c = customer();
+    let books = net(&[
+        LedgerTransaction::order_created(&c, usd(500)),
+        LedgerTransaction::order_credits_reserved(&c, credits(200), usd(200)),
+        LedgerTransaction::payment_approved(&c, usd(300)),
+        LedgerTransaction::credit_capture(&c, credits(200)),
+        LedgerTransaction::order_completed(usd(500)),
+    ]);
+    assert_eq!(
+        books,
+        BTreeMap::from([
+            ("customer:c_1:credits".to_string(), 200),
+            ("tenant:credit_redemptions".to_string(), 200),
+            ("tenant:credits_consumed".to_string(), -200),
+            ("tenant:payments_clearing".to_string(), 300),
+            ("tenant:revenue".to_string(), -500),
+        ])
+    );
+}
+
+#[test]
+fn a_compensated_split_order_gives_the_credits_back_and_leaves_no_money() {
+    let c = customer();
+    let books = net(&[
+        LedgerTransaction::order_created(&c, usd(500)),
+        LedgerTransaction::order_credits_reserved(&c, credits(200), usd(200)),
+        LedgerTransaction::payment_approved(&c, usd(300)),
+        LedgerTransaction::payment_voided(&c, usd(300)),
+        LedgerTransaction::order_credits_released(&c, credits(200), usd(200)),
+        LedgerTransaction::order_cancelled(&c, usd(500)),
+    ]);
+    assert_eq!(books, BTreeMap::new());
+}
+
+#[test]
 fn a_refund_after_completion_leaves_net_revenue_and_what_the_gateway_still_holds() {
     let c = customer();
     let books = net(&[
