@@ -50,6 +50,7 @@ mod payments;
 mod pg_pool;
 mod postgres;
 mod queries;
+mod relay;
 mod renewals;
 mod reservations;
 mod sagas;
@@ -75,6 +76,7 @@ pub use payments::{
     PaymentTransitionRecord, PaymentTx, PaymentUpdate,
 };
 pub use postgres::PgStore;
+pub use relay::{RelayCursor, RelayTx};
 pub use renewals::{PaymentMethodRecord, RenewalChargeRecord, RenewalQueries, RenewalTx};
 pub use reservations::{ReservationQueries, ReservationRecord, ReservationTx, ReserveOutcome};
 pub use sagas::{SagaQueries, SagaRecord, SagaTx};

@@ -1,0 +1,220 @@
+//! Where the outbox relay stands (`relay_cursors`, migration 0016): per
+//! tenant and sink, the feed position last acknowledged and the lease of
+//! the one host that publishes it.
+//!
+//! A host claims a cursor when it holds no live lease (or holds it
+//! already), and moves the position on only while its lease is live: a
+//! host that stalled past its lease can never move a cursor another host
+//! took over, so two publishers never race on one tenant's events.
+//!
+//! The SQL is written once in `relay_queries!` and compiled for each
+//! backend (see [`super::queries`] for why a macro).
+
+use std::future::Future;
+
+use super::Tx;
+use super::error::Result;
+use super::postgres::PgTx;
+use super::sqlite::SqliteTx;
+
+/// A cursor as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RelayCursor {
+    /// The sink (`kafka`, `webhook`).
+    pub sink: String,
+    /// Feed position of the last event the sink acknowledged.
+    pub position: i64,
+    /// The host holding the lease.
+    pub owner: Option<String>,
+    /// When the lease ends (ms since the epoch).
+    pub lease_until: i64,
+    /// Last changed.
+    pub updated_at: i64,
+}
+
+/// Writes inside the tenant's transaction.
+pub trait RelayTx: Send {
+    /// Takes (or renews) the lease of the tenant's `sink` cursor for
+    /// `owner` until `lease_until`, creating the cursor at position 0 the
+    /// first time; `None` while another owner's lease is live at `now`.
+    fn claim_relay(
+        &mut self,
+        sink: &str,
+        owner: &str,
+        now_and_lease_until: (i64, i64),
+    ) -> impl Future<Output = Result<Option<RelayCursor>>> + Send;
+
+    /// Moves the cursor on to `position` (never back) and renews the lease,
+    /// if `owner` still holds it at `now`; `false` when it lost it.
+    fn advance_relay(
+        &mut self,
+        sink: &str,
+        owner: &str,
+        position: i64,
+        now_and_lease_until: (i64, i64),
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Gives up `owner`'s lease (a host stopping), so another host takes
+    /// over at once.
+    fn release_relay(
+        &mut self,
+        sink: &str,
+        owner: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+macro_rules! relay_queries {
+    (db = $db:ty) => {
+        use super::*;
+
+        type Db = $db;
+
+        pub(super) async fn claim<'e, E>(
+            ex: E,
+            tenant: &str,
+            sink: &str,
+            owner: &str,
+            (now, lease_until): (i64, i64),
+        ) -> Result<Option<RelayCursor>>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            // One statement: create the cursor unleased, or take it where
+            // no other owner's lease is live.
+            Ok(sqlx::query_as::<_, RelayCursor>(
+                "INSERT INTO relay_cursors (tenant_id, sink, position, owner, lease_until, \
+                   updated_at) VALUES ($1, $2, 0, $3, $5, $4) \
+                 ON CONFLICT (tenant_id, sink) DO UPDATE \
+                   SET owner = excluded.owner, lease_until = excluded.lease_until, \
+                     updated_at = excluded.updated_at \
+                   WHERE relay_cursors.owner = excluded.owner \
+                     OR relay_cursors.owner IS NULL OR relay_cursors.lease_until <= $4 \
+                 RETURNING sink, position, owner, lease_until, updated_at",
+            )
+            .bind(tenant)
+            .bind(sink)
+            .bind(owner)
+            .bind(now)
+            .bind(lease_until)
+            .fetch_optional(ex)
+            .await?)
+        }
+
+        pub(super) async fn advance<'e, E>(
+            ex: E,
+            tenant: &str,
+            sink: &str,
+            owner: &str,
+            position: i64,
+            (now, lease_until): (i64, i64),
+        ) -> Result<bool>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            let done = sqlx::query(
+                "UPDATE relay_cursors \
+                 SET position = CASE WHEN position < $4 THEN $4 ELSE position END, \
+                   lease_until = $6, updated_at = $5 \
+                 WHERE tenant_id = $1 AND sink = $2 AND owner = $3 AND lease_until > $5",
+            )
+            .bind(tenant)
+            .bind(sink)
+            .bind(owner)
+            .bind(position)
+            .bind(now)
+            .bind(lease_until)
+            .execute(ex)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        pub(super) async fn release<'e, E>(
+            ex: E,
+            tenant: &str,
+            sink: &str,
+            owner: &str,
+            now: i64,
+        ) -> Result<()>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            sqlx::query(
+                "UPDATE relay_cursors SET owner = NULL, lease_until = $4, updated_at = $4 \
+                 WHERE tenant_id = $1 AND sink = $2 AND owner = $3",
+            )
+            .bind(tenant)
+            .bind(sink)
+            .bind(owner)
+            .bind(now)
+            .execute(ex)
+            .await?;
+            Ok(())
+        }
+    };
+}
+
+mod sqlite_q {
+    relay_queries!(db = sqlx::Sqlite);
+}
+
+mod pg_q {
+    relay_queries!(db = sqlx::Postgres);
+}
+
+macro_rules! relay_tx {
+    ($ty:ty, $q:ident) => {
+        impl RelayTx for $ty {
+            async fn claim_relay(
+                &mut self,
+                sink: &str,
+                owner: &str,
+                at: (i64, i64),
+            ) -> Result<Option<RelayCursor>> {
+                $q::claim(&mut *self.tx, &self.tenant, sink, owner, at).await
+            }
+
+            async fn advance_relay(
+                &mut self,
+                sink: &str,
+                owner: &str,
+                position: i64,
+                at: (i64, i64),
+            ) -> Result<bool> {
+                $q::advance(&mut *self.tx, &self.tenant, sink, owner, position, at).await
+            }
+
+            async fn release_relay(&mut self, sink: &str, owner: &str, now: i64) -> Result<()> {
+                $q::release(&mut *self.tx, &self.tenant, sink, owner, now).await
+            }
+        }
+    };
+}
+
+relay_tx!(SqliteTx, sqlite_q);
+relay_tx!(PgTx, pg_q);
+
+impl RelayTx for Tx {
+    async fn claim_relay(
+        &mut self,
+        sink: &str,
+        owner: &str,
+        at: (i64, i64),
+    ) -> Result<Option<RelayCursor>> {
+        dispatch_tx!(self, t => t.claim_relay(sink, owner, at).await)
+    }
+
+    async fn advance_relay(
+        &mut self,
+        sink: &str,
+        owner: &str,
+        position: i64,
+        at: (i64, i64),
+    ) -> Result<bool> {
+        dispatch_tx!(self, t => t.advance_relay(sink, owner, position, at).await)
+    }
+
+    async fn release_relay(&mut self, sink: &str, owner: &str, now: i64) -> Result<()> {
+        dispatch_tx!(self, t => t.release_relay(sink, owner, now).await)
+    }
+}
