@@ -88,7 +88,7 @@ fluxpay_pg_start() {
     "${as_postgres[@]}" "$FLUXPAY_PG_BIN/initdb" -D "$FLUXPAY_PG_DIR/data" -U postgres \
         --auth=trust --encoding=UTF8 --locale=C.UTF-8 >"$FLUXPAY_PG_DIR/initdb.log" 2>&1 \
         || { cat "$FLUXPAY_PG_DIR/initdb.log" >&2; return 1; }
-    trap fluxpay_pg_stop EXIT
+    fluxpay_at_exit fluxpay_pg_stop
 
     local port attempt
     for attempt in $(seq 1 20); do

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod crash_points;
 pub mod domain;
+pub mod events;
 pub mod gateway;
 pub mod policy;
 pub mod store;

@@ -389,3 +389,76 @@ tenants:
     );
     assert!(unknown.to_string().contains("timeout"), "{unknown}");
 }
+
+#[test]
+fn a_kafka_section_resolves_with_the_relay_defaults() {
+    let config = parse(
+        r#"
+kafka:
+  brokers: 127.0.0.1:9092
+  client: { compression.type: none }
+  client_secret_env: { sasl.password: KAFKA_PASSWORD }
+tenants: { acme: {} }
+"#,
+    )
+    .unwrap();
+    let kafka = config.kafka.unwrap();
+    assert_eq!(
+        kafka.topic("acme", "credit.deducted"),
+        "fluxpay.credit.deducted"
+    );
+    assert_eq!(kafka.batch, 500);
+    assert_eq!(kafka.delivery_timeout, std::time::Duration::from_secs(30));
+    assert_eq!(kafka.lease, std::time::Duration::from_secs(10));
+    assert_eq!(kafka.client["compression.type"], "none");
+    assert_eq!(kafka.client_secret_env["sasl.password"], "KAFKA_PASSWORD");
+    assert!(kafka.create_topics.is_none());
+    // Without the section nothing goes to Kafka.
+    assert!(parse("tenants: { acme: {} }\n").unwrap().kafka.is_none());
+    // A tenant placeholder makes per-tenant topics.
+    let per_tenant = parse(
+        "kafka: { brokers: b:9092, topic_template: \"events.{tenant}.{type}\", batch: 10000,\n  create_topics: { partitions: 6, replication: 3 } }\ntenants: { acme: {} }\n",
+    )
+    .unwrap()
+    .kafka
+    .unwrap();
+    assert_eq!(
+        per_tenant.topic("acme", "order.paid"),
+        "events.acme.order.paid"
+    );
+    assert_eq!(per_tenant.batch, 10_000);
+}
+
+#[test]
+fn kafka_mistakes_name_their_key() {
+    let found = errors(
+        r#"
+kafka:
+  brokers: " "
+  topic_template: "fluxpay events/{tenant}"
+  batch: 10001
+  delivery_timeout_ms: 99
+  lease_ms: 500
+  create_topics: { partitions: 0, replication: 17 }
+  client: { enable.idempotence: "false", sasl.password: hunter2 }
+tenants: { acme: {} }
+"#,
+    );
+    assert_error(&found, "kafka.brokers", "at least one");
+    assert_error(&found, "kafka.topic_template", "{type}");
+    assert_error(&found, "kafka.batch", "1..=10000");
+    assert_error(&found, "kafka.delivery_timeout_ms", "100..=900000");
+    assert_error(&found, "kafka.lease_ms", "1000..=300000");
+    assert_error(&found, "kafka.create_topics.partitions", "1..=10000");
+    assert_error(&found, "kafka.create_topics.replication", "1..=16");
+    assert_error(
+        &found,
+        "kafka.client.enable.idempotence",
+        "set by the relay",
+    );
+    assert_error(&found, "kafka.client.sasl.password", "client_secret_env");
+    let illegal = errors(
+        "kafka: { brokers: b:9092, topic_template: \"fluxpay/{type}\" }\ntenants: { acme: {} }\n",
+    );
+    assert_error(&illegal, "kafka.topic_template", "a-z A-Z 0-9");
+}

@@ -23,6 +23,7 @@ use crate::api::{self, admin::AdminState, admin::AdminToken};
 use crate::app::payments::Gateways;
 use crate::app::{App, TenantDirectory, system_clock};
 use crate::config::{self, GatewayKind, Secret};
+use crate::events::kafka::KafkaRelay;
 use crate::gateway::resilient::ResilientGateway;
 use crate::gateway::simulator::Simulator;
 use crate::gateway::toss::{TossConfig, TossGateway};
@@ -112,6 +113,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         app.clone(),
         database.idempotency_retention_hours,
     ));
+    let relay = match &config.kafka {
+        Some(kafka) => {
+            let relay = KafkaRelay::new(
+                kafka.clone(),
+                format!("{}-{}", std::process::id(), crate::app::new_id("relay")),
+                &|name| std::env::var(name).ok(),
+            )
+            .map_err(|err| anyhow::anyhow!(err))?;
+            tracing::info!(owner = relay.owner(), brokers = %kafka.brokers, "serve.kafka_relay");
+            let relay = Arc::new(relay);
+            Some((relay.clone(), tokio::spawn(relay_loop(app.clone(), relay))))
+        }
+        None => None,
+    };
     let server = tokio::spawn(
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown_signal(stop_rx))
@@ -141,6 +156,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _watcher = watch::watch(reloader, watch::DEFAULT_DEBOUNCE)?;
     let served = server.await;
     maintenance.abort();
+    if let Some((relay, task)) = relay {
+        task.abort();
+        let _ = task.await;
+        // Another host takes this one's tenants over at once.
+        relay.release(&app).await;
+    }
     // Every acknowledged write is committed; closing checkpoints SQLite.
     store.close().await;
     served.context("server task")?.context("serving HTTP")?;
@@ -215,6 +236,28 @@ async fn maintenance(app: App, retention_hours: u32) {
                     Err(err) => tracing::warn!(error = %err, "serve.credit_expiry_failed"),
                 }
             }
+        }
+    }
+}
+
+/// How long the relay waits between rounds that found nothing more to do.
+const RELAY_IDLE: Duration = Duration::from_millis(50);
+/// How long it waits after a round that failed (a broker that refuses
+/// topics, a database that does not answer) before trying again.
+const RELAY_RETRY: Duration = Duration::from_secs(1);
+
+/// Publishes the outbox to Kafka, round after round (at once while
+/// batches come full, else after [`RELAY_IDLE`]).
+async fn relay_loop(app: App, relay: Arc<KafkaRelay>) {
+    loop {
+        let run = relay.run_once(&app).await;
+        if run.published > 0 || run.failed > 0 {
+            tracing::debug!(?run, "serve.relay_round");
+        }
+        if run.failed > 0 {
+            tokio::time::sleep(RELAY_RETRY).await;
+        } else if !run.more {
+            tokio::time::sleep(RELAY_IDLE).await;
         }
     }
 }

@@ -21,6 +21,7 @@ pub(super) struct RawConfig {
     pub engine: RawEngine,
     pub database: Option<RawDatabase>,
     pub pg_simulator: Option<super::gateway::RawPgSimulator>,
+    pub kafka: Option<super::kafka::RawKafka>,
     #[serde(deserialize_with = "unique_keys")]
     pub tenants: BTreeMap<String, RawTenant>,
 }

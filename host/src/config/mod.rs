@@ -15,6 +15,7 @@ mod database;
 mod error;
 mod file;
 mod gateway;
+mod kafka;
 mod secret;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ pub use database::{
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use gateway::{DEFAULT_VOID_UNCONFIRMED_AFTER, GatewayConfig, GatewayKind};
+pub use kafka::{CreateTopics, KafkaConfig, legal_topic};
 pub use secret::Secret;
 
 use crate::domain::Currency;
@@ -49,6 +51,9 @@ pub struct Config {
     /// Where `serve` runs the bundled PG simulator (`pg_simulator:`), for
     /// tenants whose gateway is of kind `simulator`.
     pub pg_simulator: Option<std::net::SocketAddr>,
+    /// Where the outbox relay publishes events (`kafka:`); none: not to
+    /// Kafka.
+    pub kafka: Option<KafkaConfig>,
 }
 
 impl Config {
@@ -272,6 +277,15 @@ impl<'a> Resolver<'a> {
             }
         });
         self.has_simulator = pg_simulator.is_some();
+        let kafka = raw.kafka.and_then(|kafka| match kafka.resolve() {
+            Ok(kafka) => Some(kafka),
+            Err(problems) => {
+                for (field, message) in problems {
+                    self.error(field, message);
+                }
+                None
+            }
+        });
         let mut tenants = BTreeMap::new();
         for (id, tenant) in raw.tenants {
             let tenant = self.tenant(&engine, id.clone(), tenant);
@@ -284,6 +298,7 @@ impl<'a> Resolver<'a> {
             database,
             tenants,
             pg_simulator,
+            kafka,
         };
         self.errors.into_result(config)
     }

@@ -52,6 +52,25 @@ pub const INITECH_KEY: &str = "fp_test_initech_key_0001";
 pub const HOOLI_KEY: &str = "fp_test_hooli_key_0001";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// The Kafka-protocol broker of the Kafka suite (`FLUXPAY_TEST_KAFKA_BROKERS`,
+/// which `.ci/run` sets after starting tansu): `None` skips the suite,
+/// except in CI (`CI=true`), where a missing broker fails it.
+pub fn kafka_brokers() -> Option<String> {
+    match std::env::var("FLUXPAY_TEST_KAFKA_BROKERS") {
+        Ok(brokers) if !brokers.is_empty() => Some(brokers),
+        _ => {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!(
+                    "CI=true but FLUXPAY_TEST_KAFKA_BROKERS is not set: the Kafka suite must run \
+                     in CI (.ci/run starts tansu)"
+                );
+            }
+            eprintln!("FLUXPAY_TEST_KAFKA_BROKERS not set: Kafka tests skipped");
+            None
+        }
+    }
+}
+
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

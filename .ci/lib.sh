@@ -1,0 +1,18 @@
+# shellcheck shell=bash
+# Shared by the service scripts: cleanups that run, last registered first,
+# when the calling shell exits (one EXIT trap for every service).
+
+FLUXPAY_AT_EXIT=()
+
+fluxpay_run_at_exit() {
+    local i
+    for ((i = ${#FLUXPAY_AT_EXIT[@]} - 1; i >= 0; i--)); do
+        "${FLUXPAY_AT_EXIT[$i]}" || true
+    done
+}
+
+# fluxpay_at_exit FUNCTION: runs FUNCTION when the shell exits.
+fluxpay_at_exit() {
+    FLUXPAY_AT_EXIT+=("$1")
+    trap fluxpay_run_at_exit EXIT
+}

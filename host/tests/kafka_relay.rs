@@ -1,0 +1,408 @@
+//! The outbox relay against a real Kafka-protocol broker (tansu in CI:
+//! `FLUXPAY_TEST_KAFKA_BROKERS`), on both backends: every event of the feed
+//! is published once, to its type's topic, keyed by its customer, as a
+//! CloudEvent in binary mode that the CloudEvents SDK accepts, with the
+//! feed's ids and positions; one customer's events arrive in feed order
+//! under concurrent load; two hosts on one database publish each event
+//! once, and the second takes over when the first stops holding its lease.
+//!
+//! Each test publishes to topics of its own (a fresh prefix), and reads
+//! them back from the earliest offset with a fresh consumer group.
+
+mod harness;
+mod payment_steps;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use cloudevents::{AttributesReader, EventBuilder, EventBuilderV10};
+use fluxpay_host::config::KafkaConfig;
+use fluxpay_host::events::kafka::{KafkaRelay, RelayRun};
+use fluxpay_host::gateway::simulator::cards;
+use fluxpay_host::store::{EventRecord, Maintenance, Queries};
+use harness::{Tenant, TestHost, backends, kafka_brokers, pg};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use serde_json::json;
+
+/// A relay configuration publishing to topics under a fresh prefix.
+fn config(brokers: &str, prefix: &str) -> KafkaConfig {
+    KafkaConfig {
+        brokers: brokers.to_owned(),
+        topic_template: format!("{prefix}.{{tenant}}.{{type}}"),
+        batch: 100,
+        delivery_timeout: Duration::from_secs(20),
+        lease: Duration::from_secs(10),
+        client: BTreeMap::new(),
+        client_secret_env: BTreeMap::new(),
+        create_topics: Some(fluxpay_host::config::CreateTopics {
+            partitions: 3,
+            replication: 1,
+        }),
+    }
+}
+
+fn relay(config: &KafkaConfig, owner: &str) -> KafkaRelay {
+    KafkaRelay::new(config.clone(), owner, &|_| None).expect("a relay")
+}
+
+/// Runs rounds until one publishes nothing more and fails nothing; the
+/// events published in all.
+async fn drain(relay: &KafkaRelay, host: &TestHost) -> u64 {
+    let mut published = 0;
+    for _ in 0..1_000 {
+        let run: RelayRun = relay.run_once(&host.app).await;
+        assert_eq!(run.failed, 0, "{run:?}");
+        published += run.published;
+        if run.published == 0 {
+            return published;
+        }
+    }
+    panic!("the relay kept finding events");
+}
+
+/// Every event of `tenant`'s feed, in feed order.
+async fn feed(host: &TestHost, tenant: &str) -> Vec<EventRecord> {
+    host.app.store().events(tenant, 0, 100_000).await.unwrap()
+}
+
+/// One record as read back.
+#[derive(Debug, Clone)]
+struct Received {
+    topic: String,
+    partition: i32,
+    key: String,
+    value: String,
+    headers: HashMap<String, String>,
+}
+
+/// Reads `count` records from `topics`, from the earliest offset, with a
+/// fresh group (waits up to a minute for them).
+async fn consume(brokers: &str, topics: &[String], count: usize) -> Vec<Received> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set(
+            "group.id",
+            format!("test-{}", uuid::Uuid::now_v7().simple()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a consumer");
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names).expect("subscribed");
+    let mut received = Vec::with_capacity(count);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while received.len() < count {
+        let message = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "only {} of {count} records arrived within a minute",
+                    received.len()
+                )
+            })
+            .expect("a record");
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|header| {
+                        (
+                            header.key.to_owned(),
+                            String::from_utf8(header.value.unwrap_or_default().to_vec())
+                                .expect("UTF-8 header"),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        received.push(Received {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            key: String::from_utf8(message.key().unwrap_or_default().to_vec()).unwrap(),
+            value: String::from_utf8(message.payload().unwrap_or_default().to_vec()).unwrap(),
+            headers,
+        });
+    }
+    received
+}
+
+fn topics_of(config: &KafkaConfig, tenant: &str, events: &[EventRecord]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| config.topic(tenant, &e.event_type))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+fn prefix() -> String {
+    format!("t{}", uuid::Uuid::now_v7().simple())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_is_published_once_as_a_valid_cloudevent_keyed_by_its_customer() {
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        // A spread of event types: customers, credits (granted, deducted,
+        // refunded), an order paid and completed through the saga, and one
+        // whose service failed (voided, compensated).
+        host.funded_customer(Tenant::Globex, "c1", 100).await;
+        let used = host
+            .use_credits(Tenant::Globex, "c1", "render", 7, "use-1")
+            .await;
+        used.expect(201, "OK");
+        host.call(
+            Tenant::Globex,
+            "POST",
+            "/api/v1/credits/refund",
+            Some(json!({ "transactionId": used.result()["transactionId"], "credits": 2 })),
+            Some("refund-1"),
+        )
+        .await
+        .expect(201, "OK");
+        for (customer, outcome) in [("c2", "completed"), ("c3", "failed")] {
+            host.put_customer(Tenant::Globex, customer, json!({})).await;
+            let order = payment_steps::order(&host, customer).await;
+            let total = order.1;
+            let key = pg.checkout(&order.0, total, cards::APPROVE).await;
+            host.call(
+                Tenant::Globex,
+                "POST",
+                "/api/v1/payments/confirm",
+                Some(json!({ "orderId": order.0, "paymentKey": key, "amount": total })),
+                Some(&format!("pay-{customer}")),
+            )
+            .await
+            .expect(201, "OK");
+            host.call(
+                Tenant::Globex,
+                "POST",
+                &format!("/api/v1/service-callbacks/{outcome}"),
+                Some(json!({ "orderId": order.0 })),
+                None,
+            )
+            .await
+            .expect(200, "OK");
+        }
+        host.app.store().sequence_feed().await.unwrap();
+        let events = feed(&host, "globex").await;
+        let types: HashSet<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        assert!(types.len() >= 12, "{backend:?}: {types:?}");
+
+        let prefix = prefix();
+        let config = config(&brokers, &prefix);
+        let relay = relay(&config, "host-a");
+        assert_eq!(drain(&relay, &host).await, events.len() as u64);
+        // Published once: a second round finds nothing.
+        assert_eq!(drain(&relay, &host).await, 0);
+
+        let received = consume(
+            &brokers,
+            &topics_of(&config, "globex", &events),
+            events.len(),
+        )
+        .await;
+        let by_id: HashMap<&str, &EventRecord> =
+            events.iter().map(|e| (e.event_id.as_str(), e)).collect();
+        let mut seen = HashSet::new();
+        for record in &received {
+            let header = |name: &str| record.headers.get(name).cloned().unwrap_or_default();
+            // An independent decoder: the CloudEvents SDK builds (and so
+            // validates) the event from the binary-mode headers.
+            let decoded = EventBuilderV10::new()
+                .id(header("ce_id"))
+                .source(header("ce_source"))
+                .ty(header("ce_type"))
+                .subject(header("ce_subject"))
+                .time(header("ce_time"))
+                .extension("tenantid", header("ce_tenantid"))
+                .extension("position", header("ce_position"))
+                .data(
+                    header("content-type"),
+                    serde_json::from_str::<serde_json::Value>(&record.value).unwrap(),
+                )
+                .build()
+                .unwrap_or_else(|e| panic!("{backend:?}: not a valid CloudEvent: {e}: {record:?}"));
+            assert_eq!(header("ce_specversion"), "1.0");
+            assert_eq!(header("content-type"), "application/json");
+            let event = by_id
+                .get(decoded.id())
+                .unwrap_or_else(|| panic!("{backend:?}: an id the feed does not have: {record:?}"));
+            assert!(
+                seen.insert(decoded.id().to_owned()),
+                "published twice: {record:?}"
+            );
+            assert_eq!(decoded.ty(), event.event_type);
+            assert_eq!(decoded.source().to_string(), event.source);
+            assert_eq!(decoded.subject(), Some(event.subject.as_str()));
+            assert_eq!(
+                decoded.time().unwrap().timestamp_millis(),
+                event.time,
+                "{record:?}"
+            );
+            assert_eq!(header("ce_position"), event.feed_seq.to_string());
+            assert_eq!(header("ce_tenantid"), "globex");
+            assert_eq!(header("ce_transactionid"), event.transaction_id);
+            assert_eq!(record.key, event.subject, "keyed by the customer");
+            assert_eq!(record.topic, config.topic("globex", &event.event_type));
+            assert_eq!(record.value, event.data);
+        }
+        assert_eq!(seen.len(), events.len(), "{backend:?}");
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_customers_events_arrive_in_feed_order_while_the_relay_runs_under_load() {
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
+    for backend in backends() {
+        let host = std::sync::Arc::new(TestHost::start(backend).await);
+        let customers: Vec<String> = (0..8).map(|n| format!("c{n}")).collect();
+        for customer in &customers {
+            host.funded_customer(Tenant::Globex, customer, 10_000).await;
+        }
+        let prefix = prefix();
+        let mut config = config(&brokers, &prefix);
+        // Small batches: many rounds interleave with the writes.
+        config.batch = 7;
+        let relay = std::sync::Arc::new(relay(&config, "host-a"));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let running = {
+            let (relay, app, stop) = (relay.clone(), host.app.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let run = relay.run_once(&app).await;
+                    assert_eq!(run.failed, 0, "{run:?}");
+                    if run.published == 0 {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            })
+        };
+        // 8 customers × 25 uses, each customer's uses concurrent with the
+        // others'.
+        let mut writers = tokio::task::JoinSet::new();
+        for customer in customers.clone() {
+            let host = host.clone();
+            writers.spawn(async move {
+                for n in 0..25 {
+                    host.use_credits(
+                        Tenant::Globex,
+                        &customer,
+                        "render",
+                        1,
+                        &format!("use-{customer}-{n}"),
+                    )
+                    .await
+                    .expect(201, "OK");
+                }
+            });
+        }
+        while let Some(writer) = writers.join_next().await {
+            writer.unwrap();
+        }
+        host.app.store().sequence_feed().await.unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        running.await.unwrap();
+        drain(&relay, &host).await;
+
+        let events = feed(&host, "globex").await;
+        let received = consume(
+            &brokers,
+            &topics_of(&config, "globex", &events),
+            events.len(),
+        )
+        .await;
+        // Per customer, in the order its partition delivered them, the feed
+        // positions only grow.
+        let mut last: HashMap<(String, i32), i64> = HashMap::new();
+        let mut partitions: HashMap<String, HashSet<i32>> = HashMap::new();
+        let mut ids = HashSet::new();
+        for record in &received {
+            let position: i64 = record.headers["ce_position"].parse().unwrap();
+            assert!(ids.insert(record.headers["ce_id"].clone()), "a duplicate");
+            let previous = last.insert((record.key.clone(), record.partition), position);
+            assert!(
+                previous.is_none_or(|p| p < position),
+                "{backend:?}: {} got position {position} after {previous:?}",
+                record.key
+            );
+            partitions
+                .entry(record.key.clone())
+                .or_default()
+                .insert(record.partition);
+        }
+        // The key picks one partition per customer, whatever the topic.
+        assert!(partitions.values().all(|p| p.len() == 1), "{partitions:?}");
+        assert_eq!(ids.len(), events.len(), "{backend:?}");
+        drop(relay);
+        std::sync::Arc::into_inner(host)
+            .expect("every task is done")
+            .finish()
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_publish_each_event_once_and_the_second_takes_over_a_stopped_first() {
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let prefix = prefix();
+        let config = config(&brokers, &prefix);
+        let (a, b) = (relay(&config, "host-a"), relay(&config, "host-b"));
+        host.funded_customer(Tenant::Globex, "c1", 100).await;
+        host.app.store().sequence_feed().await.unwrap();
+
+        // host-a holds globex: host-b publishes none of it.
+        let first = drain(&a, &host).await;
+        assert!(first > 0);
+        let run = b.run_once(&host.app).await;
+        assert_eq!((run.tenants, run.published), (0, 0), "{backend:?}: {run:?}");
+
+        // More events; host-a stops without giving up its lease (SIGKILL):
+        // host-b waits for the lease to expire, then publishes from where
+        // host-a's acknowledgements left the cursor.
+        for n in 0..5 {
+            host.use_credits(Tenant::Globex, "c1", "render", 1, &format!("use-{n}"))
+                .await
+                .expect(201, "OK");
+        }
+        host.app.store().sequence_feed().await.unwrap();
+        drop(a);
+        assert_eq!(
+            b.run_once(&host.app).await.published,
+            0,
+            "the lease still lives"
+        );
+        host.advance(config.lease.as_millis() as i64);
+        let second = drain(&b, &host).await;
+        assert_eq!(second, 5, "{backend:?}: the five uses' events");
+
+        let events = feed(&host, "globex").await;
+        assert_eq!(first + second, events.len() as u64);
+        let received = consume(
+            &brokers,
+            &topics_of(&config, "globex", &events),
+            events.len(),
+        )
+        .await;
+        let ids: HashSet<&str> = received
+            .iter()
+            .map(|r| r.headers["ce_id"].as_str())
+            .collect();
+        assert_eq!(ids.len(), events.len(), "{backend:?}: each once");
+        host.finish().await;
+    }
+}
