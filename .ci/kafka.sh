@@ -71,6 +71,9 @@ fluxpay_kafka_start() {
         local port="${FLUXPAY_TEST_KAFKA_BROKERS##*:}"
         if fluxpay_kafka_port_open "$port"; then
             echo "kafka: reusing FLUXPAY_TEST_KAFKA_BROKERS"
+            fluxpay_kafka_install
+            export FLUXPAY_TEST_TANSU_BIN
+            FLUXPAY_TEST_TANSU_BIN="$(fluxpay_tansu_bin)"
             return 0
         fi
         echo "kafka: FLUXPAY_TEST_KAFKA_BROKERS is set but does not answer; starting tansu"
@@ -97,6 +100,8 @@ fluxpay_kafka_start() {
             if fluxpay_kafka_port_open "$port" && sleep 0.3 \
                 && kill -0 "$FLUXPAY_KAFKA_PID" 2>/dev/null; then
                 export FLUXPAY_TEST_KAFKA_BROKERS="127.0.0.1:$port"
+                # The outage tests start and stop brokers of their own.
+                export FLUXPAY_TEST_TANSU_BIN="$bin"
                 echo "kafka: tansu started on 127.0.0.1:$port (pid $FLUXPAY_KAFKA_PID)"
                 return 0
             fi

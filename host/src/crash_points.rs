@@ -24,14 +24,22 @@ pub const POINTS: [&str; 6] = [
     "payment.void_answered",
 ];
 
+/// The outbox relay's point: every record of a round acknowledged by the
+/// broker, the cursor not yet moved past them (keyed by the tenant).
+pub const RELAY_POINTS: [&str; 1] = ["relay.delivered"];
+
 /// With it, only the order of this id aborts at the point (the host's
 /// background work on other orders passes through it).
 pub const ABORT_ORDER_ENV: &str = "FLUXPAY_TEST_ABORT_ORDER";
 
-/// Aborts the process if it was asked to at `point` (for `order_id`).
+/// Aborts the process if it was asked to at `point` (for `order_id`, or
+/// the tenant at a relay point).
 pub fn reached(point: &'static str, order_id: &str) {
     static AT: OnceLock<(Option<String>, Option<String>)> = OnceLock::new();
-    debug_assert!(POINTS.contains(&point), "unknown crash point {point}");
+    debug_assert!(
+        POINTS.contains(&point) || RELAY_POINTS.contains(&point),
+        "unknown crash point {point}"
+    );
     let (at, order) = AT.get_or_init(|| {
         (
             std::env::var(ABORT_AT_ENV).ok(),

@@ -11,6 +11,7 @@
 
 mod harness;
 mod payment_steps;
+mod process;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -20,7 +21,8 @@ use fluxpay_host::config::KafkaConfig;
 use fluxpay_host::events::kafka::{KafkaRelay, RelayRun};
 use fluxpay_host::gateway::simulator::cards;
 use fluxpay_host::store::{EventRecord, Maintenance, Queries};
-use harness::{Tenant, TestHost, backends, kafka_brokers, pg};
+use harness::{Broker, Tenant, TestHost, backends, kafka_brokers, pg};
+use process::{Server, database_url, http};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -77,8 +79,9 @@ struct Received {
     headers: HashMap<String, String>,
 }
 
-/// Reads `count` records from `topics`, from the earliest offset, with a
-/// fresh group (waits up to a minute for them).
+/// Reads `count` records stored in `topics` (each once, whatever the
+/// consumer is handed again), from the earliest offset, with a fresh group
+/// (waits up to a minute for them).
 async fn consume(brokers: &str, topics: &[String], count: usize) -> Vec<Received> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -88,11 +91,16 @@ async fn consume(brokers: &str, topics: &[String], count: usize) -> Vec<Received
         )
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        // Topics created after the subscription are found within a second.
+        .set("topic.metadata.refresh.interval.ms", "1000")
         .create()
         .expect("a consumer");
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).expect("subscribed");
     let mut received = Vec::with_capacity(count);
+    // A rebalance (topics appearing) may hand a record over again: each
+    // broker record counts once, by where it is stored.
+    let mut stored = HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while received.len() < count {
         let message = tokio::time::timeout_at(deadline, consumer.recv())
@@ -102,8 +110,23 @@ async fn consume(brokers: &str, topics: &[String], count: usize) -> Vec<Received
                     "only {} of {count} records arrived within a minute",
                     received.len()
                 )
-            })
-            .expect("a record");
+            });
+        let message = match message {
+            Ok(message) => message,
+            // Subscribed before the relay created it: it appears on the
+            // next metadata refresh.
+            Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+            )) => continue,
+            Err(error) => panic!("reading records: {error}"),
+        };
+        if !stored.insert((
+            message.topic().to_owned(),
+            message.partition(),
+            message.offset(),
+        )) {
+            continue;
+        }
         let headers = message
             .headers()
             .map(|h| {
@@ -404,5 +427,213 @@ async fn two_hosts_publish_each_event_once_and_the_second_takes_over_a_stopped_f
             .collect();
         assert_eq!(ids.len(), events.len(), "{backend:?}: each once");
         host.finish().await;
+    }
+}
+
+/// Rounds until every event of the feed after `from` is published, allowing
+/// rounds that fail (a broker coming back); gives up after `rounds`.
+async fn drain_through_failures(relay: &KafkaRelay, host: &TestHost, rounds: usize) -> u64 {
+    let mut published = 0;
+    for _ in 0..rounds {
+        let run = relay.run_once(&host.app).await;
+        published += run.published;
+        if run.failed == 0 && run.published == 0 {
+            return published;
+        }
+    }
+    panic!("the relay did not catch up in {rounds} rounds ({published} published)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_holds_publishing_back_and_the_backlog_drains_in_order_when_it_returns() {
+    let Some(binary) = Broker::binary() else {
+        return;
+    };
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let broker = Broker::start(&binary, 0);
+        let port = broker.port;
+        let prefix = prefix();
+        let mut config = config(&broker.address(), &prefix);
+        config.delivery_timeout = Duration::from_secs(1);
+        config.batch = 10;
+        let relay = relay(&config, "host-a");
+        let customers = ["c0", "c1", "c2"];
+        for customer in customers {
+            host.funded_customer(Tenant::Globex, customer, 1_000).await;
+        }
+        let before = drain(&relay, &host).await;
+        let published_before = feed(&host, "globex").await;
+        assert_eq!(before, published_before.len() as u64);
+        let early = consume(
+            &broker.address(),
+            &topics_of(&config, "globex", &published_before),
+            published_before.len(),
+        )
+        .await;
+        assert_eq!(early.len(), published_before.len());
+
+        // The broker dies; requests keep succeeding and their events wait.
+        broker.kill();
+        for n in 0..12 {
+            let customer = customers[n % customers.len()];
+            host.use_credits(Tenant::Globex, customer, "render", 1, &format!("use-{n}"))
+                .await
+                .expect(201, "OK");
+        }
+        for _ in 0..2 {
+            let run = relay.run_once(&host.app).await;
+            assert_eq!(run.published, 0, "{backend:?}: {run:?}");
+            assert!(run.failed > 0, "{run:?}");
+        }
+
+        // It comes back (empty: in-memory storage) on the same address;
+        // the relay recreates the topics and sends the backlog.
+        let broker = Broker::start(&binary, port);
+        let backlog = drain_through_failures(&relay, &host, 30).await;
+        assert_eq!(
+            backlog, 12,
+            "{backend:?}: nothing lost, nothing published twice"
+        );
+        let events = feed(&host, "globex").await;
+        let waiting: Vec<EventRecord> = events
+            .iter()
+            .filter(|e| !published_before.iter().any(|p| p.event_id == e.event_id))
+            .cloned()
+            .collect();
+        let late = consume(
+            &broker.address(),
+            &topics_of(&config, "globex", &waiting),
+            waiting.len(),
+        )
+        .await;
+        let mut last: HashMap<String, i64> = HashMap::new();
+        for record in &late {
+            let position: i64 = record.headers["ce_position"].parse().unwrap();
+            let previous = last.insert(record.key.clone(), position);
+            assert!(
+                previous.is_none_or(|p| p < position),
+                "{backend:?}: reordered"
+            );
+        }
+        let ids: HashSet<&str> = late.iter().map(|r| r.headers["ce_id"].as_str()).collect();
+        assert!(
+            waiting.iter().all(|e| ids.contains(e.event_id.as_str())),
+            "{backend:?}: every waiting event arrived"
+        );
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_between_delivery_and_its_cursor_loses_nothing_and_keeps_order() {
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
+    for backend in backends() {
+        let prefix = prefix();
+        let section = format!(
+            "kafka:\n  brokers: {brokers}\n  topic_template: \"{prefix}.{{tenant}}.{{type}}\"\n  \
+             lease_ms: 1000\n  create_topics: {{ partitions: 3, replication: 1 }}\n"
+        );
+        let host = TestHost::start_with(backend, |yaml| format!("{section}{yaml}")).await;
+        host.app.store().close().await;
+        let (url, config_path) = (database_url(&host), host.config_path.clone());
+        let (server, events) = tokio::task::spawn_blocking(move || {
+            // The real binary aborts (as under SIGKILL) right after the
+            // broker acknowledged a round of globex's events, before the
+            // cursor moves past them.
+            let server = Server::start_with_env(
+                &config_path,
+                &url,
+                &[
+                    (fluxpay_host::crash_points::ABORT_AT_ENV, "relay.delivered"),
+                    (fluxpay_host::crash_points::ABORT_ORDER_ENV, "globex"),
+                ],
+            );
+            let (status, _) = http(
+                &server,
+                "PUT",
+                "/api/v1/customers/c1",
+                Some(&json!({})),
+                None,
+            );
+            assert_eq!(status, 201);
+            assert!(
+                server.wait_for_death(),
+                "the relay did not reach its crash point"
+            );
+            // Restarted, it publishes again from the cursor once the dead
+            // host's lease (1 s) ran out, and goes on with new events.
+            let server = Server::start(&config_path, &url);
+            for customer in ["c1", "c2"] {
+                for n in 0..3 {
+                    let (status, _) = http(
+                        &server,
+                        "POST",
+                        "/api/v1/credits/charge",
+                        Some(&json!({ "customerId": customer, "credits": 10 + n, "reason": "r" })),
+                        Some(&format!("grant-{customer}-{n}")),
+                    );
+                    assert!(status == 201 || status == 404, "{status}");
+                }
+                if customer == "c1" {
+                    let (status, _) = http(
+                        &server,
+                        "PUT",
+                        "/api/v1/customers/c2",
+                        Some(&json!({})),
+                        None,
+                    );
+                    assert_eq!(status, 201);
+                }
+            }
+            let (status, body) = http(&server, "GET", "/api/v1/events?limit=1000", None, None);
+            assert_eq!(status, 200);
+            let events: Vec<(String, String)> = process::json_of(&body)["result"]["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["id"].as_str().unwrap().to_owned(),
+                        e["type"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            (server, events)
+        })
+        .await
+        .unwrap();
+        let config = config(&brokers, &prefix);
+        let topics: Vec<String> = events
+            .iter()
+            .map(|(_, kind)| config.topic("globex", kind))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        // Every event arrives (the one acknowledged before the crash at
+        // least twice), and a customer's first copies come in feed order.
+        let received = consume(&brokers, &topics, events.len() + 1).await;
+        server.kill();
+        let mut first: HashMap<String, Vec<i64>> = HashMap::new();
+        let mut seen = HashSet::new();
+        for record in &received {
+            if seen.insert(record.headers["ce_id"].clone()) {
+                first
+                    .entry(record.key.clone())
+                    .or_default()
+                    .push(record.headers["ce_position"].parse().unwrap());
+            }
+        }
+        assert_eq!(seen.len(), events.len(), "{backend:?}: nothing lost");
+        assert!(events.iter().all(|(id, _)| seen.contains(id)));
+        for (customer, positions) in &first {
+            assert!(
+                positions.windows(2).all(|w| w[0] < w[1]),
+                "{backend:?}: {customer} out of order: {positions:?}"
+            );
+        }
+        host.restart().await.finish().await;
     }
 }

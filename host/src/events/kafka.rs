@@ -11,15 +11,15 @@
 //! - `enable.gapless.guarantee`: a failure that would leave a gap (a record
 //!   lost while a later one of its partition went through) is a fatal
 //!   error instead, so a later record is never acknowledged while an
-//!   earlier one is not. The relay then drops the producer and starts a
-//!   new one, and the next round sends again from the cursor.
+//!   earlier one is not. After any failed round the relay drops the
+//!   producer and the next round sends again from the cursor with a new
+//!   one.
 //!
 //! A broker that is down makes deliveries time out after
 //! `delivery_timeout_ms`; the cursor stays where it was, and the backlog is
 //! sent when the broker answers again.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -189,6 +189,9 @@ impl KafkaRelay {
             .await?;
         let full = events.len() as i64 == self.config.batch;
         let (acknowledged, error) = self.publish(tenant, &events).await;
+        if acknowledged.is_some() {
+            crate::crash_points::reached("relay.delivered", tenant);
+        }
         let published = events
             .iter()
             .take_while(|e| acknowledged.is_some_and(|last| e.feed_seq <= last))
@@ -270,10 +273,17 @@ impl KafkaRelay {
                 }
             }
         }
-        if let Some((code, reason)) = producer.client().fatal_error() {
-            // Gapless guarantee: this producer may not send again. The next
-            // round starts a new one from the cursor.
-            tracing::warn!(?code, %reason, "relay.producer_fatal");
+        if failure.is_some() {
+            // A broker that lost its topics (restarted empty, or they were
+            // deleted) gets them again before the next round.
+            self.topics.lock().await.clear();
+            // The next round sends from the cursor with a new producer: a
+            // fatal error (gapless guarantee) forbids this one to send
+            // again, and after timeouts its idempotence state (producer id,
+            // sequence numbers) may not match a broker that restarted.
+            if let Some((code, reason)) = producer.client().fatal_error() {
+                tracing::warn!(?code, %reason, "relay.producer_fatal");
+            }
             *self.producer.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
         (acknowledged, failure)
@@ -321,7 +331,11 @@ impl KafkaRelay {
                 )
             })
             .collect();
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        // A broker that does not answer fails the round within the delivery
+        // timeout, as a produce would.
+        let options = AdminOptions::new()
+            .request_timeout(Some(self.config.delivery_timeout))
+            .operation_timeout(Some(self.config.delivery_timeout));
         let results = admin
             .create_topics(&new, &options)
             .await

@@ -71,6 +71,101 @@ pub fn kafka_brokers() -> Option<String> {
     }
 }
 
+/// A broker of a test's own (tansu, `FLUXPAY_TEST_TANSU_BIN`), for tests
+/// that stop and start it. In-memory storage: what it held is gone after a
+/// stop. Killed when dropped.
+pub struct Broker {
+    child: std::process::Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    /// The tansu binary, or `None` outside CI (in CI a missing one fails).
+    pub fn binary() -> Option<PathBuf> {
+        match std::env::var("FLUXPAY_TEST_TANSU_BIN") {
+            Ok(bin) if !bin.is_empty() => Some(PathBuf::from(bin)),
+            _ => {
+                if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                    panic!(
+                        "CI=true but FLUXPAY_TEST_TANSU_BIN is not set: .ci/run builds tansu \
+                         and exports it"
+                    );
+                }
+                eprintln!("FLUXPAY_TEST_TANSU_BIN not set: broker outage tests skipped");
+                None
+            }
+        }
+    }
+
+    /// Starts a broker on `port` (0: a free one) and waits until it
+    /// listens.
+    pub fn start(binary: &Path, port: u16) -> Broker {
+        let port = match port {
+            0 => std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port(),
+            port => port,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut child = std::process::Command::new(binary)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "warn")
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("tansu exited ({status}) instead of listening on {port}");
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tansu did not listen on {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Broker {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// `host:port`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, and wait until it is gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
