@@ -637,3 +637,62 @@ async fn a_relay_killed_between_delivery_and_its_cursor_loses_nothing_and_keeps_
         host.restart().await.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_shows_what_waits_how_long_and_who_publishes() {
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let status = async |host: &TestHost| {
+            let answer = payment_steps::admin(host, "GET", "/admin/v1/events/status", None).await;
+            answer.expect(200, "OK");
+            answer.result()["tenants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["tenant"] == "globex")
+                .cloned()
+                .unwrap()
+        };
+        host.funded_customer(Tenant::Globex, "c1", 100).await;
+        host.use_credits(Tenant::Globex, "c1", "render", 1, "use-1")
+            .await
+            .expect(201, "OK");
+        host.advance(1_500);
+        let waiting = status(&host).await;
+        assert_eq!(waiting["pending"], 3, "{backend:?}: {waiting}");
+        assert_eq!(waiting["position"], 0);
+        assert_eq!(waiting["oldestPendingAgeMs"], 1_500);
+        assert_eq!(waiting["owner"], serde_json::Value::Null);
+        let deducted = waiting["byType"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["type"] == "credit.deducted")
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            (&deducted["published"], &deducted["pending"]),
+            (&json!(0), &json!(1))
+        );
+
+        let relay = relay(&config(&brokers, &prefix()), "host-a");
+        drain(&relay, &host).await;
+        let done = status(&host).await;
+        let events = feed(&host, "globex").await;
+        assert_eq!(done["pending"], 0, "{done}");
+        assert_eq!(done["oldestPendingAgeMs"], 0);
+        assert_eq!(done["position"], events.last().unwrap().feed_seq);
+        assert_eq!(done["owner"], "host-a");
+        let published: i64 = done["byType"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["published"].as_i64().unwrap())
+            .sum();
+        assert_eq!(published, 3);
+        host.finish().await;
+    }
+}

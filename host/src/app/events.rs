@@ -56,3 +56,53 @@ impl App {
         })
     }
 }
+
+/// Where a tenant's publishing to a sink stands (`GET /admin/v1/events/status`).
+#[derive(Debug, Clone)]
+pub struct RelayStatus {
+    /// The tenant.
+    pub tenant: String,
+    /// The feed position last acknowledged (0: nothing yet).
+    pub position: i64,
+    /// The host holding the tenant's lease, while it lasts.
+    pub owner: Option<String>,
+    /// When that lease ends.
+    pub lease_until: Option<i64>,
+    /// Events waiting to be published.
+    pub pending: i64,
+    /// How long the oldest of them has waited (ms; 0 when none waits).
+    pub oldest_pending_age_ms: i64,
+    /// Per event type: published and waiting.
+    pub by_type: Vec<crate::store::RelayTypeCounts>,
+}
+
+impl App {
+    /// Every tenant's publishing to `sink`, as of `now`.
+    pub async fn relay_status(&self, sink: &str, now: i64) -> Result<Vec<RelayStatus>> {
+        use crate::store::{Maintenance, RelayQueries};
+        // PostgreSQL numbers committed events after commit: what committed
+        // since the last pass counts as waiting too.
+        self.store().sequence_feed().await?;
+        let mut statuses = Vec::new();
+        let tenants: Vec<String> = self.tenants().iter().map(|t| t.id.clone()).collect();
+        for tenant in tenants {
+            let cursor = self.store().relay_cursor(&tenant, sink).await?;
+            let position = cursor.as_ref().map_or(0, |c| c.position);
+            let by_type = self.store().relay_counts(&tenant, position).await?;
+            let oldest = by_type.iter().filter_map(|t| t.oldest_pending_at).min();
+            statuses.push(RelayStatus {
+                pending: by_type.iter().map(|t| t.pending).sum(),
+                oldest_pending_age_ms: oldest.map_or(0, |at| (now - at).max(0)),
+                owner: cursor
+                    .as_ref()
+                    .filter(|c| c.lease_until > now)
+                    .and_then(|c| c.owner.clone()),
+                lease_until: cursor.as_ref().map(|c| c.lease_until),
+                tenant,
+                position,
+                by_type,
+            });
+        }
+        Ok(statuses)
+    }
+}

@@ -12,10 +12,11 @@
 
 use std::future::Future;
 
-use super::Tx;
 use super::error::Result;
+use super::pg_pool::pg_read;
 use super::postgres::PgTx;
 use super::sqlite::SqliteTx;
+use super::{PgStore, SqliteStore, Store, Tx};
 
 /// A cursor as stored.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -30,6 +31,39 @@ pub struct RelayCursor {
     pub lease_until: i64,
     /// Last changed.
     pub updated_at: i64,
+}
+
+/// Events of one type: published (at or before the cursor) and waiting.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RelayTypeCounts {
+    /// The event type.
+    #[sqlx(rename = "type")]
+    pub event_type: String,
+    /// Events at or before the cursor.
+    pub published: i64,
+    /// Events after it.
+    pub pending: i64,
+    /// When the oldest waiting one happened (ms since the epoch).
+    pub oldest_pending_at: Option<i64>,
+}
+
+/// Reads outside a transaction.
+pub trait RelayQueries: Send + Sync {
+    /// The tenant's cursor of `sink`, if a relay ever claimed it.
+    fn relay_cursor(
+        &self,
+        tenant: &str,
+        sink: &str,
+    ) -> impl Future<Output = Result<Option<RelayCursor>>> + Send;
+
+    /// The tenant's numbered events by type, split at feed position
+    /// `position` (a scan of the tenant's outbox: for operators, not for
+    /// the request path).
+    fn relay_counts(
+        &self,
+        tenant: &str,
+        position: i64,
+    ) -> impl Future<Output = Result<Vec<RelayTypeCounts>>> + Send;
 }
 
 /// Writes inside the tenant's transaction.
@@ -152,6 +186,70 @@ macro_rules! relay_queries {
             Ok(())
         }
     };
+}
+
+/// The per-type split, by where each backend keeps feed positions
+/// (SQLite: on the outbox row; PostgreSQL: `outbox_feed`, numbered after
+/// commit).
+const SQLITE_COUNTS: &str = "SELECT type, \
+       CAST(SUM(CASE WHEN feed_seq <= $2 THEN 1 ELSE 0 END) AS BIGINT) AS published, \
+       CAST(SUM(CASE WHEN feed_seq > $2 THEN 1 ELSE 0 END) AS BIGINT) AS pending, \
+       MIN(CASE WHEN feed_seq > $2 THEN time END) AS oldest_pending_at \
+     FROM outbox_events WHERE tenant_id = $1 AND feed_seq IS NOT NULL \
+     GROUP BY type ORDER BY type";
+const PG_COUNTS: &str = "SELECT o.type, \
+       CAST(SUM(CASE WHEN f.feed_seq <= $2 THEN 1 ELSE 0 END) AS BIGINT) AS published, \
+       CAST(SUM(CASE WHEN f.feed_seq > $2 THEN 1 ELSE 0 END) AS BIGINT) AS pending, \
+       MIN(CASE WHEN f.feed_seq > $2 THEN o.time END) AS oldest_pending_at \
+     FROM outbox_feed f JOIN outbox_events o ON o.id = f.event_row \
+     WHERE f.tenant_id = $1 GROUP BY o.type ORDER BY o.type";
+const CURSOR: &str = "SELECT sink, position, owner, lease_until, updated_at FROM relay_cursors \
+     WHERE tenant_id = $1 AND sink = $2";
+
+impl RelayQueries for SqliteStore {
+    async fn relay_cursor(&self, tenant: &str, sink: &str) -> Result<Option<RelayCursor>> {
+        Ok(sqlx::query_as::<_, RelayCursor>(CURSOR)
+            .bind(tenant)
+            .bind(sink)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
+    async fn relay_counts(&self, tenant: &str, position: i64) -> Result<Vec<RelayTypeCounts>> {
+        Ok(sqlx::query_as::<_, RelayTypeCounts>(SQLITE_COUNTS)
+            .bind(tenant)
+            .bind(position)
+            .fetch_all(&self.reader)
+            .await?)
+    }
+}
+
+impl RelayQueries for PgStore {
+    async fn relay_cursor(&self, tenant: &str, sink: &str) -> Result<Option<RelayCursor>> {
+        pg_read!(self.db, |conn| sqlx::query_as::<_, RelayCursor>(CURSOR)
+            .bind(tenant)
+            .bind(sink)
+            .fetch_optional(conn))
+    }
+
+    async fn relay_counts(&self, tenant: &str, position: i64) -> Result<Vec<RelayTypeCounts>> {
+        pg_read!(self.db, |conn| sqlx::query_as::<_, RelayTypeCounts>(
+            PG_COUNTS
+        )
+        .bind(tenant)
+        .bind(position)
+        .fetch_all(conn))
+    }
+}
+
+impl RelayQueries for Store {
+    async fn relay_cursor(&self, tenant: &str, sink: &str) -> Result<Option<RelayCursor>> {
+        dispatch!(self, s => s.relay_cursor(tenant, sink).await)
+    }
+
+    async fn relay_counts(&self, tenant: &str, position: i64) -> Result<Vec<RelayTypeCounts>> {
+        dispatch!(self, s => s.relay_counts(tenant, position).await)
+    }
 }
 
 mod sqlite_q {

@@ -76,6 +76,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/v1/payments/health", get(payments_health))
         .route("/admin/v1/payments/flagged", get(flagged_payments))
         .route("/admin/v1/sagas", get(sagas))
+        .route("/admin/v1/events/status", get(events_status))
         .route(
             "/admin/v1/sagas/{tenant}/{order_id}/retry",
             post(retry_saga),
@@ -89,6 +90,42 @@ pub fn router(state: AdminState) -> Router {
             auth::require_admin,
         ))
         .with_state(state)
+}
+
+/// `GET /admin/v1/events/status`: per tenant, where the Kafka relay
+/// stands — the cursor (last acknowledged feed position), the host holding
+/// the lease, events waiting and how long the oldest has waited, and per
+/// event type what is published and waiting.
+async fn events_status(State(state): State<AdminState>) -> ApiResult<serde_json::Value> {
+    let Some(app) = &state.app else {
+        return Err(ApiError::NotReady);
+    };
+    let now = app.now();
+    let tenants = app
+        .relay_status(crate::events::kafka::SINK, now)
+        .await?
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "tenant": &s.tenant,
+                "sink": crate::events::kafka::SINK,
+                "position": s.position,
+                "owner": &s.owner,
+                "leaseUntil": s.lease_until,
+                "pending": s.pending,
+                "oldestPendingAgeMs": s.oldest_pending_age_ms,
+                "byType": s.by_type.iter().map(|t| serde_json::json!({
+                    "type": &t.event_type,
+                    "published": t.published,
+                    "pending": t.pending,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect::<Vec<_>>();
+    Ok(ApiOk::new(
+        "events status",
+        serde_json::json!({ "now": now, "tenants": tenants }),
+    ))
 }
 
 /// Payments stuck `READY`/`UNKNOWN` longer than this are counted as stuck.
