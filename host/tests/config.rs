@@ -457,6 +457,21 @@ tenants: { acme: {} }
         "set by the relay",
     );
     assert_error(&found, "kafka.client.sasl.password", "client_secret_env");
+    let dlq = errors(
+        "kafka: { brokers: b:9092, dlq_topic_template: \"fluxpay.{type}\", max_attempts: 0 }\n\
+         tenants: { acme: { events: { order: sideways } } }\n",
+    );
+    assert_error(
+        &dlq,
+        "kafka.dlq_topic_template",
+        "differ from topic_template",
+    );
+    assert_error(&dlq, "kafka.max_attempts", "1..=10");
+    assert_error(
+        &dlq,
+        "tenants.acme.events.order",
+        "strict (the default) or available",
+    );
     let illegal = errors(
         "kafka: { brokers: b:9092, topic_template: \"fluxpay/{type}\" }\ntenants: { acme: {} }\n",
     );

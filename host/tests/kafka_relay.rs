@@ -42,6 +42,8 @@ fn config(brokers: &str, prefix: &str) -> KafkaConfig {
             partitions: 3,
             replication: 1,
         }),
+        dlq_topic_template: format!("{prefix}.dlq.{{tenant}}.{{type}}"),
+        max_attempts: 3,
     }
 }
 
@@ -693,6 +695,233 @@ async fn the_status_shows_what_waits_how_long_and_who_publishes() {
             .map(|t| t["published"].as_i64().unwrap())
             .sum();
         assert_eq!(published, 3);
+        host.finish().await;
+    }
+}
+
+/// A relay whose producer refuses records over 1,000 bytes (librdkafka's
+/// smallest `message.max.bytes`): a customer created with large attributes
+/// makes a poison event.
+fn strict_relay(brokers: &str, prefix: &str) -> (KafkaConfig, KafkaRelay) {
+    let mut config = config(brokers, prefix);
+    config
+        .client
+        .insert("message.max.bytes".into(), "1000".into());
+    let relay = relay(&config, "host-a");
+    (config, relay)
+}
+
+/// `c_big`'s creation is a poison event; two grants of its own follow it,
+/// and `c_ok` has a creation and a grant: the event ids in feed order.
+async fn poison_feed(host: &TestHost) -> (String, Vec<String>, Vec<String>) {
+    host.put_customer(
+        Tenant::Globex,
+        "c_big",
+        json!({ "note": "x".repeat(1_000), "more": "y".repeat(1_000) }),
+    )
+    .await
+    .expect(201, "OK");
+    for n in 0..2 {
+        host.charge(Tenant::Globex, "c_big", 10 + n)
+            .await
+            .expect(201, "OK");
+    }
+    host.funded_customer(Tenant::Globex, "c_ok", 5).await;
+    let events = feed(host, "globex").await;
+    let of = |customer: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e.subject == customer)
+            .map(|e| e.event_id.clone())
+            .collect()
+    };
+    let big = of("c_big");
+    (big[0].clone(), big[1..].to_vec(), of("c_ok"))
+}
+
+async fn dead(host: &TestHost) -> serde_json::Value {
+    let answer =
+        payment_steps::admin(host, "GET", "/admin/v1/events/dead?tenant=globex", None).await;
+    answer.expect(200, "OK");
+    answer.result().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_goes_to_its_dead_letter_topic_and_holds_its_customer_until_skipped() {
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let prefix = prefix();
+        let (config, relay) = strict_relay(&brokers, &prefix);
+        let (poison, followers, other) = poison_feed(&host).await;
+
+        // Refused max_attempts (3) rounds, then dead-lettered; the others'
+        // events go out, the poison's customer's later ones are held.
+        let mut rounds = Vec::new();
+        for _ in 0..6 {
+            rounds.push(relay.run_once(&host.app).await);
+        }
+        assert_eq!(
+            rounds.iter().map(|r| r.dead).sum::<u64>(),
+            1,
+            "{backend:?}: {rounds:?}"
+        );
+        assert_eq!(rounds.iter().map(|r| r.held).sum::<u64>(), 2, "{rounds:?}");
+        assert!(
+            rounds[..2]
+                .iter()
+                .all(|r| r.failed == 1 && r.published == 0)
+        );
+        let listed = dead(&host).await;
+        assert_eq!(listed["held"], 2, "{listed}");
+        assert_eq!(listed["dead"][0]["eventId"], poison.as_str());
+        assert_eq!(listed["dead"][0]["attempts"], 3);
+        assert!(
+            listed["dead"][0]["lastError"]
+                .as_str()
+                .unwrap()
+                .contains("too large"),
+            "{listed}"
+        );
+
+        // The dead letter: the event's headers and why, without the value
+        // the broker refuses.
+        let dlq = consume(
+            &brokers,
+            &[config.dlq_topic("globex", "customer.created")],
+            1,
+        )
+        .await;
+        assert_eq!(dlq[0].headers["ce_id"], poison);
+        assert_eq!(dlq[0].headers["fluxpay_attempts"], "3");
+        assert_eq!(dlq[0].headers["fluxpay_value_omitted"], "true");
+        assert_eq!(
+            dlq[0].headers["fluxpay_topic"],
+            config.topic("globex", "customer.created")
+        );
+        assert_eq!(dlq[0].key, "c_big");
+
+        // A replay that fails again leaves it dead and its followers held.
+        let replay = payment_steps::admin(
+            &host,
+            "POST",
+            "/admin/v1/events/replay",
+            Some(json!({ "tenant": "globex", "deadOfType": "customer.created" })),
+        )
+        .await;
+        replay.expect(200, "OK");
+        assert_eq!(replay.result()["replayed"], 1);
+        let run = relay.run_once(&host.app).await;
+        assert_eq!(run.published, 0, "{run:?}");
+        assert_eq!(dead(&host).await["dead"][0]["attempts"], 4);
+
+        // Skipped: the held events go out, in order.
+        payment_steps::admin(
+            &host,
+            "POST",
+            &format!("/admin/v1/events/globex/{poison}/skip"),
+            None,
+        )
+        .await
+        .expect(200, "OK");
+        payment_steps::admin(&host, "POST", "/admin/v1/events/globex/evt_nope/skip", None)
+            .await
+            .expect(404, "NOT_FOUND");
+        assert_eq!(drain(&relay, &host).await, 2, "{backend:?}");
+        let listed = dead(&host).await;
+        assert_eq!(
+            (listed["dead"].as_array().unwrap().len(), &listed["held"]),
+            (0, &json!(0))
+        );
+
+        let granted = consume(
+            &brokers,
+            &[
+                config.topic("globex", "credit.granted"),
+                config.topic("globex", "customer.created"),
+            ],
+            followers.len() + other.len(),
+        )
+        .await;
+        let big: Vec<&str> = granted
+            .iter()
+            .filter(|r| r.key == "c_big")
+            .map(|r| r.headers["ce_id"].as_str())
+            .collect();
+        assert_eq!(
+            big,
+            followers.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        assert!(granted.iter().all(|r| r.headers["ce_id"] != poison));
+
+        // A range replay publishes passed events again with their ids.
+        let replay = payment_steps::admin(
+            &host,
+            "POST",
+            "/admin/v1/events/replay",
+            Some(json!({ "tenant": "globex", "eventIds": [other[0]] })),
+        )
+        .await;
+        assert_eq!(replay.result()["replayed"], 1, "{:?}", replay.result());
+        assert_eq!(drain(&relay, &host).await, 1);
+        let again = consume(&brokers, &[config.topic("globex", "customer.created")], 2).await;
+        assert_eq!(
+            again
+                .iter()
+                .filter(|r| r.headers["ce_id"] == other[0])
+                .count(),
+            2,
+            "{backend:?}: published again with its id"
+        );
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_available_order_a_dead_event_lets_its_customers_later_events_pass() {
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
+    for backend in backends() {
+        let host = TestHost::start_with(backend, |yaml| {
+            let globex = "  globex:\n    dev: true\n";
+            assert!(yaml.contains(globex));
+            yaml.replace(
+                globex,
+                &format!("{globex}    events: {{ order: available }}\n"),
+            )
+        })
+        .await;
+        let prefix = prefix();
+        let (config, relay) = strict_relay(&brokers, &prefix);
+        let (poison, followers, _) = poison_feed(&host).await;
+        let mut dead_count = 0;
+        for _ in 0..6 {
+            let run = relay.run_once(&host.app).await;
+            dead_count += run.dead;
+            assert_eq!(run.held, 0, "{backend:?}: {run:?}");
+        }
+        assert_eq!(dead_count, 1);
+        let listed = dead(&host).await;
+        assert_eq!(listed["dead"][0]["eventId"], poison.as_str());
+        assert_eq!(listed["held"], 0);
+        let granted = consume(
+            &brokers,
+            &[config.topic("globex", "credit.granted")],
+            followers.len() + 1,
+        )
+        .await;
+        let big: Vec<&str> = granted
+            .iter()
+            .filter(|r| r.key == "c_big")
+            .map(|r| r.headers["ce_id"].as_str())
+            .collect();
+        assert_eq!(
+            big,
+            followers.iter().map(String::as_str).collect::<Vec<_>>()
+        );
         host.finish().await;
     }
 }

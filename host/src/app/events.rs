@@ -106,3 +106,140 @@ impl App {
         Ok(statuses)
     }
 }
+
+/// Most events one replay may select.
+pub const MAX_REPLAY: i64 = 10_000;
+
+/// What `POST /admin/v1/events/replay` publishes again (with the events'
+/// own ids): events by id, a range of feed positions, or every dead event
+/// of a type. Only events the relay has passed are selected; later ones
+/// are published anyway.
+#[derive(Debug, Clone, Default)]
+pub struct ReplaySelection {
+    /// Events by id.
+    pub event_ids: Vec<String>,
+    /// Feed positions `from..=to`.
+    pub positions: Option<(i64, i64)>,
+    /// Every dead event of this type.
+    pub dead_of_type: Option<String>,
+}
+
+impl App {
+    /// The tenant's events the relay dead-lettered, by feed position, and
+    /// how many of their customers' events wait behind them.
+    pub async fn dead_events(
+        &self,
+        tenant: &str,
+        sink: &str,
+    ) -> Result<(Vec<crate::store::RelayEventRecord>, i64)> {
+        use crate::store::RelayQueries;
+        let rows = self.store().relay_events(tenant, sink, None).await?;
+        let held = rows.iter().filter(|r| r.state == "HELD").count() as i64;
+        Ok((
+            rows.into_iter().filter(|r| r.state == "DEAD").collect(),
+            held,
+        ))
+    }
+
+    /// An operator gives up on dead event `event_id`: it stays in its
+    /// dead-letter topic, and its customer's held events go out next round.
+    pub async fn skip_event(&self, tenant: &str, sink: &str, event_id: &str) -> Result<()> {
+        use crate::store::{RelayTx, Transactions, TxOps};
+        let mut tx = self.store().begin(tenant).await?;
+        let rows = tx.relay_events_in_tx(sink).await?;
+        if !rows
+            .iter()
+            .any(|r| r.event_id == event_id && r.state == "DEAD")
+        {
+            return Err(AppError::NotFound(format!(
+                "no dead event `{event_id}` of tenant `{tenant}`"
+            )));
+        }
+        tx.drop_relay_event(sink, event_id).await?;
+        tx.commit(None).await?;
+        tracing::info!(tenant, event_id, "relay.event_skipped");
+        Ok(())
+    }
+
+    /// Marks the selected events for publishing again (module docs of
+    /// [`crate::events`]); how many were selected.
+    pub async fn replay_events(
+        &self,
+        tenant: &str,
+        sink: &str,
+        selection: ReplaySelection,
+    ) -> Result<i64> {
+        use crate::store::{RelayQueries, RelayTx, Transactions, TxOps};
+        let cursor = self
+            .store()
+            .relay_cursor(tenant, sink)
+            .await?
+            .map_or(0, |c| c.position);
+        let mut chosen: Vec<EventRecord> = Vec::new();
+        for id in &selection.event_ids {
+            let event = self
+                .store()
+                .event_by_id(tenant, id)
+                .await?
+                .ok_or_else(|| AppError::NotFound(format!("no event `{id}` in the feed")))?;
+            chosen.push(event);
+        }
+        if let Some((from, to)) = selection.positions {
+            if from < 1 || to < from || to - from >= MAX_REPLAY {
+                return Err(AppError::Invalid(format!(
+                    "positions must be 1 <= fromPosition <= toPosition, at most {MAX_REPLAY} apart"
+                )));
+            }
+            chosen.extend(self.store().events(tenant, from - 1, to - from + 1).await?);
+        }
+        let rows = self.store().relay_events(tenant, sink, None).await?;
+        if let Some(kind) = &selection.dead_of_type {
+            for row in rows
+                .iter()
+                .filter(|r| r.state == "DEAD" && &r.event_type == kind)
+            {
+                if let Some(event) = self.store().event_by_id(tenant, &row.event_id).await? {
+                    chosen.push(event);
+                }
+            }
+        }
+        if chosen.len() as i64 > MAX_REPLAY {
+            return Err(AppError::Invalid(format!(
+                "at most {MAX_REPLAY} events per replay"
+            )));
+        }
+        let now = self.now();
+        let mut tx = self.store().begin(tenant).await?;
+        let mut replayed = 0;
+        let mut seen = std::collections::HashSet::new();
+        for event in chosen {
+            if event.feed_seq > cursor || !seen.insert(event.event_id.clone()) {
+                continue;
+            }
+            let existing = rows.iter().find(|r| r.event_id == event.event_id);
+            // Held or still being tried: it goes out as it is.
+            if existing.is_some_and(|r| r.state == "HELD" || r.state == "FAILING") {
+                continue;
+            }
+            tx.put_relay_event(
+                sink,
+                &crate::store::RelayEventRecord {
+                    event_id: event.event_id.clone(),
+                    position: event.feed_seq,
+                    customer_id: event.subject.clone(),
+                    event_type: event.event_type.clone(),
+                    state: "REPLAY".into(),
+                    attempts: existing.map_or(0, |r| r.attempts),
+                    last_error: existing.and_then(|r| r.last_error.clone()),
+                    created_at: existing.map_or(now, |r| r.created_at),
+                    updated_at: now,
+                },
+            )
+            .await?;
+            replayed += 1;
+        }
+        tx.commit(None).await?;
+        tracing::info!(tenant, replayed, "relay.events_replayed");
+        Ok(replayed)
+    }
+}

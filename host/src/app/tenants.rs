@@ -31,6 +31,9 @@ pub struct TenantSettings {
     pub charge_card: bool,
     /// Days after a failed renewal charge when it is tried again.
     pub dunning_days: Vec<u32>,
+    /// A dead-lettered event lets its customer's later events pass
+    /// (`events.order: available`) instead of holding them (strict).
+    pub events_pass_dead: bool,
 }
 
 impl TenantSettings {
@@ -105,6 +108,7 @@ impl TenantDirectory {
                 credits_per_major_unit: api.subscriptions.credits_per_major_unit,
                 charge_card: api.subscriptions.charge_card,
                 dunning_days: api.subscriptions.dunning_days.clone(),
+                events_pass_dead: api.events_pass_dead,
             });
             directory.by_id.insert(id.clone(), index);
             for key in &api.api_keys {

@@ -46,6 +46,11 @@ pub struct TenantApiConfig {
     pub subscriptions: SubscriptionsConfig,
     /// Its payment gateway, if it takes payments.
     pub gateway: Option<super::GatewayConfig>,
+    /// `events: { order: strict | available }`: whether an event the relay
+    /// dead-letters holds back its customer's later events until an
+    /// operator replays or skips it (strict, the default: `false`) or lets
+    /// them pass (`available`: `true`).
+    pub events_pass_dead: bool,
 }
 
 /// An API key, kept as the sha256 of its value.

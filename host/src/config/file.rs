@@ -54,6 +54,16 @@ pub(super) struct RawTenant {
     pub subscriptions: Option<RawSubscriptions>,
     /// How its payments reach a payment gateway.
     pub gateway: Option<super::gateway::RawGateway>,
+    /// How its events are relayed.
+    pub events: Option<RawTenantEvents>,
+}
+
+/// `events:` of a tenant.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTenantEvents {
+    /// `strict` (default) or `available`.
+    pub order: Option<String>,
 }
 
 /// `database:`: where the money lives.

@@ -10,6 +10,8 @@
 //!   delivery_timeout_ms: 30000          # message.timeout.ms: then retried
 //!   lease_ms: 10000                     # a dead host's tenants move on after this
 //!   create_topics: { partitions: 6, replication: 3 }   # else they must exist
+//!   dlq_topic_template: fluxpay.dlq.{type}  # where refused events go; the default
+//!   max_attempts: 3                     # rounds an event may be refused first
 //!   client: { compression.type: none }  # more librdkafka settings, no secrets
 //!   client_secret_env: { sasl.password: KAFKA_PASSWORD }  # from the environment
 //! ```
@@ -42,6 +44,11 @@ pub struct KafkaConfig {
     /// Whether the relay creates missing topics, and how (`None`: they
     /// must exist, or the broker creates them).
     pub create_topics: Option<CreateTopics>,
+    /// The dead-letter topic of an event: `{type}` and `{tenant}` replaced.
+    pub dlq_topic_template: String,
+    /// Rounds in which an event may be refused for good (too large,
+    /// invalid) before it goes to its dead-letter topic.
+    pub max_attempts: i64,
 }
 
 /// How the relay creates a topic it is about to publish to.
@@ -56,6 +63,10 @@ pub struct CreateTopics {
 
 /// Default topic template (the 1-pager's).
 pub const DEFAULT_TOPIC_TEMPLATE: &str = "fluxpay.{type}";
+/// Default dead-letter topic template (the 1-pager's).
+pub const DEFAULT_DLQ_TOPIC_TEMPLATE: &str = "fluxpay.dlq.{type}";
+/// Default `max_attempts` (the 1-pager's "after 3 failures").
+pub const DEFAULT_MAX_ATTEMPTS: i64 = 3;
 /// Default events per round.
 pub const DEFAULT_BATCH: i64 = 500;
 /// Most events per round: the producer's queue holds them all at once.
@@ -90,6 +101,8 @@ pub(super) struct RawKafka {
     #[serde(default)]
     pub client_secret_env: BTreeMap<String, String>,
     pub create_topics: Option<CreateTopics>,
+    pub dlq_topic_template: Option<String>,
+    pub max_attempts: Option<i64>,
 }
 
 /// Whether `name` is a legal Kafka topic name (what the broker accepts).
@@ -133,6 +146,33 @@ impl RawKafka {
                     "`{topic_template}` makes topics such as `{sample}`: a topic name is 1-249 \
                      of a-z A-Z 0-9 . _ -"
                 ),
+            );
+        }
+        let dlq_topic_template = self
+            .dlq_topic_template
+            .unwrap_or_else(|| DEFAULT_DLQ_TOPIC_TEMPLATE.to_owned());
+        let dlq_sample = dlq_topic_template
+            .replace("{type}", "credit.deducted")
+            .replace("{tenant}", "acme");
+        if !dlq_topic_template.contains("{type}") || !legal_topic(&dlq_sample) {
+            error(
+                "dlq_topic_template",
+                format!(
+                    "`{dlq_topic_template}` must contain {{type}} and make legal topic names \
+                     (1-249 of a-z A-Z 0-9 . _ -)"
+                ),
+            );
+        } else if dlq_sample == sample {
+            error(
+                "dlq_topic_template",
+                "must differ from topic_template: dead letters need topics of their own".into(),
+            );
+        }
+        let max_attempts = self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+        if !(1..=10).contains(&max_attempts) {
+            error(
+                "max_attempts",
+                format!("{max_attempts} must be within 1..=10"),
             );
         }
         let batch = self.batch.unwrap_or(DEFAULT_BATCH);
@@ -201,6 +241,8 @@ impl RawKafka {
             client: self.client,
             client_secret_env: self.client_secret_env,
             create_topics: self.create_topics,
+            dlq_topic_template,
+            max_attempts,
         })
     }
 }
@@ -209,6 +251,13 @@ impl KafkaConfig {
     /// The topic of events of `event_type` of `tenant`.
     pub fn topic(&self, tenant: &str, event_type: &str) -> String {
         self.topic_template
+            .replace("{type}", event_type)
+            .replace("{tenant}", tenant)
+    }
+
+    /// The dead-letter topic of events of `event_type` of `tenant`.
+    pub fn dlq_topic(&self, tenant: &str, event_type: &str) -> String {
+        self.dlq_topic_template
             .replace("{type}", event_type)
             .replace("{tenant}", tenant)
     }

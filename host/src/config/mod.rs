@@ -536,6 +536,14 @@ impl<'a> Resolver<'a> {
             subscriptions: self.subscriptions(field, raw.subscriptions.as_ref()),
             ..TenantApiConfig::default()
         };
+        match raw.events.as_ref().and_then(|e| e.order.as_deref()) {
+            None | Some("strict") => {}
+            Some("available") => api.events_pass_dead = true,
+            Some(other) => self.error(
+                format!("{field}.events.order"),
+                format!("`{other}` is not an order: strict (the default) or available"),
+            ),
+        }
         if let Some(gateway) = &raw.gateway {
             let (config, problems) = gateway.resolve(self.has_simulator);
             for (key, message) in problems {

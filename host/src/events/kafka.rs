@@ -19,7 +19,7 @@
 //! `delivery_timeout_ms`; the cursor stays where it was, and the backlog is
 //! sent when the broker answers again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -31,7 +31,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use super::cloudevents::kafka_record;
 use crate::app::App;
 use crate::config::KafkaConfig;
-use crate::store::{EventRecord, Queries, RelayTx, Transactions, TxOps};
+use crate::store::{
+    EventRecord, Queries, RelayEventRecord, RelayQueries, RelayTx, Transactions, TxOps,
+};
 
 /// The sink name of the Kafka cursor.
 pub const SINK: &str = "kafka";
@@ -61,6 +63,10 @@ pub struct RelayRun {
     pub published: u64,
     /// Tenants whose round stopped at a failure (retried next round).
     pub failed: u64,
+    /// Events sent to their dead-letter topic.
+    pub dead: u64,
+    /// Events held behind a dead event of their customer (strict order).
+    pub held: u64,
     /// Whether some tenant had a full batch: the next round should start
     /// at once.
     pub more: bool,
@@ -135,6 +141,8 @@ impl KafkaRelay {
                 Ok(Some(round)) => {
                     run.tenants += 1;
                     run.published += round.published;
+                    run.dead += round.dead;
+                    run.held += round.held;
                     run.more |= round.full;
                     if let Some(error) = round.error {
                         run.failed += 1;
@@ -177,116 +185,344 @@ impl KafkaRelay {
         let cursor = tx
             .claim_relay(SINK, &self.owner, (now, now + lease))
             .await?;
+        let rows = match cursor {
+            Some(_) => tx.relay_events_in_tx(SINK).await?,
+            None => Vec::new(),
+        };
         tx.commit(None).await?;
         let Some(cursor) = cursor else {
             return Ok(None);
         };
-        // The feed's read (on PostgreSQL it first numbers what committed
-        // since the last pass, so a round sees writes that just committed).
-        let events = app
-            .store()
-            .events(tenant, cursor.position, self.config.batch)
-            .await?;
-        let full = events.len() as i64 == self.config.batch;
-        let (acknowledged, error) = self.publish(tenant, &events).await;
-        if acknowledged.is_some() {
-            crate::crash_points::reached("relay.delivered", tenant);
-        }
-        let published = events
+        let pass_dead = app
+            .tenants()
+            .get(tenant)
+            .is_some_and(|t| t.events_pass_dead);
+        let mut round = Round::default();
+        let mut writes = Vec::new();
+        // Strict order: a dead event holds its customer's later events.
+        let mut blocked: HashSet<String> = rows
             .iter()
-            .take_while(|e| acknowledged.is_some_and(|last| e.feed_seq <= last))
-            .count() as u64;
-        let now = app.now();
-        let mut tx = app.store().begin(tenant).await?;
-        let held = tx
-            .advance_relay(
-                SINK,
-                &self.owner,
-                acknowledged.unwrap_or(cursor.position),
-                (now, now + lease),
-            )
-            .await?;
-        tx.commit(None).await?;
-        if !held {
-            // Stalled past the lease; another host took the tenant over and
-            // publishes from its own cursor.
-            tracing::warn!(tenant, owner = %self.owner, "relay.lease_lost");
-        }
-        Ok(Some(Round {
-            published,
-            full: full && error.is_none(),
-            error,
-        }))
-    }
+            .filter(|r| r.state == "DEAD" && !pass_dead)
+            .map(|r| r.customer_id.clone())
+            .collect();
 
-    /// Produces `events` in order and waits for every delivery: the
-    /// position of the last event of the acknowledged prefix, and the
-    /// first failure.
-    async fn publish(&self, tenant: &str, events: &[EventRecord]) -> (Option<i64>, Option<String>) {
-        if events.is_empty() {
-            return (None, None);
-        }
-        if let Err(error) = self.ensure_topics(tenant, events).await {
-            return (None, Some(error));
-        }
-        let Some(producer) = self.producer() else {
-            return (None, Some("the Kafka producer cannot be created".into()));
-        };
-        let mut deliveries = Vec::with_capacity(events.len());
-        let mut failure = None;
-        for event in events {
-            let record = kafka_record(tenant, event);
-            let topic = self.config.topic(tenant, &event.event_type);
-            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-            for (key, value) in &record.headers {
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(value.as_str()),
-                });
+        // 1. Replays, and held events whose customer is free again (its
+        //    dead event replayed or skipped), one by one in feed order.
+        let mut stopped = false;
+        for row in rows
+            .iter()
+            .filter(|r| r.state == "REPLAY" || r.state == "HELD")
+        {
+            if row.state == "HELD" && blocked.contains(&row.customer_id) {
+                continue;
             }
-            let produced = producer.send_result(
-                FutureRecord::to(&topic)
-                    .key(&record.key)
-                    .payload(&record.value)
-                    .headers(headers),
-            );
-            match produced {
-                Ok(delivery) => deliveries.push((event.feed_seq, delivery)),
-                Err((error, _)) => {
-                    failure = Some(format!("event {}: {error}", event.event_id));
+            let Some(event) = app.store().event_by_id(tenant, &row.event_id).await? else {
+                // Pruned meanwhile: nothing left to publish.
+                writes.push(Write::Drop(row.event_id.clone()));
+                continue;
+            };
+            match self.publish_one(tenant, &event).await {
+                Ok(()) => {
+                    round.published += 1;
+                    writes.push(Write::Drop(row.event_id.clone()));
+                }
+                Err(failure) if failure.permanent && row.state == "REPLAY" => {
+                    let mut dead = row.clone();
+                    dead.state = "DEAD".into();
+                    dead.attempts += 1;
+                    dead.last_error = Some(failure.error);
+                    dead.updated_at = app.now();
+                    if !pass_dead {
+                        blocked.insert(row.customer_id.clone());
+                    }
+                    writes.push(Write::Put(dead));
+                }
+                Err(failure) => {
+                    round.error = Some(failure.error);
+                    stopped = true;
                     break;
                 }
             }
         }
-        let mut acknowledged = None;
-        for (position, delivery) in deliveries {
-            match delivery.await {
-                Ok(Ok(_)) if failure.is_none() => acknowledged = Some(position),
-                Ok(Ok(_)) => {}
+
+        // 2. The feed after the cursor.
+        let mut acknowledged = cursor.position;
+        if !stopped {
+            let events = app
+                .store()
+                .events(tenant, cursor.position, self.config.batch)
+                .await?;
+            round.full = events.len() as i64 == self.config.batch;
+            let failing: HashMap<&str, &RelayEventRecord> = rows
+                .iter()
+                .filter(|r| r.state == "FAILING")
+                .map(|r| (r.event_id.as_str(), r))
+                .collect();
+            let to_send: Vec<&EventRecord> = events
+                .iter()
+                .filter(|e| !blocked.contains(&e.subject))
+                .collect();
+            let mut outcomes = self.publish(tenant, &to_send).await.into_iter();
+            for event in &events {
+                if blocked.contains(&event.subject) {
+                    writes.push(Write::Put(self.row(event, "HELD", 0, None, app.now())));
+                    acknowledged = event.feed_seq;
+                    round.held += 1;
+                    continue;
+                }
+                match outcomes.next().flatten() {
+                    Some(Ok(())) => {
+                        acknowledged = event.feed_seq;
+                        round.published += 1;
+                        if failing.contains_key(event.event_id.as_str()) {
+                            writes.push(Write::Drop(event.event_id.clone()));
+                        }
+                    }
+                    Some(Err(failure)) if failure.permanent => {
+                        let attempts = failing
+                            .get(event.event_id.as_str())
+                            .map_or(0, |r| r.attempts)
+                            + 1;
+                        if attempts < self.config.max_attempts {
+                            writes.push(Write::Put(self.row(
+                                event,
+                                "FAILING",
+                                attempts,
+                                Some(failure.error.clone()),
+                                app.now(),
+                            )));
+                            round.error = Some(failure.error);
+                        } else {
+                            match self
+                                .dead_letter(tenant, event, &failure.error, attempts)
+                                .await
+                            {
+                                Ok(()) => {
+                                    writes.push(Write::Put(self.row(
+                                        event,
+                                        "DEAD",
+                                        attempts,
+                                        Some(failure.error.clone()),
+                                        app.now(),
+                                    )));
+                                    acknowledged = event.feed_seq;
+                                    round.dead += 1;
+                                    tracing::warn!(
+                                        tenant,
+                                        event_id = %event.event_id,
+                                        error = %failure.error,
+                                        "relay.dead_lettered"
+                                    );
+                                }
+                                Err(error) => round.error = Some(error),
+                            }
+                        }
+                        // What this round sent after it is decided next
+                        // round (its customer's events held, under strict
+                        // order).
+                        break;
+                    }
+                    Some(Err(failure)) => {
+                        round.error = Some(failure.error);
+                        break;
+                    }
+                    // Not sent: an earlier one failed at the producer.
+                    None => break,
+                }
+            }
+            if acknowledged > cursor.position {
+                crate::crash_points::reached("relay.delivered", tenant);
+            }
+        }
+
+        let now = app.now();
+        let mut tx = app.store().begin(tenant).await?;
+        for write in &writes {
+            match write {
+                Write::Put(row) => tx.put_relay_event(SINK, row).await?,
+                Write::Drop(id) => {
+                    tx.drop_relay_event(SINK, id).await?;
+                }
+            }
+        }
+        let held = tx
+            .advance_relay(SINK, &self.owner, acknowledged, (now, now + lease))
+            .await?;
+        if held {
+            tx.commit(None).await?;
+        } else {
+            // Stalled past the lease; another host took the tenant over and
+            // publishes from its own cursor: this round's records go.
+            tx.rollback().await?;
+            tracing::warn!(tenant, owner = %self.owner, "relay.lease_lost");
+        }
+        if round.error.is_some() {
+            round.full = false;
+        }
+        Ok(Some(round))
+    }
+
+    /// A `relay_events` row for `event`.
+    fn row(
+        &self,
+        event: &EventRecord,
+        state: &str,
+        attempts: i64,
+        last_error: Option<String>,
+        now: i64,
+    ) -> RelayEventRecord {
+        RelayEventRecord {
+            event_id: event.event_id.clone(),
+            position: event.feed_seq,
+            customer_id: event.subject.clone(),
+            event_type: event.event_type.clone(),
+            state: state.into(),
+            attempts,
+            last_error,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// Produces `events` in order and waits for every delivery: one outcome
+    /// per event (`None`: not sent, an earlier one failed at the producer).
+    async fn publish(
+        &self,
+        tenant: &str,
+        events: &[&EventRecord],
+    ) -> Vec<Option<Result<(), Failure>>> {
+        if events.is_empty() {
+            return Vec::new();
+        }
+        let topics: Vec<String> = events
+            .iter()
+            .map(|e| self.config.topic(tenant, &e.event_type))
+            .collect();
+        if let Err(error) = self.ensure_topics(&topics).await {
+            let mut outcomes = vec![Some(Err(Failure::transient(error)))];
+            outcomes.resize_with(events.len(), || None);
+            return outcomes;
+        }
+        let Some(producer) = self.producer() else {
+            let mut outcomes = vec![Some(Err(Failure::transient(
+                "the Kafka producer cannot be created".into(),
+            )))];
+            outcomes.resize_with(events.len(), || None);
+            return outcomes;
+        };
+        let mut deliveries = Vec::with_capacity(events.len());
+        let mut refused = None;
+        for (event, topic) in events.iter().zip(&topics) {
+            let record = kafka_record(tenant, event);
+            match producer.send_result(
+                FutureRecord::to(topic)
+                    .key(&record.key)
+                    .payload(&record.value)
+                    .headers(headers(&record.headers, &[])),
+            ) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((error, _)) => {
+                    refused = Some(Failure::of(&error, &event.event_id));
+                    break;
+                }
+            }
+        }
+        let mut outcomes = Vec::with_capacity(events.len());
+        let mut failed = refused.is_some();
+        for (event, delivery) in events.iter().zip(deliveries) {
+            outcomes.push(Some(match delivery.await {
+                Ok(Ok(_)) => Ok(()),
                 Ok(Err((error, _))) => {
-                    failure.get_or_insert_with(|| format!("position {position}: {error}"));
+                    failed = true;
+                    Err(Failure::of(&error, &event.event_id))
                 }
                 Err(_) => {
-                    failure.get_or_insert_with(|| {
-                        format!("position {position}: the producer was dropped")
-                    });
+                    failed = true;
+                    Err(Failure::transient("the producer was dropped".into()))
                 }
+            }));
+        }
+        if let Some(failure) = refused {
+            outcomes.push(Some(Err(failure)));
+        }
+        outcomes.resize_with(events.len(), || None);
+        if failed {
+            self.forget(&producer).await;
+        }
+        outcomes
+    }
+
+    /// Publishes one event and waits for it.
+    async fn publish_one(&self, tenant: &str, event: &EventRecord) -> Result<(), Failure> {
+        match self.publish(tenant, &[event]).await.pop().flatten() {
+            Some(outcome) => outcome,
+            None => Err(Failure::transient("not sent".into())),
+        }
+    }
+
+    /// Sends `event` to its dead-letter topic with why (`fluxpay_error`,
+    /// `fluxpay_attempts`, `fluxpay_topic`); when the record itself is what
+    /// the broker refuses (too large), without its value
+    /// (`fluxpay_value_omitted`): the feed and the replay API still have it.
+    async fn dead_letter(
+        &self,
+        tenant: &str,
+        event: &EventRecord,
+        error: &str,
+        attempts: i64,
+    ) -> Result<(), String> {
+        let topic = self.config.dlq_topic(tenant, &event.event_type);
+        self.ensure_topics(std::slice::from_ref(&topic)).await?;
+        let producer = self
+            .producer()
+            .ok_or_else(|| "the Kafka producer cannot be created".to_owned())?;
+        let record = kafka_record(tenant, event);
+        let original = self.config.topic(tenant, &event.event_type);
+        let attempts = attempts.to_string();
+        let why = [
+            ("fluxpay_error", error),
+            ("fluxpay_attempts", attempts.as_str()),
+            ("fluxpay_topic", original.as_str()),
+        ];
+        for omit in [false, true] {
+            let mut extra = why.to_vec();
+            if omit {
+                extra.push(("fluxpay_value_omitted", "true"));
+            }
+            let value = if omit { "" } else { record.value.as_str() };
+            let sent = producer.send_result(
+                FutureRecord::to(&topic)
+                    .key(&record.key)
+                    .payload(value)
+                    .headers(headers(&record.headers, &extra)),
+            );
+            let outcome = match sent {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(_)) => return Ok(()),
+                    Ok(Err((error, _))) => Failure::of(&error, &event.event_id),
+                    Err(_) => Failure::transient("the producer was dropped".into()),
+                },
+                Err((error, _)) => Failure::of(&error, &event.event_id),
+            };
+            if !outcome.permanent || omit {
+                self.forget(&producer).await;
+                return Err(format!("dead-lettering: {}", outcome.error));
             }
         }
-        if failure.is_some() {
-            // A broker that lost its topics (restarted empty, or they were
-            // deleted) gets them again before the next round.
-            self.topics.lock().await.clear();
-            // The next round sends from the cursor with a new producer: a
-            // fatal error (gapless guarantee) forbids this one to send
-            // again, and after timeouts its idempotence state (producer id,
-            // sequence numbers) may not match a broker that restarted.
-            if let Some((code, reason)) = producer.client().fatal_error() {
-                tracing::warn!(?code, %reason, "relay.producer_fatal");
-            }
-            *self.producer.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        unreachable!("the loop returns on its second pass")
+    }
+
+    /// After a failure: the next round sends from the cursor with a new
+    /// producer — a fatal error (gapless guarantee) forbids this one to send
+    /// again, and after timeouts its idempotence state (producer id,
+    /// sequence numbers) may not match a broker that restarted — and
+    /// checks again that its topics exist.
+    async fn forget(&self, producer: &FutureProducer) {
+        self.topics.lock().await.clear();
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            tracing::warn!(?code, %reason, "relay.producer_fatal");
         }
-        (acknowledged, failure)
+        *self.producer.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// The producer, started again after a fatal error.
@@ -304,17 +540,16 @@ impl KafkaRelay {
         slot.clone()
     }
 
-    /// Creates the topics of `events` that this host has not seen yet, when
-    /// `create_topics` is configured (one that exists already is fine).
-    async fn ensure_topics(&self, tenant: &str, events: &[EventRecord]) -> Result<(), String> {
+    /// Creates the topics this host has not seen yet, when `create_topics`
+    /// is configured (one that exists already is fine).
+    async fn ensure_topics(&self, topics: &[String]) -> Result<(), String> {
         let (Some(admin), Some(create)) = (&self.admin, self.config.create_topics) else {
             return Ok(());
         };
         let mut known = self.topics.lock().await;
-        let missing: Vec<String> = events
+        let missing: Vec<&String> = topics
             .iter()
-            .map(|e| self.config.topic(tenant, &e.event_type))
-            .filter(|topic| !known.contains(topic))
+            .filter(|topic| !known.contains(*topic))
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
@@ -353,8 +588,72 @@ impl KafkaRelay {
 }
 
 /// One tenant's round.
+#[derive(Default)]
 struct Round {
     published: u64,
+    held: u64,
+    dead: u64,
     full: bool,
     error: Option<String>,
+}
+
+/// A change to `relay_events`, written with the cursor's move.
+enum Write {
+    Put(RelayEventRecord),
+    Drop(String),
+}
+
+/// Why a record was not published, and whether sending it again can help.
+#[derive(Debug)]
+struct Failure {
+    error: String,
+    /// The broker or the producer refuses this record for good (too large,
+    /// invalid): after `max_attempts` rounds it is dead-lettered.
+    permanent: bool,
+}
+
+impl Failure {
+    fn of(error: &KafkaError, event_id: &str) -> Failure {
+        use RDKafkaErrorCode as C;
+        Failure {
+            error: format!("event {event_id}: {error}"),
+            permanent: matches!(
+                error.rdkafka_error_code(),
+                Some(
+                    C::MessageSizeTooLarge
+                        | C::InvalidMessageSize
+                        | C::InvalidMessage
+                        | C::InvalidRecord
+                        | C::PolicyViolation
+                        | C::BadMessage
+                        | C::InvalidTopic
+                )
+            ),
+        }
+    }
+
+    fn transient(error: String) -> Failure {
+        Failure {
+            error,
+            permanent: false,
+        }
+    }
+}
+
+/// A record's headers: the CloudEvents ones, then `extra`.
+fn headers(ce: &[(&'static str, String)], extra: &[(&str, &str)]) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new_with_capacity(ce.len() + extra.len());
+    for (key, value) in ce {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value.as_str()),
+        });
+    }
+    for (key, value) in extra {
+        headers = headers.insert(Header {
+            key,
+            value: Some(*value),
+        });
+    }
+    headers
 }

@@ -76,7 +76,7 @@ pub use payments::{
     PaymentTransitionRecord, PaymentTx, PaymentUpdate,
 };
 pub use postgres::PgStore;
-pub use relay::{RelayCursor, RelayQueries, RelayTx, RelayTypeCounts};
+pub use relay::{RelayCursor, RelayEventRecord, RelayQueries, RelayTx, RelayTypeCounts};
 pub use renewals::{PaymentMethodRecord, RenewalChargeRecord, RenewalQueries, RenewalTx};
 pub use reservations::{ReservationQueries, ReservationRecord, ReservationTx, ReserveOutcome};
 pub use sagas::{SagaQueries, SagaRecord, SagaTx};

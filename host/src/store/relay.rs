@@ -33,6 +33,29 @@ pub struct RelayCursor {
     pub updated_at: i64,
 }
 
+/// An event the relay could not publish as it came (`relay_events`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RelayEventRecord {
+    /// The event's id (the CloudEvents id).
+    pub event_id: String,
+    /// Its feed position.
+    pub position: i64,
+    /// Its customer (the record key).
+    pub customer_id: String,
+    /// Its type.
+    pub event_type: String,
+    /// `FAILING`, `DEAD`, `HELD` or `REPLAY`.
+    pub state: String,
+    /// Rounds in which the broker refused it for good.
+    pub attempts: i64,
+    /// The last refusal.
+    pub last_error: Option<String>,
+    /// First recorded (ms since the epoch).
+    pub created_at: i64,
+    /// Last changed.
+    pub updated_at: i64,
+}
+
 /// Events of one type: published (at or before the cursor) and waiting.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RelayTypeCounts {
@@ -64,6 +87,22 @@ pub trait RelayQueries: Send + Sync {
         tenant: &str,
         position: i64,
     ) -> impl Future<Output = Result<Vec<RelayTypeCounts>>> + Send;
+
+    /// The tenant's events of `sink` in relay_events (`state`: all when
+    /// `None`), by feed position.
+    fn relay_events(
+        &self,
+        tenant: &str,
+        sink: &str,
+        state: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<RelayEventRecord>>> + Send;
+
+    /// One of the tenant's numbered events, by id.
+    fn event_by_id(
+        &self,
+        tenant: &str,
+        event_id: &str,
+    ) -> impl Future<Output = Result<Option<crate::store::EventRecord>>> + Send;
 }
 
 /// Writes inside the tenant's transaction.
@@ -86,6 +125,27 @@ pub trait RelayTx: Send {
         owner: &str,
         position: i64,
         now_and_lease_until: (i64, i64),
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// The tenant's events of `sink` in relay_events, by feed position.
+    fn relay_events_in_tx(
+        &mut self,
+        sink: &str,
+    ) -> impl Future<Output = Result<Vec<RelayEventRecord>>> + Send;
+
+    /// Stores (or replaces) the row of `event.event_id`.
+    fn put_relay_event(
+        &mut self,
+        sink: &str,
+        event: &RelayEventRecord,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes the row of `event_id` (published, or skipped); whether there
+    /// was one.
+    fn drop_relay_event(
+        &mut self,
+        sink: &str,
+        event_id: &str,
     ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Gives up `owner`'s lease (a host stopping), so another host takes
@@ -163,6 +223,81 @@ macro_rules! relay_queries {
             Ok(done.rows_affected() == 1)
         }
 
+        pub(super) async fn relay_events<'e, E>(
+            ex: E,
+            tenant: &str,
+            sink: &str,
+            state: Option<&str>,
+        ) -> Result<Vec<RelayEventRecord>>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            Ok(sqlx::query_as::<_, RelayEventRecord>(
+                "SELECT event_id, position, customer_id, event_type, state, attempts, last_error, \
+                   created_at, updated_at FROM relay_events \
+                 WHERE tenant_id = $1 AND sink = $2 AND ($3 IS NULL OR state = $3) \
+                 ORDER BY position",
+            )
+            .bind(tenant)
+            .bind(sink)
+            .bind(state)
+            .fetch_all(ex)
+            .await?)
+        }
+
+        pub(super) async fn put_event<'e, E>(
+            ex: E,
+            tenant: &str,
+            sink: &str,
+            e: &RelayEventRecord,
+        ) -> Result<()>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            sqlx::query(
+                "INSERT INTO relay_events (tenant_id, sink, event_id, position, customer_id, \
+                   event_type, state, attempts, last_error, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (tenant_id, sink, event_id) DO UPDATE \
+                   SET state = excluded.state, attempts = excluded.attempts, \
+                     last_error = excluded.last_error, updated_at = excluded.updated_at",
+            )
+            .bind(tenant)
+            .bind(sink)
+            .bind(&e.event_id)
+            .bind(e.position)
+            .bind(&e.customer_id)
+            .bind(&e.event_type)
+            .bind(&e.state)
+            .bind(e.attempts)
+            .bind(&e.last_error)
+            .bind(e.created_at)
+            .bind(e.updated_at)
+            .execute(ex)
+            .await?;
+            Ok(())
+        }
+
+        pub(super) async fn drop_event<'e, E>(
+            ex: E,
+            tenant: &str,
+            sink: &str,
+            event_id: &str,
+        ) -> Result<bool>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            let done = sqlx::query(
+                "DELETE FROM relay_events WHERE tenant_id = $1 AND sink = $2 AND event_id = $3",
+            )
+            .bind(tenant)
+            .bind(sink)
+            .bind(event_id)
+            .execute(ex)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
         pub(super) async fn release<'e, E>(
             ex: E,
             tenant: &str,
@@ -206,7 +341,36 @@ const PG_COUNTS: &str = "SELECT o.type, \
 const CURSOR: &str = "SELECT sink, position, owner, lease_until, updated_at FROM relay_cursors \
      WHERE tenant_id = $1 AND sink = $2";
 
+const SQLITE_EVENT: &str = "SELECT feed_seq, event_id, type, source, subject, time, data, \
+       transaction_id FROM outbox_events \
+     WHERE tenant_id = $1 AND event_id = $2 AND feed_seq IS NOT NULL";
+const PG_EVENT: &str = "SELECT f.feed_seq, o.event_id, o.type, o.source, o.subject, o.time, \
+       o.data, o.transaction_id \
+     FROM outbox_events o JOIN outbox_feed f ON f.event_row = o.id \
+     WHERE o.tenant_id = $1 AND o.event_id = $2";
+
 impl RelayQueries for SqliteStore {
+    async fn relay_events(
+        &self,
+        tenant: &str,
+        sink: &str,
+        state: Option<&str>,
+    ) -> Result<Vec<RelayEventRecord>> {
+        sqlite_q::relay_events(&self.reader, tenant, sink, state).await
+    }
+
+    async fn event_by_id(
+        &self,
+        tenant: &str,
+        event_id: &str,
+    ) -> Result<Option<crate::store::EventRecord>> {
+        Ok(sqlx::query_as::<_, crate::store::EventRecord>(SQLITE_EVENT)
+            .bind(tenant)
+            .bind(event_id)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
     async fn relay_cursor(&self, tenant: &str, sink: &str) -> Result<Option<RelayCursor>> {
         Ok(sqlx::query_as::<_, RelayCursor>(CURSOR)
             .bind(tenant)
@@ -225,6 +389,30 @@ impl RelayQueries for SqliteStore {
 }
 
 impl RelayQueries for PgStore {
+    async fn relay_events(
+        &self,
+        tenant: &str,
+        sink: &str,
+        state: Option<&str>,
+    ) -> Result<Vec<RelayEventRecord>> {
+        pg_read!(self.db, |conn| pg_q::relay_events(
+            conn, tenant, sink, state
+        ))
+    }
+
+    async fn event_by_id(
+        &self,
+        tenant: &str,
+        event_id: &str,
+    ) -> Result<Option<crate::store::EventRecord>> {
+        pg_read!(self.db, |conn| {
+            sqlx::query_as::<_, crate::store::EventRecord>(PG_EVENT)
+                .bind(tenant)
+                .bind(event_id)
+                .fetch_optional(conn)
+        })
+    }
+
     async fn relay_cursor(&self, tenant: &str, sink: &str) -> Result<Option<RelayCursor>> {
         pg_read!(self.db, |conn| sqlx::query_as::<_, RelayCursor>(CURSOR)
             .bind(tenant)
@@ -243,6 +431,23 @@ impl RelayQueries for PgStore {
 }
 
 impl RelayQueries for Store {
+    async fn relay_events(
+        &self,
+        tenant: &str,
+        sink: &str,
+        state: Option<&str>,
+    ) -> Result<Vec<RelayEventRecord>> {
+        dispatch!(self, s => s.relay_events(tenant, sink, state).await)
+    }
+
+    async fn event_by_id(
+        &self,
+        tenant: &str,
+        event_id: &str,
+    ) -> Result<Option<crate::store::EventRecord>> {
+        dispatch!(self, s => s.event_by_id(tenant, event_id).await)
+    }
+
     async fn relay_cursor(&self, tenant: &str, sink: &str) -> Result<Option<RelayCursor>> {
         dispatch!(self, s => s.relay_cursor(tenant, sink).await)
     }
@@ -285,6 +490,22 @@ macro_rules! relay_tx {
             async fn release_relay(&mut self, sink: &str, owner: &str, now: i64) -> Result<()> {
                 $q::release(&mut *self.tx, &self.tenant, sink, owner, now).await
             }
+
+            async fn relay_events_in_tx(&mut self, sink: &str) -> Result<Vec<RelayEventRecord>> {
+                $q::relay_events(&mut *self.tx, &self.tenant, sink, None).await
+            }
+
+            async fn put_relay_event(
+                &mut self,
+                sink: &str,
+                event: &RelayEventRecord,
+            ) -> Result<()> {
+                $q::put_event(&mut *self.tx, &self.tenant, sink, event).await
+            }
+
+            async fn drop_relay_event(&mut self, sink: &str, event_id: &str) -> Result<bool> {
+                $q::drop_event(&mut *self.tx, &self.tenant, sink, event_id).await
+            }
         }
     };
 }
@@ -314,5 +535,17 @@ impl RelayTx for Tx {
 
     async fn release_relay(&mut self, sink: &str, owner: &str, now: i64) -> Result<()> {
         dispatch_tx!(self, t => t.release_relay(sink, owner, now).await)
+    }
+
+    async fn relay_events_in_tx(&mut self, sink: &str) -> Result<Vec<RelayEventRecord>> {
+        dispatch_tx!(self, t => t.relay_events_in_tx(sink).await)
+    }
+
+    async fn put_relay_event(&mut self, sink: &str, event: &RelayEventRecord) -> Result<()> {
+        dispatch_tx!(self, t => t.put_relay_event(sink, event).await)
+    }
+
+    async fn drop_relay_event(&mut self, sink: &str, event_id: &str) -> Result<bool> {
+        dispatch_tx!(self, t => t.drop_relay_event(sink, event_id).await)
     }
 }

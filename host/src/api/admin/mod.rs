@@ -77,6 +77,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/v1/payments/flagged", get(flagged_payments))
         .route("/admin/v1/sagas", get(sagas))
         .route("/admin/v1/events/status", get(events_status))
+        .route("/admin/v1/events/dead", get(dead_events))
+        .route("/admin/v1/events/replay", post(replay_events))
+        .route(
+            "/admin/v1/events/{tenant}/{event_id}/skip",
+            post(skip_event),
+        )
         .route(
             "/admin/v1/sagas/{tenant}/{order_id}/retry",
             post(retry_saga),
@@ -125,6 +131,118 @@ async fn events_status(State(state): State<AdminState>) -> ApiResult<serde_json:
     Ok(ApiOk::new(
         "events status",
         serde_json::json!({ "now": now, "tenants": tenants }),
+    ))
+}
+
+/// `GET /admin/v1/events/dead?tenant=`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadQuery {
+    tenant: String,
+}
+
+/// `GET /admin/v1/events/dead?tenant=`: the tenant's events the relay sent
+/// to their dead-letter topics (refused by the broker `max_attempts`
+/// times), and how many of their customers' events wait behind them.
+async fn dead_events(
+    State(state): State<AdminState>,
+    super::extract::AppQuery(query): super::extract::AppQuery<DeadQuery>,
+) -> ApiResult<serde_json::Value> {
+    let Some(app) = &state.app else {
+        return Err(ApiError::NotReady);
+    };
+    let (dead, held) = app
+        .dead_events(&query.tenant, crate::events::kafka::SINK)
+        .await?;
+    let dead = dead
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "eventId": &e.event_id,
+                "position": e.position,
+                "customerId": &e.customer_id,
+                "type": &e.event_type,
+                "attempts": e.attempts,
+                "lastError": &e.last_error,
+                "deadAt": e.updated_at,
+            })
+        })
+        .collect::<Vec<_>>();
+    Ok(ApiOk::new(
+        "dead events",
+        serde_json::json!({ "dead": dead, "held": held }),
+    ))
+}
+
+/// `POST /admin/v1/events/{tenant}/{eventId}/skip`: a dead event is given
+/// up (it stays in its dead-letter topic); its customer's held events are
+/// published by the next round.
+async fn skip_event(
+    State(state): State<AdminState>,
+    AppPath((tenant, event_id)): AppPath<(String, String)>,
+) -> ApiResult<serde_json::Value> {
+    let Some(app) = &state.app else {
+        return Err(ApiError::NotReady);
+    };
+    app.skip_event(&tenant, crate::events::kafka::SINK, &event_id)
+        .await?;
+    Ok(ApiOk::new(
+        "event skipped",
+        serde_json::json!({ "eventId": event_id }),
+    ))
+}
+
+/// `POST /admin/v1/events/replay`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ReplayBody {
+    tenant: String,
+    #[serde(default)]
+    event_ids: Vec<String>,
+    from_position: Option<i64>,
+    to_position: Option<i64>,
+    dead_of_type: Option<String>,
+}
+
+/// `POST /admin/v1/events/replay`: `{tenant, eventIds?, fromPosition?,
+/// toPosition?, deadOfType?}` — the selected events (already passed by the
+/// relay) are published again with their own ids by the next rounds, dead
+/// ones first in line for their customers.
+async fn replay_events(
+    State(state): State<AdminState>,
+    AppJson(body): AppJson<ReplayBody>,
+) -> ApiResult<serde_json::Value> {
+    use crate::app::AppError;
+    let Some(app) = &state.app else {
+        return Err(ApiError::NotReady);
+    };
+    let positions = match (body.from_position, body.to_position) {
+        (None, None) => None,
+        (Some(from), Some(to)) => Some((from, to)),
+        _ => {
+            return Err(AppError::Invalid("fromPosition and toPosition go together".into()).into());
+        }
+    };
+    if body.event_ids.is_empty() && positions.is_none() && body.dead_of_type.is_none() {
+        return Err(AppError::Invalid(
+            "name eventIds, fromPosition/toPosition or deadOfType".into(),
+        )
+        .into());
+    }
+    let replayed = app
+        .replay_events(
+            &body.tenant,
+            crate::events::kafka::SINK,
+            crate::app::events::ReplaySelection {
+                event_ids: body.event_ids,
+                positions,
+                dead_of_type: body.dead_of_type,
+            },
+        )
+        .await?;
+    Ok(ApiOk::new(
+        "events replayed",
+        serde_json::json!({ "replayed": replayed }),
     ))
 }
 
