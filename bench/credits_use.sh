@@ -34,7 +34,10 @@
 # BUILD_PROFILE (cargo profile: production, the LTO build a deployment runs,
 # or release), SKIP_BUILD (1: use the binaries already in target/<profile>),
 # HOST_BINS ("A B": an A/B on SQLite — each round runs every binary in turn,
-# each on a fresh database; ROUNDS rounds), HOST_BIN (the binary to run).
+# each on a fresh database; ROUNDS rounds), HOST_BIN (the binary to run),
+# KAFKA_BROKERS (host:port: the host also runs the outbox relay to that
+# broker, topics `bench<pid>.{type}` created with 6 partitions — the request
+# path with the relay on, issue 17).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -104,6 +107,10 @@ config() { # <file> [extra database keys…]
     for line in "$@"; do
         sed -i "s#^database:\$#database:\n  $line#" "$file"
     done
+    if [ -n "${KAFKA_BROKERS:-}" ]; then
+        printf 'kafka:\n  brokers: "%s"\n  topic_template: "bench%s.{type}"\n  create_topics: { partitions: 6, replication: 1 }\n' \
+            "$KAFKA_BROKERS" "$$" >> "$file"
+    fi
 }
 
 start_host() { # <config> <database url>

@@ -5,11 +5,17 @@
 # from its first round until every event is acknowledged
 # (host/examples/relay_bench.rs).
 #
-#   bench/relay.sh [sqlite|postgres|all]   (default: all)
+#   bench/relay.sh [sqlite|postgres|all|lag-sqlite|lag-postgres]   (default: all)
+#
+# lag-*: commit → consumer lag instead (relay_bench --lag-seconds): the
+# relay runs as `serve` runs it while a writer commits RATE events a second
+# for LAG_SECONDS, one per transaction through the store's write path, and a
+# consumer reads them; p50/p95/p99/max of (arrival − the event's time).
 #
 # sqlite — a fresh temporary SQLite file; postgres — a private, durable
 # PostgreSQL 15 cluster (fsync=on, synchronous_commit=on) on 127.0.0.1:PG_PORT.
 # Knobs (environment): EVENTS (100000), BATCHES ("500"; e.g. "100 500 2000"),
+# RATE (5000; about half the durable SQLite credits/use rate), LAG_SECONDS (20),
 # PARTITIONS (6), CUSTOMERS (1000), PG_PORT (54331), BUILD_PROFILE
 # (production), SKIP_BUILD (1: use target/<profile>/examples/relay_bench).
 # Every process it starts is stopped on exit, by PID.
@@ -60,6 +66,20 @@ run() { # <database url>
     done
 }
 
+lag() { # <database url>
+    "$BENCH" --brokers "$FLUXPAY_TEST_KAFKA_BROKERS" --database "$1" \
+        --lag-seconds "${LAG_SECONDS:-20}" --rate "${RATE:-5000}" --partitions "$PARTITIONS"
+}
+
+if [ "$MODE" = lag-sqlite ]; then
+    say "lag, sqlite"
+    lag "sqlite://$WORK/lag.db"
+fi
+if [ "$MODE" = lag-postgres ]; then
+    say "lag, postgres"
+    start_pg_cluster
+    lag "postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+fi
 if [ "$MODE" = sqlite ] || [ "$MODE" = all ]; then
     say "sqlite"
     run "sqlite://$WORK/relay.db"

@@ -11,6 +11,13 @@
 //! The outbox is filled through the store's own write path (1,000 events
 //! per transaction; ~250-byte JSON data, five event types, the customers
 //! round-robin), then the clock starts.
+//!
+//! With `--lag-seconds S --rate R` it measures lag instead: the relay runs
+//! as `serve` runs it (`events::kafka::run`), a writer commits R events a
+//! second for S seconds, each in a transaction of its own through the same
+//! write path, and a consumer notes for every record how long after its
+//! event's time (taken just before the commit) it arrived: p50, p95, p99
+//! and the maximum.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -62,6 +69,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = fluxpay_host::config::parse(Path::new("relay-bench.yaml"), &yaml)
         .map_err(|e| e.to_string())?;
     let store = Store::open(&config.database).await?;
+    if let Some(seconds) = args.get("lag-seconds") {
+        let rate: u64 = arg(&args, "rate", "1000").parse()?;
+        return lag(&config, store, seconds.parse()?, rate, &run).await;
+    }
 
     let filled = Instant::now();
     let data = format!(
@@ -118,4 +129,166 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     store.close().await;
     Ok(())
+}
+
+/// `--lag-seconds`: commit → consumer lag while events are written at
+/// `rate` a second (module docs).
+async fn lag(
+    config: &fluxpay_host::config::Config,
+    store: Store,
+    seconds: u64,
+    rate: u64,
+    run: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use rdkafka::ClientConfig;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::{Headers, Message};
+
+    let kafka = config.kafka.clone().expect("kafka:");
+    let tenants = TenantDirectory::from_config(config, &|_| None).map_err(|e| e.to_string())?;
+    let app = App::new(
+        store.clone(),
+        Arc::new(Registry::new()),
+        tenants,
+        system_clock(),
+    );
+    let write = |n: u64, store: Store| write_one(run.to_owned(), n, store);
+    // One event of each type first, so that the relay creates the topics
+    // and the consumer is assigned them before the clock starts.
+    for n in 0..TYPES.len() as u64 {
+        write(n, store.clone()).await?;
+    }
+    let relay = Arc::new(KafkaRelay::new(kafka.clone(), "bench", &|_| None)?);
+    let relaying = tokio::spawn(fluxpay_host::events::kafka::run(app.clone(), relay));
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", format!("lag-{run}"))
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "10")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .create()?;
+    let topics: Vec<String> = TYPES.iter().map(|t| kafka.topic("globex", t)).collect();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names)?;
+    let mut warm = 0;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while warm < TYPES.len() {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(_)) => warm += 1,
+            // Topics the relay is still creating.
+            Ok(Err(_)) => continue,
+            Err(_) => return Err("the warm-up events did not arrive".into()),
+        }
+    }
+    let total = seconds * rate;
+    let writer = {
+        let store = store.clone();
+        let run = run.to_owned();
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval(std::time::Duration::from_micros(1_000_000 / rate));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            // Each commit a task of its own, as concurrent requests are.
+            let mut commits = tokio::task::JoinSet::new();
+            for n in TYPES.len() as u64..TYPES.len() as u64 + total {
+                tick.tick().await;
+                commits.spawn(write_one(run.clone(), n, store.clone()));
+            }
+            while let Some(done) = commits.join_next().await {
+                done.expect("a commit task")?;
+            }
+            Ok::<_, fluxpay_host::store::StoreError>(())
+        })
+    };
+    let mut lags: Vec<i64> = Vec::with_capacity(total as usize);
+    let mut seen = std::collections::HashSet::new();
+    while (lags.len() as u64) < total {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(60), consumer.recv())
+            .await
+            .map_err(|_| format!("only {} of {total} records arrived", lags.len()))??;
+        let arrived = now_ms();
+        let mut time = None;
+        let mut id = None;
+        if let Some(headers) = message.headers() {
+            for header in headers.iter() {
+                let value = String::from_utf8_lossy(header.value.unwrap_or_default()).to_string();
+                match header.key {
+                    "ce_id" => id = Some(value),
+                    "ce_time" => time = Some(value),
+                    _ => {}
+                }
+            }
+        }
+        let (Some(id), Some(time)) = (id, time) else {
+            continue;
+        };
+        if !seen.insert(id) {
+            continue;
+        }
+        let time = rfc3339_to_millis(&time).ok_or("ce_time is not RFC 3339")?;
+        lags.push(arrived - time);
+    }
+    writer.await??;
+    relaying.abort();
+    lags.truncate(total as usize);
+    lags.sort_unstable();
+    let at = |q: f64| lags[((lags.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "backend={} rate={rate}/s seconds={seconds} events={total} lag_ms p50={} p95={} p99={} \
+         max={}",
+        store.backend(),
+        at(0.50),
+        at(0.95),
+        at(0.99),
+        lags[lags.len() - 1]
+    );
+    store.close().await;
+    Ok(())
+}
+
+/// Milliseconds since the epoch of `2026-12-06T18:00:00.123Z` (the form
+/// the relay writes).
+fn rfc3339_to_millis(text: &str) -> Option<i64> {
+    let (date, time) = text.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (hms, ms) = time.split_once('.')?;
+    let mut t = hms.split(':').map(|p| p.parse::<i64>());
+    let (h, min, s) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    // Days from civil (H. Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + min) * 60_000 + s * 1000 + ms.parse::<i64>().ok()?)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Commits event `n` in a transaction of its own, timed just before.
+async fn write_one(
+    run: String,
+    n: u64,
+    store: Store,
+) -> Result<(), fluxpay_host::store::StoreError> {
+    let mut journal = Journal::default();
+    journal.events.push(OutboxEntry {
+        event_id: format!("evt_{run}_{n}"),
+        event_type: TYPES[n as usize % TYPES.len()],
+        source: "/fluxpay/tenants/globex".into(),
+        subject: format!("c{}", n % 1000),
+        time: now_ms(),
+        data: r#"{"customerId":"c","credits":5}"#.into(),
+        transaction_id: format!("tx_{run}_{n}"),
+    });
+    let mut tx = store.begin("globex").await?;
+    tx.record(journal);
+    tx.commit(None).await
 }

@@ -123,7 +123,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .map_err(|err| anyhow::anyhow!(err))?;
             tracing::info!(owner = relay.owner(), brokers = %kafka.brokers, "serve.kafka_relay");
             let relay = Arc::new(relay);
-            Some((relay.clone(), tokio::spawn(relay_loop(app.clone(), relay))))
+            Some((
+                relay.clone(),
+                tokio::spawn(crate::events::kafka::run(app.clone(), relay)),
+            ))
         }
         None => None,
     };
@@ -236,28 +239,6 @@ async fn maintenance(app: App, retention_hours: u32) {
                     Err(err) => tracing::warn!(error = %err, "serve.credit_expiry_failed"),
                 }
             }
-        }
-    }
-}
-
-/// How long the relay waits between rounds that found nothing more to do.
-const RELAY_IDLE: Duration = Duration::from_millis(50);
-/// How long it waits after a round that failed (a broker that refuses
-/// topics, a database that does not answer) before trying again.
-const RELAY_RETRY: Duration = Duration::from_secs(1);
-
-/// Publishes the outbox to Kafka, round after round (at once while
-/// batches come full, else after [`RELAY_IDLE`]).
-async fn relay_loop(app: App, relay: Arc<KafkaRelay>) {
-    loop {
-        let run = relay.run_once(&app).await;
-        if run.published > 0 || run.failed > 0 {
-            tracing::debug!(?run, "serve.relay_round");
-        }
-        if run.failed > 0 {
-            tokio::time::sleep(RELAY_RETRY).await;
-        } else if !run.more {
-            tokio::time::sleep(RELAY_IDLE).await;
         }
     }
 }

@@ -20,6 +20,7 @@
 //! sent when the broker answers again.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -70,6 +71,29 @@ pub struct RelayRun {
     /// Whether some tenant had a full batch: the next round should start
     /// at once.
     pub more: bool,
+}
+
+/// How long the relay waits between rounds that found nothing more to do.
+pub const IDLE: Duration = Duration::from_millis(50);
+/// How long it waits after a round that failed (a broker that refuses
+/// topics, a database that does not answer) before trying again.
+pub const RETRY: Duration = Duration::from_secs(1);
+
+/// Publishes the outbox to Kafka, round after round: at once while batches
+/// come full, else after [`IDLE`] (after a failure, [`RETRY`]). `serve`
+/// runs it as a task of its own.
+pub async fn run(app: App, relay: std::sync::Arc<KafkaRelay>) {
+    loop {
+        let run = relay.run_once(&app).await;
+        if run.published > 0 || run.failed > 0 {
+            tracing::debug!(?run, "relay.round");
+        }
+        if run.failed > 0 {
+            tokio::time::sleep(RETRY).await;
+        } else if !run.more {
+            tokio::time::sleep(IDLE).await;
+        }
+    }
 }
 
 /// The relay of one host.
