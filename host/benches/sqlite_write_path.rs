@@ -82,6 +82,7 @@ async fn run(uses: usize, concurrency: usize, sync: SqliteSynchronous) {
         max_connections: 2,
         sqlite_synchronous: sync,
         idempotency_retention_hours: 24,
+        outbox_retention_days: 30,
     };
     let store = Arc::new(Store::open(&config).await.expect("the store opens"));
     seed(&store).await;

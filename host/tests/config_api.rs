@@ -35,12 +35,13 @@ fn the_database_defaults_to_an_sqlite_file_next_to_the_config() {
     assert_eq!(config.database.max_connections, 8);
     assert_eq!(config.database.sqlite_synchronous, SqliteSynchronous::Full);
     assert_eq!(config.database.idempotency_retention_hours, 48);
+    assert_eq!(config.database.outbox_retention_days, 30);
 }
 
 #[test]
 fn a_database_section_resolves_paths_and_hides_postgres_credentials() {
     let config = parse(
-        "database: { url: 'sqlite://../data/money.db', max_connections: 3, sqlite_synchronous: normal, idempotency_retention_hours: 72 }\ntenants: {}\n",
+        "database: { url: 'sqlite://../data/money.db', max_connections: 3, sqlite_synchronous: normal, idempotency_retention_hours: 72, outbox_retention_days: 7 }\ntenants: {}\n",
     )
     .unwrap();
     let DatabaseUrl::Sqlite(path) = &config.database.url else {
@@ -57,6 +58,7 @@ fn a_database_section_resolves_paths_and_hides_postgres_credentials() {
         SqliteSynchronous::Normal
     );
     assert_eq!(config.database.idempotency_retention_hours, 72);
+    assert_eq!(config.database.outbox_retention_days, 7);
 
     let config =
         parse("database: { url: 'postgres://app:hunter2@db:5432/fluxpay' }\ntenants: {}\n")
@@ -87,6 +89,11 @@ fn database_mistakes_name_their_field() {
         "database: { url: 'sqlite://x.db', sqlite_synchronous: off }\ntenants: {}\n",
         "database.sqlite_synchronous",
         "full, normal",
+    );
+    assert_error(
+        "database: { url: 'sqlite://x.db', outbox_retention_days: 0 }\ntenants: {}\n",
+        "database.outbox_retention_days",
+        "1..=3650",
     );
     assert_error(
         "database: { url: 'sqlite://x.db', idempotency_retention_hours: 12 }\ntenants: {}\n",

@@ -243,3 +243,41 @@ impl App {
         Ok(replayed)
     }
 }
+
+/// Events one pruning statement removes at most.
+const PRUNE_BATCH: i64 = 10_000;
+
+impl App {
+    /// Outbox retention: per tenant, removes the events older than
+    /// `retention_ms` before `now` that every sink in `sinks` has published
+    /// (with no sink, all of them: the feed's window), in batches; how many
+    /// went. The feed then starts after them (README: "Events feed").
+    pub async fn prune_outbox(&self, now: i64, retention_ms: i64, sinks: &[&str]) -> Result<u64> {
+        use crate::store::{Maintenance, RelayQueries};
+        let before = now - retention_ms;
+        let mut pruned = 0;
+        let tenants: Vec<String> = self.tenants().iter().map(|t| t.id.clone()).collect();
+        for tenant in tenants {
+            let mut through = i64::MAX;
+            for sink in sinks {
+                let position = self
+                    .store()
+                    .relay_cursor(&tenant, sink)
+                    .await?
+                    .map_or(0, |c| c.position);
+                through = through.min(position);
+            }
+            loop {
+                let n = self
+                    .store()
+                    .prune_outbox(&tenant, before, through, PRUNE_BATCH)
+                    .await?;
+                pruned += n;
+                if n < PRUNE_BATCH as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(pruned)
+    }
+}

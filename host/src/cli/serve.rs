@@ -112,6 +112,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let maintenance = tokio::spawn(maintenance(
         app.clone(),
         database.idempotency_retention_hours,
+        (database.outbox_retention_days, config.kafka.is_some()),
     ));
     let relay = match &config.kafka {
         Some(kafka) => {
@@ -173,10 +174,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Background housekeeping: number committed outbox events for the feed
-/// (PostgreSQL; SQLite numbers at insert), purge idempotency records past
-/// their retention, expire lapsed credit grants, and move due subscriptions
-/// on (renew, end trials, expire).
-async fn maintenance(app: App, retention_hours: u32) {
+/// (PostgreSQL; SQLite numbers at insert), purge idempotency records and
+/// published outbox events past their retention, expire lapsed credit
+/// grants, and move due subscriptions on (renew, end trials, expire).
+async fn maintenance(app: App, retention_hours: u32, (outbox_days, kafka): (u32, bool)) {
     let store = app.store().clone();
     let mut feed = tokio::time::interval(FEED_INTERVAL);
     feed.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -206,6 +207,14 @@ async fn maintenance(app: App, retention_hours: u32) {
                 }
             }
             _ = purge.tick() => {
+                // Outbox retention: what every sink has published, past the
+                // window.
+                let sinks: &[&str] = if kafka { &[crate::events::kafka::SINK] } else { &[] };
+                match app.prune_outbox(app.now(), i64::from(outbox_days) * 86_400_000, sinks).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(pruned = n, "serve.outbox_pruned"),
+                    Err(err) => tracing::warn!(error = %err, "serve.outbox_prune_failed"),
+                }
                 let before = app.now() - i64::from(retention_hours) * 3_600_000;
                 for tenant in app.tenants().iter() {
                     match store.purge_idempotency(&tenant.id, before).await {

@@ -6,6 +6,7 @@
 //!   max_connections: 8                     # optional
 //!   sqlite_synchronous: full               # optional: full (default) | normal
 //!   idempotency_retention_hours: 48        # optional, ≥ 24 (default 48)
+//!   outbox_retention_days: 30              # optional, 1..=3650 (default 30)
 //! ```
 //!
 //! `FLUXPAY_DATABASE_URL` overrides `url` ([`DatabaseConfig::with_env_override`]);
@@ -27,6 +28,10 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 8;
 /// Idempotency records are kept at least this long (issue 3: ≥ 24 h).
 pub const MIN_IDEMPOTENCY_RETENTION_HOURS: u32 = 24;
 /// Default retention: a client retrying over a weekend still gets its answer.
+/// Default `outbox_retention_days`.
+pub const DEFAULT_OUTBOX_RETENTION_DAYS: u32 = 30;
+/// Longest `outbox_retention_days` (10 years).
+pub const MAX_OUTBOX_RETENTION_DAYS: u32 = 3650;
 pub const DEFAULT_IDEMPOTENCY_RETENTION_HOURS: u32 = 48;
 
 /// Where the database is.
@@ -100,6 +105,9 @@ pub struct DatabaseConfig {
     pub sqlite_synchronous: SqliteSynchronous,
     /// How long idempotency records are kept.
     pub idempotency_retention_hours: u32,
+    /// How long events stay in the outbox (and the feed) once every sink
+    /// has published them.
+    pub outbox_retention_days: u32,
 }
 
 impl DatabaseConfig {
@@ -111,6 +119,7 @@ impl DatabaseConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             sqlite_synchronous: SqliteSynchronous::Full,
             idempotency_retention_hours: DEFAULT_IDEMPOTENCY_RETENTION_HOURS,
+            outbox_retention_days: DEFAULT_OUTBOX_RETENTION_DAYS,
         }
     }
 

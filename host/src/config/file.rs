@@ -74,6 +74,7 @@ pub(super) struct RawDatabase {
     pub max_connections: Option<u32>,
     pub sqlite_synchronous: Option<String>,
     pub idempotency_retention_hours: Option<u32>,
+    pub outbox_retention_days: Option<u32>,
 }
 
 /// One API key of a tenant, stored as the sha256 of the key.

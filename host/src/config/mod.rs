@@ -471,6 +471,17 @@ impl<'a> Resolver<'a> {
             Some(hours) => database.idempotency_retention_hours = hours,
             None => {}
         }
+        match raw.outbox_retention_days {
+            Some(days) if !(1..=database::MAX_OUTBOX_RETENTION_DAYS).contains(&days) => self.error(
+                "database.outbox_retention_days",
+                format!(
+                    "{days} must be within 1..={}",
+                    database::MAX_OUTBOX_RETENTION_DAYS
+                ),
+            ),
+            Some(days) => database.outbox_retention_days = days,
+            None => {}
+        }
         database
     }
 

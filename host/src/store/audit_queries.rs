@@ -177,16 +177,28 @@ macro_rules! audit_queries {
             // Whole sets are compared (EXCEPT, GROUP BY): no index by
             // transaction id is needed (SQLite has none since 0009), and
             // each check is a sort of the tenant's rows, not a lookup per row.
-            let links: [(&str, &str); 5] = [
+            // Events older than the tenant's pruned watermark may be gone
+            // (outbox retention): effects from before it are not matched
+            // to their events.
+            let pruned_before = sqlx::query_scalar::<_, i64>(
+                "SELECT COALESCE(MAX(before_time), 0) FROM outbox_pruned WHERE tenant_id = $1",
+            )
+            .bind(tenant)
+            .fetch_one(&mut *conn)
+            .await?;
+            let links: [(&str, &str, bool); 5] = [
                 (
                     "ledger transaction has no state-history row",
                     "SELECT transaction_id FROM ledger_transactions WHERE tenant_id = $1 \
                      EXCEPT SELECT transaction_id FROM state_history WHERE tenant_id = $1",
+                    false,
                 ),
                 (
                     "ledger transaction does not have exactly one outbox event",
                     "SELECT transaction_id FROM ledger_transactions WHERE tenant_id = $1 \
+                       AND created_at >= $2 \
                      EXCEPT SELECT transaction_id FROM outbox_events WHERE tenant_id = $1",
+                    true,
                 ),
                 (
                     "ledger transaction does not have exactly one outbox event",
@@ -194,23 +206,28 @@ macro_rules! audit_queries {
                        AND transaction_id IN \
                          (SELECT transaction_id FROM ledger_transactions WHERE tenant_id = $1) \
                      GROUP BY transaction_id HAVING COUNT(*) > 1",
+                    false,
                 ),
                 (
                     "state change has no outbox event",
-                    "SELECT transaction_id FROM state_history WHERE tenant_id = $1 \
+                    "SELECT transaction_id FROM state_history WHERE tenant_id = $1 AND at >= $2 \
                      EXCEPT SELECT transaction_id FROM outbox_events WHERE tenant_id = $1",
+                    true,
                 ),
                 (
                     "outbox event has no state-history row",
                     "SELECT transaction_id FROM outbox_events WHERE tenant_id = $1 \
                      EXCEPT SELECT transaction_id FROM state_history WHERE tenant_id = $1",
+                    false,
                 ),
             ];
-            for (problem, sql) in links {
-                let ids = sqlx::query_scalar::<_, String>(sql)
-                    .bind(tenant)
-                    .fetch_all(&mut *conn)
-                    .await?;
+            for (problem, sql, since_watermark) in links {
+                let query = sqlx::query_scalar::<_, String>(sql).bind(tenant);
+                let query = match since_watermark {
+                    true => query.bind(pruned_before),
+                    false => query,
+                };
+                let ids = query.fetch_all(&mut *conn).await?;
                 for transaction_id in ids {
                     data.link_problems.push(TransactionProblem {
                         transaction_id,

@@ -227,6 +227,18 @@ pub trait Maintenance: Send + Sync {
     /// no-op on SQLite, which numbers at insert). Returns how many.
     fn sequence_feed(&self) -> impl Future<Output = Result<u64>> + Send;
 
+    /// Removes up to `limit` of the tenant's numbered events older than
+    /// `before_time` and at or before feed position `through` (what every
+    /// sink has published), oldest first, and raises the tenant's pruned
+    /// watermark to `before_time`; how many went.
+    fn prune_outbox(
+        &self,
+        tenant: &str,
+        before_time: i64,
+        through: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
     /// Every tenant with data in the database.
     fn tenants(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
 
@@ -484,6 +496,16 @@ impl Maintenance for Store {
 
     async fn sequence_feed(&self) -> Result<u64> {
         dispatch!(self, s => s.sequence_feed().await)
+    }
+
+    async fn prune_outbox(
+        &self,
+        tenant: &str,
+        before_time: i64,
+        through: i64,
+        limit: i64,
+    ) -> Result<u64> {
+        dispatch!(self, s => s.prune_outbox(tenant, before_time, through, limit).await)
     }
 
     async fn tenants(&self) -> Result<Vec<String>> {

@@ -204,7 +204,54 @@ impl Transactions for PgStore {
     }
 }
 
+impl PgStore {
+    async fn prune_outbox_tx(
+        &self,
+        tenant: &str,
+        before_time: i64,
+        through: i64,
+        limit: i64,
+    ) -> Result<u64> {
+        let mut tx = self.begin(tenant).await?;
+        // Feed rows have no foreign key to their events: both go.
+        let pruned = sqlx::query_scalar::<_, i64>(
+            "WITH doomed AS ( \
+               SELECT f.feed_seq, f.event_row FROM outbox_feed f \
+                 JOIN outbox_events o ON o.id = f.event_row \
+               WHERE f.tenant_id = $1 AND f.feed_seq <= $3 AND o.time < $2 \
+               ORDER BY f.feed_seq LIMIT $4), \
+             gone_feed AS ( \
+               DELETE FROM outbox_feed f USING doomed d \
+               WHERE f.tenant_id = $1 AND f.feed_seq = d.feed_seq), \
+             gone AS ( \
+               DELETE FROM outbox_events o USING doomed d WHERE o.id = d.event_row \
+               RETURNING 1) \
+             SELECT COUNT(*) FROM gone",
+        )
+        .bind(tenant)
+        .bind(before_time)
+        .bind(through)
+        .bind(limit)
+        .fetch_one(&mut *tx.tx)
+        .await?;
+        q::raise_pruned_watermark(&mut *tx.tx, tenant, before_time).await?;
+        tx.tx.commit().await?;
+        Ok(pruned as u64)
+    }
+}
+
 impl Maintenance for PgStore {
+    async fn prune_outbox(
+        &self,
+        tenant: &str,
+        before_time: i64,
+        through: i64,
+        limit: i64,
+    ) -> Result<u64> {
+        self.prune_outbox_tx(tenant, before_time, through, limit)
+            .await
+    }
+
     async fn migrate(&self) -> Result<()> {
         pg_read!(self.db, |conn| async {
             MIGRATOR.run_direct(conn).await.map_err(StoreError::from)

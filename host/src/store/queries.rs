@@ -375,6 +375,29 @@ macro_rules! shared_queries {
             .rows_affected())
         }
 
+        /// Raises the tenant's pruned watermark (never lowers it).
+        pub(crate) async fn raise_pruned_watermark<'e, E>(
+            ex: E,
+            tenant: &str,
+            before_time: i64,
+        ) -> Result<()>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            sqlx::query(
+                "INSERT INTO outbox_pruned (tenant_id, before_time, updated_at) \
+                 VALUES ($1, $2, $2) \
+                 ON CONFLICT (tenant_id) DO UPDATE \
+                   SET before_time = excluded.before_time, updated_at = excluded.updated_at \
+                   WHERE outbox_pruned.before_time < excluded.before_time",
+            )
+            .bind(tenant)
+            .bind(before_time)
+            .execute(ex)
+            .await?;
+            Ok(())
+        }
+
         /// Every tenant that has data. Not tenant-scoped by nature: the
         /// auditor uses it to find tenants removed from the config.
         pub(crate) async fn tenants<'e, E>(ex: E) -> Result<Vec<String>>

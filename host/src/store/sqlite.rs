@@ -246,6 +246,33 @@ impl Maintenance for SqliteStore {
         Ok(0)
     }
 
+    async fn prune_outbox(
+        &self,
+        tenant: &str,
+        before_time: i64,
+        through: i64,
+        limit: i64,
+    ) -> Result<u64> {
+        let mut tx = self.begin(tenant).await?;
+        // The feed position is the row id (0009).
+        let pruned = sqlx::query(
+            "DELETE FROM outbox_events WHERE feed_seq IN ( \
+               SELECT feed_seq FROM outbox_events WHERE tenant_id = $1 \
+                 AND feed_seq IS NOT NULL AND feed_seq <= $3 AND time < $2 \
+               ORDER BY feed_seq LIMIT $4)",
+        )
+        .bind(tenant)
+        .bind(before_time)
+        .bind(through)
+        .bind(limit)
+        .execute(&mut *tx.tx)
+        .await?
+        .rows_affected();
+        q::raise_pruned_watermark(&mut *tx.tx, tenant, before_time).await?;
+        tx.tx.commit().await?;
+        Ok(pruned)
+    }
+
     async fn tenants(&self) -> Result<Vec<String>> {
         q::tenants(&self.reader).await
     }
@@ -666,6 +693,7 @@ mod tests {
             max_connections: 1,
             sqlite_synchronous: config::SqliteSynchronous::Full,
             idempotency_retention_hours: 24,
+            outbox_retention_days: 30,
         };
         let store = SqliteStore::open(path, &config).await.unwrap();
         store.migrate().await.unwrap();

@@ -565,6 +565,7 @@ impl TestHost {
             max_connections: 8,
             sqlite_synchronous: SqliteSynchronous::Full,
             idempotency_retention_hours: 48,
+            outbox_retention_days: 30,
         };
         let mut host = TestHost::assemble(backend, dir, config_path, database).await;
         host.pg_admin = pg_admin;
