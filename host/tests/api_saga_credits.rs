@@ -85,6 +85,17 @@ async fn refused(host: &TestHost, order: &str, (credits, amount): (i64, i64)) ->
     .await
 }
 
+/// A customer with 5,000 credits whose order of 5,000 they pay alone
+/// (`PAID`, its saga waiting for the service): the order id.
+async fn paid_with_credits(host: &TestHost, customer: &str) -> String {
+    let pg = pg(host).await;
+    let id = order(host, customer, 5_000).await;
+    confirm(host, &pg, &id, (5_000, 0), cards::APPROVE)
+        .await
+        .expect(201, "OK");
+    id
+}
+
 async fn callback(host: &TestHost, outcome: &str, order: &str) -> Answer {
     host.call(
         Tenant::Globex,
@@ -306,11 +317,7 @@ async fn a_declined_card_releases_the_credits_and_the_next_attempt_reserves_them
 async fn cancelling_an_order_paid_with_credits_releases_them() {
     for backend in backends() {
         let host = TestHost::start(backend).await;
-        let pg = pg(&host).await;
-        let id = order(&host, "c1", 5_000).await;
-        confirm(&host, &pg, &id, (5_000, 0), cards::APPROVE)
-            .await
-            .expect(201, "OK");
+        let id = paid_with_credits(&host, "c1").await;
         let cancelled = host
             .call(
                 Tenant::Globex,
@@ -456,11 +463,7 @@ async fn reserved_credits_of_a_lapsed_grant_outlive_expiry_until_captured_or_rel
 async fn the_auditor_catches_credits_a_finished_saga_still_holds_or_an_account_miscounts() {
     for backend in backends() {
         let host = TestHost::start(backend).await;
-        let pg = pg(&host).await;
-        let id = order(&host, "c1", 5_000).await;
-        confirm(&host, &pg, &id, (5_000, 0), cards::APPROVE)
-            .await
-            .expect(201, "OK");
+        let id = paid_with_credits(&host, "c1").await;
         host.assert_audit_clean().await;
         let found = |report: fluxpay_host::app::audit::AuditReport| {
             report
