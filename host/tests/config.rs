@@ -408,8 +408,8 @@ tenants: { acme: {} }
         "fluxpay.credit.deducted"
     );
     assert_eq!(kafka.batch, 500);
-    assert_eq!(kafka.delivery_timeout, std::time::Duration::from_secs(30));
-    assert_eq!(kafka.lease, std::time::Duration::from_secs(10));
+    assert_eq!(kafka.delivery_timeout, std::time::Duration::from_secs(5));
+    assert_eq!(kafka.lease, std::time::Duration::from_secs(15));
     assert_eq!(kafka.client["compression.type"], "none");
     assert_eq!(kafka.client_secret_env["sasl.password"], "KAFKA_PASSWORD");
     assert!(kafka.create_topics.is_none());
@@ -449,6 +449,19 @@ tenants: { acme: {} }
     assert_error(&found, "kafka.batch", "1..=10000");
     assert_error(&found, "kafka.delivery_timeout_ms", "100..=900000");
     assert_error(&found, "kafka.lease_ms", "1000..=300000");
+    // A lease a round could outlast would let two hosts publish at once.
+    assert_error(
+        &errors(
+            "kafka: { brokers: b:9092, delivery_timeout_ms: 5000, lease_ms: 14999 }\n\
+             tenants: { acme: {} }\n",
+        ),
+        "kafka.lease_ms",
+        "three times delivery_timeout_ms",
+    );
+    assert!(
+        parse("kafka: { brokers: b:9092, delivery_timeout_ms: 5000, lease_ms: 15000 }\ntenants: { acme: {} }\n")
+            .is_ok()
+    );
     assert_error(&found, "kafka.create_topics.partitions", "1..=10000");
     assert_error(&found, "kafka.create_topics.replication", "1..=16");
     assert_error(

@@ -34,7 +34,7 @@ fn config(brokers: &str, prefix: &str) -> KafkaConfig {
         brokers: brokers.to_owned(),
         topic_template: format!("{prefix}.{{tenant}}.{{type}}"),
         batch: 100,
-        delivery_timeout: Duration::from_secs(20),
+        delivery_timeout: Duration::from_secs(3),
         lease: Duration::from_secs(10),
         client: BTreeMap::new(),
         client_secret_env: BTreeMap::new(),
@@ -536,7 +536,7 @@ async fn a_relay_killed_between_delivery_and_its_cursor_loses_nothing_and_keeps_
         let prefix = prefix();
         let section = format!(
             "kafka:\n  brokers: {brokers}\n  topic_template: \"{prefix}.{{tenant}}.{{type}}\"\n  \
-             lease_ms: 1000\n  create_topics: {{ partitions: 3, replication: 1 }}\n"
+             lease_ms: 1500\n  delivery_timeout_ms: 500\n  create_topics: {{ partitions: 3, replication: 1 }}\n"
         );
         let host = TestHost::start_with(backend, |yaml| format!("{section}{yaml}")).await;
         host.app.store().close().await;
@@ -566,7 +566,7 @@ async fn a_relay_killed_between_delivery_and_its_cursor_loses_nothing_and_keeps_
                 "the relay did not reach its crash point"
             );
             // Restarted, it publishes again from the cursor once the dead
-            // host's lease (1 s) ran out, and goes on with new events.
+            // host's lease (1.5 s) ran out, and goes on with new events.
             let server = Server::start(&config_path, &url);
             for customer in ["c1", "c2"] {
                 for n in 0..3 {

@@ -56,11 +56,29 @@ async fn published_events_past_the_window_are_pruned_and_the_books_still_balance
         assert_eq!(pruned, 1, "{backend:?}");
         assert_eq!(feed_ids(&host).await, all[1..].to_vec());
 
-        // With the sink caught up (or none), every old event goes; the new
-        // ones stay, and the feed starts after the window.
+        // A host without the sink configured still respects its cursor.
+        assert_eq!(
+            host.app
+                .prune_outbox(host.now(), 30 * DAY, &[])
+                .await
+                .unwrap(),
+            0
+        );
+        // With the sink caught up, every old event goes; the new ones stay,
+        // and the feed starts after the window.
+        let mut tx = host.app.store().begin("globex").await.unwrap();
+        tx.advance_relay(
+            "kafka",
+            "host-a",
+            *all.last().unwrap(),
+            (host.now(), host.now() + 10_000),
+        )
+        .await
+        .unwrap();
+        tx.commit(None).await.unwrap();
         let pruned = host
             .app
-            .prune_outbox(host.now(), 30 * DAY, &[])
+            .prune_outbox(host.now(), 30 * DAY, &["kafka"])
             .await
             .unwrap();
         assert_eq!(pruned as usize, old.len() - 1, "{backend:?}");
@@ -84,6 +102,79 @@ async fn published_events_past_the_window_are_pruned_and_the_books_still_balance
             host.balance(Tenant::Globex, "c1").await.result()["balance"],
             95
         );
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_relay_still_owes_are_never_pruned() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        host.funded_customer(Tenant::Globex, "c1", 100).await;
+        host.funded_customer(Tenant::Globex, "c2", 100).await;
+        let events = host.app.store().events("globex", 0, 100).await.unwrap();
+        host.advance(31 * DAY);
+        host.use_credits(Tenant::Globex, "c1", "render", 1, "use-new")
+            .await
+            .expect(201, "OK");
+        // The cursor passed everything, but c2's creation is held behind a
+        // dead event (strict order): it and everything after it stay.
+        let held = &events[2];
+        let mut tx = host.app.store().begin("globex").await.unwrap();
+        let lease = (host.now(), host.now() + 10_000);
+        tx.claim_relay("kafka", "host-a", lease).await.unwrap();
+        tx.advance_relay("kafka", "host-a", i64::MAX / 2, lease)
+            .await
+            .unwrap();
+        tx.put_relay_event(
+            "kafka",
+            &fluxpay_host::store::RelayEventRecord {
+                event_id: held.event_id.clone(),
+                position: held.feed_seq,
+                customer_id: held.subject.clone(),
+                event_type: held.event_type.clone(),
+                state: "HELD".into(),
+                attempts: 0,
+                last_error: None,
+                created_at: host.now(),
+                updated_at: host.now(),
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit(None).await.unwrap();
+        let pruned = host
+            .app
+            .prune_outbox(host.now(), 30 * DAY, &["kafka"])
+            .await
+            .unwrap();
+        assert_eq!(pruned, 2, "{backend:?}: only what lies before the held one");
+        assert_eq!(feed_ids(&host).await[0], held.feed_seq);
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_event_stays_so_that_no_position_is_given_out_twice() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        host.funded_customer(Tenant::Globex, "c1", 100).await;
+        let old = feed_ids(&host).await;
+        host.advance(31 * DAY);
+        // Everything is past the window, but the newest event is what the
+        // next position is numbered from.
+        let pruned = host
+            .app
+            .prune_outbox(host.now(), 30 * DAY, &[])
+            .await
+            .unwrap();
+        assert_eq!(pruned as usize, old.len() - 1, "{backend:?}");
+        assert_eq!(feed_ids(&host).await, vec![*old.last().unwrap()]);
+        host.use_credits(Tenant::Globex, "c1", "render", 1, "use-after")
+            .await
+            .expect(201, "OK");
+        let after = feed_ids(&host).await;
+        assert!(after[1] > *old.last().unwrap(), "{backend:?}: {after:?}");
         host.finish().await;
     }
 }

@@ -190,7 +190,13 @@ impl App {
                     "positions must be 1 <= fromPosition <= toPosition, at most {MAX_REPLAY} apart"
                 )));
             }
-            chosen.extend(self.store().events(tenant, from - 1, to - from + 1).await?);
+            chosen.extend(
+                self.store()
+                    .events(tenant, from - 1, to - from + 1)
+                    .await?
+                    .into_iter()
+                    .filter(|e| e.feed_seq <= to),
+            );
         }
         let rows = self.store().relay_events(tenant, sink, None).await?;
         if let Some(kind) = &selection.dead_of_type {
@@ -210,6 +216,9 @@ impl App {
         }
         let now = self.now();
         let mut tx = self.store().begin(tenant).await?;
+        // What the relay holds as of this transaction (it may have held or
+        // dead-lettered one since the read above).
+        let rows = tx.relay_events_in_tx(sink).await?;
         let mut replayed = 0;
         let mut seen = std::collections::HashSet::new();
         for event in chosen {
@@ -247,6 +256,9 @@ impl App {
 /// Events one pruning statement removes at most.
 const PRUNE_BATCH: i64 = 10_000;
 
+/// The relay's sinks (`relay_cursors.sink`).
+const KNOWN_SINKS: [&str; 1] = [crate::events::kafka::SINK];
+
 impl App {
     /// Outbox retention: per tenant, removes the events older than
     /// `retention_ms` before `now` that every sink in `sinks` has published
@@ -259,13 +271,26 @@ impl App {
         let tenants: Vec<String> = self.tenants().iter().map(|t| t.id.clone()).collect();
         for tenant in tenants {
             let mut through = i64::MAX;
-            for sink in sinks {
-                let position = self
+            // Every sink a relay ever published to counts, configured on
+            // this host or not (another host's relay may still owe events);
+            // a configured one that never started holds everything.
+            for sink in KNOWN_SINKS {
+                let cursor = self.store().relay_cursor(&tenant, sink).await?;
+                match cursor {
+                    Some(cursor) => through = through.min(cursor.position),
+                    None if sinks.contains(&sink) => through = 0,
+                    None => {}
+                }
+                // Events the relay still owes (held, dead, to replay,
+                // failing) sit at or below the cursor: they stay.
+                if let Some(first) = self
                     .store()
-                    .relay_cursor(&tenant, sink)
+                    .relay_events(&tenant, sink, None)
                     .await?
-                    .map_or(0, |c| c.position);
-                through = through.min(position);
+                    .first()
+                {
+                    through = through.min(first.position - 1);
+                }
             }
             loop {
                 let n = self

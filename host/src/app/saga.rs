@@ -185,6 +185,9 @@ pub(super) async fn start(
     caused_by: &str,
     now: i64,
 ) -> Result<()> {
+    // The saga row before the credit account, as every other step locks
+    // them (order → payment → saga → account).
+    let existing = tx.saga_for_update(order_id).await?;
     let steps_done = match credits {
         Some(applied) => {
             super::saga_credits::reserve(tx, ctx, (order_id, customer_id), applied, now).await?;
@@ -192,7 +195,7 @@ pub(super) async fn start(
         }
         None => String::new(),
     };
-    match tx.saga_for_update(order_id).await? {
+    match existing {
         None => {
             let record = SagaRecord {
                 order_id: order_id.to_owned(),

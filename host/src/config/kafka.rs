@@ -7,8 +7,8 @@
 //!   brokers: 127.0.0.1:9092             # bootstrap.servers
 //!   topic_template: fluxpay.{type}      # also {tenant}; the default
 //!   batch: 500                          # events read and produced per round
-//!   delivery_timeout_ms: 30000          # message.timeout.ms: then retried
-//!   lease_ms: 10000                     # a dead host's tenants move on after this
+//!   delivery_timeout_ms: 5000           # message.timeout.ms: then retried
+//!   lease_ms: 15000                     # a dead host's tenants move on after this
 //!   create_topics: { partitions: 6, replication: 3 }   # else they must exist
 //!   dlq_topic_template: fluxpay.dlq.{type}  # where refused events go; the default
 //!   max_attempts: 3                     # rounds an event may be refused first
@@ -72,9 +72,9 @@ pub const DEFAULT_BATCH: i64 = 500;
 /// Most events per round: the producer's queue holds them all at once.
 pub const MAX_BATCH: i64 = 10_000;
 /// Default `delivery_timeout_ms`.
-pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default `lease_ms`.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `lease_ms`: three delivery timeouts (see the check).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
 /// Settings the relay owns: its delivery guarantees depend on them.
 const OWNED: [&str; 8] = [
@@ -193,6 +193,17 @@ impl RawKafka {
             error(
                 "lease_ms",
                 "must be within 1000..=300000 (5 minutes)".into(),
+            );
+        }
+        // A round may wait for topic creation and then for deliveries, each
+        // up to the delivery timeout: a lease shorter than that could lapse
+        // mid-round and let another host produce the same events at once.
+        if lease < delivery_timeout * 3 {
+            error(
+                "lease_ms",
+                "must be at least three times delivery_timeout_ms: a round (topic creation, \
+                 then deliveries) must end inside the lease"
+                    .into(),
             );
         }
         for key in self.client.keys().chain(self.client_secret_env.keys()) {

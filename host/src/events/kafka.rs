@@ -3,7 +3,9 @@
 //! with an idempotent producer (`acks=all`), wait for each delivery, and
 //! move the cursor past the acknowledged prefix.
 //!
-//! Order per customer holds because:
+//! Order per customer holds within each event type's topic (Kafka orders
+//! records per partition of one topic; across types, consumers order by
+//! `ce_position`), because:
 //! - one host publishes a tenant at a time (the lease), from the cursor;
 //! - within a round, records are produced in feed order, and the key (the
 //!   customer) picks one partition, where an idempotent producer keeps
@@ -233,9 +235,11 @@ impl KafkaRelay {
         // 1. Replays, and held events whose customer is free again (its
         //    dead event replayed or skipped), one by one in feed order.
         let mut stopped = false;
+        // At most a batch a round, so that a round stays inside the lease.
         for row in rows
             .iter()
             .filter(|r| r.state == "REPLAY" || r.state == "HELD")
+            .take(self.config.batch as usize)
         {
             if row.state == "HELD" && blocked.contains(&row.customer_id) {
                 continue;
@@ -249,6 +253,36 @@ impl KafkaRelay {
                 Ok(()) => {
                     round.published += 1;
                     writes.push(Write::Drop(row.event_id.clone()));
+                }
+                Err(failure) if failure.permanent && row.state == "HELD" => {
+                    // Refused for good itself: tried like any event, then
+                    // dead-lettered; its customer's later ones wait behind.
+                    if !pass_dead {
+                        blocked.insert(row.customer_id.clone());
+                    }
+                    let mut next = row.clone();
+                    next.attempts += 1;
+                    next.last_error = Some(failure.error.clone());
+                    next.updated_at = app.now();
+                    if next.attempts >= self.config.max_attempts {
+                        match self
+                            .dead_letter(tenant, &event, &failure.error, next.attempts)
+                            .await
+                        {
+                            Ok(()) => {
+                                next.state = "DEAD".into();
+                                round.dead += 1;
+                            }
+                            Err(error) => {
+                                round.error = Some(error);
+                                stopped = true;
+                                break;
+                            }
+                        }
+                    } else {
+                        round.error = Some(failure.error);
+                    }
+                    writes.push(Write::Put(next));
                 }
                 Err(failure) if failure.permanent && row.state == "REPLAY" => {
                     let mut dead = row.clone();

@@ -213,12 +213,14 @@ impl PgStore {
         limit: i64,
     ) -> Result<u64> {
         let mut tx = self.begin(tenant).await?;
-        // Feed rows have no foreign key to their events: both go.
+        // Feed rows have no foreign key to their events: both go. The
+        // tenant's highest position stays: the sequencer numbers from it.
         let pruned = sqlx::query_scalar::<_, i64>(
             "WITH doomed AS ( \
                SELECT f.feed_seq, f.event_row FROM outbox_feed f \
                  JOIN outbox_events o ON o.id = f.event_row \
                WHERE f.tenant_id = $1 AND f.feed_seq <= $3 AND o.time < $2 \
+                 AND f.feed_seq < (SELECT MAX(feed_seq) FROM outbox_feed WHERE tenant_id = $1) \
                ORDER BY f.feed_seq LIMIT $4), \
              gone_feed AS ( \
                DELETE FROM outbox_feed f USING doomed d \
@@ -234,7 +236,9 @@ impl PgStore {
         .bind(limit)
         .fetch_one(&mut *tx.tx)
         .await?;
-        q::raise_pruned_watermark(&mut *tx.tx, tenant, before_time).await?;
+        if pruned > 0 {
+            q::raise_pruned_watermark(&mut *tx.tx, tenant, before_time).await?;
+        }
         tx.tx.commit().await?;
         Ok(pruned as u64)
     }

@@ -2,10 +2,12 @@
 //! tenant and sink, the feed position last acknowledged and the lease of
 //! the one host that publishes it.
 //!
-//! A host claims a cursor when it holds no live lease (or holds it
-//! already), and moves the position on only while its lease is live: a
-//! host that stalled past its lease can never move a cursor another host
-//! took over, so two publishers never race on one tenant's events.
+//! A host claims a cursor when no other host holds a live lease on it (or
+//! it holds it already), and moves the position on only while it is still
+//! the owner: a host that stalled past its lease can never move a cursor
+//! another host took over. That the lease outlasts a round (the relay's
+//! `lease_ms` is at least three delivery timeouts) keeps two publishers
+//! from producing one tenant's events at once.
 //!
 //! The SQL is written once in `relay_queries!` and compiled for each
 //! backend (see [`super::queries`] for why a macro).
@@ -118,7 +120,8 @@ pub trait RelayTx: Send {
     ) -> impl Future<Output = Result<Option<RelayCursor>>> + Send;
 
     /// Moves the cursor on to `position` (never back) and renews the lease,
-    /// if `owner` still holds it at `now`; `false` when it lost it.
+    /// if `owner` is still the owner (no other host claimed it since);
+    /// `false` when it lost it.
     fn advance_relay(
         &mut self,
         sink: &str,
@@ -210,7 +213,7 @@ macro_rules! relay_queries {
                 "UPDATE relay_cursors \
                  SET position = CASE WHEN position < $4 THEN $4 ELSE position END, \
                    lease_until = $6, updated_at = $5 \
-                 WHERE tenant_id = $1 AND sink = $2 AND owner = $3 AND lease_until > $5",
+                 WHERE tenant_id = $1 AND sink = $2 AND owner = $3",
             )
             .bind(tenant)
             .bind(sink)

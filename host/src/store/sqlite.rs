@@ -254,11 +254,14 @@ impl Maintenance for SqliteStore {
         limit: i64,
     ) -> Result<u64> {
         let mut tx = self.begin(tenant).await?;
-        // The feed position is the row id (0009).
+        // The feed position is the row id (0009), and the next row takes
+        // the highest one + 1: the highest row stays, so that no position
+        // is ever given out twice.
         let pruned = sqlx::query(
             "DELETE FROM outbox_events WHERE feed_seq IN ( \
                SELECT feed_seq FROM outbox_events WHERE tenant_id = $1 \
                  AND feed_seq IS NOT NULL AND feed_seq <= $3 AND time < $2 \
+                 AND feed_seq < (SELECT MAX(feed_seq) FROM outbox_events) \
                ORDER BY feed_seq LIMIT $4)",
         )
         .bind(tenant)
@@ -268,7 +271,9 @@ impl Maintenance for SqliteStore {
         .execute(&mut *tx.tx)
         .await?
         .rows_affected();
-        q::raise_pruned_watermark(&mut *tx.tx, tenant, before_time).await?;
+        if pruned > 0 {
+            q::raise_pruned_watermark(&mut *tx.tx, tenant, before_time).await?;
+        }
         tx.tx.commit().await?;
         Ok(pruned)
     }
