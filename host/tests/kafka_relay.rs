@@ -20,7 +20,7 @@ use cloudevents::{AttributesReader, EventBuilder, EventBuilderV10};
 use fluxpay_host::config::KafkaConfig;
 use fluxpay_host::events::kafka::{KafkaRelay, RelayRun};
 use fluxpay_host::gateway::simulator::cards;
-use fluxpay_host::store::{EventRecord, Maintenance, Queries};
+use fluxpay_host::store::{EventRecord, Maintenance, Queries, RelayQueries};
 use harness::{Broker, Tenant, TestHost, backends, kafka_brokers, pg};
 use process::{Server, database_url, http};
 use rdkafka::ClientConfig;
@@ -922,6 +922,42 @@ async fn with_available_order_a_dead_event_lets_its_customers_later_events_pass(
             big,
             followers.iter().map(String::as_str).collect::<Vec<_>>()
         );
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_rounds_write_nothing_until_half_the_lease_is_gone() {
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let config = config(&brokers, &prefix());
+        let relay = relay(&config, "host-a");
+        host.funded_customer(Tenant::Globex, "c1", 100).await;
+        drain(&relay, &host).await;
+        let cursor = async |host: &TestHost| {
+            host.app
+                .store()
+                .relay_cursor("globex", "kafka")
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        let published = cursor(&host).await;
+        // Nothing to publish: the rounds read, and write nothing.
+        host.advance(1_000);
+        for _ in 0..5 {
+            assert_eq!(relay.run_once(&host.app).await.published, 0);
+        }
+        assert_eq!(cursor(&host).await, published, "{backend:?}");
+        // Past half the lease, a round renews it.
+        host.advance(config.lease.as_millis() as i64 / 2);
+        relay.run_once(&host.app).await;
+        let renewed = cursor(&host).await;
+        assert_eq!(renewed.position, published.position);
+        assert!(renewed.lease_until > published.lease_until, "{renewed:?}");
         host.finish().await;
     }
 }

@@ -106,6 +106,11 @@ pub struct KafkaRelay {
     producer: std::sync::Mutex<Option<FutureProducer>>,
     admin: Option<AdminClient<DefaultClientContext>>,
     topics: tokio::sync::Mutex<HashSet<String>>,
+    /// Until when this host holds each tenant's lease, as it last wrote it:
+    /// while more than half of it is left, a round reads instead of
+    /// claiming, and a round that moves nothing writes nothing (an idle
+    /// tenant costs no write transaction per round).
+    leases: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 impl KafkaRelay {
@@ -147,6 +152,7 @@ impl KafkaRelay {
             owner: owner.into(),
             admin,
             topics: tokio::sync::Mutex::new(HashSet::new()),
+            leases: std::sync::Mutex::new(HashMap::new()),
         };
         Ok(relay)
     }
@@ -197,6 +203,7 @@ impl KafkaRelay {
             if let Err(error) = released.await {
                 tracing::warn!(%tenant, %error, "relay.release_failed");
             }
+            self.set_lease(&tenant, None);
         }
     }
 
@@ -207,17 +214,39 @@ impl KafkaRelay {
     ) -> Result<Option<Round>, crate::store::StoreError> {
         let lease = self.config.lease.as_millis() as i64;
         let now = app.now();
-        let mut tx = app.store().begin(tenant).await?;
-        let cursor = tx
-            .claim_relay(SINK, &self.owner, (now, now + lease))
-            .await?;
-        let rows = match cursor {
-            Some(_) => tx.relay_events_in_tx(SINK).await?,
-            None => Vec::new(),
+        let held_until = self.lease_of(tenant);
+        // Still ours for more than half the lease (nobody can claim a live
+        // lease): read where the cursor stands, no write.
+        let ours = match held_until {
+            Some(until) if until - now > lease / 2 => app
+                .store()
+                .relay_cursor(tenant, SINK)
+                .await?
+                .filter(|c| c.owner.as_deref() == Some(self.owner.as_str())),
+            _ => None,
         };
-        tx.commit(None).await?;
-        let Some(cursor) = cursor else {
-            return Ok(None);
+        let (cursor, rows) = match ours {
+            Some(cursor) => {
+                let rows = app.store().relay_events(tenant, SINK, None).await?;
+                (cursor, rows)
+            }
+            None => {
+                let mut tx = app.store().begin(tenant).await?;
+                let cursor = tx
+                    .claim_relay(SINK, &self.owner, (now, now + lease))
+                    .await?;
+                let rows = match cursor {
+                    Some(_) => tx.relay_events_in_tx(SINK).await?,
+                    None => Vec::new(),
+                };
+                tx.commit(None).await?;
+                let Some(cursor) = cursor else {
+                    self.set_lease(tenant, None);
+                    return Ok(None);
+                };
+                self.set_lease(tenant, Some(now + lease));
+                (cursor, rows)
+            }
         };
         let pass_dead = app
             .tenants()
@@ -393,6 +422,11 @@ impl KafkaRelay {
             }
         }
 
+        if writes.is_empty() && acknowledged == cursor.position {
+            // Nothing moved: nothing to write (the lease is renewed by a
+            // claim once half of it is gone).
+            return Ok(Some(round));
+        }
         let now = app.now();
         let mut tx = app.store().begin(tenant).await?;
         for write in &writes {
@@ -408,7 +442,9 @@ impl KafkaRelay {
             .await?;
         if held {
             tx.commit(None).await?;
+            self.set_lease(tenant, Some(now + lease));
         } else {
+            self.set_lease(tenant, None);
             // Stalled past the lease; another host took the tenant over and
             // publishes from its own cursor: this round's records go.
             tx.rollback().await?;
@@ -418,6 +454,22 @@ impl KafkaRelay {
             round.full = false;
         }
         Ok(Some(round))
+    }
+
+    fn lease_of(&self, tenant: &str) -> Option<i64> {
+        self.leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tenant)
+            .copied()
+    }
+
+    fn set_lease(&self, tenant: &str, until: Option<i64>) {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        match until {
+            Some(until) => leases.insert(tenant.to_owned(), until),
+            None => leases.remove(tenant),
+        };
     }
 
     /// A `relay_events` row for `event`.
