@@ -20,6 +20,13 @@
 //! A broker that is down makes deliveries time out after
 //! `delivery_timeout_ms`; the cursor stays where it was, and the backlog is
 //! sent when the broker answers again.
+//!
+//! A record the broker refuses for good (too large, invalid) is tried in
+//! `max_attempts` rounds (`relay_events`: `FAILING`), then sent to its
+//! dead-letter topic and marked `DEAD`; under the tenant's strict order its
+//! customer's later events wait (`HELD`) until an operator skips it or a
+//! replay (`REPLAY`) publishes it. Each round first publishes what waits
+//! and is free to go, then the feed after the cursor.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
