@@ -111,39 +111,7 @@ impl App {
         }
         let attempt = call.attempt(REFUNDED, now);
         tx.record_payment_attempt(payment_id, &attempt).await?;
-        let change = restore_payment(&locked)?.refund(given, reason.clone())?;
-        let version = store_payment_change(
-            &mut tx,
-            &locked,
-            &change,
-            None,
-            (None, locked.checks, None),
-            now,
-        )
-        .await?;
-        let mut journal = Recorder::new(ctx, new_id("tx"), now);
-        if let Some(ledger) = change.ledger.clone() {
-            journal.ledger(Some(&locked.customer_id), ledger);
-        }
-        journal.transition(&change.transition);
-        journal.event(
-            event_type::PAYMENT_REFUNDED,
-            &locked.customer_id,
-            &serde_json::json!({
-                "paymentId": payment_id,
-                "orderId": &locked.order_id,
-                "customerId": &locked.customer_id,
-                "status": change.payment.status().as_str(),
-                "amount": locked.amount,
-                "refundAmount": given.minor(),
-                "refunded": change.payment.refunded().minor,
-                "refundable": change.payment.refundable().minor,
-                "currency": &locked.currency,
-                "pgPaymentKey": &locked.pg_payment_key,
-                "reason": &reason,
-            }),
-        );
-        tx.record(journal.finish());
+        let (change, version) = record_refund(&mut tx, ctx, &locked, given, &reason, now).await?;
         let mut payment = locked;
         payment.status = change.payment.status().as_str().to_owned();
         payment.refunded = change.payment.refunded().minor;
@@ -261,40 +229,48 @@ impl App {
             .map_err(|err| AppError::Internal(err.to_string()))?;
         let given = PositiveMoney::new(Money::new(missing, currency), "refund")?;
         let reason = "a refund whose answer was lost, found made at the PG";
-        let change = restore_payment(&locked)?.refund(given, reason)?;
-        store_payment_change(
-            &mut tx,
-            &locked,
-            &change,
-            None,
-            (None, locked.checks, None),
-            now,
-        )
-        .await?;
-        let mut journal = Recorder::new(ctx, new_id("tx"), now);
-        if let Some(ledger) = change.ledger.clone() {
-            journal.ledger(Some(&locked.customer_id), ledger);
-        }
-        journal.transition(&change.transition);
-        journal.event(
-            event_type::PAYMENT_REFUNDED,
-            &locked.customer_id,
-            &serde_json::json!({
-                "paymentId": payment_id,
-                "orderId": &locked.order_id,
-                "customerId": &locked.customer_id,
-                "status": change.payment.status().as_str(),
-                "amount": locked.amount,
-                "refundAmount": missing,
-                "refunded": change.payment.refunded().minor,
-                "refundable": change.payment.refundable().minor,
-                "currency": &locked.currency,
-                "pgPaymentKey": &locked.pg_payment_key,
-                "reason": reason,
-            }),
-        );
-        tx.record(journal.finish());
+        record_refund(&mut tx, ctx, &locked, given, reason, now).await?;
         tx.commit(None).await?;
         Ok(true)
     }
+}
+
+/// Stores a refund of `given` the PG made on the locked payment, with its
+/// history row, ledger movement and `payment.refunded`, in `tx`; the change
+/// and the payment's version after.
+async fn record_refund(
+    tx: &mut crate::store::Tx,
+    ctx: &RequestCtx,
+    locked: &PaymentRecord,
+    given: PositiveMoney,
+    reason: &str,
+    now: i64,
+) -> Result<(crate::domain::payment::PaymentChange, i64)> {
+    let change = restore_payment(locked)?.refund(given, reason)?;
+    let version =
+        store_payment_change(tx, locked, &change, None, (None, locked.checks, None), now).await?;
+    let mut journal = Recorder::new(ctx, new_id("tx"), now);
+    if let Some(ledger) = change.ledger.clone() {
+        journal.ledger(Some(&locked.customer_id), ledger);
+    }
+    journal.transition(&change.transition);
+    journal.event(
+        event_type::PAYMENT_REFUNDED,
+        &locked.customer_id,
+        &serde_json::json!({
+            "paymentId": &locked.payment_id,
+            "orderId": &locked.order_id,
+            "customerId": &locked.customer_id,
+            "status": change.payment.status().as_str(),
+            "amount": locked.amount,
+            "refundAmount": given.minor(),
+            "refunded": change.payment.refunded().minor,
+            "refundable": change.payment.refundable().minor,
+            "currency": &locked.currency,
+            "pgPaymentKey": &locked.pg_payment_key,
+            "reason": reason,
+        }),
+    );
+    tx.record(journal.finish());
+    Ok((change, version))
 }
