@@ -9,10 +9,13 @@ use super::super::error::{AppError, Result};
 use super::super::idempotency::{Claimed, claim};
 use super::super::journal::event_type;
 use super::super::{App, Reply, RequestCtx};
-use super::{OrderDetails, cancelled_event, order_not_found, record_order_step, restore_order};
+use super::{
+    OrderDetails, answer_order_step, cancelled_event, order_not_found, record_order_step,
+    restore_order,
+};
 use crate::domain::OrderId;
 use crate::domain::saga::SagaEvent;
-use crate::store::{OrderTx, PaymentTx, SagaTx, Transactions, TxOps};
+use crate::store::{OrderTx, PaymentTx, SagaTx, Transactions};
 
 impl App {
     /// Cancels an order that is not yet completed.
@@ -83,15 +86,6 @@ impl App {
             now,
         )
         .await?;
-        let mut details = OrderDetails::from_record(record)?;
-        details.status = to.to_owned();
-        details.version = version;
-        details.updated_at = now;
-        let response = render(&details);
-        tx.commit(Some(response.clone())).await?;
-        Ok(Reply {
-            response,
-            replayed: false,
-        })
+        answer_order_step(tx, record, (to, version, now), render).await
     }
 }

@@ -333,6 +333,28 @@ pub(super) async fn record_order_step_as<T: OrderTx + crate::store::TxOps>(
     Ok(version)
 }
 
+/// Commits `tx` with the answer to a request that moved `record` to
+/// status `to` (at `version`, `now`), rendered and kept for its
+/// Idempotency-Key.
+pub(super) async fn answer_order_step(
+    tx: crate::store::Tx,
+    record: OrderRecord,
+    (to, version, now): (&str, i64, i64),
+    render: impl super::credits::Render<OrderDetails>,
+) -> Result<super::Reply> {
+    use crate::store::TxOps;
+    let mut details = OrderDetails::from_record(record)?;
+    details.status = to.to_owned();
+    details.version = version;
+    details.updated_at = now;
+    let response = render(&details);
+    tx.commit(Some(response.clone())).await?;
+    Ok(super::Reply {
+        response,
+        replayed: false,
+    })
+}
+
 /// `order.cancelled`'s data for `record` cancelled by `change`.
 pub(super) fn cancelled_event(record: &OrderRecord, change: &OrderChange) -> serde_json::Value {
     serde_json::json!({

@@ -18,7 +18,7 @@ use super::super::credits::Render;
 use super::super::error::{AppError, Result};
 use super::super::idempotency::{Claimed, claim};
 use super::super::journal::{Recorder, event_type};
-use super::super::orders::{OrderDetails, record_order_step_as, restore_order};
+use super::super::orders::{OrderDetails, answer_order_step, record_order_step_as, restore_order};
 use super::super::{App, Reply, RequestCtx, new_id};
 use super::outcome::restore_payment;
 use super::store_payment_change;
@@ -170,15 +170,6 @@ impl App {
             now,
         )
         .await?;
-        let mut details = OrderDetails::from_record(order)?;
-        details.status = to.to_owned();
-        details.version = version;
-        details.updated_at = now;
-        let response = render(&details);
-        tx.commit(Some(response.clone())).await?;
-        Ok(Reply {
-            response,
-            replayed: false,
-        })
+        answer_order_step(tx, order, (to, version, now), render).await
     }
 }

@@ -8,7 +8,7 @@ use super::super::customers::Customer;
 use super::super::error::{AppError, Result};
 use super::super::idempotency::{Claimed, claim, stored_answer};
 use super::super::journal::{Recorder, event_type};
-use super::super::orders::{OrderDetails, record_order_step_as, restore_order};
+use super::super::orders::{OrderDetails, answer_order_step, record_order_step_as, restore_order};
 use super::super::policy::validate;
 use super::super::saga_credits::CreditsApplied;
 use super::super::{App, Reply, RequestCtx, new_id};
@@ -296,16 +296,7 @@ impl App {
             now,
         )
         .await?;
-        let mut details = OrderDetails::from_record(locked)?;
-        details.status = to.to_owned();
-        details.version = version;
-        details.updated_at = now;
-        let response = render(&details);
-        tx.commit(Some(response.clone())).await?;
-        Ok(Reply {
-            response,
-            replayed: false,
-        })
+        answer_order_step(tx, locked, (to, version, now), render).await
     }
 
     /// The tenant's validation policies on a payment of `amount` (minor
