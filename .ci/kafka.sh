@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # A private Kafka-protocol broker (tansu) for the Kafka suite, on 127.0.0.1.
 #
-#   source .ci/kafka.sh
+#   source .ci/lib.sh; source .ci/kafka.sh
 #   fluxpay_kafka_start   # exports FLUXPAY_TEST_KAFKA_BROKERS, stops on EXIT
 #
 # Idempotent: when FLUXPAY_TEST_KAFKA_BROKERS is already set and answers, it
@@ -41,11 +41,6 @@ fluxpay_kafka_install() {
     [[ -x "$bin" ]] || { echo "kafka: no tansu binary after install" >&2; return 1; }
 }
 
-# Whether 127.0.0.1:$1 accepts connections.
-fluxpay_kafka_port_open() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
 fluxpay_kafka_stop() {
     if [[ -n "$FLUXPAY_KAFKA_PID" ]] && kill -0 "$FLUXPAY_KAFKA_PID" 2>/dev/null; then
         kill -TERM "$FLUXPAY_KAFKA_PID" 2>/dev/null || true
@@ -69,7 +64,7 @@ fluxpay_kafka_stop() {
 fluxpay_kafka_start() {
     if [[ -n "${FLUXPAY_TEST_KAFKA_BROKERS:-}" ]]; then
         local port="${FLUXPAY_TEST_KAFKA_BROKERS##*:}"
-        if fluxpay_kafka_port_open "$port"; then
+        if fluxpay_port_open "$port"; then
             echo "kafka: reusing FLUXPAY_TEST_KAFKA_BROKERS"
             fluxpay_kafka_install
             export FLUXPAY_TEST_TANSU_BIN
@@ -87,7 +82,7 @@ fluxpay_kafka_start() {
     local port attempt i
     for attempt in $(seq 1 20); do
         port=$((20000 + RANDOM % 20000))
-        fluxpay_kafka_port_open "$port" && continue
+        fluxpay_port_open "$port" && continue
         (cd "$FLUXPAY_KAFKA_DIR" && RUST_LOG=warn exec "$bin" broker \
             --listener-url "tcp://127.0.0.1:$port" \
             --advertised-listener-url "tcp://127.0.0.1:$port" \
@@ -97,7 +92,7 @@ fluxpay_kafka_start() {
             kill -0 "$FLUXPAY_KAFKA_PID" 2>/dev/null || break
             # Still alive once the port answers: the listener is ours
             # (tansu exits at once when it cannot bind).
-            if fluxpay_kafka_port_open "$port" && sleep 0.3 \
+            if fluxpay_port_open "$port" && sleep 0.3 \
                 && kill -0 "$FLUXPAY_KAFKA_PID" 2>/dev/null; then
                 export FLUXPAY_TEST_KAFKA_BROKERS="127.0.0.1:$port"
                 # The outage tests start and stop brokers of their own.

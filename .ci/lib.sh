@@ -11,6 +11,11 @@ fluxpay_run_at_exit() {
     done
 }
 
+# Whether something accepts connections on 127.0.0.1:$1.
+fluxpay_port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
 # fluxpay_at_exit FUNCTION: runs FUNCTION when the shell exits.
 fluxpay_at_exit() {
     FLUXPAY_AT_EXIT+=("$1")

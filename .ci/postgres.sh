@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # A private PostgreSQL cluster for the test suite, on 127.0.0.1 only.
 #
-#   source .ci/postgres.sh
+#   source .ci/lib.sh; source .ci/postgres.sh
 #   fluxpay_pg_start     # exports FLUXPAY_TEST_POSTGRES_URL, stops on EXIT
 #
 # Idempotent: when FLUXPAY_TEST_POSTGRES_URL is already set and answers, it
@@ -37,11 +37,6 @@ fluxpay_pg_install() {
     apt-get update -qq
     apt-get install -y -qq postgresql >/dev/null
     fluxpay_pg_bin || { echo "postgres: no server binaries after install" >&2; return 1; }
-}
-
-# Whether something listens on 127.0.0.1:$1.
-fluxpay_port_busy() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
 fluxpay_pg_stop() {
@@ -93,7 +88,7 @@ fluxpay_pg_start() {
     local port attempt
     for attempt in $(seq 1 20); do
         port=$((20000 + RANDOM % 20000))
-        fluxpay_port_busy "$port" && continue
+        fluxpay_port_open "$port" && continue
         if "${as_postgres[@]}" "$FLUXPAY_PG_BIN/pg_ctl" -D "$FLUXPAY_PG_DIR/data" -w -t 30 \
             -l "$FLUXPAY_PG_DIR/server.log" \
             -o "-c listen_addresses=127.0.0.1 -p $port -k $FLUXPAY_PG_DIR/socket -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
