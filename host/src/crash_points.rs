@@ -26,7 +26,7 @@ pub const POINTS: [&str; 6] = [
 
 /// The outbox relay's point: every record of a round acknowledged by the
 /// broker, the cursor not yet moved past them (keyed by the tenant).
-pub const RELAY_POINTS: [&str; 1] = ["relay.delivered"];
+pub const RELAY_POINTS: [&str; 2] = ["relay.delivered", "relay.webhook_delivered"];
 
 /// With it, only the order of this id aborts at the point (the host's
 /// background work on other orders passes through it).

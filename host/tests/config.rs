@@ -490,3 +490,86 @@ tenants: { acme: {} }
     );
     assert_error(&illegal, "kafka.topic_template", "a-z A-Z 0-9");
 }
+
+#[test]
+fn a_webhook_resolves_with_its_defaults_and_every_mistake_names_its_field() {
+    let config = parse(
+        "tenants:\n  acme:\n    events:\n      webhook: { url: \"https://hooks.acme.example/in\", \
+         secret_env: ACME_HOOK }\n",
+    )
+    .unwrap();
+    let hook = config.tenants["acme"].api.webhook.clone().unwrap();
+    assert_eq!(hook.url.as_str(), "https://hooks.acme.example/in");
+    assert_eq!(hook.secret_env, "ACME_HOOK");
+    assert_eq!(
+        (
+            hook.timeout.as_secs(),
+            hook.backoff.as_secs(),
+            hook.max_backoff.as_secs()
+        ),
+        (10, 10, 3600)
+    );
+    assert_eq!((hook.max_attempts, hook.concurrency), (12, 8));
+    assert_eq!(config.webhooks, config::WebhooksConfig::default());
+    assert_eq!(config.webhooks.lease.as_secs(), 60);
+
+    let bad = errors(
+        "webhooks: { lease_ms: 999, batch: 10001 }\ntenants:\n  acme:\n    events:\n      \
+         webhook: { url: \"http://hooks.acme.example/in\", secret_env: whsec_inline, \
+         concurrency: 0 }\n",
+    );
+    assert_error(&bad, "webhooks.lease_ms", "1000..=300000");
+    assert_error(&bad, "webhooks.batch", "1..=10000");
+    assert_error(&bad, "tenants.acme.events.webhook.url", "must be https://");
+    assert_error(
+        &bad,
+        "tenants.acme.events.webhook.secret_env",
+        "never the secret",
+    );
+    assert_error(&bad, "tenants.acme.events.webhook.concurrency", "1..=64");
+
+    // A delivery must end inside a third of the lease.
+    let slow = errors(
+        "webhooks: { lease_ms: 30000 }\ntenants:\n  acme:\n    events:\n      webhook: { url: \
+         \"https://h.example/\", secret_env: ACME_HOOK, timeout_ms: 10001 }\n",
+    );
+    assert_error(
+        &slow,
+        "tenants.acme.events.webhook.timeout_ms",
+        "more than a third of webhooks.lease_ms",
+    );
+    let unknown = errors(
+        "tenants:\n  acme:\n    events:\n      webhook: { url: \"https://h.example/\", \
+         secret_env: A, retries: 3 }\n",
+    );
+    assert!(unknown.to_string().contains("retries"), "{unknown}");
+}
+
+#[test]
+fn a_webhook_secret_comes_from_the_environment_in_the_standard_format() {
+    let config = parse(
+        "tenants:\n  acme:\n    dev: true\n    events:\n      webhook: { url: \
+         \"https://h.example/\", secret_env: ACME_HOOK }\n",
+    )
+    .unwrap();
+    let directory = |value: Option<&str>| {
+        let value = value.map(str::to_owned);
+        fluxpay_host::app::TenantDirectory::from_config(&config, &move |name| {
+            (name == "ACME_HOOK").then(|| value.clone()).flatten()
+        })
+    };
+    let missing = directory(None).unwrap_err();
+    assert_error(
+        &missing,
+        "tenants.acme.events.webhook.secret_env",
+        "ACME_HOOK is not set",
+    );
+    let short = directory(Some("whsec_c2hvcnQ=")).unwrap_err();
+    assert_error(
+        &short,
+        "tenants.acme.events.webhook.secret_env",
+        "24 to 64 random bytes",
+    );
+    let tenants = directory(Some("whsec_Zmx1eHBheS10ZXN0LXdlYmhvb2stc2VjcmV0LTMyYiE=")).unwrap();
+    assert!(tenants.get("acme").unwrap().webhook.is_some());
+}

@@ -22,7 +22,7 @@ use fluxpay_host::events::kafka::{KafkaRelay, RelayRun};
 use fluxpay_host::gateway::simulator::cards;
 use fluxpay_host::store::{EventRecord, Maintenance, Queries, RelayQueries};
 use harness::{Broker, Tenant, TestHost, backends, kafka_brokers, pg};
-use process::{Server, database_url, http};
+use process::database_url;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -347,15 +347,19 @@ async fn one_customers_events_arrive_in_feed_order_while_the_relay_runs_under_lo
             events.len(),
         )
         .await;
-        // Per customer, in the order its partition delivered them, the feed
-        // positions only grow.
-        let mut last: HashMap<(String, i32), i64> = HashMap::new();
+        // Per customer and topic (Kafka orders a partition of one topic;
+        // across types consumers order by `ce_position`), in the order its
+        // partition delivered them, the feed positions only grow.
+        let mut last: HashMap<(String, String, i32), i64> = HashMap::new();
         let mut partitions: HashMap<String, HashSet<i32>> = HashMap::new();
         let mut ids = HashSet::new();
         for record in &received {
             let position: i64 = record.headers["ce_position"].parse().unwrap();
             assert!(ids.insert(record.headers["ce_id"].clone()), "a duplicate");
-            let previous = last.insert((record.key.clone(), record.partition), position);
+            let previous = last.insert(
+                (record.topic.clone(), record.key.clone(), record.partition),
+                position,
+            );
             assert!(
                 previous.is_none_or(|p| p < position),
                 "{backend:?}: {} got position {position} after {previous:?}",
@@ -542,59 +546,11 @@ async fn a_relay_killed_between_delivery_and_its_cursor_loses_nothing_and_keeps_
         host.app.store().close().await;
         let (url, config_path) = (database_url(&host), host.config_path.clone());
         let (server, events) = tokio::task::spawn_blocking(move || {
-            // The real binary aborts (as under SIGKILL) right after the
-            // broker acknowledged a round of globex's events, before the
-            // cursor moves past them.
-            let server = Server::start_with_env(
-                &config_path,
-                &url,
-                &[
-                    (fluxpay_host::crash_points::ABORT_AT_ENV, "relay.delivered"),
-                    (fluxpay_host::crash_points::ABORT_ORDER_ENV, "globex"),
-                ],
-            );
-            let (status, _) = http(
-                &server,
-                "PUT",
-                "/api/v1/customers/c1",
-                Some(&json!({})),
-                None,
-            );
-            assert_eq!(status, 201);
-            assert!(
-                server.wait_for_death(),
-                "the relay did not reach its crash point"
-            );
-            // Restarted, it publishes again from the cursor once the dead
-            // host's lease (1.5 s) ran out, and goes on with new events.
-            let server = Server::start(&config_path, &url);
-            for customer in ["c1", "c2"] {
-                for n in 0..3 {
-                    let (status, _) = http(
-                        &server,
-                        "POST",
-                        "/api/v1/credits/charge",
-                        Some(&json!({ "customerId": customer, "credits": 10 + n, "reason": "r" })),
-                        Some(&format!("grant-{customer}-{n}")),
-                    );
-                    assert!(status == 201 || status == 404, "{status}");
-                }
-                if customer == "c1" {
-                    let (status, _) = http(
-                        &server,
-                        "PUT",
-                        "/api/v1/customers/c2",
-                        Some(&json!({})),
-                        None,
-                    );
-                    assert_eq!(status, 201);
-                }
-            }
-            let (status, body) = http(&server, "GET", "/api/v1/events?limit=1000", None, None);
-            assert_eq!(status, 200);
-            let events: Vec<(String, String)> = process::json_of(&body)["result"]["events"]
-                .as_array()
-                .unwrap()
+            // Aborted right after the broker acknowledged a round of
+            // globex's events, before the cursor moved past them.
+            let (server, events) =
+                process::relay_crash_then_more_events(&config_path, &url, "relay.delivered");
+            let events: Vec<(String, String)> = events
                 .iter()
                 .map(|e| {
                     (

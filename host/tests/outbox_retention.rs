@@ -138,6 +138,7 @@ async fn events_the_relay_still_owes_are_never_pruned() {
                 last_error: None,
                 created_at: host.now(),
                 updated_at: host.now(),
+                next_attempt_at: None,
             },
         )
         .await

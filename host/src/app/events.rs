@@ -62,6 +62,8 @@ impl App {
 pub struct RelayStatus {
     /// The tenant.
     pub tenant: String,
+    /// The sink (`kafka`, `webhook`).
+    pub sink: &'static str,
     /// The feed position last acknowledged (0: nothing yet).
     pub position: i64,
     /// The host holding the tenant's lease, while it lasts.
@@ -74,23 +76,46 @@ pub struct RelayStatus {
     pub oldest_pending_age_ms: i64,
     /// Per event type: published and waiting.
     pub by_type: Vec<crate::store::RelayTypeCounts>,
+    /// Events passed by the cursor and being tried again (`FAILING`).
+    pub failing: i64,
+    /// Events passed by the cursor that wait behind an earlier one of
+    /// their customer (`HELD`, `REPLAY`).
+    pub held: i64,
+    /// Events given up (`DEAD`).
+    pub dead: i64,
 }
 
 impl App {
-    /// Every tenant's publishing to `sink`, as of `now`.
-    pub async fn relay_status(&self, sink: &str, now: i64) -> Result<Vec<RelayStatus>> {
+    /// Every tenant's publishing to `sink`, as of `now` (the webhook: of
+    /// the tenants that have one).
+    pub async fn relay_status(&self, sink: &'static str, now: i64) -> Result<Vec<RelayStatus>> {
         use crate::store::{Maintenance, RelayQueries};
         // PostgreSQL numbers committed events after commit: what committed
         // since the last pass counts as waiting too.
         self.store().sequence_feed().await?;
         let mut statuses = Vec::new();
-        let tenants: Vec<String> = self.tenants().iter().map(|t| t.id.clone()).collect();
+        let tenants: Vec<String> = self
+            .tenants()
+            .iter()
+            .filter(|t| sink != crate::events::webhook::SINK || t.webhook.is_some())
+            .map(|t| t.id.clone())
+            .collect();
         for tenant in tenants {
             let cursor = self.store().relay_cursor(&tenant, sink).await?;
+            let rows = self.store().relay_events(&tenant, sink, None).await?;
+            let count = |states: &[&str]| {
+                rows.iter()
+                    .filter(|r| states.contains(&r.state.as_str()))
+                    .count() as i64
+            };
             let position = cursor.as_ref().map_or(0, |c| c.position);
             let by_type = self.store().relay_counts(&tenant, position).await?;
             let oldest = by_type.iter().filter_map(|t| t.oldest_pending_at).min();
             statuses.push(RelayStatus {
+                sink,
+                failing: count(&["FAILING"]),
+                held: count(&["HELD", "REPLAY"]),
+                dead: count(&["DEAD"]),
                 pending: by_type.iter().map(|t| t.pending).sum(),
                 oldest_pending_age_ms: oldest.map_or(0, |at| (now - at).max(0)),
                 owner: cursor
@@ -242,6 +267,7 @@ impl App {
                     last_error: existing.and_then(|r| r.last_error.clone()),
                     created_at: existing.map_or(now, |r| r.created_at),
                     updated_at: now,
+                    next_attempt_at: None,
                 },
             )
             .await?;
@@ -257,7 +283,7 @@ impl App {
 const PRUNE_BATCH: i64 = 10_000;
 
 /// The relay's sinks (`relay_cursors.sink`).
-const KNOWN_SINKS: [&str; 1] = [crate::events::kafka::SINK];
+pub const KNOWN_SINKS: [&str; 2] = [crate::events::kafka::SINK, crate::events::webhook::SINK];
 
 impl App {
     /// Outbox retention: per tenant, removes the events older than
@@ -279,6 +305,15 @@ impl App {
                 match cursor {
                     Some(cursor) => through = through.min(cursor.position),
                     None if sinks.contains(&sink) => through = 0,
+                    // A tenant's webhook is its own configuration.
+                    None if sink == crate::events::webhook::SINK
+                        && self
+                            .tenants()
+                            .get(&tenant)
+                            .is_some_and(|t| t.webhook.is_some()) =>
+                    {
+                        through = 0
+                    }
                     None => {}
                 }
                 // Events the relay still owes (held, dead, to replay,

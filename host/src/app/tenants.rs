@@ -34,6 +34,8 @@ pub struct TenantSettings {
     /// A dead-lettered event lets its customer's later events pass
     /// (`events.order: available`) instead of holding them (strict).
     pub events_pass_dead: bool,
+    /// Where its events are POSTed (`events.webhook`), secret resolved.
+    pub webhook: Option<std::sync::Arc<crate::events::webhook::TenantWebhook>>,
 }
 
 impl TenantSettings {
@@ -98,6 +100,31 @@ impl TenantDirectory {
                 },
                 None => None,
             };
+            let webhook = api.webhook.as_ref().and_then(|hook| {
+                let key = match env(&hook.secret_env) {
+                    Some(text) => crate::events::webhook::SigningKey::parse(&text)
+                        .map_err(|why| format!("environment variable {}: {why}", hook.secret_env)),
+                    None => Err(format!(
+                        "environment variable {} is not set (it holds the webhook's signing \
+                         secret, whsec_…)",
+                        hook.secret_env
+                    )),
+                };
+                match key {
+                    Ok(key) => Some(std::sync::Arc::new(crate::events::webhook::TenantWebhook {
+                        config: hook.clone(),
+                        key,
+                    })),
+                    Err(message) => {
+                        errors.push(ConfigError::new(
+                            &config.file,
+                            format!("tenants.{id}.events.webhook.secret_env"),
+                            message,
+                        ));
+                        None
+                    }
+                }
+            });
             let index = directory.tenants.len();
             directory.tenants.push(TenantSettings {
                 id: id.clone(),
@@ -109,6 +136,7 @@ impl TenantDirectory {
                 charge_card: api.subscriptions.charge_card,
                 dunning_days: api.subscriptions.dunning_days.clone(),
                 events_pass_dead: api.events_pass_dead,
+                webhook,
             });
             directory.by_id.insert(id.clone(), index);
             for key in &api.api_keys {

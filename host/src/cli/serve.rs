@@ -24,6 +24,7 @@ use crate::app::payments::Gateways;
 use crate::app::{App, TenantDirectory, system_clock};
 use crate::config::{self, GatewayKind, Secret};
 use crate::events::kafka::KafkaRelay;
+use crate::events::webhook::WebhookRelay;
 use crate::gateway::resilient::ResilientGateway;
 use crate::gateway::simulator::Simulator;
 use crate::gateway::toss::{TossConfig, TossGateway};
@@ -131,6 +132,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let webhooks = if app.tenants().iter().any(|t| t.webhook.is_some()) {
+        let relay = WebhookRelay::new(
+            config.webhooks,
+            format!("{}-{}", std::process::id(), crate::app::new_id("hooks")),
+        )
+        .context("the webhook client cannot be created")?;
+        tracing::info!(owner = relay.owner(), "serve.webhook_relay");
+        let relay = Arc::new(relay);
+        Some((
+            relay.clone(),
+            tokio::spawn(crate::events::webhook::run(app.clone(), relay)),
+        ))
+    } else {
+        None
+    };
     let server = tokio::spawn(
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown_signal(stop_rx))
@@ -164,6 +180,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         task.abort();
         let _ = task.await;
         // Another host takes this one's tenants over at once.
+        relay.release(&app).await;
+    }
+    if let Some((relay, task)) = webhooks {
+        task.abort();
+        let _ = task.await;
         relay.release(&app).await;
     }
     // Every acknowledged write is committed; closing checkpoints SQLite.

@@ -51,6 +51,8 @@ pub struct TenantApiConfig {
     /// operator replays or skips it (strict, the default: `false`) or lets
     /// them pass (`available`: `true`).
     pub events_pass_dead: bool,
+    /// `events: { webhook: … }`: where its events are POSTed, if anywhere.
+    pub webhook: Option<super::WebhookConfig>,
 }
 
 /// An API key, kept as the sha256 of its value.

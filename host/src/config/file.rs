@@ -22,6 +22,7 @@ pub(super) struct RawConfig {
     pub database: Option<RawDatabase>,
     pub pg_simulator: Option<super::gateway::RawPgSimulator>,
     pub kafka: Option<super::kafka::RawKafka>,
+    pub webhooks: Option<super::webhook::RawWebhooks>,
     #[serde(deserialize_with = "unique_keys")]
     pub tenants: BTreeMap<String, RawTenant>,
 }
@@ -64,6 +65,8 @@ pub(super) struct RawTenant {
 pub(super) struct RawTenantEvents {
     /// `strict` (default) or `available`.
     pub order: Option<String>,
+    /// Where its events are POSTed.
+    pub webhook: Option<super::webhook::RawWebhook>,
 }
 
 /// `database:`: where the money lives.

@@ -17,6 +17,7 @@ mod file;
 mod gateway;
 mod kafka;
 mod secret;
+mod webhook;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,6 +32,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use gateway::{DEFAULT_VOID_UNCONFIRMED_AFTER, GatewayConfig, GatewayKind};
 pub use kafka::{CreateTopics, KafkaConfig, legal_topic};
 pub use secret::Secret;
+pub use webhook::{WebhookConfig, WebhooksConfig};
 
 use crate::domain::Currency;
 use crate::policy::{EngineSettings, Limits};
@@ -54,6 +56,9 @@ pub struct Config {
     /// Where the outbox relay publishes events (`kafka:`); none: not to
     /// Kafka.
     pub kafka: Option<KafkaConfig>,
+    /// How tenants' webhooks are delivered (`webhooks:`; defaults when
+    /// absent).
+    pub webhooks: WebhooksConfig,
 }
 
 impl Config {
@@ -286,9 +291,33 @@ impl<'a> Resolver<'a> {
                 None
             }
         });
+        let webhooks = match raw.webhooks.unwrap_or_default().resolve() {
+            Ok(webhooks) => webhooks,
+            Err(problems) => {
+                for (key, message) in problems {
+                    self.error(format!("webhooks.{key}"), message);
+                }
+                WebhooksConfig::default()
+            }
+        };
         let mut tenants = BTreeMap::new();
         for (id, tenant) in raw.tenants {
             let tenant = self.tenant(&engine, id.clone(), tenant);
+            // A round (its budget, then one delivery) must end inside the
+            // lease.
+            if let Some(hook) = &tenant.api.webhook
+                && hook.timeout > webhooks.round_budget()
+            {
+                self.error(
+                    format!("tenants.{id}.events.webhook.timeout_ms"),
+                    format!(
+                        "{} is more than a third of webhooks.lease_ms ({}): a delivery must end \
+                         inside the relay's lease",
+                        hook.timeout.as_millis(),
+                        webhooks.lease.as_millis()
+                    ),
+                );
+            }
             tenants.insert(id, tenant);
         }
         self.check_unique_keys(&tenants);
@@ -299,6 +328,7 @@ impl<'a> Resolver<'a> {
             tenants,
             pg_simulator,
             kafka,
+            webhooks,
         };
         self.errors.into_result(config)
     }
@@ -554,6 +584,16 @@ impl<'a> Resolver<'a> {
                 format!("{field}.events.order"),
                 format!("`{other}` is not an order: strict (the default) or available"),
             ),
+        }
+        if let Some(webhook) = raw.events.as_ref().and_then(|e| e.webhook.as_ref()) {
+            match webhook.resolve() {
+                Ok(config) => api.webhook = Some(config),
+                Err(problems) => {
+                    for (key, message) in problems {
+                        self.error(format!("{field}.events.webhook.{key}"), message);
+                    }
+                }
+            }
         }
         if let Some(gateway) = &raw.gateway {
             let (config, problems) = gateway.resolve(self.has_simulator);

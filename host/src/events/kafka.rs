@@ -39,11 +39,10 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::cloudevents::kafka_record;
+use super::{Leases, Write, pending_row};
 use crate::app::App;
 use crate::config::KafkaConfig;
-use crate::store::{
-    EventRecord, Queries, RelayEventRecord, RelayQueries, RelayTx, Transactions, TxOps,
-};
+use crate::store::{EventRecord, Queries, RelayEventRecord, RelayQueries};
 
 /// The sink name of the Kafka cursor.
 pub const SINK: &str = "kafka";
@@ -64,23 +63,7 @@ pub enum RelayError {
     Client(#[from] KafkaError),
 }
 
-/// What one round over every tenant did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RelayRun {
-    /// Tenants whose lease this host holds.
-    pub tenants: u64,
-    /// Events the broker acknowledged (the cursors moved past them).
-    pub published: u64,
-    /// Tenants whose round stopped at a failure (retried next round).
-    pub failed: u64,
-    /// Events sent to their dead-letter topic.
-    pub dead: u64,
-    /// Events held behind a dead event of their customer (strict order).
-    pub held: u64,
-    /// Whether some tenant had a full batch: the next round should start
-    /// at once.
-    pub more: bool,
-}
+pub use super::RelayRun;
 
 /// How long the relay waits between rounds that found nothing more to do.
 pub const IDLE: Duration = Duration::from_millis(50);
@@ -109,15 +92,10 @@ pub async fn run(app: App, relay: std::sync::Arc<KafkaRelay>) {
 pub struct KafkaRelay {
     config: KafkaConfig,
     client: ClientConfig,
-    owner: String,
     producer: std::sync::Mutex<Option<FutureProducer>>,
     admin: Option<AdminClient<DefaultClientContext>>,
     topics: tokio::sync::Mutex<HashSet<String>>,
-    /// Until when this host holds each tenant's lease, as it last wrote it:
-    /// while more than half of it is left, a round reads instead of
-    /// claiming, and a round that moves nothing writes nothing (an idle
-    /// tenant costs no write transaction per round).
-    leases: std::sync::Mutex<HashMap<String, i64>>,
+    leases: Leases,
 }
 
 impl KafkaRelay {
@@ -154,19 +132,18 @@ impl KafkaRelay {
             );
         let relay = KafkaRelay {
             producer: std::sync::Mutex::new(Some(client.create()?)),
+            leases: Leases::new(SINK, owner.into(), config.lease),
             config,
             client,
-            owner: owner.into(),
             admin,
             topics: tokio::sync::Mutex::new(HashSet::new()),
-            leases: std::sync::Mutex::new(HashMap::new()),
         };
         Ok(relay)
     }
 
     /// The host's name in the cursors' leases.
     pub fn owner(&self) -> &str {
-        &self.owner
+        self.leases.owner()
     }
 
     /// One round: every tenant's batch (of the tenants whose lease this
@@ -201,17 +178,7 @@ impl KafkaRelay {
     /// the tenants over at once.
     pub async fn release(&self, app: &App) {
         let tenants: Vec<String> = app.tenants().iter().map(|t| t.id.clone()).collect();
-        for tenant in tenants {
-            let released = async {
-                let mut tx = app.store().begin(&tenant).await?;
-                tx.release_relay(SINK, &self.owner, app.now()).await?;
-                tx.commit(None).await
-            };
-            if let Err(error) = released.await {
-                tracing::warn!(%tenant, %error, "relay.release_failed");
-            }
-            self.set_lease(&tenant, None);
-        }
+        self.leases.release(app, &tenants).await;
     }
 
     async fn relay_tenant(
@@ -219,41 +186,8 @@ impl KafkaRelay {
         app: &App,
         tenant: &str,
     ) -> Result<Option<Round>, crate::store::StoreError> {
-        let lease = self.config.lease.as_millis() as i64;
-        let now = app.now();
-        let held_until = self.lease_of(tenant);
-        // Still ours for more than half the lease (nobody can claim a live
-        // lease): read where the cursor stands, no write.
-        let ours = match held_until {
-            Some(until) if until - now > lease / 2 => app
-                .store()
-                .relay_cursor(tenant, SINK)
-                .await?
-                .filter(|c| c.owner.as_deref() == Some(self.owner.as_str())),
-            _ => None,
-        };
-        let (cursor, rows) = match ours {
-            Some(cursor) => {
-                let rows = app.store().relay_events(tenant, SINK, None).await?;
-                (cursor, rows)
-            }
-            None => {
-                let mut tx = app.store().begin(tenant).await?;
-                let cursor = tx
-                    .claim_relay(SINK, &self.owner, (now, now + lease))
-                    .await?;
-                let rows = match cursor {
-                    Some(_) => tx.relay_events_in_tx(SINK).await?,
-                    None => Vec::new(),
-                };
-                tx.commit(None).await?;
-                let Some(cursor) = cursor else {
-                    self.set_lease(tenant, None);
-                    return Ok(None);
-                };
-                self.set_lease(tenant, Some(now + lease));
-                (cursor, rows)
-            }
+        let Some((cursor, rows)) = self.leases.begin(app, tenant).await? else {
+            return Ok(None);
         };
         let pass_dead = app
             .tenants()
@@ -359,7 +293,7 @@ impl KafkaRelay {
             let mut outcomes = self.publish(tenant, &to_send).await.into_iter();
             for event in &events {
                 if blocked.contains(&event.subject) {
-                    writes.push(Write::Put(self.row(event, "HELD", 0, None, app.now())));
+                    writes.push(Write::Put(pending_row(event, "HELD", 0, None, app.now())));
                     acknowledged = event.feed_seq;
                     round.held += 1;
                     continue;
@@ -378,7 +312,7 @@ impl KafkaRelay {
                             .map_or(0, |r| r.attempts)
                             + 1;
                         if attempts < self.config.max_attempts {
-                            writes.push(Write::Put(self.row(
+                            writes.push(Write::Put(pending_row(
                                 event,
                                 "FAILING",
                                 attempts,
@@ -392,7 +326,7 @@ impl KafkaRelay {
                                 .await
                             {
                                 Ok(()) => {
-                                    writes.push(Write::Put(self.row(
+                                    writes.push(Write::Put(pending_row(
                                         event,
                                         "DEAD",
                                         attempts,
@@ -429,76 +363,13 @@ impl KafkaRelay {
             }
         }
 
-        if writes.is_empty() && acknowledged == cursor.position {
-            // Nothing moved: nothing to write (the lease is renewed by a
-            // claim once half of it is gone).
-            return Ok(Some(round));
-        }
-        let now = app.now();
-        let mut tx = app.store().begin(tenant).await?;
-        for write in &writes {
-            match write {
-                Write::Put(row) => tx.put_relay_event(SINK, row).await?,
-                Write::Drop(id) => {
-                    tx.drop_relay_event(SINK, id).await?;
-                }
-            }
-        }
-        let held = tx
-            .advance_relay(SINK, &self.owner, acknowledged, (now, now + lease))
+        self.leases
+            .finish(app, tenant, &writes, (cursor.position, acknowledged))
             .await?;
-        if held {
-            tx.commit(None).await?;
-            self.set_lease(tenant, Some(now + lease));
-        } else {
-            self.set_lease(tenant, None);
-            // Stalled past the lease; another host took the tenant over and
-            // publishes from its own cursor: this round's records go.
-            tx.rollback().await?;
-            tracing::warn!(tenant, owner = %self.owner, "relay.lease_lost");
-        }
         if round.error.is_some() {
             round.full = false;
         }
         Ok(Some(round))
-    }
-
-    fn lease_of(&self, tenant: &str) -> Option<i64> {
-        self.leases
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(tenant)
-            .copied()
-    }
-
-    fn set_lease(&self, tenant: &str, until: Option<i64>) {
-        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        match until {
-            Some(until) => leases.insert(tenant.to_owned(), until),
-            None => leases.remove(tenant),
-        };
-    }
-
-    /// A `relay_events` row for `event`.
-    fn row(
-        &self,
-        event: &EventRecord,
-        state: &str,
-        attempts: i64,
-        last_error: Option<String>,
-        now: i64,
-    ) -> RelayEventRecord {
-        RelayEventRecord {
-            event_id: event.event_id.clone(),
-            position: event.feed_seq,
-            customer_id: event.subject.clone(),
-            event_type: event.event_type.clone(),
-            state: state.into(),
-            attempts,
-            last_error,
-            created_at: now,
-            updated_at: now,
-        }
     }
 
     /// Produces `events` in order and waits for every delivery: one outcome
@@ -712,12 +583,6 @@ struct Round {
     dead: u64,
     full: bool,
     error: Option<String>,
-}
-
-/// A change to `relay_events`, written with the cursor's move.
-enum Write {
-    Put(RelayEventRecord),
-    Drop(String),
 }
 
 /// Why a record was not published, and whether sending it again can help.

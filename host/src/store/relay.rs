@@ -56,6 +56,9 @@ pub struct RelayEventRecord {
     pub created_at: i64,
     /// Last changed.
     pub updated_at: i64,
+    /// When a `FAILING` webhook delivery is due again (ms since the
+    /// epoch); `None` for Kafka rows (tried every round).
+    pub next_attempt_at: Option<i64>,
 }
 
 /// Events of one type: published (at or before the cursor) and waiting.
@@ -237,7 +240,7 @@ macro_rules! relay_queries {
         {
             Ok(sqlx::query_as::<_, RelayEventRecord>(
                 "SELECT event_id, position, customer_id, event_type, state, attempts, last_error, \
-                   created_at, updated_at FROM relay_events \
+                   created_at, updated_at, next_attempt_at FROM relay_events \
                  WHERE tenant_id = $1 AND sink = $2 AND ($3 IS NULL OR state = $3) \
                  ORDER BY position",
             )
@@ -259,11 +262,13 @@ macro_rules! relay_queries {
         {
             sqlx::query(
                 "INSERT INTO relay_events (tenant_id, sink, event_id, position, customer_id, \
-                   event_type, state, attempts, last_error, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                   event_type, state, attempts, last_error, created_at, updated_at, \
+                   next_attempt_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
                  ON CONFLICT (tenant_id, sink, event_id) DO UPDATE \
                    SET state = excluded.state, attempts = excluded.attempts, \
-                     last_error = excluded.last_error, updated_at = excluded.updated_at",
+                     last_error = excluded.last_error, updated_at = excluded.updated_at, \
+                     next_attempt_at = excluded.next_attempt_at",
             )
             .bind(tenant)
             .bind(sink)
@@ -276,6 +281,7 @@ macro_rules! relay_queries {
             .bind(&e.last_error)
             .bind(e.created_at)
             .bind(e.updated_at)
+            .bind(e.next_attempt_at)
             .execute(ex)
             .await?;
             Ok(())

@@ -47,6 +47,9 @@ use tower::ServiceExt as _;
 pub const ACME_KEY: &str = "fp_test_acme_key_0001";
 pub const ACME_KEY_2: &str = "fp_test_acme_key_0002";
 pub const ACME_SECRET: &str = "acme-signing-secret";
+/// The webhook signing secret of tests that configure a webhook
+/// (`secret_env: TEST_WEBHOOK_SECRET`): 32 bytes, Standard Webhooks format.
+pub const WEBHOOK_SECRET: &str = "whsec_Zmx1eHBheS10ZXN0LXdlYmhvb2stc2VjcmV0LTMyYiE=";
 pub const GLOBEX_KEY: &str = "fp_test_globex_key_0001";
 pub const INITECH_KEY: &str = "fp_test_initech_key_0001";
 pub const HOOLI_KEY: &str = "fp_test_hooli_key_0001";
@@ -605,8 +608,10 @@ impl TestHost {
             panic!("startup load failed: {failure}");
         }
         let config = config::load(&config_path).unwrap();
-        let tenants = TenantDirectory::from_config(&config, &|name| {
-            (name == "TEST_ACME_SECRET").then(|| ACME_SECRET.to_owned())
+        let tenants = TenantDirectory::from_config(&config, &|name| match name {
+            "TEST_ACME_SECRET" => Some(ACME_SECRET.to_owned()),
+            "TEST_WEBHOOK_SECRET" => Some(WEBHOOK_SECRET.to_owned()),
+            _ => None,
         })
         .unwrap();
         let clock = Arc::new(AtomicI64::new(now_ms()));

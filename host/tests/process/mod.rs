@@ -43,6 +43,7 @@ impl Server {
             .args(["--listen", "127.0.0.1:0"])
             .env("FLUXPAY_DATABASE_URL", database_url)
             .env("TEST_ACME_SECRET", harness::ACME_SECRET)
+            .env("TEST_WEBHOOK_SECRET", harness::WEBHOOK_SECRET)
             .env_remove("FLUXPAY_CONFIG")
             .env_remove("FLUXPAY_LISTEN")
             .env("FLUXPAY_ADMIN_TOKEN", harness::ADMIN_TOKEN)
@@ -158,4 +159,66 @@ pub fn http(
 pub fn json_of(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)))
+}
+
+/// The relay crash scenario of the Kafka and webhook suites: the real
+/// binary aborts (as under SIGKILL) at relay crash point `point` for
+/// globex, right after a round of its events was delivered and before the
+/// cursor moved past them; restarted, it must deliver them again once the
+/// dead host's lease ran out, and go on with new events (customers c1 and
+/// c2, three grants each). The running server and the feed's events.
+pub fn relay_crash_then_more_events(
+    config: &Path,
+    database_url: &str,
+    point: &str,
+) -> (Server, Vec<Value>) {
+    let server = Server::start_with_env(
+        config,
+        database_url,
+        &[
+            (fluxpay_host::crash_points::ABORT_AT_ENV, point),
+            (fluxpay_host::crash_points::ABORT_ORDER_ENV, "globex"),
+        ],
+    );
+    let (status, _) = http(
+        &server,
+        "PUT",
+        "/api/v1/customers/c1",
+        Some(&serde_json::json!({})),
+        None,
+    );
+    assert_eq!(status, 201);
+    assert!(server.wait_for_death(), "the relay did not reach {point}");
+    let server = Server::start(config, database_url);
+    for customer in ["c1", "c2"] {
+        if customer == "c2" {
+            let (status, _) = http(
+                &server,
+                "PUT",
+                "/api/v1/customers/c2",
+                Some(&serde_json::json!({})),
+                None,
+            );
+            assert_eq!(status, 201);
+        }
+        for n in 0..3 {
+            let (status, _) = http(
+                &server,
+                "POST",
+                "/api/v1/credits/charge",
+                Some(
+                    &serde_json::json!({ "customerId": customer, "credits": 10 + n, "reason": "r" }),
+                ),
+                Some(&format!("grant-{customer}-{n}")),
+            );
+            assert_eq!(status, 201);
+        }
+    }
+    let (status, body) = http(&server, "GET", "/api/v1/events?limit=1000", None, None);
+    assert_eq!(status, 200);
+    let events = json_of(&body)["result"]["events"]
+        .as_array()
+        .unwrap()
+        .clone();
+    (server, events)
 }

@@ -98,28 +98,35 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// `GET /admin/v1/events/status`: per tenant, where the Kafka relay
-/// stands — the cursor (last acknowledged feed position), the host holding
-/// the lease, events waiting and how long the oldest has waited, and per
-/// event type what is published and waiting.
+/// `GET /admin/v1/events/status`: per tenant and sink (Kafka for every
+/// tenant, the webhook for those that have one), where the relay stands —
+/// the cursor (last acknowledged feed position), the host holding the
+/// lease, events after the cursor and how long the oldest has waited,
+/// events failing, held and dead, and per event type what is published and
+/// waiting.
 async fn events_status(State(state): State<AdminState>) -> ApiResult<serde_json::Value> {
     let Some(app) = &state.app else {
         return Err(ApiError::NotReady);
     };
     let now = app.now();
-    let tenants = app
-        .relay_status(crate::events::kafka::SINK, now)
-        .await?
+    let mut statuses = Vec::new();
+    for sink in crate::app::events::KNOWN_SINKS {
+        statuses.extend(app.relay_status(sink, now).await?);
+    }
+    let tenants = statuses
         .iter()
         .map(|s| {
             serde_json::json!({
                 "tenant": &s.tenant,
-                "sink": crate::events::kafka::SINK,
+                "sink": s.sink,
                 "position": s.position,
                 "owner": &s.owner,
                 "leaseUntil": s.lease_until,
                 "pending": s.pending,
                 "oldestPendingAgeMs": s.oldest_pending_age_ms,
+                "failing": s.failing,
+                "held": s.held,
+                "dead": s.dead,
                 "byType": s.by_type.iter().map(|t| serde_json::json!({
                     "type": &t.event_type,
                     "published": t.published,
@@ -134,16 +141,33 @@ async fn events_status(State(state): State<AdminState>) -> ApiResult<serde_json:
     ))
 }
 
-/// `GET /admin/v1/events/dead?tenant=`.
+/// `GET /admin/v1/events/dead?tenant=&sink=`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeadQuery {
     tenant: String,
+    sink: Option<String>,
 }
 
-/// `GET /admin/v1/events/dead?tenant=`: the tenant's events the relay sent
-/// to their dead-letter topics (refused by the broker `max_attempts`
-/// times), and how many of their customers' events wait behind them.
+/// The sink an admin request names: `kafka` (the default) or `webhook`.
+fn sink_named(sink: Option<&str>) -> Result<&'static str, ApiError> {
+    let name = sink.unwrap_or(crate::events::kafka::SINK);
+    crate::app::events::KNOWN_SINKS
+        .into_iter()
+        .find(|known| *known == name)
+        .ok_or_else(|| {
+            crate::app::AppError::Invalid(format!(
+                "sink `{name}` is not one of {:?}",
+                crate::app::events::KNOWN_SINKS
+            ))
+            .into()
+        })
+}
+
+/// `GET /admin/v1/events/dead?tenant=&sink=`: the tenant's events a sink
+/// (`kafka` by default, or `webhook`) gave up on (refused `max_attempts`
+/// times; Kafka's went to their dead-letter topics), and how many of their
+/// customers' events wait behind them.
 async fn dead_events(
     State(state): State<AdminState>,
     super::extract::AppQuery(query): super::extract::AppQuery<DeadQuery>,
@@ -152,7 +176,7 @@ async fn dead_events(
         return Err(ApiError::NotReady);
     };
     let (dead, held) = app
-        .dead_events(&query.tenant, crate::events::kafka::SINK)
+        .dead_events(&query.tenant, sink_named(query.sink.as_deref())?)
         .await?;
     let dead = dead
         .iter()
@@ -174,17 +198,25 @@ async fn dead_events(
     ))
 }
 
-/// `POST /admin/v1/events/{tenant}/{eventId}/skip`: a dead event is given
-/// up (it stays in its dead-letter topic); its customer's held events are
-/// published by the next round.
+/// `?sink=` of a skip.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SinkQuery {
+    sink: Option<String>,
+}
+
+/// `POST /admin/v1/events/{tenant}/{eventId}/skip?sink=`: a dead event is
+/// given up (Kafka's stays in its dead-letter topic); its customer's held
+/// events are published by the next round.
 async fn skip_event(
     State(state): State<AdminState>,
     AppPath((tenant, event_id)): AppPath<(String, String)>,
+    super::extract::AppQuery(query): super::extract::AppQuery<SinkQuery>,
 ) -> ApiResult<serde_json::Value> {
     let Some(app) = &state.app else {
         return Err(ApiError::NotReady);
     };
-    app.skip_event(&tenant, crate::events::kafka::SINK, &event_id)
+    app.skip_event(&tenant, sink_named(query.sink.as_deref())?, &event_id)
         .await?;
     Ok(ApiOk::new(
         "event skipped",
@@ -197,6 +229,7 @@ async fn skip_event(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ReplayBody {
     tenant: String,
+    sink: Option<String>,
     #[serde(default)]
     event_ids: Vec<String>,
     from_position: Option<i64>,
@@ -204,8 +237,9 @@ struct ReplayBody {
     dead_of_type: Option<String>,
 }
 
-/// `POST /admin/v1/events/replay`: `{tenant, eventIds?, fromPosition?,
-/// toPosition?, deadOfType?}` — the selected events (already passed by the
+/// `POST /admin/v1/events/replay`: `{tenant, sink?, eventIds?,
+/// fromPosition?, toPosition?, deadOfType?}` (sink: `kafka` by default, or
+/// `webhook`) — the selected events (already passed by the
 /// relay) are published again with their own ids by the next rounds, dead
 /// ones first in line for their customers.
 async fn replay_events(
@@ -232,7 +266,7 @@ async fn replay_events(
     let replayed = app
         .replay_events(
             &body.tenant,
-            crate::events::kafka::SINK,
+            sink_named(body.sink.as_deref())?,
             crate::app::events::ReplaySelection {
                 event_ids: body.event_ids,
                 positions,
