@@ -85,6 +85,16 @@ struct Received {
 /// consumer is handed again), from the earliest offset, with a fresh group
 /// (waits up to a minute for them).
 async fn consume(brokers: &str, topics: &[String], count: usize) -> Vec<Received> {
+    consume_until(brokers, topics, |received| received.len() >= count).await
+}
+
+/// Reads the records stored in `topics` as [`consume`] does, until `done`
+/// says what arrived is enough (waits up to a minute).
+async fn consume_until(
+    brokers: &str,
+    topics: &[String],
+    done: impl Fn(&[Received]) -> bool,
+) -> Vec<Received> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set(
@@ -99,17 +109,17 @@ async fn consume(brokers: &str, topics: &[String], count: usize) -> Vec<Received
         .expect("a consumer");
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).expect("subscribed");
-    let mut received = Vec::with_capacity(count);
+    let mut received = Vec::new();
     // A rebalance (topics appearing) may hand a record over again: each
     // broker record counts once, by where it is stored.
     let mut stored = HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while received.len() < count {
+    while !done(&received) {
         let message = tokio::time::timeout_at(deadline, consumer.recv())
             .await
             .unwrap_or_else(|_| {
                 panic!(
-                    "only {} of {count} records arrived within a minute",
+                    "{} records arrived within a minute, not all that were expected",
                     received.len()
                 )
             });
@@ -528,6 +538,179 @@ async fn a_broker_outage_holds_publishing_back_and_the_backlog_drains_in_order_w
             "{backend:?}: every waiting event arrived"
         );
         host.finish().await;
+    }
+}
+
+/// How long the broker stays stopped under load (the issue's figure).
+const OUTAGE: Duration = Duration::from_secs(60);
+
+/// One backend's run of the outage test: writers keep using credits at
+/// about 100 events/s while the relay runs as in `serve` (its own loop, the
+/// PostgreSQL feed sequenced alongside); the broker is stopped (SIGSTOP:
+/// it keeps what it stored) for [`OUTAGE`], then resumed.
+async fn outage_under_load(binary: std::path::PathBuf, backend: harness::Backend) {
+    let host = std::sync::Arc::new(TestHost::start(backend).await);
+    let broker = Broker::start(&binary, 0);
+    let prefix = prefix();
+    let mut config = config(&broker.address(), &prefix);
+    config.delivery_timeout = Duration::from_secs(1);
+    config.lease = Duration::from_secs(3);
+    let relay = std::sync::Arc::new(relay(&config, "host-a"));
+    let customers: Vec<String> = (0..4).map(|n| format!("c{n}")).collect();
+    for customer in &customers {
+        host.funded_customer(Tenant::Globex, customer, 1_000_000)
+            .await;
+    }
+    let background = {
+        let (app, relay) = (host.app.clone(), relay.clone());
+        let sequencer = host.app.store().clone();
+        (
+            tokio::spawn(fluxpay_host::events::kafka::run(app, relay)),
+            tokio::spawn(async move {
+                loop {
+                    let _ = sequencer.sequence_feed().await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }),
+        )
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = tokio::task::JoinSet::new();
+    for customer in customers.clone() {
+        let (host, stop) = (host.clone(), stop.clone());
+        writers.spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                host.use_credits(
+                    Tenant::Globex,
+                    &customer,
+                    "render",
+                    1,
+                    &format!("u-{customer}-{n}"),
+                )
+                .await
+                .expect(201, "OK");
+                n += 1;
+                // Pacing the load (about 25 events/s per customer).
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        });
+    }
+    let cursor = async || {
+        host.app
+            .store()
+            .relay_cursor("globex", "kafka")
+            .await
+            .unwrap()
+            .map_or(0, |c| c.position)
+    };
+    // Published while the broker is up.
+    let started = tokio::time::Instant::now();
+    while cursor().await < 100 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing published"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    broker.pause();
+    // Once a round in flight has given up, the cursor stands still for the
+    // rest of the outage while events pile up.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let stalled_at = cursor().await;
+    let feed_then = feed(&host, "globex").await.len();
+    tokio::time::sleep(OUTAGE - Duration::from_secs(5)).await;
+    assert_eq!(
+        cursor().await,
+        stalled_at,
+        "{backend:?}: published to a stopped broker"
+    );
+    let piled_up = feed(&host, "globex").await.len() - feed_then;
+    assert!(
+        piled_up > 1_000,
+        "{backend:?}: only {piled_up} events written during the outage"
+    );
+    broker.resume();
+    // Load goes on a while after the broker is back, then stops.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    while let Some(writer) = writers.join_next().await {
+        writer.unwrap();
+    }
+    host.app.store().sequence_feed().await.unwrap();
+    let events = feed(&host, "globex").await;
+    let last = events.last().unwrap().feed_seq;
+    // The backlog drains.
+    let resumed = tokio::time::Instant::now();
+    while cursor().await < last {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(120),
+            "{backend:?}: the backlog did not drain"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    background.0.abort();
+    background.1.abort();
+
+    // Every event is in the broker; per customer and topic, first copies
+    // in feed order.
+    // Records sent again after a failed round are stored again: read
+    // until every event's id arrived.
+    let ids: HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    let received = consume_until(
+        &broker.address(),
+        &topics_of(&config, "globex", &events),
+        |received| {
+            let got: HashSet<&str> = received
+                .iter()
+                .map(|r| r.headers["ce_id"].as_str())
+                .collect();
+            ids.iter().all(|id| got.contains(id))
+        },
+    )
+    .await;
+    let mut first: HashMap<(String, String), Vec<i64>> = HashMap::new();
+    let mut seen = HashSet::new();
+    for record in &received {
+        if seen.insert(record.headers["ce_id"].clone()) {
+            first
+                .entry((record.topic.clone(), record.key.clone()))
+                .or_default()
+                .push(record.headers["ce_position"].parse().unwrap());
+        }
+    }
+    for (key, positions) in &first {
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "{backend:?}: {key:?} reordered"
+        );
+    }
+    eprintln!(
+        "{backend:?}: {} events, {piled_up} written during the {OUTAGE:?} outage, {} records \
+         received ({} copies again)",
+        events.len(),
+        received.len(),
+        received.len() - seen.len()
+    );
+    drop(relay);
+    std::sync::Arc::into_inner(host)
+        .expect("every task is done")
+        .finish()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_stopped_for_a_minute_under_load_loses_and_reorders_nothing() {
+    let Some(binary) = Broker::binary() else {
+        return;
+    };
+    // The backends side by side: one minute of outage, not two.
+    let runs: Vec<_> = backends()
+        .into_iter()
+        .map(|backend| tokio::spawn(outage_under_load(binary.clone(), backend)))
+        .collect();
+    for run in runs {
+        run.await.unwrap();
     }
 }
 

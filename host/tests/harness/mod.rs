@@ -155,6 +155,27 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// SIGSTOP: the broker stops answering (connections stay open, what
+    /// it stored stays) until [`Broker::resume`].
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Broker::pause`].
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) with the pid of our own live child.
+        assert_eq!(
+            unsafe { libc::kill(pid, signal) },
+            0,
+            "kill({pid}, {signal})"
+        );
+    }
+
     /// SIGKILL, and wait until it is gone.
     pub fn kill(mut self) {
         let _ = self.child.kill();
