@@ -14,6 +14,9 @@
 #
 # sqlite — a fresh temporary SQLite file; postgres — a private, durable
 # PostgreSQL 15 cluster (fsync=on, synchronous_commit=on) on 127.0.0.1:PG_PORT.
+# SINK=webhook: the same outbox POSTed to a tenant webhook instead, one
+# signed request per event to a receiver in the bench process (CONCURRENCY
+# customers at once, default 8; BATCHES is then webhooks.batch).
 # Knobs (environment): EVENTS (100000), BATCHES ("500"; e.g. "100 500 2000"),
 # RATE (5000; about half the durable SQLite credits/use rate), LAG_SECONDS (20),
 # PARTITIONS (6), CUSTOMERS (1000), PG_PORT (54331), BUILD_PROFILE
@@ -27,6 +30,8 @@ EVENTS=${EVENTS:-100000}
 BATCHES=${BATCHES:-500}
 PARTITIONS=${PARTITIONS:-6}
 CUSTOMERS=${CUSTOMERS:-1000}
+SINK=${SINK:-kafka}
+CONCURRENCY=${CONCURRENCY:-8}
 PG_PORT=${PG_PORT:-54331}
 BUILD_PROFILE=${BUILD_PROFILE:-production}
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | tail -1)
@@ -62,7 +67,8 @@ run() { # <database url>
     local batch
     for batch in $BATCHES; do
         "$BENCH" --brokers "$FLUXPAY_TEST_KAFKA_BROKERS" --database "$1" --events "$EVENTS" \
-            --batch "$batch" --partitions "$PARTITIONS" --customers "$CUSTOMERS"
+            --batch "$batch" --partitions "$PARTITIONS" --customers "$CUSTOMERS" \
+            --sink "$SINK" --concurrency "$CONCURRENCY"
     done
 }
 

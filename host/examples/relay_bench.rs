@@ -12,6 +12,12 @@
 //! per transaction; ~250-byte JSON data, five event types, the customers
 //! round-robin), then the clock starts.
 //!
+//! With `--sink webhook` the same outbox goes to a tenant webhook instead
+//! (`events::webhook`, `--concurrency` customers at once, default 8): one
+//! signed POST per event to a receiver in this process on 127.0.0.1 that
+//! answers 204 (it shares the machine's cores with the relay, as the
+//! broker does).
+//!
 //! With `--lag-seconds S --rate R` it measures lag instead: the relay runs
 //! as `serve` runs it (`events::kafka::run`), a writer commits R events a
 //! second for S seconds, each in a transaction of its own through the same
@@ -26,6 +32,7 @@ use std::time::Instant;
 
 use fluxpay_host::app::{App, TenantDirectory, system_clock};
 use fluxpay_host::events::kafka::KafkaRelay;
+use fluxpay_host::events::webhook::WebhookRelay;
 use fluxpay_host::policy::registry::Registry;
 use fluxpay_host::store::{Journal, OutboxEntry, Store, Transactions, TxOps};
 
@@ -36,6 +43,29 @@ const TYPES: [&str; 5] = [
     "order.paid",
     "payment.approved",
 ];
+
+/// The webhook's signing secret (32 bytes).
+const SECRET: &str = "whsec_Zmx1eHBheS10ZXN0LXdlYmhvb2stc2VjcmV0LTMyYiE=";
+
+/// Requests the receiver answered.
+static RECEIVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A receiver on 127.0.0.1 that answers every POST with 204; its URL.
+async fn receiver() -> std::io::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(|body: axum::body::Bytes| async move {
+            if !body.is_empty() {
+                RECEIVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            axum::http::StatusCode::NO_CONTENT
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(url)
+}
 
 fn arg(args: &HashMap<String, String>, name: &str, default: &str) -> String {
     args.get(name)
@@ -59,13 +89,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let batch: usize = arg(&args, "batch", "500").parse()?;
     let customers: usize = arg(&args, "customers", "1000").parse()?;
     let partitions: usize = arg(&args, "partitions", "6").parse()?;
+    let webhook = arg(&args, "sink", "kafka") == "webhook";
+    let concurrency: usize = arg(&args, "concurrency", "8").parse()?;
     let run = uuid::Uuid::now_v7().simple().to_string();
-    let yaml = format!(
-        "database: {{ url: \"{database}\" }}\n\
-         kafka: {{ brokers: \"{brokers}\", topic_template: \"bench{run}.{{type}}\", batch: {batch},\n  \
-           create_topics: {{ partitions: {partitions}, replication: 1 }} }}\n\
-         tenants: {{ globex: {{ dev: true }} }}\n"
-    );
+    let yaml = if webhook {
+        let receiver = receiver().await?;
+        format!(
+            "database: {{ url: \"{database}\" }}\n\
+             webhooks: {{ batch: {batch} }}\n\
+             tenants: {{ globex: {{ dev: true, events: {{ webhook: {{ url: \"{receiver}\", \
+               secret_env: BENCH_WEBHOOK_SECRET, concurrency: {concurrency} }} }} }} }}\n"
+        )
+    } else {
+        format!(
+            "database: {{ url: \"{database}\" }}\n\
+             kafka: {{ brokers: \"{brokers}\", topic_template: \"bench{run}.{{type}}\", batch: {batch},\n  \
+               create_topics: {{ partitions: {partitions}, replication: 1 }} }}\n\
+             tenants: {{ globex: {{ dev: true }} }}\n"
+        )
+    };
     let config = fluxpay_host::config::parse(Path::new("relay-bench.yaml"), &yaml)
         .map_err(|e| e.to_string())?;
     let store = Store::open(&config.database).await?;
@@ -101,19 +143,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         filled.elapsed().as_secs_f64()
     );
 
-    let tenants = TenantDirectory::from_config(&config, &|_| None).map_err(|e| e.to_string())?;
+    let tenants = TenantDirectory::from_config(&config, &|name| {
+        (name == "BENCH_WEBHOOK_SECRET").then(|| SECRET.to_owned())
+    })
+    .map_err(|e| e.to_string())?;
     let app = App::new(
         store.clone(),
         Arc::new(Registry::new()),
         tenants,
         system_clock(),
     );
-    let relay = KafkaRelay::new(config.kafka.clone().expect("kafka:"), "bench", &|_| None)?;
+    let kafka = match webhook {
+        true => None,
+        false => Some(KafkaRelay::new(
+            config.kafka.clone().expect("kafka:"),
+            "bench",
+            &|_| None,
+        )?),
+    };
+    let hooks = WebhookRelay::new(config.webhooks, "bench")?;
     let started = Instant::now();
     let mut published = 0u64;
     let mut rounds = 0u64;
     while published < events as u64 {
-        let round = relay.run_once(&app).await;
+        let round = match &kafka {
+            Some(relay) => relay.run_once(&app).await,
+            None => hooks.run_once(&app).await,
+        };
         rounds += 1;
         if round.failed > 0 {
             return Err(format!("a round failed: {round:?}").into());
@@ -121,9 +177,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         published += round.published;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let received = RECEIVED.load(std::sync::atomic::Ordering::Relaxed);
+    if webhook && received < events as u64 {
+        return Err(format!("the receiver got {received} of {events} events").into());
+    }
+    let shape = match webhook {
+        true => format!("sink=webhook concurrency={concurrency}"),
+        false => format!("sink=kafka partitions={partitions}"),
+    };
     println!(
-        "backend={} events={events} batch={batch} partitions={partitions} rounds={rounds} \
-         seconds={seconds:.2} events_per_s={:.0}",
+        "backend={} {shape} events={events} batch={batch} rounds={rounds} seconds={seconds:.2} \
+         events_per_s={:.0}",
         store.backend(),
         events as f64 / seconds
     );
