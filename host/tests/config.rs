@@ -572,4 +572,20 @@ fn a_webhook_secret_comes_from_the_environment_in_the_standard_format() {
     );
     let tenants = directory(Some("whsec_Zmx1eHBheS10ZXN0LXdlYmhvb2stc2VjcmV0LTMyYiE=")).unwrap();
     assert!(tenants.get("acme").unwrap().webhook.is_some());
+
+    // While rotating, the previous secret must be there too.
+    let rotating = parse(
+        "tenants:\n  acme:\n    dev: true\n    events:\n      webhook: { url: \
+         \"https://h.example/\", secret_env: ACME_HOOK, previous_secret_env: ACME_HOOK_OLD }\n",
+    )
+    .unwrap();
+    let missing_old = fluxpay_host::app::TenantDirectory::from_config(&rotating, &|name| {
+        (name == "ACME_HOOK").then(|| "whsec_Zmx1eHBheS10ZXN0LXdlYmhvb2stc2VjcmV0LTMyYiE=".into())
+    })
+    .unwrap_err();
+    assert_error(
+        &missing_old,
+        "tenants.acme.events.webhook.previous_secret_env",
+        "ACME_HOOK_OLD is not set",
+    );
 }

@@ -760,3 +760,28 @@ async fn an_https_endpoint_is_spoken_to_with_tls() {
     assert_eq!(status["failing"], 1, "{status}");
     host.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_secret_is_rotated_a_receiver_verifies_with_either() {
+    let receiver = Receiver::start().await;
+    // The receiver still knows only the old secret (WEBHOOK_SECRET).
+    let host = TestHost::start_with(harness::Backend::Sqlite, |yaml| {
+        with_webhook(yaml, &receiver.url, "strict").replace(
+            "secret_env: TEST_WEBHOOK_SECRET,",
+            "secret_env: TEST_WEBHOOK_SECRET_NEW, previous_secret_env: TEST_WEBHOOK_SECRET,",
+        )
+    })
+    .await;
+    host.put_customer(Tenant::Globex, "c1", json!({}))
+        .await
+        .expect(201, "OK");
+    let relay = WebhookRelay::new(WebhooksConfig::default(), "host-a").unwrap();
+    let run = drain(&relay, &host).await;
+    assert_eq!((run.published, run.failed), (1, 0), "{run:?}");
+    let delivery = &receiver.log()[0];
+    assert!(delivery.accepted);
+    // A receiver that switched to the new secret accepts it too.
+    let new = standardwebhooks::Webhook::new(harness::WEBHOOK_SECRET_NEW).unwrap();
+    assert!(new.verify(&delivery.raw, &delivery.headers).is_ok());
+    host.finish().await;
+}

@@ -101,29 +101,35 @@ impl TenantDirectory {
                 None => None,
             };
             let webhook = api.webhook.as_ref().and_then(|hook| {
-                let key = match env(&hook.secret_env) {
-                    Some(text) => crate::events::webhook::SigningKey::parse(&text)
-                        .map_err(|why| format!("environment variable {}: {why}", hook.secret_env)),
-                    None => Err(format!(
-                        "environment variable {} is not set (it holds the webhook's signing \
-                         secret, whsec_…)",
-                        hook.secret_env
-                    )),
+                let mut key = |field: &str, variable: &str| {
+                    let parsed = match env(variable) {
+                        Some(text) => crate::events::webhook::SigningKey::parse(&text)
+                            .map_err(|why| format!("environment variable {variable}: {why}")),
+                        None => Err(format!(
+                            "environment variable {variable} is not set (it holds the \
+                             webhook's signing secret, whsec_…)"
+                        )),
+                    };
+                    parsed
+                        .map_err(|message| {
+                            errors.push(ConfigError::new(
+                                &config.file,
+                                format!("tenants.{id}.events.webhook.{field}"),
+                                message,
+                            ));
+                        })
+                        .ok()
                 };
-                match key {
-                    Ok(key) => Some(std::sync::Arc::new(crate::events::webhook::TenantWebhook {
-                        config: hook.clone(),
-                        key,
-                    })),
-                    Err(message) => {
-                        errors.push(ConfigError::new(
-                            &config.file,
-                            format!("tenants.{id}.events.webhook.secret_env"),
-                            message,
-                        ));
-                        None
-                    }
-                }
+                let current = key("secret_env", &hook.secret_env);
+                let previous = match &hook.previous_secret_env {
+                    Some(variable) => Some(key("previous_secret_env", variable)?),
+                    None => None,
+                };
+                Some(std::sync::Arc::new(crate::events::webhook::TenantWebhook {
+                    config: hook.clone(),
+                    key: current?,
+                    previous,
+                }))
             });
             let index = directory.tenants.len();
             directory.tenants.push(TenantSettings {

@@ -10,6 +10,7 @@
 //!       webhook:
 //!         url: https://hooks.acme.example/fluxpay
 //!         secret_env: ACME_WEBHOOK_SECRET   # whsec_<base64 of 24-64 bytes>
+//!         previous_secret_env: ACME_WEBHOOK_SECRET_OLD  # while rotating: signed under both
 //!         timeout_ms: 10000             # one delivery's longest wait
 //!         backoff_ms: 10000             # first retry after a failure; doubles
 //!         max_backoff_ms: 3600000       # the doubling stops at an hour
@@ -32,6 +33,10 @@ pub struct WebhookConfig {
     pub url: Url,
     /// The environment variable holding the signing secret.
     pub secret_env: String,
+    /// While the secret is being rotated: the variable holding the one
+    /// being replaced. Every request then carries a signature under each,
+    /// so the receiver may switch to the new secret at any time.
+    pub previous_secret_env: Option<String>,
     /// The longest a delivery may take (connect, send, answer).
     pub timeout: Duration,
     /// The wait before the first retry of a failed event; each further
@@ -138,6 +143,7 @@ impl RawWebhooks {
 pub(super) struct RawWebhook {
     pub url: String,
     pub secret_env: String,
+    pub previous_secret_env: Option<String>,
     pub timeout_ms: Option<u64>,
     pub backoff_ms: Option<u64>,
     pub max_backoff_ms: Option<u64>,
@@ -202,6 +208,17 @@ impl RawWebhook {
                 ),
             ));
         }
+        if let Some(previous) = &self.previous_secret_env
+            && (!super::api::valid_env_name(previous) || previous == &self.secret_env)
+        {
+            problems.push((
+                "previous_secret_env",
+                format!(
+                    "`{previous}` must be an environment variable name (A-Z 0-9 _) other than \
+                     secret_env"
+                ),
+            ));
+        }
         let ms =
             |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_millis);
         let timeout = ms(self.timeout_ms, DEFAULT_TIMEOUT);
@@ -240,6 +257,7 @@ impl RawWebhook {
             Some(url) if problems.is_empty() => Ok(WebhookConfig {
                 url,
                 secret_env: self.secret_env.clone(),
+                previous_secret_env: self.previous_secret_env.clone(),
                 timeout,
                 backoff,
                 max_backoff,
@@ -272,6 +290,7 @@ mod tests {
         RawWebhook {
             url: url.into(),
             secret_env: "ACME_WEBHOOK_SECRET".into(),
+            previous_secret_env: None,
             timeout_ms: None,
             backoff_ms: None,
             max_backoff_ms: None,
@@ -315,6 +334,7 @@ mod tests {
         assert!(ok.resolve().is_ok());
         let mut bad = raw("https://h.example/");
         bad.secret_env = "whsec_abc".into();
+        bad.previous_secret_env = Some("whsec_abc".into());
         bad.timeout_ms = Some(30_001);
         bad.backoff_ms = Some(99);
         bad.max_backoff_ms = Some(86_400_001);
@@ -325,6 +345,7 @@ mod tests {
             keys,
             [
                 "secret_env",
+                "previous_secret_env",
                 "timeout_ms",
                 "backoff_ms",
                 "max_backoff_ms",

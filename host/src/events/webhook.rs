@@ -7,7 +7,8 @@
 //!   duplicates;
 //! - `webhook-timestamp`: when this attempt was signed, Unix seconds;
 //! - `webhook-signature`: `v1,` and the base64 HMAC-SHA256, under the
-//!   tenant's secret, of `{id}.{timestamp}.{body}`.
+//!   tenant's secret, of `{id}.{timestamp}.{body}` (while the secret is
+//!   rotated, one such signature per secret, separated by a space).
 //!
 //! A 2xx answer delivers the event; anything else (another status, a
 //! redirect, no answer within `timeout_ms`) fails this attempt. A failed
@@ -63,6 +64,21 @@ pub struct TenantWebhook {
     pub config: WebhookConfig,
     /// The signing secret.
     pub key: SigningKey,
+    /// The secret being replaced, while it is rotated.
+    pub previous: Option<SigningKey>,
+}
+
+impl TenantWebhook {
+    /// The `webhook-signature` header: a signature under the secret, and
+    /// under the previous one while it is rotated.
+    pub fn signature(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mut header = self.key.sign(id, timestamp, body);
+        if let Some(previous) = &self.previous {
+            header.push(' ');
+            header.push_str(&previous.sign(id, timestamp, body));
+        }
+        header
+    }
 }
 
 /// A Standard Webhooks signing secret: `whsec_` and the base64 of 24 to 64
@@ -563,8 +579,8 @@ impl Sender {
     async fn post(&self, event: &EventRecord) -> Result<(), String> {
         let body = body(&self.tenant, event);
         let timestamp = unix_seconds();
-        let signature = self.hook.key.sign(&event.event_id, timestamp, &body);
-        let answer = self
+        let signature = self.hook.signature(&event.event_id, timestamp, &body);
+        let mut answer = self
             .client
             .post(self.hook.config.url.clone())
             .timeout(self.hook.config.timeout)
@@ -581,9 +597,15 @@ impl Sender {
             return Ok(());
         }
         // What the receiver said, shortened (it lands in relay_events and
-        // the admin API).
-        let text = answer.text().await.unwrap_or_default();
-        let said: String = text.chars().take(200).collect();
+        // the admin API): at most 1 KiB is read, whatever it sends.
+        let mut read = Vec::new();
+        while read.len() < 1024 {
+            match answer.chunk().await {
+                Ok(Some(chunk)) => read.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        let said: String = String::from_utf8_lossy(&read).chars().take(200).collect();
         Err(format!("HTTP {}: {}", status.as_u16(), said.trim()))
     }
 }
@@ -603,6 +625,41 @@ mod tests {
                 br#"{"test": 2432232314}"#
             ),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+
+    #[test]
+    fn while_rotating_a_request_is_signed_under_both_secrets() {
+        let key = |byte: u8| {
+            SigningKey::parse(&format!(
+                "whsec_{}",
+                base64::engine::general_purpose::STANDARD.encode([byte; 32])
+            ))
+            .unwrap()
+        };
+        let config = crate::config::parse(
+            std::path::Path::new("t.yaml"),
+            "tenants: { t: { events: { webhook: { url: \"https://h.example/\", \
+             secret_env: NEW } } } }",
+        )
+        .unwrap();
+        let mut hook = TenantWebhook {
+            config: config.tenants["t"].api.webhook.clone().unwrap(),
+            key: key(1),
+            previous: None,
+        };
+        assert_eq!(
+            hook.signature("evt_1", 7, b"{}"),
+            key(1).sign("evt_1", 7, b"{}")
+        );
+        hook.previous = Some(key(2));
+        assert_eq!(
+            hook.signature("evt_1", 7, b"{}"),
+            format!(
+                "{} {}",
+                key(1).sign("evt_1", 7, b"{}"),
+                key(2).sign("evt_1", 7, b"{}")
+            )
         );
     }
 

@@ -50,6 +50,9 @@ pub const ACME_SECRET: &str = "acme-signing-secret";
 /// The webhook signing secret of tests that configure a webhook
 /// (`secret_env: TEST_WEBHOOK_SECRET`): 32 bytes, Standard Webhooks format.
 pub const WEBHOOK_SECRET: &str = "whsec_Zmx1eHBheS10ZXN0LXdlYmhvb2stc2VjcmV0LTMyYiE=";
+/// The secret that replaces [`WEBHOOK_SECRET`] in the rotation test
+/// (`TEST_WEBHOOK_SECRET_NEW`): 31 bytes.
+pub const WEBHOOK_SECRET_NEW: &str = "whsec_bmV3LWZsdXhwYXktd2ViaG9vay1zZWNyZXQtMzJiIQ==";
 pub const GLOBEX_KEY: &str = "fp_test_globex_key_0001";
 pub const INITECH_KEY: &str = "fp_test_initech_key_0001";
 pub const HOOLI_KEY: &str = "fp_test_hooli_key_0001";
@@ -632,6 +635,7 @@ impl TestHost {
         let tenants = TenantDirectory::from_config(&config, &|name| match name {
             "TEST_ACME_SECRET" => Some(ACME_SECRET.to_owned()),
             "TEST_WEBHOOK_SECRET" => Some(WEBHOOK_SECRET.to_owned()),
+            "TEST_WEBHOOK_SECRET_NEW" => Some(WEBHOOK_SECRET_NEW.to_owned()),
             _ => None,
         })
         .unwrap();
