@@ -322,12 +322,19 @@ impl WebhookRelay {
         let events = app.store().events(tenant, cursor.position, batch).await?;
         round.full = events.len() as i64 == batch;
         let mut queues: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+        // Customers stopped by a row: what waits behind it is not read (a
+        // customer held behind a dead event may have many rows).
+        let mut stopped: std::collections::HashSet<&str> = std::collections::HashSet::new();
         for row in rows.values() {
+            let blocks = match row.state.as_str() {
+                "DEAD" => !pass_dead,
+                "FAILING" => row.next_attempt_at.is_some_and(|at| at > now),
+                _ => false,
+            };
             let entry = match row.state.as_str() {
+                _ if stopped.contains(row.customer_id.as_str()) => Entry::Blocker(row.clone()),
                 "DEAD" => Entry::Blocker(row.clone()),
-                "FAILING" if row.next_attempt_at.is_some_and(|at| at > now) => {
-                    Entry::Blocker(row.clone())
-                }
+                _ if blocks => Entry::Blocker(row.clone()),
                 _ => match app.store().event_by_id(tenant, &row.event_id).await? {
                     Some(event) => Entry::Row(row.clone(), event),
                     // Pruned meanwhile: nothing left to deliver.
@@ -337,6 +344,9 @@ impl WebhookRelay {
                     }
                 },
             };
+            if blocks {
+                stopped.insert(row.customer_id.as_str());
+            }
             queues
                 .entry(row.customer_id.clone())
                 .or_default()
@@ -438,8 +448,8 @@ fn apply(rows: &mut BTreeMap<i64, RelayEventRecord>, write: &Write) {
 enum Entry {
     /// A waiting row that may go (due, held, replayed), with its event.
     Row(RelayEventRecord, EventRecord),
-    /// A row that stops its customer's later events (dead; failing and
-    /// not yet due).
+    /// A row not tried this round: dead, failing and not yet due (these
+    /// stop their customer's later events), or behind one of those.
     Blocker(RelayEventRecord),
     /// An event from the feed.
     Feed(EventRecord),
@@ -518,7 +528,7 @@ impl Sender {
         for entry in queue {
             let outcome = match entry {
                 Entry::Blocker(row) => {
-                    blocked |= row.state == "FAILING" || !self.pass_dead;
+                    blocked |= row.state == "FAILING" || (row.state == "DEAD" && !self.pass_dead);
                     continue;
                 }
                 entry if blocked || tokio::time::Instant::now() >= self.stop_starting => {
