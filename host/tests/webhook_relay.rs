@@ -172,6 +172,11 @@ async fn host_with(backend: harness::Backend, receiver: &Receiver, order: &str) 
     TestHost::start_with(backend, |yaml| with_webhook(yaml, &receiver.url, order)).await
 }
 
+/// A webhook relay with the default settings, delivering as `owner`.
+fn relay(owner: &str) -> WebhookRelay {
+    WebhookRelay::new(WebhooksConfig::default(), owner).expect("a webhook relay")
+}
+
 /// Every event of globex's feed, in feed order.
 async fn feed(host: &TestHost) -> Vec<EventRecord> {
     host.app.store().events("globex", 0, 100_000).await.unwrap()
@@ -288,7 +293,7 @@ async fn every_event_is_posted_once_as_a_signed_structured_cloudevent_in_order()
         .await
         .expect(201, "OK");
         let events = feed(&host).await;
-        let relay = WebhookRelay::new(WebhooksConfig::default(), "host-a").unwrap();
+        let relay = relay("host-a");
         let run = drain(&relay, &host).await;
         assert_eq!(run.published as usize, events.len(), "{backend:?}: {run:?}");
         assert_eq!((run.failed, run.dead, run.held), (0, 0, 0));
@@ -358,7 +363,7 @@ async fn a_failing_event_is_retried_with_backoff_while_its_customer_waits_and_ot
             .expect(201, "OK");
         }
         receiver.set(Mode::Refuse("bad".into()));
-        let relay = WebhookRelay::new(WebhooksConfig::default(), "host-a").unwrap();
+        let relay = relay("host-a");
         let run = relay.run_once(&host.app).await;
         // `ok`'s three events went; `bad`'s first failed, the others wait.
         assert_eq!((run.published, run.held), (3, 2), "{backend:?}: {run:?}");
@@ -439,7 +444,7 @@ async fn an_event_that_keeps_failing_is_dead_holds_its_customer_and_is_replayed_
         let host = host_with(backend, &receiver, "strict").await;
         host.funded_customer(Tenant::Globex, "bad", 100).await;
         host.funded_customer(Tenant::Globex, "ok", 100).await;
-        let relay = WebhookRelay::new(WebhooksConfig::default(), "host-a").unwrap();
+        let relay = relay("host-a");
         kill_bads_next_event(&host, &relay, &receiver).await;
         let events = feed(&host).await;
         let bad_first = events.iter().find(|e| e.subject == "bad").unwrap();
@@ -528,7 +533,7 @@ async fn with_available_order_a_dead_event_lets_its_customers_later_events_pass(
         let receiver = Receiver::start().await;
         let host = host_with(backend, &receiver, "available").await;
         host.funded_customer(Tenant::Globex, "bad", 100).await;
-        let relay = WebhookRelay::new(WebhooksConfig::default(), "host-a").unwrap();
+        let relay = relay("host-a");
         kill_bads_next_event(&host, &relay, &receiver).await;
         host.charge(Tenant::Globex, "bad", 5)
             .await
@@ -556,7 +561,7 @@ async fn an_endpoint_that_is_down_is_probed_not_flooded_and_gets_the_backlog_in_
             host.funded_customer(Tenant::Globex, customer, 100).await;
         }
         receiver.set(Mode::Down);
-        let relay = WebhookRelay::new(WebhooksConfig::default(), "host-a").unwrap();
+        let relay = relay("host-a");
         // One attempt per customer (the first event of each), then rest.
         relay.run_once(&host.app).await;
         assert_eq!(receiver.log().len(), 6, "{backend:?}");
@@ -618,10 +623,7 @@ async fn two_hosts_deliver_each_event_once_and_the_second_takes_over_a_stopped_f
         let receiver = Receiver::start().await;
         let host = host_with(backend, &receiver, "strict").await;
         host.funded_customer(Tenant::Globex, "c1", 100).await;
-        let (a, b) = (
-            WebhookRelay::new(WebhooksConfig::default(), "host-a").unwrap(),
-            WebhookRelay::new(WebhooksConfig::default(), "host-b").unwrap(),
-        );
+        let (a, b) = (relay("host-a"), relay("host-b"));
         drain(&a, &host).await;
         host.charge(Tenant::Globex, "c1", 5).await.expect(201, "OK");
         // A holds the lease: B delivers nothing.
@@ -705,23 +707,14 @@ async fn a_host_killed_between_delivery_and_its_cursor_loses_nothing_and_keeps_o
         .unwrap();
         receiver.wait_for_accepted(&ids).await;
         server.kill();
-        let log = receiver.log();
         // The event delivered before the crash came again after it.
-        let first = log.iter().filter(|d| d.id == ids[0]).count();
-        assert!(first >= 2, "{backend:?}: delivered {first} times");
+        let copies = receiver.log().iter().filter(|d| d.id == ids[0]).count();
+        assert!(copies >= 2, "{backend:?}: delivered {copies} times");
         // First copies in feed order per customer, none lost.
-        let mut by_customer: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-        let mut seen = std::collections::HashSet::new();
-        for d in log.iter().filter(|d| d.accepted) {
-            if seen.insert(d.id.clone()) {
-                by_customer
-                    .entry(d.customer.clone())
-                    .or_default()
-                    .push(d.position);
-            }
-        }
-        assert_eq!(seen.len(), ids.len(), "{backend:?}");
-        for (customer, positions) in &by_customer {
+        let first = accepted_positions(&receiver);
+        let delivered: usize = first.values().map(Vec::len).sum();
+        assert_eq!(delivered, ids.len(), "{backend:?}");
+        for (customer, positions) in &first {
             assert!(
                 positions.windows(2).all(|w| w[0] < w[1]),
                 "{backend:?}: {customer} out of order: {positions:?}"
@@ -751,7 +744,7 @@ async fn an_https_endpoint_is_spoken_to_with_tls() {
     host.put_customer(Tenant::Globex, "c1", json!({}))
         .await
         .expect(201, "OK");
-    let relay = WebhookRelay::new(WebhooksConfig::default(), "host-a").unwrap();
+    let relay = relay("host-a");
     let run = relay.run_once(&host.app).await;
     // A TLS handshake record (0x16), TLS major version 3: a ClientHello.
     assert_eq!(first_bytes.await.unwrap(), [0x16, 0x03]);
@@ -775,7 +768,7 @@ async fn while_the_secret_is_rotated_a_receiver_verifies_with_either() {
     host.put_customer(Tenant::Globex, "c1", json!({}))
         .await
         .expect(201, "OK");
-    let relay = WebhookRelay::new(WebhooksConfig::default(), "host-a").unwrap();
+    let relay = relay("host-a");
     let run = drain(&relay, &host).await;
     assert_eq!((run.published, run.failed), (1, 0), "{run:?}");
     let delivery = &receiver.log()[0];
@@ -784,4 +777,42 @@ async fn while_the_secret_is_rotated_a_receiver_verifies_with_either() {
     let new = standardwebhooks::Webhook::new(harness::WEBHOOK_SECRET_NEW).unwrap();
     assert!(new.verify(&delivery.raw, &delivery.headers).is_ok());
     host.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resting_tenant_stays_with_its_host_so_no_other_host_floods_the_endpoint() {
+    for backend in backends() {
+        let receiver = Receiver::start().await;
+        // Retries after 100 s: a rest outlasts half the lease (60 s).
+        let host = TestHost::start_with(backend, |yaml| {
+            with_webhook(yaml, &receiver.url, "strict")
+                .replace("backoff_ms: 1000", "backoff_ms: 100000")
+                .replace("max_backoff_ms: 4000", "max_backoff_ms: 3600000")
+        })
+        .await;
+        for customer in ["c1", "c2"] {
+            host.funded_customer(Tenant::Globex, customer, 100).await;
+        }
+        receiver.set(Mode::Down);
+        let (a, b) = (relay("host-a"), relay("host-b"));
+        a.run_once(&host.app).await;
+        assert_eq!(receiver.log().len(), 2, "{backend:?}");
+        // A rests past its first lease: it keeps renewing it, so B never
+        // gets the tenant (B, knowing nothing of the rest, would try every
+        // customer's failing event at once).
+        for _ in 0..2 {
+            host.advance(40_000);
+            a.run_once(&host.app).await;
+            let run = b.run_once(&host.app).await;
+            assert_eq!(run.tenants, 0, "{backend:?}: {run:?}");
+        }
+        assert_eq!(receiver.log().len(), 2, "{backend:?}");
+        // The rest over, A probes with one event.
+        host.advance(20_000);
+        a.run_once(&host.app).await;
+        assert_eq!(b.run_once(&host.app).await.tenants, 0);
+        assert_eq!(receiver.log().len(), 3, "{backend:?}");
+        assert_eq!(webhook_status(&host).await["owner"], "host-a");
+        host.finish().await;
+    }
 }

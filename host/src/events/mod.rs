@@ -167,6 +167,28 @@ impl Leases {
         }
     }
 
+    /// Keeps this host's lease on a tenant it holds but has nothing to do
+    /// for now (a resting webhook tenant), so that no other host takes it
+    /// over meanwhile: renewed once half of it is gone, nothing read or
+    /// written before. `false` when another host holds it.
+    pub(crate) async fn keep(&self, app: &App, tenant: &str) -> Result<bool, StoreError> {
+        let lease = self.lease_ms();
+        let now = app.now();
+        if self
+            .until(tenant)
+            .is_some_and(|until| until - now > lease / 2)
+        {
+            return Ok(true);
+        }
+        let mut tx = app.store().begin(tenant).await?;
+        let cursor = tx
+            .claim_relay(self.sink, &self.owner, (now, now + lease))
+            .await?;
+        tx.commit(None).await?;
+        self.set(tenant, cursor.is_some().then_some(now + lease));
+        Ok(cursor.is_some())
+    }
+
     /// Writes `writes` and moves the cursor from `from` on to `to` in one
     /// transaction, if this host still holds the lease (renewing it);
     /// `false` when another host took the tenant over meanwhile (nothing

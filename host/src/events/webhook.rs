@@ -25,7 +25,8 @@
 //!
 //! An endpoint that answers nothing at all (a round in which every attempt
 //! failed) is not sent new events: until its earliest failing event is due
-//! the tenant rests, and then only that event is tried (a probe). When the
+//! the tenant rests (its host keeps the lease meanwhile), and then only
+//! that event is tried (a probe). When the
 //! probe is delivered every failing event is due at once, so that a
 //! recovered endpoint receives the backlog without waiting out each
 //! event's backoff.
@@ -253,6 +254,12 @@ impl WebhookRelay {
         let now = app.now();
         let resting = self.resting_until(tenant);
         if resting.is_some_and(|until| now < until) {
+            // Resting is this host's decision: it keeps the tenant (else
+            // another host, knowing nothing of the rest, would try every
+            // due event at once). Taken over anyway, it forgets the rest.
+            if !self.leases.keep(app, tenant).await? {
+                self.rest(tenant, None);
+            }
             return Ok(None);
         }
         let Some((cursor, rows)) = self.leases.begin(app, tenant).await? else {
