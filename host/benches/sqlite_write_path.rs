@@ -222,6 +222,7 @@ async fn use_credits(store: &Store, customer: usize, key: &str) {
             after.balance
         ),
         transaction_id: use_id.clone(),
+        request_id: Some(format!("req-{key}")),
     });
     tx.record(journal);
     let body = format!(

@@ -132,6 +132,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 time: 1_765_000_000_000 + n as i64,
                 data: data.clone(),
                 transaction_id: format!("tx_{run}_{n}"),
+                request_id: Some(format!("req_{run}_{n}")),
             });
         }
         let mut tx = store.begin("globex").await?;
@@ -351,6 +352,7 @@ async fn write_one(
         time: now_ms(),
         data: r#"{"customerId":"c","credits":5}"#.into(),
         transaction_id: format!("tx_{run}_{n}"),
+        request_id: Some(format!("req_{run}_{n}")),
     });
     let mut tx = store.begin("globex").await?;
     tx.record(journal);

@@ -55,15 +55,18 @@ async fn the_feed_serves_cloud_events_in_order_with_a_cursor() {
             .use_credits(Tenant::Globex, "c1", "render", 4, "u1")
             .await;
         let use_id = used.result()["transactionId"].as_str().unwrap().to_owned();
-        host.call(
+        // The caller names its request: the event carries the id.
+        let mut refund = host.request(
             Tenant::Globex,
             "POST",
             "/api/v1/credits/refund",
-            Some(json!({ "transactionId": use_id })),
+            Some(&json!({ "transactionId": use_id })),
             Some("r1"),
-        )
-        .await
-        .expect(201, "OK");
+        );
+        refund
+            .headers_mut()
+            .insert("x-request-id", "req-refund-1".parse().unwrap());
+        host.send(refund).await.expect(201, "OK");
         host.put_customer(Tenant::Acme, "other", json!({}))
             .await
             .expect(201, "OK");
@@ -95,6 +98,13 @@ async fn the_feed_serves_cloud_events_in_order_with_a_cursor() {
         assert_eq!(deducted["data"]["credits"], 4);
         assert_eq!(deducted["data"]["balance"], 6);
         assert!(deducted["time"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(events[3]["requestid"], "req-refund-1");
+        // Unnamed requests get an id of the host's, one per request.
+        let generated: BTreeSet<_> = events[..3]
+            .iter()
+            .map(|e| e["requestid"].as_str().unwrap())
+            .collect();
+        assert_eq!(generated.len(), 3, "{events:?}");
         let ids: BTreeSet<_> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
         assert_eq!(ids.len(), 4, "stable unique ids");
 

@@ -285,6 +285,7 @@ async fn every_event_is_published_once_as_a_valid_cloudevent_keyed_by_its_custom
             assert_eq!(header("ce_position"), event.feed_seq.to_string());
             assert_eq!(header("ce_tenantid"), "globex");
             assert_eq!(header("ce_transactionid"), event.transaction_id);
+            assert_eq!(Some(header("ce_requestid")), event.request_id.clone());
             assert_eq!(record.key, event.subject, "keyed by the customer");
             assert_eq!(record.topic, config.topic("globex", &event.event_type));
             assert_eq!(record.value, event.data);

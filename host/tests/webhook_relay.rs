@@ -313,6 +313,7 @@ async fn every_event_is_posted_once_as_a_signed_structured_cloudevent_in_order()
             assert_eq!(d.body["position"], event.feed_seq);
             assert_eq!(d.body["tenantid"], "globex");
             assert_eq!(d.body["transactionid"], event.transaction_id.as_str());
+            assert_eq!(d.body["requestid"], json!(event.request_id));
             assert_eq!(
                 d.body["data"],
                 serde_json::from_str::<Value>(&event.data).unwrap()

@@ -220,6 +220,7 @@ impl<'a> Recorder<'a> {
             time: self.now,
             data,
             transaction_id: self.transaction_id.clone(),
+            request_id: Some(self.ctx.request_id.clone()),
         });
     }
 

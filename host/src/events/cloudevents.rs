@@ -5,8 +5,9 @@
 //!
 //! Extensions (lower-case alphanumeric names, as the spec requires):
 //! `ce_tenantid`, `ce_position` (the feed position: the same number a feed
-//! reader sees) and `ce_transactionid` (the business transaction that
-//! emitted it). The ids are the feed's, so a consumer can deduplicate
+//! reader sees), `ce_transactionid` (the business transaction that
+//! emitted it) and `ce_requestid` (the request that caused it: its
+//! `X-Request-Id`; absent on events stored before it was kept). The ids are the feed's, so a consumer can deduplicate
 //! across both.
 
 use crate::api::tenant::views::rfc3339_millis;
@@ -42,7 +43,15 @@ pub fn kafka_record(tenant: &str, event: &EventRecord) -> KafkaRecord {
             ("ce_tenantid", tenant.to_owned()),
             ("ce_position", event.feed_seq.to_string()),
             ("ce_transactionid", event.transaction_id.clone()),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            event
+                .request_id
+                .clone()
+                .map(|request| ("ce_requestid", request)),
+        )
+        .collect(),
     }
 }
 
@@ -61,6 +70,7 @@ mod tests {
             time: 1_763_640_000_123,
             data: r#"{"credits":5}"#.into(),
             transaction_id: "tx_1".into(),
+            request_id: Some("req_1".into()),
         };
         let record = kafka_record("acme", &event);
         assert_eq!(record.key, "cus_1");
@@ -77,6 +87,17 @@ mod tests {
         assert_eq!(header("ce_time"), Some("2025-11-20T12:00:00.123Z"));
         assert_eq!(header("ce_position"), Some("42"));
         assert_eq!(header("ce_tenantid"), Some("acme"));
+        assert_eq!(header("ce_requestid"), Some("req_1"));
+        let older = EventRecord {
+            request_id: None,
+            ..event
+        };
+        assert!(
+            kafka_record("acme", &older)
+                .headers
+                .iter()
+                .all(|(n, _)| *n != "ce_requestid")
+        );
         // Header names: `ce_` + a lower-case alphanumeric attribute name.
         for (name, _) in &record.headers {
             let attribute = name.strip_prefix("ce_").unwrap_or("datacontenttype");

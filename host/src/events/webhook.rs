@@ -708,6 +708,7 @@ mod tests {
             time: 1_763_640_000_123,
             data: r#"{"orderId":"ord_1"}"#.into(),
             transaction_id: "tx_1".into(),
+            request_id: Some("req_1".into()),
         };
         let value: serde_json::Value = serde_json::from_slice(&body("acme", &event)).unwrap();
         assert_eq!(value["specversion"], "1.0");
@@ -719,5 +720,6 @@ mod tests {
         assert_eq!(value["data"]["orderId"], "ord_1");
         assert_eq!(value["position"], 7);
         assert_eq!(value["tenantid"], "acme");
+        assert_eq!(value["requestid"], "req_1");
     }
 }

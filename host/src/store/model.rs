@@ -152,6 +152,9 @@ pub struct EventRecord {
     pub data: String,
     /// The business transaction that emitted it.
     pub transaction_id: String,
+    /// The request that caused it (`None` for events stored before the
+    /// request id was).
+    pub request_id: Option<String>,
 }
 
 /// A stored idempotent response.
@@ -425,6 +428,8 @@ pub struct OutboxEntry {
     pub data: String,
     /// The business transaction it belongs to.
     pub transaction_id: String,
+    /// The request that caused it.
+    pub request_id: Option<String>,
 }
 
 // ── Audit ──────────────────────────────────────────────────────────────────

@@ -185,7 +185,7 @@ impl Queries for PgStore {
         self.sequence_feed().await?;
         pg_read!(self.db, |conn| sqlx::query_as::<_, EventRecord>(
             "SELECT f.feed_seq, o.event_id, o.type, o.source, o.subject, o.time, o.data, \
-               o.transaction_id \
+               o.transaction_id, o.request_id \
              FROM outbox_feed f JOIN outbox_events o ON o.id = f.event_row \
              WHERE f.tenant_id = $1 AND f.feed_seq > $2 ORDER BY f.feed_seq LIMIT $3",
         )
@@ -585,9 +585,10 @@ async fn flush(
                   $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], \
                   $21::bigint[])), \
          ob AS (INSERT INTO outbox_events \
-                  (tenant_id, event_id, type, source, subject, time, data, transaction_id) \
+                  (tenant_id, event_id, type, source, subject, time, data, transaction_id, \
+                   request_id) \
                 SELECT $1, * FROM UNNEST($22::text[], $23::text[], $24::text[], $25::text[], \
-                  $26::bigint[], $27::text[], $28::text[]) \
+                  $26::bigint[], $27::text[], $28::text[], $32::text[]) \
                 RETURNING id), \
          ou AS (INSERT INTO outbox_unsequenced (tenant_id, id) SELECT $1, id FROM ob), \
          ik AS (UPDATE idempotency_keys SET response_status = $29, response_body = $30 \
@@ -641,6 +642,7 @@ async fn flush(
     .bind(status)
     .bind(body)
     .bind(key)
+    .bind(e.iter().map(|r| r.request_id.clone()).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())

@@ -351,10 +351,10 @@ const CURSOR: &str = "SELECT sink, position, owner, lease_until, updated_at FROM
      WHERE tenant_id = $1 AND sink = $2";
 
 const SQLITE_EVENT: &str = "SELECT feed_seq, event_id, type, source, subject, time, data, \
-       transaction_id FROM outbox_events \
+       transaction_id, request_id FROM outbox_events \
      WHERE tenant_id = $1 AND event_id = $2 AND feed_seq IS NOT NULL";
 const PG_EVENT: &str = "SELECT f.feed_seq, o.event_id, o.type, o.source, o.subject, o.time, \
-       o.data, o.transaction_id \
+       o.data, o.transaction_id, o.request_id \
      FROM outbox_events o JOIN outbox_feed f ON f.event_row = o.id \
      WHERE o.tenant_id = $1 AND o.event_id = $2";
 

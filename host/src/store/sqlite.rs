@@ -210,7 +210,8 @@ impl Queries for SqliteStore {
 
     async fn events(&self, tenant: &str, after: i64, limit: i64) -> Result<Vec<EventRecord>> {
         Ok(sqlx::query_as::<_, EventRecord>(
-            "SELECT feed_seq, event_id, type, source, subject, time, data, transaction_id \
+            "SELECT feed_seq, event_id, type, source, subject, time, data, transaction_id, \
+               request_id \
              FROM outbox_events WHERE tenant_id = $1 AND feed_seq > $2 \
              ORDER BY feed_seq LIMIT $3",
         )
@@ -624,8 +625,8 @@ fn journal_flush(
     if !journal.events.is_empty() {
         let mut event = raw.prepare_cached(
             "INSERT INTO outbox_events (tenant_id, event_id, type, source, subject, time, data, \
-               transaction_id) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+               transaction_id, request_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
         for e in &journal.events {
             event.execute(params![
@@ -637,6 +638,7 @@ fn journal_flush(
                 e.time,
                 e.data,
                 e.transaction_id,
+                e.request_id,
             ])?;
         }
     }

@@ -428,6 +428,10 @@ pub struct CloudEventView {
     position: i64,
     /// Extension attribute: the business transaction that emitted it.
     transactionid: String,
+    /// Extension attribute: the request that caused it (`X-Request-Id`),
+    /// absent on events stored before it was kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requestid: Option<String>,
 }
 
 impl From<EventRecord> for CloudEventView {
@@ -443,6 +447,7 @@ impl From<EventRecord> for CloudEventView {
             data: serde_json::from_str(&e.data).unwrap_or(Value::String(e.data)),
             position: e.feed_seq,
             transactionid: e.transaction_id,
+            requestid: e.request_id,
         }
     }
 }
