@@ -583,13 +583,13 @@ async fn an_endpoint_that_is_down_is_probed_not_flooded_and_gets_the_backlog_in_
             relay.run_once(&host.app).await;
         }
         assert_eq!(receiver.log().len(), 6);
-        // Then one probe per rest, the rests doubling with its failures.
+        // Then one probe per rest (a rest lasts at most backoff_ms: 1 s).
         host.advance(1_000);
         for _ in 0..5 {
             relay.run_once(&host.app).await;
         }
         assert_eq!(receiver.log().len(), 7);
-        host.advance(1_999);
+        host.advance(999);
         relay.run_once(&host.app).await;
         assert_eq!(receiver.log().len(), 7);
         host.advance(1);
@@ -814,6 +814,35 @@ async fn a_resting_tenant_stays_with_its_host_so_no_other_host_floods_the_endpoi
         assert_eq!(b.run_once(&host.app).await.tenants, 0);
         assert_eq!(receiver.log().len(), 3, "{backend:?}");
         assert_eq!(webhook_status(&host).await["owner"], "host-a");
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_receiver_keeps_refusing_holds_other_customers_back_one_backoff_at_most() {
+    for backend in backends() {
+        let receiver = Receiver::start().await;
+        let host = host_with(backend, &receiver, "strict").await;
+        host.put_customer(Tenant::Globex, "bad", json!({}))
+            .await
+            .expect(201, "OK");
+        receiver.set(Mode::Refuse("bad".into()));
+        let relay = relay("host-a");
+        // Only `bad` had an event, and it failed: the tenant rests 1 s.
+        relay.run_once(&host.app).await;
+        host.funded_customer(Tenant::Globex, "ok", 100).await;
+        host.advance(1_000);
+        // The probe is `bad`'s event (due): refused again, its next try in
+        // 2 s; the tenant rests 1 s, not 2.
+        relay.run_once(&host.app).await;
+        assert_eq!(receiver.of("bad").len(), 2, "{backend:?}");
+        assert!(receiver.of("ok").is_empty());
+        host.advance(1_000);
+        drain(&relay, &host).await;
+        let ok = receiver.of("ok");
+        assert_eq!(ok.len(), 2, "{backend:?}");
+        assert!(ok.iter().all(|d| d.accepted));
+        assert_eq!(receiver.of("bad").len(), 2);
         host.finish().await;
     }
 }

@@ -24,12 +24,15 @@
 //! once.
 //!
 //! An endpoint that answers nothing at all (a round in which every attempt
-//! failed) is not sent new events: until its earliest failing event is due
-//! the tenant rests (its host keeps the lease meanwhile), and then only
-//! that event is tried (a probe). When the
-//! probe is delivered every failing event is due at once, so that a
-//! recovered endpoint receives the backlog without waiting out each
-//! event's backoff.
+//! failed) is not sent new events: the tenant rests until its earliest
+//! failing event is due, at most `backoff_ms` (its host keeps the lease
+//! meanwhile), and then only the oldest due failing event is tried (a
+//! probe; with none due, a normal round). When the probe is delivered
+//! every failing event is due at once, so that a recovered endpoint
+//! receives the backlog without waiting out each event's backoff. A rest
+//! never outlasts `backoff_ms`, so an event that fails on its own (a
+//! receiver's bug) delays other customers' events by a couple of
+//! `backoff_ms` at most.
 //!
 //! One host delivers a tenant at a time (the `webhook` cursor's lease);
 //! the cursor moves past every event of a round in the transaction that
@@ -281,12 +284,13 @@ impl WebhookRelay {
         };
 
         // The endpoint failed everything last time: one probe first, the
-        // failing event due soonest.
+        // oldest failing event that is due (none due: a normal round, whose
+        // first attempts tell as much).
         if resting.is_some() {
             let probe = rows
                 .values()
-                .filter(|r| r.state == "FAILING")
-                .min_by_key(|r| (r.next_attempt_at, r.position))
+                .filter(|r| r.state == "FAILING" && r.next_attempt_at.is_none_or(|at| at <= now))
+                .min_by_key(|r| r.position)
                 .cloned();
             if let Some(row) = probe {
                 let event = app.store().event_by_id(tenant, &row.event_id).await?;
@@ -295,15 +299,11 @@ impl WebhookRelay {
                     None => Attempt::Gone(row.event_id.clone()),
                 };
                 round.count(&outcome);
-                // Still down: rest until the probe's own next attempt (one
-                // request per rest, the rests growing with its failures).
-                let down =
-                    match &outcome {
-                        Attempt::Failed(row) => Some(row.next_attempt_at.unwrap_or(
-                            now + hook.config.retry_after(row.attempts).as_millis() as i64,
-                        )),
-                        _ => None,
-                    };
+                // Still down: rest again (one request per rest).
+                let down = match &outcome {
+                    Attempt::Failed(_) => Some(now + hook.config.backoff.as_millis() as i64),
+                    _ => None,
+                };
                 if let Some(write) = outcome.write() {
                     apply(&mut rows, &write);
                     writes.push(write);
@@ -431,14 +431,17 @@ fn webhook_tenants(app: &App) -> Vec<(String, Arc<TenantWebhook>, bool)> {
 }
 
 /// Until when a tenant whose endpoint failed everything rests: its
-/// earliest failing event's retry (never in the past).
+/// earliest failing event's retry, and never longer than `backoff_ms` (a
+/// rest must not follow one event's long retry schedule: if that event is
+/// itself the problem, other customers' new events would wait behind it).
 fn rest_until(rows: &BTreeMap<i64, RelayEventRecord>, now: i64, config: &WebhookConfig) -> i64 {
+    let longest = now + config.backoff.as_millis() as i64;
     rows.values()
         .filter(|r| r.state == "FAILING")
         .filter_map(|r| r.next_attempt_at)
         .min()
-        .unwrap_or(now + config.backoff.as_millis() as i64)
-        .max(now)
+        .unwrap_or(longest)
+        .clamp(now, longest)
 }
 
 /// Keeps the in-memory rows as `write` leaves them.
