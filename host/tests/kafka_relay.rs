@@ -680,12 +680,7 @@ async fn outage_under_load(binary: std::path::PathBuf, backend: harness::Backend
                 .push(record.headers["ce_position"].parse().unwrap());
         }
     }
-    for (key, positions) in &first {
-        assert!(
-            positions.windows(2).all(|w| w[0] < w[1]),
-            "{backend:?}: {key:?} reordered"
-        );
-    }
+    harness::assert_in_feed_order(&first, &format!("{backend:?}"));
     eprintln!(
         "{backend:?}: {} events, {piled_up} written during the {OUTAGE:?} outage, {} records \
          received ({} copies again)",
@@ -770,12 +765,7 @@ async fn a_relay_killed_between_delivery_and_its_cursor_loses_nothing_and_keeps_
         }
         assert_eq!(seen.len(), events.len(), "{backend:?}: nothing lost");
         assert!(events.iter().all(|(id, _)| seen.contains(id)));
-        for (customer, positions) in &first {
-            assert!(
-                positions.windows(2).all(|w| w[0] < w[1]),
-                "{backend:?}: {customer} out of order: {positions:?}"
-            );
-        }
+        harness::assert_in_feed_order(&first, &format!("{backend:?}"));
         host.restart().await.finish().await;
     }
 }

@@ -715,12 +715,7 @@ async fn a_host_killed_between_delivery_and_its_cursor_loses_nothing_and_keeps_o
         let first = accepted_positions(&receiver);
         let delivered: usize = first.values().map(Vec::len).sum();
         assert_eq!(delivered, ids.len(), "{backend:?}");
-        for (customer, positions) in &first {
-            assert!(
-                positions.windows(2).all(|w| w[0] < w[1]),
-                "{backend:?}: {customer} out of order: {positions:?}"
-            );
-        }
+        harness::assert_in_feed_order(&first, &format!("{backend:?}"));
         host.restart().await.finish().await;
     }
 }

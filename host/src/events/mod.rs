@@ -75,6 +75,28 @@ pub(crate) fn pending_row(
     }
 }
 
+/// A time (ms since the epoch) per tenant, as this host last noted it.
+#[derive(Default)]
+pub(crate) struct TenantTimes(std::sync::Mutex<HashMap<String, i64>>);
+
+impl TenantTimes {
+    pub(crate) fn get(&self, tenant: &str) -> Option<i64> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tenant)
+            .copied()
+    }
+
+    pub(crate) fn set(&self, tenant: &str, at: Option<i64>) {
+        let mut times = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match at {
+            Some(at) => times.insert(tenant.to_owned(), at),
+            None => times.remove(tenant),
+        };
+    }
+}
+
 /// One host's hold on the tenants' cursors of one sink (`relay_cursors`).
 ///
 /// It remembers until when it holds each tenant's lease, as it last wrote
@@ -85,7 +107,7 @@ pub(crate) struct Leases {
     sink: &'static str,
     owner: String,
     lease: Duration,
-    until: std::sync::Mutex<HashMap<String, i64>>,
+    until: TenantTimes,
 }
 
 impl Leases {
@@ -94,7 +116,7 @@ impl Leases {
             sink,
             owner,
             lease,
-            until: std::sync::Mutex::new(HashMap::new()),
+            until: TenantTimes::default(),
         }
     }
 
@@ -105,22 +127,6 @@ impl Leases {
 
     fn lease_ms(&self) -> i64 {
         self.lease.as_millis() as i64
-    }
-
-    fn until(&self, tenant: &str) -> Option<i64> {
-        self.until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(tenant)
-            .copied()
-    }
-
-    fn set(&self, tenant: &str, until: Option<i64>) {
-        let mut leases = self.until.lock().unwrap_or_else(|e| e.into_inner());
-        match until {
-            Some(until) => leases.insert(tenant.to_owned(), until),
-            None => leases.remove(tenant),
-        };
     }
 
     /// The tenant's cursor and its `relay_events` rows, when this host
@@ -134,7 +140,7 @@ impl Leases {
         let now = app.now();
         // Still ours for more than half the lease (nobody can claim a live
         // lease): read where the cursor stands, no write.
-        let ours = match self.until(tenant) {
+        let ours = match self.until.get(tenant) {
             Some(until) if until - now > lease / 2 => app
                 .store()
                 .relay_cursor(tenant, self.sink)
@@ -157,11 +163,11 @@ impl Leases {
         tx.commit(None).await?;
         match cursor {
             Some(cursor) => {
-                self.set(tenant, Some(now + lease));
+                self.until.set(tenant, Some(now + lease));
                 Ok(Some((cursor, rows)))
             }
             None => {
-                self.set(tenant, None);
+                self.until.set(tenant, None);
                 Ok(None)
             }
         }
@@ -175,7 +181,8 @@ impl Leases {
         let lease = self.lease_ms();
         let now = app.now();
         if self
-            .until(tenant)
+            .until
+            .get(tenant)
             .is_some_and(|until| until - now > lease / 2)
         {
             return Ok(true);
@@ -185,7 +192,8 @@ impl Leases {
             .claim_relay(self.sink, &self.owner, (now, now + lease))
             .await?;
         tx.commit(None).await?;
-        self.set(tenant, cursor.is_some().then_some(now + lease));
+        self.until
+            .set(tenant, cursor.is_some().then_some(now + lease));
         Ok(cursor.is_some())
     }
 
@@ -220,9 +228,9 @@ impl Leases {
             .await?;
         if held {
             tx.commit(None).await?;
-            self.set(tenant, Some(now + lease));
+            self.until.set(tenant, Some(now + lease));
         } else {
-            self.set(tenant, None);
+            self.until.set(tenant, None);
             tx.rollback().await?;
             tracing::warn!(tenant, sink = self.sink, owner = %self.owner, "relay.lease_lost");
         }
@@ -241,7 +249,7 @@ impl Leases {
             if let Err(error) = released.await {
                 tracing::warn!(%tenant, sink = self.sink, %error, "relay.release_failed");
             }
-            self.set(tenant, None);
+            self.until.set(tenant, None);
         }
     }
 }

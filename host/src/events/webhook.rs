@@ -42,7 +42,7 @@
 //!
 //! [Standard Webhooks]: https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,7 +50,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{Leases, RelayRun, Write, pending_row};
+use super::{Leases, RelayRun, TenantTimes, Write, pending_row};
 use crate::api::tenant::views::CloudEventView;
 use crate::app::App;
 use crate::config::{WebhookConfig, WebhooksConfig};
@@ -172,7 +172,7 @@ pub struct WebhookRelay {
     leases: Leases,
     /// Tenants whose endpoint failed every attempt of its last round: until
     /// when they rest (then one probe goes).
-    resting: std::sync::Mutex<HashMap<String, i64>>,
+    resting: TenantTimes,
 }
 
 impl WebhookRelay {
@@ -190,7 +190,7 @@ impl WebhookRelay {
             settings,
             client,
             leases: Leases::new(SINK, owner.into(), settings.lease),
-            resting: std::sync::Mutex::new(HashMap::new()),
+            resting: TenantTimes::default(),
         })
     }
 
@@ -231,22 +231,6 @@ impl WebhookRelay {
         self.leases.release(app, &tenants).await;
     }
 
-    fn resting_until(&self, tenant: &str) -> Option<i64> {
-        self.resting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(tenant)
-            .copied()
-    }
-
-    fn rest(&self, tenant: &str, until: Option<i64>) {
-        let mut resting = self.resting.lock().unwrap_or_else(|e| e.into_inner());
-        match until {
-            Some(until) => resting.insert(tenant.to_owned(), until),
-            None => resting.remove(tenant),
-        };
-    }
-
     async fn relay_tenant(
         &self,
         app: &App,
@@ -255,13 +239,13 @@ impl WebhookRelay {
         pass_dead: bool,
     ) -> Result<Option<TenantRound>, StoreError> {
         let now = app.now();
-        let resting = self.resting_until(tenant);
+        let resting = self.resting.get(tenant);
         if resting.is_some_and(|until| now < until) {
             // Resting is this host's decision: it keeps the tenant (else
             // another host, knowing nothing of the rest, would try every
             // due event at once). Taken over anyway, it forgets the rest.
             if !self.leases.keep(app, tenant).await? {
-                self.rest(tenant, None);
+                self.resting.set(tenant, None);
             }
             return Ok(None);
         }
@@ -309,7 +293,7 @@ impl WebhookRelay {
                     writes.push(write);
                 }
                 if let Some(until) = down {
-                    self.rest(tenant, Some(until));
+                    self.resting.set(tenant, Some(until));
                     self.leases
                         .finish(app, tenant, &writes, (cursor.position, cursor.position))
                         .await?;
@@ -320,7 +304,7 @@ impl WebhookRelay {
                     row.next_attempt_at = Some(now);
                 }
             }
-            self.rest(tenant, None);
+            self.resting.set(tenant, None);
         }
 
         // Every customer's queue: its waiting rows, then the feed after the
@@ -404,7 +388,8 @@ impl WebhookRelay {
         }
         if attempted > 0 && round.delivered == 0 {
             // Nothing got through: rest until the earliest retry.
-            self.rest(tenant, Some(rest_until(&rows, now, &hook.config)));
+            self.resting
+                .set(tenant, Some(rest_until(&rows, now, &hook.config)));
             round.full = false;
         }
         if through > cursor.position {

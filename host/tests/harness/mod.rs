@@ -193,6 +193,21 @@ impl Drop for Broker {
     }
 }
 
+/// Asserts that in every group (a customer, or a customer and topic) the
+/// feed positions only grow: first copies of what a consumer received, in
+/// arrival order.
+pub fn assert_in_feed_order<'a, K: std::fmt::Debug + 'a>(
+    groups: impl IntoIterator<Item = (&'a K, &'a Vec<i64>)>,
+    context: &str,
+) {
+    for (key, positions) in groups {
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "{context}: {key:?} out of order: {positions:?}"
+        );
+    }
+}
+
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
