@@ -32,7 +32,8 @@
 #              /admin/v1/sagas until no saga is RUNNING, WAITING_FOR_SERVICE,
 #              COMPLETING or COMPENSATING, and prints the seconds from the
 #              kill (and from the restart), then compares the books: the
-#              simulator's net approved amount must be the COMPLETED orders'.
+#              simulator's net approved amount, and its captured amount,
+#              must be the COMPLETED orders', with nothing left held.
 # Every process it starts is stopped on exit, by PID.
 #
 # Knobs (environment): LATENCIES ("0"), CONCURRENCY ("64"; e.g. "64 128
@@ -257,12 +258,15 @@ kill_run() { # <label> <config> <database url>
     db_check
     books=$(curl -fsS "$SIM_URL/sim/v1/ledger")
     completed=$(sql "SELECT count(*) FROM sagas WHERE tenant_id = 'bench' AND state = 'COMPLETED'")
-    net=$(jq '.approvedAmount - .cancelledAmount' <<< "$books")
-    echo "  PG simulator: $(jq -c . <<< "$books"); net approved $net for $completed COMPLETED orders of 1000: $(
-        [ "$net" = "$((completed * 1000))" ] && echo equal || echo DIFFER)"
+    # Net approved, and captured, must both be the COMPLETED orders' (nothing
+    # left held on a card, nothing captured twice).
+    net=$(jq '"\(.approvedAmount - .cancelledAmount) \(.capturedAmount) \(.heldAmount)"' -r <<< "$books")
+    local want="$((completed * 1000)) $((completed * 1000)) 0"
+    echo "  PG simulator: $(jq -c . <<< "$books"); net approved, captured, held: $net for $completed COMPLETED orders of 1000: $(
+        [ "$net" = "$want" ] && echo equal || echo DIFFER)"
     local recovered="NOT within $RECOVERY_LIMIT s"
     [ -n "$t_done" ] && recovered=$(awk -v ms="$((t_done - t_kill))" 'BEGIN { printf "%.1f s", ms / 1000 }')
-    echo "| $1 | $c | $(( t_up - t_kill )) ms | $recovered | $at_restart | $DUPLICATES | $([ "$net" = "$((completed * 1000))" ] && echo equal || echo DIFFER) |" >> "$WORK/kills"
+    echo "| $1 | $c | $(( t_up - t_kill )) ms | $recovered | $at_restart | $DUPLICATES | $([ "$net" = "$want" ] && echo equal || echo DIFFER) |" >> "$WORK/kills"
 }
 
 mkdir -p "$REPO/target/bench"
@@ -305,7 +309,7 @@ esac
 if [ -s "$WORK/kills" ]; then
     say "kill -9 recovery (service_timeout_s $SERVICE_TIMEOUT_S, kill after $KILL_AFTER s)"
     {
-        echo "| backend | clients | restart ready | all sagas terminal after the kill | open at restart | duplicates | sim net approved vs COMPLETED |"
+        echo "| backend | clients | restart ready | all sagas terminal after the kill | open at restart | duplicates | sim net approved & captured vs COMPLETED |"
         echo "|---|---|---|---|---|---|---|"
         cat "$WORK/kills"
     } | tee "$REPO/target/bench/saga-kill.txt"

@@ -15,10 +15,12 @@ use std::sync::OnceLock;
 pub const ABORT_AT_ENV: &str = "FLUXPAY_TEST_ABORT_AT";
 
 /// Every point, for tests that go through them all.
-pub const POINTS: [&str; 6] = [
+pub const POINTS: [&str; 8] = [
     "payment.intent",
     "payment.confirm_answered",
     "payment.outcome",
+    "payment.capture_requested",
+    "payment.capture_answered",
     "saga.compensating",
     "payment.void_requested",
     "payment.void_answered",

@@ -341,15 +341,24 @@ async fn a_fulfilled_order_confirms_its_payment_once_and_only_a_paid_order_can_b
         complete(&host, Tenant::Hooli, &order_id)
             .await
             .expect(404, "NOT_FOUND");
+        // Approved is authorized: the PG holds the money on the card.
+        assert_eq!(pg.sim.ledger().held_amount, total);
 
         let done = complete(&host, Tenant::Globex, &order_id).await;
         done.expect(200, "OK");
         assert_eq!(done.result()["status"], "COMPLETED", "{backend:?}");
         assert_eq!(payment(&host, &id).await["status"], "CONFIRMED");
+        // Fulfilled is captured, once.
+        let ledger = pg.sim.ledger();
+        assert_eq!(
+            (ledger.captures, ledger.captured_amount, ledger.held_amount),
+            (1, total, 0)
+        );
         // The callback again: the order as it stands, nothing moves.
         let again = complete(&host, Tenant::Globex, &order_id).await;
         again.expect(200, "OK");
         assert_eq!(again.result()["version"], done.result()["version"]);
+        assert_eq!(pg.sim.ledger().captures, 1);
         // A confirmed payment is refunded, never voided: the order stays.
         host.call(
             Tenant::Globex,
@@ -479,6 +488,7 @@ async fn refunds_give_back_part_then_the_rest_and_never_more_than_was_confirmed(
             keys,
             [
                 id.clone(),
+                format!("{id}-capture"),
                 format!("{id}-refund-1"),
                 format!("{id}-refund-2")
             ]
@@ -539,9 +549,14 @@ async fn a_refund_whose_answer_was_lost_is_repeated_with_its_key_and_made_once()
             })
             .collect();
         let key = format!("{id}-refund-1");
+        // After the approval and the capture.
         assert_eq!(
             outcomes[1..],
-            [(key.as_str(), "unknown"), (key.as_str(), "refunded")]
+            [
+                (format!("{id}-capture").as_str(), "captured"),
+                (key.as_str(), "unknown"),
+                (key.as_str(), "refunded")
+            ]
         );
         // The rest still refunds under the next key.
         cancel_payment(&host, &id, json!({ "reason": "rest" }), "refund-2")

@@ -4,7 +4,8 @@
 //! (payment voided, order cancelled) exactly once; callbacks in the wrong
 //! state are `PAY_004`; a declined card leaves the order open for another
 //! attempt; a compensation the PG keeps refusing is retried, then parked
-//! for an operator, and finishes once the PG is back.
+//! for an operator, and finishes once the PG is back; a capture the PG
+//! refuses compensates, and one it cannot answer is finished by asking it.
 
 mod harness;
 mod payment_steps;
@@ -218,6 +219,202 @@ async fn a_failed_service_or_a_missed_deadline_compensates_in_reverse_once() {
     }
 }
 
+/// `completed` with an Idempotency-Key.
+async fn completed_with_key(host: &TestHost, order: &str, key: &str) -> Answer {
+    host.call(
+        Tenant::Globex,
+        "POST",
+        "/api/v1/service-callbacks/completed",
+        Some(json!({ "orderId": order })),
+        Some(key),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_the_pg_refuses_compensates_in_reverse_and_its_answer_replays() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (id, total) = order(&host, "c1").await;
+        let paid = confirm(&host, &pg, &id, total, cards::CAPTURE_REFUSED).await;
+        paid.expect(201, "OK");
+        let payment_id = paid.result()["paymentId"].as_str().unwrap().to_owned();
+
+        // The service fulfilled it, but the issuer refuses the capture: the
+        // saga compensates — the authorization voided, the order cancelled.
+        let refused = completed_with_key(&host, &id, "done-1").await;
+        refused.expect(402, "PAY_002");
+        assert_eq!(refused.result()["status"], "CANCELLED", "{backend:?}");
+        let order = read_order(&host, &id).await;
+        let saga = &order["saga"];
+        assert_eq!(saga["state"], "COMPENSATED", "{backend:?}: {order}");
+        assert_eq!(saga["stepsDone"], json!(["approve_payment", "pay_order"]));
+        assert!(
+            saga["lastError"]
+                .as_str()
+                .unwrap()
+                .contains("REJECT_CARD_PAYMENT"),
+            "{saga}"
+        );
+        let payment = payment_steps::payment(&host, &payment_id).await;
+        assert_eq!(payment["status"], "CANCELLED");
+        let ledger = pg.sim.ledger();
+        assert_eq!(
+            (
+                ledger.approvals,
+                ledger.captures,
+                ledger.cancelled_amount,
+                ledger.held_amount
+            ),
+            (1, 0, total, 0),
+            "{backend:?}: authorized once, never captured, voided: {ledger:?}"
+        );
+        // The same request replays its answer byte for byte; another is
+        // too late.
+        let again = completed_with_key(&host, &id, "done-1").await;
+        assert_eq!(
+            (again.status, &again.bytes),
+            (refused.status, &refused.bytes)
+        );
+        callback(&host, Tenant::Globex, "completed", &id)
+            .await
+            .expect(409, "PAY_004");
+        callback(&host, Tenant::Globex, "failed", &id)
+            .await
+            .expect(200, "OK");
+        for (kind, count) in [
+            ("saga.completing", 1),
+            ("saga.compensating", 1),
+            ("saga.compensated", 1),
+            ("payment.cancelled", 1),
+            ("order.cancelled", 1),
+            ("payment.confirmed", 0),
+            ("order.completed", 0),
+        ] {
+            assert_eq!(event_count(&host, kind).await, count, "{backend:?} {kind}");
+        }
+        assert_eq!(host.app.run_sagas(host.now() + 3_600_000).await.claimed, 0);
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_the_pg_cannot_answer_holds_the_void_off_and_is_finished_by_asking_it() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (id, total) = order(&host, "c1").await;
+        let (other, _) = order(&host, "c2").await;
+        for order in [&id, &other] {
+            confirm(&host, &pg, order, total, cards::APPROVE)
+                .await
+                .expect(201, "OK");
+        }
+        let payment_id = read_order(&host, &id).await["saga"]["paymentId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        pg.sim.set_faults(Faults {
+            outage: true,
+            ..Faults::default()
+        });
+        for order in [&id, &other] {
+            callback(&host, Tenant::Globex, "completed", order)
+                .await
+                .expect(202, "PAY_006");
+        }
+        let capturing = read_order(&host, &id).await;
+        assert_eq!(capturing["status"], "PAID", "{backend:?}");
+        assert_eq!(capturing["saga"]["state"], "COMPLETING", "{capturing}");
+        assert_eq!(
+            (
+                &capturing["saga"]["captureAttempts"],
+                &capturing["saga"]["compensationAttempts"]
+            ),
+            (&json!(1), &json!(0))
+        );
+        assert!(
+            capturing["saga"]["lastError"]
+                .as_str()
+                .unwrap()
+                .contains("PROVIDER_ERROR"),
+            "{capturing}"
+        );
+        // The capture may reach the PG: nothing voids the authorization
+        // meanwhile — not the API, not the scheduler, not the deadline.
+        host.call(
+            Tenant::Globex,
+            "POST",
+            &format!("/api/v1/payments/{payment_id}/cancel"),
+            Some(json!({ "reason": "changed my mind" })),
+            Some("void-1"),
+        )
+        .await
+        .expect(409, "PAY_004");
+        callback(&host, Tenant::Globex, "failed", &id)
+            .await
+            .expect(409, "PAY_004");
+        assert_eq!(
+            host.app
+                .run_payment_janitor(host.now() + 86_400_000)
+                .await
+                .checked,
+            0
+        );
+        let health = admin(&host, "GET", "/admin/v1/payments/health", None).await;
+        assert_eq!(health.result()["tenants"][0]["capturing"], 2, "{backend:?}");
+
+        // Still down at the orchestrator's first look: the saga waits.
+        host.advance(60_000);
+        let run = host.app.run_sagas(host.now()).await;
+        assert_eq!((run.claimed, run.completed), (2, 0), "{backend:?}: {run:?}");
+        assert_eq!(read_order(&host, &id).await["saga"]["state"], "COMPLETING");
+        // The PG is back: the service's repeat captures one order (with the
+        // same key), the orchestrator the other (after asking the PG).
+        pg.sim.set_faults(Faults::default());
+        callback(&host, Tenant::Globex, "completed", &id)
+            .await
+            .expect(200, "OK");
+        host.advance(600_000);
+        let run = host.app.run_sagas(host.now()).await;
+        assert_eq!((run.claimed, run.completed), (1, 1), "{backend:?}: {run:?}");
+        for order in [&id, &other] {
+            let done = read_order(&host, order).await;
+            assert_eq!(done["status"], "COMPLETED", "{backend:?}: {done}");
+            assert_eq!(done["saga"]["state"], "COMPLETED");
+        }
+        let ledger = pg.sim.ledger();
+        assert_eq!(
+            (ledger.captures, ledger.captured_amount, ledger.held_amount),
+            (2, 2 * total, 0),
+            "{backend:?}: {ledger:?}"
+        );
+        let attempts: Vec<(String, String)> =
+            payment_steps::payment(&host, &payment_id).await["attempts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| {
+                    (
+                        a["kind"].as_str().unwrap().to_owned(),
+                        a["idempotencyKey"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .filter(|(kind, _)| kind == "capture")
+                .collect();
+        assert!(
+            attempts
+                .iter()
+                .all(|(_, key)| *key == format!("{payment_id}-capture")),
+            "one capture key: {attempts:?}"
+        );
+        assert_eq!(event_count(&host, "payment.confirmed").await, 2);
+        assert_eq!(host.app.run_sagas(host.now() + 3_600_000).await.claimed, 0);
+        host.finish().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declined_card_leaves_the_order_open_and_the_next_card_runs_the_saga_again() {
     for backend in backends() {
@@ -391,6 +588,39 @@ async fn the_auditor_catches_an_order_whose_money_or_saga_disagree() {
         let found = checks(host.audit().await);
         assert!(
             found.contains(&("order.money", "saga and order disagree".into())),
+            "{backend:?}: {found:?}"
+        );
+        // A payment being captured while its saga does not say so (a
+        // capture nothing would resume or ever record).
+        host.raw
+            .execute(&format!(
+                "UPDATE sagas SET state = 'WAITING_FOR_SERVICE' WHERE order_id = '{id}'"
+            ))
+            .await;
+        host.raw
+            .execute(&format!(
+                "UPDATE payments SET capture_requested_at = 1 WHERE order_id = '{id}'"
+            ))
+            .await;
+        let found = checks(host.audit().await);
+        assert_eq!(
+            found,
+            [(
+                "order.money",
+                "payment is being captured outside its order's COMPLETING saga".into()
+            )],
+            "{backend:?}"
+        );
+        // Completing, it is what the saga does (only the raw edit's
+        // missing history row is reported).
+        host.raw
+            .execute(&format!(
+                "UPDATE sagas SET state = 'COMPLETING' WHERE order_id = '{id}'"
+            ))
+            .await;
+        let found = checks(host.audit().await);
+        assert!(
+            found.iter().all(|(check, _)| *check == "history.chain"),
             "{backend:?}: {found:?}"
         );
         // A saga parked for an operator is reported until one acts.

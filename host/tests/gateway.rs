@@ -10,7 +10,8 @@ use fluxpay_host::config::Secret;
 use fluxpay_host::gateway::simulator::{Faults, Simulator, cards};
 use fluxpay_host::gateway::toss::{TossConfig, TossGateway};
 use fluxpay_host::gateway::{
-    CancelRequest, ConfirmRequest, GatewayError, PaymentGateway, PgPayment, PgStatus, codes,
+    CancelRequest, CaptureRequest, ConfirmRequest, GatewayError, PaymentGateway, PgPayment,
+    PgStatus, codes,
 };
 use serde_json::json;
 
@@ -119,6 +120,93 @@ async fn an_approval_is_taken_once_per_key_and_reported_by_key_and_by_order() {
     let by_order = pg.gateway.payment_by_order("pay_1").await.unwrap();
     assert_eq!(by_key, approved);
     assert_eq!(by_order, approved);
+}
+
+#[tokio::test]
+async fn an_authorization_is_captured_once_per_key_or_voided_and_a_refusal_keeps_it_held() {
+    let pg = pg().await;
+    let capture = |amount| CaptureRequest { amount };
+    let request = pg.checkout("pay_1", 15_000, cards::APPROVE).await;
+    let key = request.payment_key.clone();
+    let approved = pg.gateway.confirm(&request, "pay_1-approve").await.unwrap();
+    // Approved is authorized: held on the card, not captured.
+    assert_eq!(approved.captured_at, None);
+    assert_eq!(pg.sim.ledger().held_amount, 15_000);
+    // Not the authorized amount: refused, nothing captured (and that key
+    // keeps its answer).
+    assert_eq!(
+        refused_code(
+            pg.gateway
+                .capture(&key, &capture(14_999), "pay_1-capture-short")
+                .await
+        ),
+        codes::INVALID_REQUEST
+    );
+    let captured = pg
+        .gateway
+        .capture(&key, &capture(15_000), "pay_1-capture")
+        .await
+        .unwrap();
+    assert!(captured.captured_at.is_some());
+    assert_eq!(captured.status, PgStatus::Done);
+    // The same key: the stored answer. Another key: not capturable.
+    let again = pg
+        .gateway
+        .capture(&key, &capture(15_000), "pay_1-capture")
+        .await
+        .unwrap();
+    assert_eq!(again, captured);
+    assert_eq!(
+        refused_code(pg.gateway.capture(&key, &capture(15_000), "another").await),
+        codes::NOT_CAPTURABLE_PAYMENT
+    );
+    assert_eq!(pg.gateway.payment(&key).await.unwrap(), captured);
+    let ledger = pg.sim.ledger();
+    assert_eq!(
+        (ledger.captures, ledger.captured_amount, ledger.held_amount),
+        (1, 15_000, 0)
+    );
+
+    // The issuer refuses a capture: the authorization stays held until it
+    // is voided, and a voided one cannot be captured.
+    let request = pg.checkout("pay_2", 5_000, cards::CAPTURE_REFUSED).await;
+    let key = request.payment_key.clone();
+    pg.gateway.confirm(&request, "pay_2-approve").await.unwrap();
+    assert_eq!(
+        refused_code(
+            pg.gateway
+                .capture(&key, &capture(5_000), "pay_2-capture")
+                .await
+        ),
+        codes::REJECT_CARD_PAYMENT
+    );
+    assert_eq!(pg.sim.ledger().held_amount, 5_000);
+    let voided = pg
+        .gateway
+        .cancel(
+            &key,
+            &CancelRequest {
+                cancel_reason: "capture refused".into(),
+                cancel_amount: None,
+            },
+            "pay_2-void",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (voided.status, voided.balance_amount),
+        (PgStatus::Canceled, 0)
+    );
+    assert_eq!(
+        refused_code(
+            pg.gateway
+                .capture(&key, &capture(5_000), "pay_2-capture-2")
+                .await
+        ),
+        codes::NOT_CAPTURABLE_PAYMENT
+    );
+    let ledger = pg.sim.ledger();
+    assert_eq!((ledger.captures, ledger.held_amount), (1, 0));
 }
 
 #[tokio::test]

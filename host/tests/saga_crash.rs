@@ -4,8 +4,13 @@
 //! call's intent is stored but before its answer is; restarted, it moves
 //! every saga to `COMPLETED` or `COMPENSATED` by itself, the PG simulator
 //! (which outlives the host, as a PG does) shows exactly one approval per
-//! paid order and none left neither completed nor voided, every order's
-//! reserved credits are released, and the auditor is clean.
+//! paid order and none left neither captured nor voided, every order's
+//! reserved credits are deducted (completed) or released (compensated),
+//! and the auditor is clean.
+//!
+//! The orders that abort around the capture had their service call back
+//! `completed`: they end `COMPLETED`. Every other one ends compensated:
+//! its service failed, or never called back by its deadline.
 //!
 //! Every order is a split payment: `CREDITS` of it in credits, reserved
 //! with the payment's intent, the rest by card.
@@ -86,6 +91,11 @@ fn order_with_checkout(server: &Server, sim_url: &str, n: usize) -> (String, i64
     (order_id, total, key)
 }
 
+/// Whether the order aborting at `point` was fulfilled (its capture).
+fn completes(point: &str) -> bool {
+    point.starts_with("payment.capture_")
+}
+
 /// Drives `order` to `point` on a server told to abort there for it.
 fn crash_at(server: Server, point: &'static str, (order_id, amount, key): &(String, i64, String)) {
     let addr = server.addr.clone();
@@ -99,15 +109,23 @@ fn crash_at(server: Server, point: &'static str, (order_id, amount, key): &(Stri
         point,
         "saga.compensating" | "payment.void_requested" | "payment.void_answered"
     );
-    if compensating {
+    if compensating || completes(point) {
         assert_eq!(confirm.unwrap().0, 201, "{point}");
-        let failed = post(
-            &addr,
-            "/api/v1/service-callbacks/failed",
-            json!({ "orderId": order_id, "reason": "out of stock" }),
-            None,
-        );
-        assert!(failed.is_err(), "{point}: the callback got an answer");
+        let callback = match completes(point) {
+            true => post(
+                &addr,
+                "/api/v1/service-callbacks/completed",
+                json!({ "orderId": order_id }),
+                None,
+            ),
+            false => post(
+                &addr,
+                "/api/v1/service-callbacks/failed",
+                json!({ "orderId": order_id, "reason": "out of stock" }),
+                None,
+            ),
+        };
+        assert!(callback.is_err(), "{point}: the callback got an answer");
     } else {
         assert!(confirm.is_err(), "{point}: the confirm got an answer");
     }
@@ -224,15 +242,6 @@ async fn after_kill_9_at_every_step_boundary_every_saga_ends_and_the_pg_agrees()
                 .await
                 .unwrap();
             let pg_status: PgStatus = serde_json::from_value(pg["status"].clone()).unwrap();
-            // Nothing was fulfilled, so every saga compensated: what the PG
-            // approved, it gave back in full; the order is cancelled.
-            assert_eq!(fluxpay, "CANCELLED", "{backend:?} {point}");
-            assert_eq!(
-                pg_status,
-                PgStatus::Canceled,
-                "{backend:?} {point}: approved once, then voided: {pg}"
-            );
-            // The credits it reserved are the customer's again.
             let customer = json_of(&body)["result"]["customerId"]
                 .as_str()
                 .unwrap()
@@ -245,6 +254,27 @@ async fn after_kill_9_at_every_step_boundary_every_saga_ends_and_the_pg_agrees()
                 None,
             );
             let balance = &json_of(&body)["result"];
+            if completes(point) {
+                // Fulfilled: captured once, the credits deducted.
+                assert_eq!(fluxpay, "COMPLETED", "{backend:?} {point}");
+                assert_eq!(pg_status, PgStatus::Done, "{backend:?} {point}: {pg}");
+                assert!(pg["capturedAt"].is_string(), "{backend:?} {point}: {pg}");
+                assert_eq!(
+                    (&balance["available"], &balance["reserved"]),
+                    (&json!(0), &json!(0)),
+                    "{backend:?} {point}: {balance}"
+                );
+                continue;
+            }
+            // Nothing was fulfilled, so the saga compensated: what the PG
+            // approved, it gave back in full; the order is cancelled.
+            assert_eq!(fluxpay, "CANCELLED", "{backend:?} {point}");
+            assert_eq!(
+                pg_status,
+                PgStatus::Canceled,
+                "{backend:?} {point}: approved once, then voided: {pg}"
+            );
+            // The credits it reserved are the customer's again.
             assert_eq!(
                 (&balance["available"], &balance["reserved"]),
                 (&json!(CREDITS), &json!(0)),
@@ -252,16 +282,21 @@ async fn after_kill_9_at_every_step_boundary_every_saga_ends_and_the_pg_agrees()
             );
         }
         // One approval per order (the one whose confirm never reached the
-        // PG was confirmed again with its one key), and every one voided.
+        // PG was confirmed again with its one key), one capture per
+        // fulfilled order, every other approval voided: nothing is left
+        // held on a card.
         let ledger = sim.ledger();
         assert_eq!(
             ledger.approvals,
             POINTS.len() as u64,
             "{backend:?}: {ledger:?}"
         );
+        let fulfilled = POINTS.iter().filter(|p| completes(p)).count() as u64;
+        assert_eq!(ledger.captures, fulfilled, "{backend:?}: {ledger:?}");
         assert_eq!(
-            ledger.approved_amount, ledger.cancelled_amount,
-            "{backend:?}: every approval voided: {ledger:?}"
+            (ledger.approved_amount, ledger.held_amount),
+            (ledger.captured_amount + ledger.cancelled_amount, 0),
+            "{backend:?}: every approval captured or voided: {ledger:?}"
         );
         server.kill();
         host.restart().await.finish().await;

@@ -667,7 +667,17 @@ async fn serve_posts_every_event_to_the_configured_webhook() {
         })
         .await
         .unwrap();
-        let ids: Vec<String> = feed_ids(&server);
+        // On PostgreSQL the feed numbers events just after they commit:
+        // both customers' events are awaited in it first.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let ids = loop {
+            let ids = feed_ids(&server);
+            if ids.len() >= 2 {
+                break ids;
+            }
+            assert!(std::time::Instant::now() < deadline, "{backend:?}: {ids:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         receiver.wait_for_accepted(&ids).await;
         drop(server);
         let customers: Vec<String> = receiver.log().into_iter().map(|d| d.customer).collect();

@@ -236,8 +236,9 @@ async fn drive(
     stats
 }
 
-/// The simulator's books: approvals, approved and given-back amounts.
-async fn ledger(client: &reqwest::Client, args: &Args) -> Result<[i64; 3], String> {
+/// The simulator's books: approvals, approved and given-back amounts,
+/// captures.
+async fn ledger(client: &reqwest::Client, args: &Args) -> Result<[i64; 4], String> {
     let sim = args.pg_sim_url.as_deref().unwrap_or_default();
     let read = async {
         let response = client.get(format!("{sim}/sim/v1/ledger")).send().await?;
@@ -258,6 +259,7 @@ async fn ledger(client: &reqwest::Client, args: &Args) -> Result<[i64; 3], Strin
         field("approvals")?,
         field("approvedAmount")?,
         field("cancelledAmount")?,
+        field("captures")?,
     ])
 }
 
@@ -327,14 +329,16 @@ pub async fn run(client: &reqwest::Client, args: &Arc<Args>) -> i32 {
             return 1;
         }
     };
-    let [approvals, approved, cancelled] = [0, 1, 2].map(|i| after[i] - before[i]);
+    let [approvals, approved, cancelled, captures] = [0, 1, 2, 3].map(|i| after[i] - before[i]);
     let completed_all = total.completed + total.warmup_completed;
-    let books_equal =
-        approvals == total.confirmed as i64 && approvals == completed_all as i64 && cancelled == 0;
+    let books_equal = approvals == total.confirmed as i64
+        && approvals == completed_all as i64
+        && captures == completed_all as i64
+        && cancelled == 0;
     println!(
-        "  PG simulator: {approvals} approvals ({approved} approved, {cancelled} given back) \
-         during the run; {} confirms answered 201, {completed_all} orders completed \
-         (warm-up included): {}",
+        "  PG simulator: {approvals} approvals ({approved} approved, {cancelled} given back), \
+         {captures} captures during the run; {} confirms answered 201, {completed_all} orders \
+         completed (warm-up included): {}",
         total.confirmed,
         if books_equal { "equal" } else { "DIFFER" }
     );

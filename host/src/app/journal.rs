@@ -64,8 +64,11 @@ pub mod event_type {
     pub const PAYMENT_UNKNOWN: &str = "payment.unknown";
     /// An approved payment was voided at the PG.
     pub const PAYMENT_CANCELLED: &str = "payment.cancelled";
+    /// The tenant's service fulfilled an order: its saga is capturing the
+    /// payment.
+    pub const SAGA_COMPLETING: &str = "saga.completing";
     /// An order's saga began undoing what it had done (the service failed
-    /// or missed its deadline).
+    /// or missed its deadline, or the PG refused the capture).
     pub const SAGA_COMPENSATING: &str = "saga.compensating";
     /// An order's saga undid everything it had done.
     pub const SAGA_COMPENSATED: &str = "saga.compensated";

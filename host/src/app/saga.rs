@@ -10,8 +10,12 @@
 //!   service deadline; a decline (or a PG that certainly took nothing)
 //!   has nothing to undo: `COMPENSATED`, the order still open for another
 //!   card;
-//! - **`completed` callback**: `COMPLETING` → `COMPLETED` with the
-//!   payment's confirmation and the order's completion;
+//! - **`completed` callback**: `COMPLETING` with the payment's capture
+//!   request, then the capture at the PG, then `COMPLETED` with the
+//!   payment's confirmation and the order's completion; a capture the PG
+//!   refuses compensates; one whose answer was lost is resumed by the
+//!   orchestrator, which asks the PG first ([`super::payments`]'s
+//!   `complete`); paid with credits alone, `COMPLETED` at once;
 //! - **`failed` callback, or no callback by the deadline**:
 //!   `COMPENSATING`, stored first (so a host that stops here leaves it to
 //!   the next run), then the compensations in reverse — the payment voided
@@ -46,7 +50,7 @@ pub const MAX_COMPENSATION_ATTEMPTS: i64 = 5;
 const CLAIM_LEASE_MS: i64 = 60_000;
 /// How long a host that starts a compensation keeps it: if it stops
 /// meanwhile, the orchestrator (of any host) takes over after this.
-const COMPENSATION_LEASE_MS: i64 = 10_000;
+pub(super) const COMPENSATION_LEASE_MS: i64 = 10_000;
 /// Sagas one orchestrator run takes per tenant.
 const BATCH: i64 = 200;
 
@@ -57,6 +61,8 @@ pub struct SagaRun {
     pub claimed: u64,
     /// Whose service missed its deadline (compensation started).
     pub timed_out: u64,
+    /// Whose resumed capture completed the order.
+    pub completed: u64,
     /// Compensated in this run.
     pub compensated: u64,
     /// Compensations that failed (retried later, or parked).
@@ -91,7 +97,8 @@ fn step_name(step: SagaStep) -> &'static str {
 /// making the rest of the row; the saga as stored. Each event's history
 /// row joins the business transaction `caused_by` (the payment's or
 /// order's step that moved the saga, whose event tells the tenant), or a
-/// transaction of its own with its event: `saga.compensating`,
+/// transaction of its own with its event: `saga.completing`,
+/// `saga.compensating`,
 /// `saga.compensated`, `saga.compensation_failed`.
 pub(super) async fn advance(
     tx: &mut Tx,
@@ -138,6 +145,7 @@ pub(super) async fn advance(
         (SagaState::Compensated, None) => Some(event_type::SAGA_COMPENSATED),
         (SagaState::CompensationFailed, None) => Some(event_type::SAGA_COMPENSATION_FAILED),
         (SagaState::Compensating, None) => Some(event_type::SAGA_COMPENSATING),
+        (SagaState::Completing, None) => Some(event_type::SAGA_COMPLETING),
         (_, None) => {
             return Err(AppError::Internal(format!(
                 "saga step to {state} without the business transaction that caused it"
@@ -145,23 +153,24 @@ pub(super) async fn advance(
         }
     };
     if let Some(event) = event {
-        journal.event(
-            event,
-            &record.customer_id,
-            &serde_json::json!({
-                "orderId": &record.order_id,
-                "customerId": &record.customer_id,
-                "state": state.as_str(),
-                "paymentId": &after.payment_id,
-                "compensated": SagaStep::compensations(&steps_of(record))
-                    .into_iter()
-                    .map(step_name)
-                    .collect::<Vec<_>>(),
-                "reason": reason,
-                "attempts": after.attempts,
-                "lastError": &after.last_error,
-            }),
-        );
+        let mut data = serde_json::json!({
+            "orderId": &record.order_id,
+            "customerId": &record.customer_id,
+            "state": state.as_str(),
+            "paymentId": &after.payment_id,
+            "reason": reason,
+            "attempts": after.attempts,
+            "lastError": &after.last_error,
+        });
+        // What compensating undoes; a completing saga undoes nothing.
+        if state != SagaState::Completing {
+            data["compensated"] = SagaStep::compensations(&steps_of(record))
+                .into_iter()
+                .map(step_name)
+                .collect::<Vec<_>>()
+                .into();
+        }
+        journal.event(event, &record.customer_id, &data);
     }
     if !tx.update_saga(&after, record.version).await? {
         return Err(AppError::StateConflict(format!(
@@ -407,7 +416,7 @@ impl App {
     /// Runs a `COMPENSATING` saga's compensations; the saga after. A
     /// failure is recorded (retried with backoff, parked past the limit),
     /// not returned.
-    async fn compensate(
+    pub(super) async fn compensate(
         &self,
         ctx: &RequestCtx,
         saga: SagaRecord,
@@ -534,7 +543,8 @@ impl App {
     }
 
     /// Claims and moves on every saga due at `now`: services past their
-    /// deadline are compensated, failed compensations retried.
+    /// deadline are compensated, captures whose answer is unknown resolved
+    /// (by asking the PG), failed compensations retried.
     pub async fn run_sagas(&self, now: i64) -> SagaRun {
         let mut run = SagaRun::default();
         let tenants: Vec<String> = self.tenants().iter().map(|t| t.id.clone()).collect();
@@ -558,6 +568,7 @@ impl App {
                 let ctx = RequestCtx::system(&tenant, "system:saga-orchestrator");
                 match self.move_saga(&ctx, saga, now, &mut run).await {
                     Ok(after) => match after.state.as_str() {
+                        "COMPLETED" => run.completed += 1,
                         "COMPENSATED" => run.compensated += 1,
                         "COMPENSATION_FAILED" => run.parked += 1,
                         "COMPENSATING" => run.failed += 1,
@@ -607,6 +618,7 @@ impl App {
                 tx.commit(None).await?;
                 self.compensate(ctx, after, &reason).await
             }
+            "COMPLETING" => self.resume_capture(ctx, &saga).await,
             "COMPENSATING" => {
                 let reason = saga
                     .last_error

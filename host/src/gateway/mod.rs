@@ -3,9 +3,9 @@
 //! [`PaymentGateway`] is what the rest of the host sees; every backend
 //! speaks HTTP:
 //! - [`toss::TossGateway`], a connector for a Toss-Payments-style API
-//!   (`POST /v1/payments/confirm`, `…/{paymentKey}/cancel`, `GET
-//!   /v1/payments/{paymentKey}` and `/v1/payments/orders/{orderId}`,
-//!   `POST /v1/billing/{billingKey}`);
+//!   (`POST /v1/payments/confirm`, `…/{paymentKey}/capture`,
+//!   `…/{paymentKey}/cancel`, `GET /v1/payments/{paymentKey}` and
+//!   `/v1/payments/orders/{orderId}`, `POST /v1/billing/{billingKey}`);
 //! - [`simulator`], a PG that serves that same API on 127.0.0.1 for the
 //!   embedded default and the tests, with test cards and failure injection
 //!   (it stands in for the card network, which cannot exist here).
@@ -17,6 +17,15 @@
 //! asking the PG, never by calling it again with a new key; declines are
 //! final; only [`GatewayError::Transient`] may be retried (with the same
 //! key).
+//!
+//! **Authorization and capture.** A checkout's approval (`confirm`) is an
+//! authorization: the PG holds the money on the card. The order's saga
+//! captures it once the tenant's service fulfilled the order, or voids the
+//! authorization (`cancel` before capture) when it compensates; a captured
+//! payment can only be refunded. Toss Payments itself captures with the
+//! approval; this is the separate capture that card PGs offer (Stripe's
+//! `capture_method=manual`, Adyen's captures), in the same API's style. A
+//! billing-key charge (a renewal, no customer present) is captured at once.
 
 pub mod resilient;
 pub mod simulator;
@@ -96,6 +105,10 @@ pub struct PgPayment {
     /// When it was approved (RFC 3339), once it was.
     #[serde(default)]
     pub approved_at: Option<String>,
+    /// When the approved amount was captured (RFC 3339): until then the
+    /// approval is an authorization, held on the card.
+    #[serde(default)]
+    pub captured_at: Option<String>,
     /// Its cancellations, oldest first.
     #[serde(default)]
     pub cancels: Vec<PgCancel>,
@@ -110,6 +123,15 @@ pub struct ConfirmRequest {
     /// The merchant's order id.
     pub order_id: String,
     /// Minor units: must equal what the checkout was opened for.
+    pub amount: i64,
+}
+
+/// `POST /v1/payments/{paymentKey}/capture`: takes an authorized payment
+/// in full.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureRequest {
+    /// Minor units: must equal what was authorized.
     pub amount: i64,
 }
 
@@ -168,6 +190,9 @@ pub mod codes {
     pub const NOT_CANCELABLE_AMOUNT: &str = "NOT_CANCELABLE_AMOUNT";
     /// The payment cannot be cancelled (already cancelled, never approved).
     pub const NOT_CANCELABLE_PAYMENT: &str = "NOT_CANCELABLE_PAYMENT";
+    /// The payment cannot be captured (not approved, voided, or captured
+    /// before under another key).
+    pub const NOT_CAPTURABLE_PAYMENT: &str = "NOT_CAPTURABLE_PAYMENT";
     /// The card issuer refused.
     pub const REJECT_CARD_PAYMENT: &str = "REJECT_CARD_PAYMENT";
     /// The request does not fit the payment (amount, order id).
@@ -236,6 +261,14 @@ pub trait PaymentGateway: Send + Sync {
     fn confirm(
         &self,
         request: &ConfirmRequest,
+        idempotency_key: &str,
+    ) -> impl Future<Output = GatewayResult<PgPayment>> + Send;
+
+    /// Captures an authorized payment in full (see the module docs).
+    fn capture(
+        &self,
+        payment_key: &str,
+        request: &CaptureRequest,
         idempotency_key: &str,
     ) -> impl Future<Output = GatewayResult<PgPayment>> + Send;
 

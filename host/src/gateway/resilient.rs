@@ -27,8 +27,8 @@ use tower_resilience_circuitbreaker::{
 };
 
 use super::{
-    BillingChargeRequest, CancelRequest, ConfirmRequest, GatewayError, GatewayResult,
-    PaymentGateway, PgPayment,
+    BillingChargeRequest, CancelRequest, CaptureRequest, ConfirmRequest, GatewayError,
+    GatewayResult, PaymentGateway, PgPayment,
 };
 
 /// The breaker and retry settings of one gateway.
@@ -79,6 +79,7 @@ impl Default for Resilience {
 #[derive(Debug, Clone)]
 enum Call {
     Confirm(ConfirmRequest, String),
+    Capture(String, CaptureRequest, String),
     Cancel(String, CancelRequest, String),
     ChargeBillingKey(String, BillingChargeRequest, String),
     Payment(String),
@@ -135,6 +136,9 @@ impl ResilientGateway {
             async move {
                 match call {
                     Call::Confirm(request, key) => inner.confirm(&request, &key).await,
+                    Call::Capture(payment_key, request, key) => {
+                        inner.capture(&payment_key, &request, &key).await
+                    }
                     Call::Cancel(payment_key, request, key) => {
                         inner.cancel(&payment_key, &request, &key).await
                     }
@@ -217,6 +221,20 @@ impl PaymentGateway for ResilientGateway {
     ) -> GatewayResult<PgPayment> {
         self.mutate(Call::Confirm(request.clone(), idempotency_key.to_owned()))
             .await
+    }
+
+    async fn capture(
+        &self,
+        payment_key: &str,
+        request: &CaptureRequest,
+        idempotency_key: &str,
+    ) -> GatewayResult<PgPayment> {
+        self.mutate(Call::Capture(
+            payment_key.to_owned(),
+            request.clone(),
+            idempotency_key.to_owned(),
+        ))
+        .await
     }
 
     async fn cancel(

@@ -7,9 +7,11 @@
 //! - `POST /v1/checkout` `{orderId, amount, currency?, cardNumber?}` plays
 //!   the checkout window: it issues the `paymentKey` a confirm needs (again
 //!   for an order whose last payment failed).
-//! - `POST /v1/payments/confirm`, `POST /v1/payments/{paymentKey}/cancel`,
-//!   `GET /v1/payments/{paymentKey}`, `GET /v1/payments/orders/{orderId}`:
-//!   as the real API, with `Authorization: Basic` and its own idempotency
+//! - `POST /v1/payments/confirm` (an authorization: the money is held on
+//!   the card), `POST /v1/payments/{paymentKey}/capture` (`{amount}`, the
+//!   whole authorization), `POST /v1/payments/{paymentKey}/cancel` (a void
+//!   before capture, a refund after), `GET /v1/payments/{paymentKey}`,
+//!   `GET /v1/payments/orders/{orderId}`: as the real API, with `Authorization: Basic` and its own idempotency
 //!   (a repeated `Idempotency-Key` on the same method and path gets the
 //!   first answer, unless that was a transient failure, which changed
 //!   nothing and is processed anew; one still being processed gets 409
@@ -52,6 +54,10 @@ pub mod cards {
     /// `FAILED_INTERNAL_SYSTEM_PROCESSING` (500) on every confirm, nothing
     /// happens.
     pub const ALWAYS_FAILS: &str = "4000000000000500";
+    /// Approved (authorized), but the issuer refuses the capture:
+    /// `REJECT_CARD_PAYMENT`, the authorization left for the merchant to
+    /// void.
+    pub const CAPTURE_REFUSED: &str = "4000000000000341";
 }
 
 /// Failure injection, changed at run time through `PUT /sim/v1/faults`.
@@ -95,6 +101,16 @@ pub struct SimLedger {
     pub approved_amount: i64,
     /// Minor units given back (voids and refunds).
     pub cancelled_amount: i64,
+    /// Payments captured (billing-key charges with their approval).
+    #[serde(default)]
+    pub captures: u64,
+    /// Minor units captured.
+    #[serde(default)]
+    pub captured_amount: i64,
+    /// Minor units authorized and still held on cards: approved, neither
+    /// captured nor voided.
+    #[serde(default)]
+    pub held_amount: i64,
     /// Confirm requests received (repeats of a stored answer included).
     pub confirm_calls: u64,
     /// Status-change notifications delivered (answered by the merchant).
@@ -160,6 +176,7 @@ impl Simulator {
         Router::new()
             .route("/v1/checkout", post(checkout))
             .route("/v1/payments/confirm", post(confirm))
+            .route("/v1/payments/{payment_key}/capture", post(capture))
             .route("/v1/payments/{payment_key}/cancel", post(cancel))
             .route("/v1/payments/{payment_key}", get(payment))
             .route("/v1/payments/orders/{order_id}", get(payment_by_order))
@@ -191,7 +208,15 @@ impl Simulator {
 
     /// Its books.
     pub fn ledger(&self) -> SimLedger {
-        self.lock().ledger
+        let state = self.lock();
+        let mut ledger = state.ledger;
+        ledger.held_amount = state
+            .payments
+            .values()
+            .filter(|p| p.payment.status.holds_money() && p.payment.captured_at.is_none())
+            .map(|p| p.payment.balance_amount)
+            .sum();
+        ledger
     }
 
     /// Mutating requests being processed now (their keys in flight).
@@ -355,6 +380,7 @@ async fn checkout(State(sim): State<Simulator>, Json(body): Json<Checkout>) -> R
         total_amount: body.amount,
         balance_amount: body.amount,
         approved_at: None,
+        captured_at: None,
         cancels: Vec::new(),
     };
     state.by_order.insert(body.order_id, payment_key.clone());
@@ -473,6 +499,15 @@ fn error_body(code: &str, message: &str) -> serde_json::Value {
     json!({ "code": code, "message": message })
 }
 
+/// The answer to a request for a payment the simulator does not know.
+fn no_such_payment() -> (StatusCode, serde_json::Value, Option<Duration>) {
+    (
+        StatusCode::NOT_FOUND,
+        error_body(codes::NOT_FOUND_PAYMENT, "no such payment"),
+        None,
+    )
+}
+
 async fn confirm(
     State(sim): State<Simulator>,
     headers: HeaderMap,
@@ -482,11 +517,7 @@ async fn confirm(
     once(&sim, &headers, "confirm".into(), move |state| {
         let slow = Duration::from_millis(state.faults.slow_answer_ms);
         let Some(sim_payment) = state.payments.get_mut(&request.payment_key) else {
-            return (
-                StatusCode::NOT_FOUND,
-                error_body(codes::NOT_FOUND_PAYMENT, "no such payment"),
-                None,
-            );
+            return no_such_payment();
         };
         let payment = &mut sim_payment.payment;
         if payment.order_id != request.order_id || payment.total_amount != request.amount {
@@ -517,16 +548,18 @@ async fn confirm(
             }
         }
         let key = request.payment_key.clone();
-        approve(state, &key, slow)
+        approve(state, &key, slow, false)
     })
     .await
 }
 
-/// Approves (or not, as its test card says) the `READY` payment `key`.
+/// Approves (or not, as its test card says) the `READY` payment `key`,
+/// capturing it at once with `capture`.
 fn approve(
     state: &mut SimState,
     key: &str,
     slow: Duration,
+    capture: bool,
 ) -> (StatusCode, serde_json::Value, Option<Duration>) {
     let sim_payment = state.payments.get_mut(key).expect("the caller found it");
     let payment = &mut sim_payment.payment;
@@ -572,13 +605,77 @@ fn approve(
     };
     payment.status = PgStatus::Done;
     payment.approved_at = Some(now_rfc3339());
+    if capture {
+        payment.captured_at = payment.approved_at.clone();
+    }
     let answer = serde_json::to_value(&*payment).expect("a payment serialises");
     let amount = payment.total_amount;
     let approved = payment.clone();
     state.changed.push(approved);
     state.ledger.approvals += 1;
     state.ledger.approved_amount += amount;
+    if capture {
+        state.ledger.captures += 1;
+        state.ledger.captured_amount += amount;
+    }
     (StatusCode::OK, answer, delay)
+}
+
+/// `POST /v1/payments/{paymentKey}/capture`: takes an authorization in
+/// full. A second capture under another key, or of a payment not held
+/// (voided, aborted), is `NOT_CAPTURABLE_PAYMENT`; a
+/// [`cards::CAPTURE_REFUSED`] card is refused by its issuer, and stays
+/// authorized.
+async fn capture(
+    State(sim): State<Simulator>,
+    Path(payment_key): Path<String>,
+    headers: HeaderMap,
+    Json(request): Json<super::CaptureRequest>,
+) -> Response {
+    let scope = format!("capture:{payment_key}");
+    once(&sim, &headers, scope, move |state| {
+        let Some(sim_payment) = state.payments.get_mut(&payment_key) else {
+            return no_such_payment();
+        };
+        let payment = &mut sim_payment.payment;
+        if payment.status != PgStatus::Done || payment.captured_at.is_some() {
+            return (
+                StatusCode::BAD_REQUEST,
+                error_body(
+                    codes::NOT_CAPTURABLE_PAYMENT,
+                    "only an approved, uncaptured payment can be captured",
+                ),
+                None,
+            );
+        }
+        if request.amount != payment.total_amount {
+            return (
+                StatusCode::BAD_REQUEST,
+                error_body(
+                    codes::INVALID_REQUEST,
+                    "amount differs from the authorized amount",
+                ),
+                None,
+            );
+        }
+        if sim_payment.card == cards::CAPTURE_REFUSED {
+            return (
+                StatusCode::BAD_REQUEST,
+                error_body(
+                    codes::REJECT_CARD_PAYMENT,
+                    "the card issuer refused the capture",
+                ),
+                None,
+            );
+        }
+        payment.captured_at = Some(now_rfc3339());
+        let answer = serde_json::to_value(&*payment).expect("a payment serialises");
+        let amount = payment.total_amount;
+        state.ledger.captures += 1;
+        state.ledger.captured_amount += amount;
+        (StatusCode::OK, answer, None)
+    })
+    .await
 }
 
 /// `POST /v1/billing/authorizations/card`: a card registered for charges
@@ -680,13 +777,15 @@ async fn charge_billing_key(
                     total_amount: request.amount,
                     balance_amount: request.amount,
                     approved_at: None,
+                    captured_at: None,
                     cancels: Vec::new(),
                 },
                 card,
                 confirm_calls: 0,
             },
         );
-        approve(state, &payment_key, slow)
+        // A charge of a stored card is a sale: captured with its approval.
+        approve(state, &payment_key, slow, true)
     })
     .await
 }
@@ -700,11 +799,7 @@ async fn cancel(
     let scope = format!("cancel:{payment_key}");
     once(&sim, &headers, scope, move |state| {
         let Some(sim_payment) = state.payments.get_mut(&payment_key) else {
-            return (
-                StatusCode::NOT_FOUND,
-                error_body(codes::NOT_FOUND_PAYMENT, "no such payment"),
-                None,
-            );
+            return no_such_payment();
         };
         let payment = &mut sim_payment.payment;
         if !payment.status.holds_money() {

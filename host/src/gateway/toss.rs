@@ -18,8 +18,8 @@ use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
 use super::{
-    BillingChargeRequest, CancelRequest, ConfirmRequest, GatewayError, GatewayResult,
-    PaymentGateway, PgErrorBody, PgPayment, codes,
+    BillingChargeRequest, CancelRequest, CaptureRequest, ConfirmRequest, GatewayError,
+    GatewayResult, PaymentGateway, PgErrorBody, PgPayment, codes,
 };
 use crate::config::Secret;
 
@@ -162,6 +162,23 @@ impl PaymentGateway for TossGateway {
             self.request(reqwest::Method::POST, "/v1/payments/confirm")
                 .header("Idempotency-Key", idempotency_key)
                 .json(request),
+        )
+        .await
+    }
+
+    async fn capture(
+        &self,
+        payment_key: &str,
+        request: &CaptureRequest,
+        idempotency_key: &str,
+    ) -> GatewayResult<PgPayment> {
+        self.send(
+            self.request(
+                reqwest::Method::POST,
+                &format!("/v1/payments/{}/capture", path_segment(payment_key)?),
+            )
+            .header("Idempotency-Key", idempotency_key)
+            .json(request),
         )
         .await
     }

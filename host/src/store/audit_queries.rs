@@ -238,9 +238,10 @@ macro_rules! audit_queries {
 
             // Orders and their money: a PAID order holds an approved payment
             // or reserved credits, a saga's order is where the saga says it
-            // is, a finished saga holds no credits, and what the customer's
-            // account reserves is what its orders hold.
-            let money: [(&str, &str); 4] = [
+            // is, a finished saga holds no credits, what the customer's
+            // account reserves is what its orders hold, and only a
+            // completing saga captures its payment.
+            let money: [(&str, &str); 5] = [
                 (
                     "order is PAID without an APPROVED payment or reserved credits",
                     "SELECT o.order_id FROM orders o WHERE o.tenant_id = $1 AND o.status = 'PAID' \
@@ -270,10 +271,18 @@ macro_rules! audit_queries {
                        ON o.tenant_id = s.tenant_id AND o.order_id = s.order_id \
                      WHERE s.tenant_id = $1 AND NOT ( \
                        (s.state = 'RUNNING' AND o.status = 'PENDING') \
-                       OR (s.state IN ('WAITING_FOR_SERVICE', 'COMPENSATING', \
+                       OR (s.state IN ('WAITING_FOR_SERVICE', 'COMPLETING', 'COMPENSATING', \
                            'COMPENSATION_FAILED') AND o.status = 'PAID') \
                        OR (s.state = 'COMPLETED' AND o.status = 'COMPLETED') \
                        OR (s.state = 'COMPENSATED' AND o.status IN ('PENDING', 'CANCELLED')))",
+                ),
+                (
+                    "payment is being captured outside its order's COMPLETING saga",
+                    "SELECT p.order_id FROM payments p WHERE p.tenant_id = $1 \
+                       AND p.status = 'APPROVED' AND p.capture_requested_at IS NOT NULL \
+                       AND NOT EXISTS (SELECT 1 FROM sagas s WHERE s.tenant_id = p.tenant_id \
+                         AND s.order_id = p.order_id AND s.payment_id = p.payment_id \
+                         AND s.state = 'COMPLETING')",
                 ),
             ];
             for (problem, sql) in money {

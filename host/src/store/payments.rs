@@ -46,6 +46,10 @@ pub struct PaymentRecord {
     /// When a void was requested (stored before the PG is asked): the
     /// payment is voided, never confirmed.
     pub void_requested_at: Option<i64>,
+    /// When a capture was requested (stored before the PG is asked): the
+    /// order's saga owns the payment until the PG's answer is recorded;
+    /// nothing voids it meanwhile.
+    pub capture_requested_at: Option<i64>,
     /// +1 per change.
     pub version: i64,
     /// Created (ms since the epoch).
@@ -215,6 +219,9 @@ pub struct PaymentHealth {
     pub flagged: i64,
     /// `APPROVED` with a void requested that has not gone through yet.
     pub voiding: i64,
+    /// `APPROVED` with a capture requested whose outcome is not recorded
+    /// yet (the PG's answer lost, or the PG failing).
+    pub capturing: i64,
 }
 
 /// Payment writes inside a transaction.
@@ -268,12 +275,24 @@ pub trait PaymentTx: Send {
     /// Stores that the `APPROVED` payment is to be voided (keeping an
     /// earlier request's time), with the scheduler's next look at it. Not a
     /// change of state (no history row, the version stays): the version,
-    /// or `None` when it is no longer `APPROVED`.
+    /// or `None` when it is no longer `APPROVED` or its capture was
+    /// requested.
     fn request_void(
         &mut self,
         payment_id: &str,
         now: i64,
         next_check_at: i64,
+    ) -> impl Future<Output = Result<Option<i64>>> + Send;
+
+    /// Stores that the `APPROVED` payment is being captured (`at`), or,
+    /// with `None`, that the PG refused the capture; either way the
+    /// scheduler leaves it to the order's saga. Not a change of state: the
+    /// version, or `None` when it is no longer `APPROVED` or its void was
+    /// requested.
+    fn request_capture(
+        &mut self,
+        payment_id: &str,
+        at: Option<i64>,
     ) -> impl Future<Output = Result<Option<i64>>> + Send;
 
     /// The payment's calls to the PG, in order, as this transaction sees
@@ -302,8 +321,8 @@ macro_rules! payment_queries {
 
         const PAYMENT_COLUMNS: &str = "SELECT payment_id, order_id, customer_id, amount, \
              currency, status, approval_key, pg_payment_key, refunded, failure_code, \
-             failure_message, next_check_at, checks, flagged_at, void_requested_at, version, \
-             created_at, updated_at FROM payments";
+             failure_message, next_check_at, checks, flagged_at, void_requested_at, \
+             capture_requested_at, version, created_at, updated_at FROM payments";
 
         pub(super) async fn payment<'e, E>(
             ex: E,
@@ -400,7 +419,9 @@ macro_rules! payment_queries {
                    COUNT(*) FILTER (WHERE status IN ('READY', 'UNKNOWN') \
                      AND created_at < $2) AS stuck, \
                    COUNT(*) FILTER (WHERE flagged_at IS NOT NULL) AS flagged, \
-                   COUNT(*) FILTER (WHERE void_requested_at IS NOT NULL) AS voiding \
+                   COUNT(*) FILTER (WHERE void_requested_at IS NOT NULL) AS voiding, \
+                   COUNT(*) FILTER (WHERE capture_requested_at IS NOT NULL \
+                     AND status = 'APPROVED') AS capturing \
                  FROM payments WHERE tenant_id = $1 \
                    AND status IN ('READY', 'UNKNOWN', 'APPROVED')",
             )
@@ -552,8 +573,8 @@ macro_rules! payment_queries {
                    ORDER BY next_check_at, payment_id LIMIT $4{}) \
                  RETURNING payment_id, order_id, customer_id, amount, currency, status, \
                    approval_key, pg_payment_key, refunded, failure_code, failure_message, \
-                   next_check_at, checks, flagged_at, void_requested_at, version, created_at, \
-                   updated_at",
+                   next_check_at, checks, flagged_at, void_requested_at, capture_requested_at, \
+                   version, created_at, updated_at",
                 $skip_locked
             );
             let mut claimed = sqlx::query_as::<_, PaymentRecord>(&sql)
@@ -582,12 +603,35 @@ macro_rules! payment_queries {
                 "UPDATE payments SET void_requested_at = COALESCE(void_requested_at, $3), \
                    next_check_at = $4 \
                  WHERE tenant_id = $1 AND payment_id = $2 AND status = 'APPROVED' \
+                   AND capture_requested_at IS NULL \
                  RETURNING version",
             )
             .bind(tenant)
             .bind(payment_id)
             .bind(now)
             .bind(next_check_at)
+            .fetch_optional(ex)
+            .await?)
+        }
+
+        pub(super) async fn request_capture<'e, E>(
+            ex: E,
+            tenant: &str,
+            payment_id: &str,
+            at: Option<i64>,
+        ) -> Result<Option<i64>>
+        where
+            E: sqlx::Executor<'e, Database = Db>,
+        {
+            Ok(sqlx::query_scalar::<_, i64>(
+                "UPDATE payments SET capture_requested_at = $3, next_check_at = NULL \
+                 WHERE tenant_id = $1 AND payment_id = $2 AND status = 'APPROVED' \
+                   AND void_requested_at IS NULL \
+                 RETURNING version",
+            )
+            .bind(tenant)
+            .bind(payment_id)
+            .bind(at)
             .fetch_optional(ex)
             .await?)
         }
@@ -806,6 +850,14 @@ macro_rules! payment_tx {
                 $q::request_void(&mut *self.tx, &self.tenant, payment_id, now, next_check_at).await
             }
 
+            async fn request_capture(
+                &mut self,
+                payment_id: &str,
+                at: Option<i64>,
+            ) -> Result<Option<i64>> {
+                $q::request_capture(&mut *self.tx, &self.tenant, payment_id, at).await
+            }
+
             async fn claim_due_payments(
                 &mut self,
                 now: i64,
@@ -881,6 +933,10 @@ impl PaymentTx for Tx {
         next_check_at: i64,
     ) -> Result<Option<i64>> {
         dispatch_tx!(self, t => t.request_void(payment_id, now, next_check_at).await)
+    }
+
+    async fn request_capture(&mut self, payment_id: &str, at: Option<i64>) -> Result<Option<i64>> {
+        dispatch_tx!(self, t => t.request_capture(payment_id, at).await)
     }
 
     async fn claim_due_payments(

@@ -29,7 +29,10 @@ pub struct SagaRecord {
     pub service_deadline_at: Option<i64>,
     /// When the orchestrator next looks at it.
     pub next_run_at: Option<i64>,
-    /// Compensation runs that failed.
+    /// PG calls of the current phase that failed: capture tries while
+    /// `COMPLETING` (kept once `COMPLETED`), compensation runs from
+    /// `COMPENSATING` on (counted afresh when a refused capture starts the
+    /// compensation).
     pub attempts: i64,
     /// Why the last step or compensation failed.
     pub last_error: Option<String>,
@@ -39,6 +42,17 @@ pub struct SagaRecord {
     pub created_at: i64,
     /// Last changed.
     pub updated_at: i64,
+}
+
+impl SagaRecord {
+    /// Failed capture tries and failed compensation runs: `attempts`, by
+    /// the phase the saga is in.
+    pub fn attempts_by_phase(&self) -> (i64, i64) {
+        match self.state.as_str() {
+            "COMPLETING" | "COMPLETED" => (self.attempts, 0),
+            _ => (0, self.attempts),
+        }
+    }
 }
 
 /// Reads outside a transaction.

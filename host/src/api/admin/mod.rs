@@ -302,6 +302,7 @@ async fn payments_health(State(state): State<AdminState>) -> ApiResult<serde_jso
                 "stuck": t.payments.stuck,
                 "flagged": t.payments.flagged,
                 "voiding": t.payments.voiding,
+                "capturing": t.payments.capturing,
                 "sagasParked": t.sagas_parked,
                 "breaker": t.breaker,
             })
@@ -373,7 +374,8 @@ async fn sagas(
                 "stepsDone": &s.steps_done,
                 "serviceDeadlineAt": s.service_deadline_at,
                 "nextRunAt": s.next_run_at,
-                "compensationAttempts": s.attempts,
+                "captureAttempts": s.attempts_by_phase().0,
+                "compensationAttempts": s.attempts_by_phase().1,
                 "lastError": &s.last_error,
                 "updatedAt": s.updated_at,
             })

@@ -6,9 +6,13 @@
 //! - `POST /api/v1/orders/{orderId}/cancel` — `{reason?}` (body optional);
 //!   `Idempotency-Key` accepted.
 //! - `POST /api/v1/service-callbacks/completed` — `{orderId}`: the tenant's
-//!   service fulfilled a `PAID` order; its payment is confirmed and the
-//!   order `COMPLETED`. A repeat answers with the order as it stands; any
-//!   other status is `PAY_004`. `Idempotency-Key` accepted.
+//!   service fulfilled a `PAID` order; its payment is captured at the PG
+//!   and the order `COMPLETED` (200). A capture the PG refuses compensates
+//!   the order: `402 PAY_002` with the order (`CANCELLED`, or `PAID` while
+//!   the void is retried) in `result`; a capture whose answer was lost is
+//!   resolved by the orchestrator: `202 PAY_006`. A repeat answers with
+//!   the order as it stands; any other status is `PAY_004`.
+//!   `Idempotency-Key` accepted.
 //! - `POST /api/v1/service-callbacks/failed` — `{orderId, reason?}`: the
 //!   tenant's service could not fulfil it; its saga compensates (payment
 //!   voided, order cancelled). A repeat answers with the order and saga as
@@ -26,11 +30,12 @@ use serde::{Deserialize, Serialize};
 use super::auth::Caller;
 use super::command::{Command, Key};
 use super::{render, respond};
-use crate::api::envelope::ApiOk;
+use crate::api::envelope::{ApiOk, Envelope};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::AppPath;
 use crate::app::App;
 use crate::app::orders::{CreateOrderCommand, OrderDetails, PricedBy};
+use crate::store::StoredResponse;
 
 /// The routes of this module; [`super::router`] puts them behind auth.
 pub(super) fn routes() -> Router<App> {
@@ -60,6 +65,7 @@ pub struct SagaView {
     steps_done: Vec<String>,
     service_deadline_at: Option<i64>,
     next_run_at: Option<i64>,
+    capture_attempts: i64,
     compensation_attempts: i64,
     last_error: Option<String>,
     version: i64,
@@ -79,7 +85,8 @@ impl From<&crate::store::SagaRecord> for SagaView {
                 .collect(),
             service_deadline_at: s.service_deadline_at,
             next_run_at: s.next_run_at,
-            compensation_attempts: s.attempts,
+            capture_attempts: s.attempts_by_phase().0,
+            compensation_attempts: s.attempts_by_phase().1,
             last_error: s.last_error.clone(),
             version: s.version,
             updated_at: s.updated_at,
@@ -298,11 +305,32 @@ async fn completed(State(app): State<App>, command: Command) -> Result<Response,
     let request: CallbackBody = command.json()?;
     let ctx = command.ctx(Key::Optional)?;
     let reply = app
-        .complete_order(&ctx, &request.order_id, |order| {
-            render(StatusCode::OK, "order completed", &OrderView::from(order))
-        })
+        .complete_order(&ctx, &request.order_id, render_completion)
         .await?;
     Ok(respond(reply))
+}
+
+/// The answer to `completed`: the completed order, or `402 PAY_002` with
+/// the order its refused capture compensated.
+fn render_completion(order: &OrderDetails) -> StoredResponse {
+    let view = OrderView::from(order);
+    if order.status == "COMPLETED" {
+        return render(StatusCode::OK, "order completed", &view);
+    }
+    let envelope = Envelope {
+        is_success: false,
+        code: "PAY_002",
+        message: format!(
+            "the payment gateway refused to capture the payment of order `{}`: the order is \
+             compensated (its payment voided, the order cancelled, its credits released)",
+            order.order_id
+        ),
+        result: Some(&view),
+    };
+    StoredResponse {
+        status: StatusCode::PAYMENT_REQUIRED.as_u16(),
+        body: serde_json::to_vec(&envelope).unwrap_or_default(),
+    }
 }
 
 async fn failed(State(app): State<App>, command: Command) -> ApiResult<OrderView> {

@@ -1,22 +1,39 @@
 //! `POST /service-callbacks/completed`: the tenant's service fulfilled a
-//! paid order. Its approved payment is confirmed (`APPROVED → CONFIRMED`,
-//! `payment.confirmed`) and the order completed (`PAID → COMPLETED`, the
-//! revenue earned, `order.completed`), in one transaction. Nothing is sent
-//! to the PG: a Toss-style approval already took the money, and the
-//! confirmation is FluxPay's record that it stands (from then on it can
-//! only be refunded, never voided).
+//! paid order, which is then captured and completed.
 //!
-//! Credits the order's saga reserved are deducted in the same transaction;
-//! an order paid with credits alone has no payment to confirm.
+//! **An order paid by card** (its saga holds an authorization, see
+//! [`crate::gateway`]) is captured at the PG, with the saga's rules for a
+//! PG call — intent, call, outcome:
+//! 1. **intent**: the saga `WAITING_FOR_SERVICE → COMPLETING`
+//!    (`saga.completing`) and the payment's capture request, one
+//!    transaction: from then on nothing voids the authorization, and the
+//!    orchestrator resumes the capture if the host stops;
+//! 2. **call**: `capture` with the payment's one capture key
+//!    (`<payment id>-capture`), so every retry is the same request, which
+//!    the PG answers once;
+//! 3. **outcome**: captured → the payment `CONFIRMED` (`payment.confirmed`),
+//!    the reserved credits deducted, the order `COMPLETED`
+//!    (`order.completed`) and the saga `COMPLETED`, one transaction;
+//!    refused → the saga `COMPENSATING`, then the authorization voided,
+//!    the order cancelled and the credits released (`402 PAY_002`); a
+//!    lost or failed call → the saga stays `COMPLETING` and the
+//!    orchestrator asks the PG (never capturing with another key) until it
+//!    knows (`202 PAY_006`).
 //!
-//! A repeat for a completed order answers with the order as it stands; a
-//! callback for an order in any other state than `PAID`, or whose payment
-//! is being voided (the void was stored before the PG was asked, so it may
-//! have happened), is `PAY_004`.
+//! **An order paid with credits alone**, or a renewal (a billing-key
+//! charge, captured with its approval), completes in one transaction.
+//!
+//! A repeat for a completed order answers with the order as it stands; one
+//! for an order being captured sends the same capture again. A callback for
+//! an order in any other state than `PAID`, or whose payment is being
+//! voided (the void was stored before the PG was asked, so it may have
+//! happened), is `PAY_004`.
+
+use std::time::Instant;
 
 use super::super::credits::Render;
 use super::super::error::{AppError, Result};
-use super::super::idempotency::{Claimed, claim};
+use super::super::idempotency::{Claimed, claim, stored_answer};
 use super::super::journal::{Recorder, event_type};
 use super::super::orders::{OrderDetails, answer_order_step, record_order_step_as, restore_order};
 use super::super::{App, Reply, RequestCtx, new_id};
@@ -24,11 +41,30 @@ use super::outcome::restore_payment;
 use super::store_payment_change;
 use crate::domain::OrderId;
 use crate::domain::order::OrderStatus;
-use crate::domain::saga::SagaEvent;
-use crate::store::{OrderTx, PaymentTx, SagaTx, Transactions, TxOps};
+use crate::domain::saga::{SagaEvent, SagaState};
+use crate::gateway::{CaptureRequest, GatewayError, PaymentGateway, PgStatus};
+use crate::store::{
+    OrderRecord, OrderTx, PaymentAttemptRecord, PaymentQueries, PaymentRecord, PaymentTx,
+    SagaQueries, SagaRecord, SagaTx, Transactions, Tx, TxOps,
+};
+
+/// How long a host that starts a capture keeps it: if it stops meanwhile,
+/// the orchestrator (of any host) resumes it after this.
+pub(in crate::app) const CAPTURE_LEASE_MS: i64 = 10_000;
+
+/// What the PG said about a capture.
+enum Captured {
+    /// Captured (now, or before: a repeat, or learnt by a query).
+    Yes,
+    /// Refused for good, or the PG holds nothing to capture: why.
+    Refused(String),
+    /// Not known yet (a lost answer, a PG failing for now): why.
+    Pending(String),
+}
 
 impl App {
-    /// Confirms a paid order's payment and completes the order.
+    /// Captures a paid order's payment and completes the order (module
+    /// docs).
     pub async fn complete_order(
         &self,
         ctx: &RequestCtx,
@@ -36,34 +72,89 @@ impl App {
         render: impl Render<OrderDetails>,
     ) -> Result<Reply> {
         let id = OrderId::new(order_id)?;
-        let now = self.now();
-        let tx = self.store().begin(&ctx.tenant).await?;
-        let mut tx = match claim(tx, ctx, now).await? {
-            Claimed::Proceed(tx) => tx,
-            Claimed::Replay(reply) => return Ok(reply),
+        if let Some(answer) = stored_answer(self.store(), ctx).await? {
+            return answer;
+        }
+        let saga = self.store().saga(&ctx.tenant, id.as_str()).await?;
+        let capturing = saga.as_ref().is_some_and(|s| {
+            s.payment_id.is_some()
+                && (s.state == SagaState::WaitingForService.as_str()
+                    || s.state == SagaState::Completing.as_str())
+        });
+        if !capturing {
+            return self.complete_at_once(ctx, &id, render).await;
+        }
+        let gateway = self.gateway(&ctx.tenant)?;
+        let Some(payment) = self.request_capture(ctx, &id).await? else {
+            // It moved on meanwhile (completed, or compensating).
+            return self.complete_at_once(ctx, &id, render).await;
         };
+        crate::crash_points::reached("payment.capture_requested", id.as_str());
+        let captured = self.pg_capture(&*gateway, &payment).await;
+        crate::crash_points::reached("payment.capture_answered", id.as_str());
+        self.record_capture(ctx, &payment, captured, render).await
+    }
+
+    /// The capture's intent (module docs): the payment to capture, or
+    /// `None` when the order is not waiting for its capture any more.
+    async fn request_capture(
+        &self,
+        ctx: &RequestCtx,
+        id: &OrderId,
+    ) -> Result<Option<PaymentRecord>> {
+        let now = self.now();
+        let mut tx = self.store().begin(&ctx.tenant).await?;
+        // Order → payment → saga: the order every step of an order locks
+        // them in.
         let order = tx
             .order_for_update(id.as_str())
             .await?
             .ok_or_else(|| AppError::NotFound(format!("order `{id}` not found")))?;
-        if order.status == OrderStatus::Completed.as_str() {
-            // The callback came again: the order stays as it is.
-            let response = render(&OrderDetails::from_record(order)?);
-            tx.commit(Some(response.clone())).await?;
-            return Ok(Reply {
-                response,
-                replayed: false,
-            });
-        }
         if order.status != OrderStatus::Paid.as_str() {
-            return Err(AppError::StateConflict(format!(
-                "order `{id}` is {}: only a PAID order can be completed",
-                order.status
-            )));
+            return Ok(None);
         }
-        // The money held for it: an approved payment, reserved credits, or
-        // both (`saga_credits`).
-        let payment = match tx.active_payment_of_order(id.as_str()).await? {
+        let payment = self.approved_payment(&mut tx, id).await?;
+        let saga = tx.saga_for_update(id.as_str()).await?;
+        let (Some(payment), Some(saga)) = (payment, saga) else {
+            return Ok(None);
+        };
+        if saga.payment_id.as_deref() != Some(payment.payment_id.as_str()) {
+            return Ok(None);
+        }
+        match saga.state.as_str() {
+            // A repeat (or the orchestrator): the same capture again.
+            "COMPLETING" => {}
+            _ => {
+                super::super::saga::advance(
+                    &mut tx,
+                    ctx,
+                    &saga,
+                    (&[SagaEvent::ServiceCompleted], None),
+                    "the tenant's service completed the order; capturing its payment",
+                    |s| s.next_run_at = Some(now + CAPTURE_LEASE_MS),
+                    now,
+                )
+                .await?;
+                if tx
+                    .request_capture(&payment.payment_id, Some(now))
+                    .await?
+                    .is_none()
+                {
+                    return Err(AppError::Internal(format!(
+                        "payment `{}` was APPROVED under its lock and is not now",
+                        payment.payment_id
+                    )));
+                }
+            }
+        }
+        tx.commit(None).await?;
+        Ok(Some(payment))
+    }
+
+    /// The order's active payment if it is `APPROVED` (locked), `PAY_004`
+    /// when its void was requested, `None` without one.
+    async fn approved_payment(&self, tx: &mut Tx, id: &OrderId) -> Result<Option<PaymentRecord>> {
+        match tx.active_payment_of_order(id.as_str()).await? {
             Some(p) if p.status == "APPROVED" => {
                 let payment = tx.payment_for_update(&p.payment_id).await?.ok_or_else(|| {
                     AppError::Internal(format!("payment `{}` vanished", p.payment_id))
@@ -76,100 +167,438 @@ impl App {
                         payment.payment_id
                     )));
                 }
-                Some(payment)
+                Ok(Some(payment))
             }
-            None => None,
-            Some(other) => {
-                return Err(AppError::Internal(format!(
-                    "order `{id}` is PAID but its active payment is {}",
-                    other.status
-                )));
+            None => Ok(None),
+            Some(other) => Err(AppError::Internal(format!(
+                "order `{id}` is PAID but its active payment is {}",
+                other.status
+            ))),
+        }
+    }
+
+    /// One capture call with the payment's capture key.
+    async fn pg_capture<G: PaymentGateway>(
+        &self,
+        gateway: &G,
+        payment: &PaymentRecord,
+    ) -> (Captured, PaymentAttemptRecord) {
+        let key = format!("{}-capture", payment.payment_id);
+        let started = Instant::now();
+        let answer = match &payment.pg_payment_key {
+            Some(pg_key) => {
+                gateway
+                    .capture(
+                        pg_key,
+                        &CaptureRequest {
+                            amount: payment.amount,
+                        },
+                        &key,
+                    )
+                    .await
+            }
+            None => Err(GatewayError::Refused {
+                code: "NO_PG_PAYMENT_KEY".into(),
+                message: "the payment has no PG key".into(),
+            }),
+        };
+        let mut attempt = PaymentAttemptRecord {
+            attempt: 0,
+            kind: "capture".into(),
+            idempotency_key: Some(key),
+            outcome: String::new(),
+            pg_code: None,
+            latency_ms: started.elapsed().as_millis() as i64,
+            created_at: self.now(),
+        };
+        let captured = match answer {
+            Ok(pg) if pg.captured_at.is_some() => {
+                attempt.outcome = "captured".into();
+                Captured::Yes
+            }
+            Ok(pg) => {
+                attempt.outcome = "unknown".into();
+                Captured::Pending(format!("the PG answered the capture with {:?}", pg.status))
+            }
+            Err(err) => {
+                attempt.pg_code = err.code().map(str::to_owned);
+                attempt.outcome = match &err {
+                    GatewayError::Refused { .. } => "refused",
+                    GatewayError::Transient { .. } => "transient",
+                    GatewayError::Unknown(_) => "unknown",
+                    GatewayError::Unreachable(_) | GatewayError::CircuitOpen => "unreachable",
+                }
+                .into();
+                match err {
+                    GatewayError::Refused { code, message } => {
+                        Captured::Refused(format!("the PG refused the capture: {code}: {message}"))
+                    }
+                    other => Captured::Pending(other.to_string()),
+                }
             }
         };
-        // The order's saga: fulfilled, captured (its credits deducted),
-        // completed — refused (`PAY_004`, nothing written) once
-        // compensation began. Its rows join the payment's confirmation, or
-        // the order's completion when credits alone paid it.
-        let transaction_id = new_id("tx");
-        let saga = tx.saga_for_update(id.as_str()).await?;
-        if payment.is_none() && saga.as_ref().is_none_or(|s| s.payment_id.is_some()) {
-            return Err(AppError::Internal(format!(
-                "order `{id}` is PAID without an approved payment or reserved credits"
+        (captured, attempt)
+    }
+
+    /// Records what the PG said about `payment`'s capture (module docs).
+    async fn record_capture(
+        &self,
+        ctx: &RequestCtx,
+        payment: &PaymentRecord,
+        (captured, attempt): (Captured, PaymentAttemptRecord),
+        render: impl Render<OrderDetails>,
+    ) -> Result<Reply> {
+        let now = self.now();
+        // The request's key is claimed by the transaction that answers: a
+        // capture's outcome; after a refusal, the one after the
+        // compensation.
+        let answers = matches!(captured, Captured::Yes);
+        let tx = self.store().begin(&ctx.tenant).await?;
+        let mut tx = match answers {
+            true => match claim(tx, ctx, now).await? {
+                Claimed::Proceed(tx) => tx,
+                Claimed::Replay(reply) => return Ok(reply),
+            },
+            false => tx,
+        };
+        let order = tx
+            .order_for_update(&payment.order_id)
+            .await?
+            .ok_or_else(|| AppError::Internal(format!("order `{}` vanished", payment.order_id)))?;
+        let locked = tx
+            .payment_for_update(&payment.payment_id)
+            .await?
+            .ok_or_else(|| {
+                AppError::Internal(format!("payment `{}` vanished", payment.payment_id))
+            })?;
+        let saga = tx
+            .saga_for_update(&payment.order_id)
+            .await?
+            .ok_or_else(|| AppError::Internal(format!("saga `{}` vanished", payment.order_id)))?;
+        let waiting = saga.state == SagaState::Completing.as_str()
+            && locked.status == "APPROVED"
+            && locked.capture_requested_at.is_some();
+        if !waiting {
+            // Recorded meanwhile (a repeat, the orchestrator): the order as
+            // it stands.
+            if answers {
+                return answer_order(tx, order, render).await;
+            }
+            tx.commit(None).await?;
+            return self.answer_as_it_stands(ctx, &order.order_id, render).await;
+        }
+        tx.record_payment_attempt(&locked.payment_id, &attempt)
+            .await?;
+        match captured {
+            Captured::Yes => {
+                let transaction_id = new_id("tx");
+                super::super::saga::advance(
+                    &mut tx,
+                    ctx,
+                    &saga,
+                    (&[SagaEvent::Captured], Some(&transaction_id)),
+                    "the PG captured the payment",
+                    |s| s.next_run_at = None,
+                    now,
+                )
+                .await?;
+                self.confirm_captured(&mut tx, ctx, &locked, &transaction_id, now)
+                    .await?;
+                finish_order(tx, ctx, order, Some(&locked), new_id("tx"), render, now).await
+            }
+            Captured::Refused(why) => {
+                tx.request_capture(&locked.payment_id, None).await?;
+                let saga = super::super::saga::advance(
+                    &mut tx,
+                    ctx,
+                    &saga,
+                    (&[SagaEvent::CaptureRefused], None),
+                    &why,
+                    |s| {
+                        s.last_error = Some(why.clone());
+                        // The compensation's runs are counted afresh.
+                        s.attempts = 0;
+                        s.next_run_at = Some(now + super::super::saga::COMPENSATION_LEASE_MS);
+                    },
+                    now,
+                )
+                .await?;
+                tx.commit(None).await?;
+                tracing::warn!(tenant = %ctx.tenant, order_id = %saga.order_id, %why, "saga.capture_refused");
+                // The compensation's steps answer nobody: the request's key
+                // is kept for its own answer.
+                let steps = RequestCtx {
+                    idempotency: None,
+                    ..ctx.clone()
+                };
+                self.compensate(&steps, saga, &why).await?;
+                self.answer_as_it_stands(ctx, &locked.order_id, render)
+                    .await
+            }
+            Captured::Pending(why) => {
+                // Not a state change: the saga stays COMPLETING, and the
+                // orchestrator asks the PG.
+                let mut retry = saga.clone();
+                retry.attempts = saga.attempts + 1;
+                retry.last_error = Some(why);
+                retry.next_run_at = Some(now + 5_000 * (1 << retry.attempts.min(6)));
+                retry.updated_at = now;
+                if !tx.update_saga(&retry, saga.version).await? {
+                    return Err(AppError::StateConflict("the saga changed meanwhile".into()));
+                }
+                tx.commit(None).await?;
+                Err(AppError::PaymentPending {
+                    payment_id: locked.payment_id.clone(),
+                })
+            }
+        }
+    }
+
+    /// The order as it stands, as the answer kept for the request's key.
+    async fn answer_as_it_stands(
+        &self,
+        ctx: &RequestCtx,
+        order_id: &str,
+        render: impl Render<OrderDetails>,
+    ) -> Result<Reply> {
+        let tx = self.store().begin(&ctx.tenant).await?;
+        let mut tx = match claim(tx, ctx, self.now()).await? {
+            Claimed::Proceed(tx) => tx,
+            Claimed::Replay(reply) => return Ok(reply),
+        };
+        let order = tx
+            .order_for_update(order_id)
+            .await?
+            .ok_or_else(|| AppError::Internal(format!("order `{order_id}` vanished")))?;
+        answer_order(tx, order, render).await
+    }
+
+    /// The orchestrator's turn at a `COMPLETING` saga whose host stopped,
+    /// or whose capture's answer was lost: the PG is asked what it did,
+    /// and the capture sent again (same key) only if it holds the
+    /// authorization still uncaptured. The saga after.
+    pub(in crate::app) async fn resume_capture(
+        &self,
+        ctx: &RequestCtx,
+        saga: &SagaRecord,
+    ) -> Result<SagaRecord> {
+        let gateway = self.gateway(&ctx.tenant)?;
+        let payment_id = saga
+            .payment_id
+            .as_deref()
+            .ok_or_else(|| AppError::Internal("a COMPLETING saga without a payment".into()))?;
+        let payment = self
+            .store()
+            .payment(&ctx.tenant, payment_id)
+            .await?
+            .ok_or_else(|| AppError::Internal(format!("payment `{payment_id}` vanished")))?;
+        let pg_key = payment.pg_payment_key.clone().unwrap_or_default();
+        let started = Instant::now();
+        let query = gateway.payment(&pg_key).await;
+        let mut attempt = PaymentAttemptRecord {
+            attempt: 0,
+            kind: "query".into(),
+            idempotency_key: None,
+            outcome: "found".into(),
+            pg_code: None,
+            latency_ms: started.elapsed().as_millis() as i64,
+            created_at: self.now(),
+        };
+        let captured = match query {
+            Ok(pg) if pg.captured_at.is_some() => (Captured::Yes, attempt),
+            Ok(pg) if pg.status == PgStatus::Done => self.pg_capture(&*gateway, &payment).await,
+            Ok(pg) => (
+                Captured::Refused(format!(
+                    "the PG holds nothing to capture: the payment is {:?}",
+                    pg.status
+                )),
+                attempt,
+            ),
+            Err(err) => {
+                attempt.outcome = "unknown".into();
+                attempt.pg_code = err.code().map(str::to_owned);
+                (Captured::Pending(err.to_string()), attempt)
+            }
+        };
+        match self
+            .record_capture(ctx, &payment, captured, crate::app::unanswered)
+            .await
+        {
+            Ok(_) | Err(AppError::PaymentPending { .. }) => {}
+            Err(err) => return Err(err),
+        }
+        self.store()
+            .saga(&ctx.tenant, &saga.order_id)
+            .await?
+            .ok_or_else(|| AppError::Internal("saga vanished".into()))
+    }
+
+    /// The captured payment `CONFIRMED` (`payment.confirmed`), in `tx`.
+    async fn confirm_captured(
+        &self,
+        tx: &mut Tx,
+        ctx: &RequestCtx,
+        payment: &PaymentRecord,
+        transaction_id: &str,
+        now: i64,
+    ) -> Result<()> {
+        let change = restore_payment(payment)?.confirm("the order was fulfilled")?;
+        store_payment_change(
+            tx,
+            payment,
+            &change,
+            None,
+            (None, payment.checks, None),
+            now,
+        )
+        .await?;
+        let mut journal = Recorder::new(ctx, transaction_id, now);
+        journal.transition(&change.transition);
+        journal.event(
+            event_type::PAYMENT_CONFIRMED,
+            &payment.customer_id,
+            &serde_json::json!({
+                "paymentId": &payment.payment_id,
+                "orderId": &payment.order_id,
+                "customerId": &payment.customer_id,
+                "status": change.payment.status().as_str(),
+                "amount": payment.amount,
+                "currency": &payment.currency,
+                "pgPaymentKey": &payment.pg_payment_key,
+            }),
+        );
+        tx.record(journal.finish());
+        Ok(())
+    }
+
+    /// Completes an order with nothing to capture, in one transaction: paid
+    /// with credits alone (deducted), or by a renewal's charge (captured
+    /// with its approval, confirmed here); a repeat answers with the
+    /// completed order.
+    async fn complete_at_once(
+        &self,
+        ctx: &RequestCtx,
+        id: &OrderId,
+        render: impl Render<OrderDetails>,
+    ) -> Result<Reply> {
+        let now = self.now();
+        let tx = self.store().begin(&ctx.tenant).await?;
+        let mut tx = match claim(tx, ctx, now).await? {
+            Claimed::Proceed(tx) => tx,
+            Claimed::Replay(reply) => return Ok(reply),
+        };
+        let order = tx
+            .order_for_update(id.as_str())
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("order `{id}` not found")))?;
+        if order.status == OrderStatus::Completed.as_str() {
+            // The callback came again: the order stays as it is.
+            return answer_order(tx, order, render).await;
+        }
+        if order.status != OrderStatus::Paid.as_str() {
+            return Err(AppError::StateConflict(format!(
+                "order `{id}` is {}: only a PAID order can be completed",
+                order.status
             )));
         }
-        if let Some(saga) = saga {
-            super::super::saga::advance(
-                &mut tx,
-                ctx,
-                &saga,
-                (
-                    &[SagaEvent::ServiceCompleted, SagaEvent::Captured],
-                    Some(&transaction_id),
-                ),
-                "the tenant's service completed the order",
-                |s| s.next_run_at = None,
-                now,
-            )
-            .await?;
+        let payment = self.approved_payment(&mut tx, id).await?;
+        let saga = tx.saga_for_update(id.as_str()).await?;
+        let transaction_id = new_id("tx");
+        match (&payment, &saga) {
+            // A renewal's charge: no saga.
+            (Some(_), None) => {}
+            // Credits alone: the saga captures them.
+            (None, Some(saga)) if saga.payment_id.is_none() => {
+                super::super::saga::advance(
+                    &mut tx,
+                    ctx,
+                    saga,
+                    (
+                        &[SagaEvent::ServiceCompleted, SagaEvent::Captured],
+                        Some(&transaction_id),
+                    ),
+                    "the tenant's service completed the order",
+                    |s| s.next_run_at = None,
+                    now,
+                )
+                .await?;
+            }
+            // A card payment's saga: captured, never confirmed here
+            // (`PAY_004` once its compensation began).
+            (_, Some(saga)) => {
+                return Err(AppError::StateConflict(format!(
+                    "order `{id}`'s saga is {}: it cannot be completed",
+                    saga.state
+                )));
+            }
+            (None, None) => {
+                return Err(AppError::Internal(format!(
+                    "order `{id}` is PAID without an approved payment or reserved credits"
+                )));
+            }
         }
         if let Some(payment) = &payment {
-            let change = restore_payment(payment)?.confirm("the order was fulfilled")?;
-            store_payment_change(
-                &mut tx,
-                payment,
-                &change,
-                None,
-                (None, payment.checks, None),
-                now,
-            )
-            .await?;
-            let mut journal = Recorder::new(ctx, &transaction_id, now);
-            journal.transition(&change.transition);
-            journal.event(
-                event_type::PAYMENT_CONFIRMED,
-                &payment.customer_id,
-                &serde_json::json!({
-                    "paymentId": &payment.payment_id,
-                    "orderId": &payment.order_id,
-                    "customerId": &payment.customer_id,
-                    "status": change.payment.status().as_str(),
-                    "amount": payment.amount,
-                    "currency": &payment.currency,
-                    "pgPaymentKey": &payment.pg_payment_key,
-                }),
-            );
-            tx.record(journal.finish());
+            self.confirm_captured(&mut tx, ctx, payment, &transaction_id, now)
+                .await?;
         }
-
-        let paid_by = match &payment {
-            Some(p) => format!("payment {} confirmed", p.payment_id),
-            None => "reserved credits deducted".to_owned(),
-        };
-        let order_change = restore_order(&order)?.complete(format!("fulfilled; {paid_by}"))?;
-        let data = serde_json::json!({
-            "orderId": &order.order_id,
-            "customerId": &order.customer_id,
-            "status": order_change.order.status().as_str(),
-            "currency": &order.currency,
-            "total": order.total,
-            "paymentId": payment.as_ref().map(|p| &p.payment_id),
-        });
-        let to = order_change.order.status().as_str();
         // Its own business transaction, unless the saga's rows need one.
         let step_id = match &payment {
             Some(_) => new_id("tx"),
             None => transaction_id,
         };
-        let version = record_order_step_as(
-            &mut tx,
-            ctx,
-            &order,
-            order_change,
-            (event_type::ORDER_COMPLETED, data),
-            &step_id,
-            now,
-        )
-        .await?;
-        answer_order_step(tx, order, (to, version, now), render).await
+        finish_order(tx, ctx, order, payment.as_ref(), step_id, render, now).await
     }
+}
+
+/// The paid `order` `COMPLETED` (`order.completed`) as business
+/// transaction `step_id`, committed with the answer.
+async fn finish_order(
+    mut tx: Tx,
+    ctx: &RequestCtx,
+    order: OrderRecord,
+    payment: Option<&PaymentRecord>,
+    step_id: String,
+    render: impl Render<OrderDetails>,
+    now: i64,
+) -> Result<Reply> {
+    let paid_by = match payment {
+        Some(p) => format!("payment {} confirmed", p.payment_id),
+        None => "reserved credits deducted".to_owned(),
+    };
+    let order_change = restore_order(&order)?.complete(format!("fulfilled; {paid_by}"))?;
+    let data = serde_json::json!({
+        "orderId": &order.order_id,
+        "customerId": &order.customer_id,
+        "status": order_change.order.status().as_str(),
+        "currency": &order.currency,
+        "total": order.total,
+        "paymentId": payment.map(|p| &p.payment_id),
+    });
+    let to = order_change.order.status().as_str();
+    let version = record_order_step_as(
+        &mut tx,
+        ctx,
+        &order,
+        order_change,
+        (event_type::ORDER_COMPLETED, data),
+        &step_id,
+        now,
+    )
+    .await?;
+    answer_order_step(tx, order, (to, version, now), render).await
+}
+
+/// Commits `tx` (which claimed the request's key) with the order as it
+/// stands as the answer.
+async fn answer_order(
+    tx: Tx,
+    order: OrderRecord,
+    render: impl Render<OrderDetails>,
+) -> Result<Reply> {
+    let response = render(&OrderDetails::from_record(order)?);
+    tx.commit(Some(response.clone())).await?;
+    Ok(Reply {
+        response,
+        replayed: false,
+    })
 }

@@ -4,7 +4,7 @@
 //! Forward, the saga takes the order's money — credits **reserved**, the
 //! rest **approved** by the PG — waits for the tenant's service to fulfil
 //! the order, then **captures** (the reserved credits deducted, the payment
-//! confirmed, the order completed). When the service fails, does not answer
+//! captured at the PG and confirmed, the order completed). When the service fails, does not answer
 //! by its deadline, or the capture is refused, the saga **compensates in
 //! reverse**: the payment voided (or refunded once confirmed), the order
 //! cancelled, the credits released.
