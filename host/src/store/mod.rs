@@ -56,6 +56,7 @@ mod reservations;
 mod sagas;
 mod sqlite;
 mod sqlite_checkpoint;
+mod sqlite_inline;
 mod sqlite_jobs;
 mod sqlite_reader;
 mod sqlite_writer;

@@ -7,8 +7,10 @@
 use std::future::Future;
 
 use super::error::Result;
+use super::pg_pool::pg_read;
 use super::postgres::PgTx;
 use super::sqlite::SqliteTx;
+use super::sqlite_inline as inline;
 use super::{PgStore, SqliteStore, Store, Tx};
 
 /// Where an order came from (`orders.source`).
@@ -127,11 +129,35 @@ struct OrderRow {
     version: i64,
     created_at: i64,
     updated_at: i64,
+    /// `[[sku, quantity], …]` in line order (JSON, aggregated in the query).
+    items: String,
+    /// `[[code, description, quantity, amount], …]` in line order.
+    lines: String,
 }
 
 impl OrderRow {
-    fn with(self, items: Vec<(String, i64)>, lines: Vec<OrderLineRecord>) -> OrderRecord {
-        OrderRecord {
+    /// The record, its items and lines decoded from the query's JSON.
+    fn record(self) -> Result<OrderRecord> {
+        let corrupt = |what: &str, err: serde_json::Error| {
+            super::error::StoreError::Corrupt(format!(
+                "order `{}`: its {what} as aggregated: {err}",
+                self.order_id
+            ))
+        };
+        let items: Vec<(String, i64)> =
+            serde_json::from_str(&self.items).map_err(|e| corrupt("items", e))?;
+        let lines: Vec<(String, String, i64, i64)> =
+            serde_json::from_str(&self.lines).map_err(|e| corrupt("lines", e))?;
+        let lines = lines
+            .into_iter()
+            .map(|(code, description, quantity, amount)| OrderLineRecord {
+                code,
+                description,
+                quantity,
+                amount,
+            })
+            .collect();
+        Ok(OrderRecord {
             order_id: self.order_id,
             customer_id: self.customer_id,
             currency: self.currency,
@@ -147,7 +173,7 @@ impl OrderRow {
             updated_at: self.updated_at,
             items,
             lines,
-        }
+        })
     }
 }
 
@@ -184,14 +210,28 @@ pub trait OrderTx: Send {
 }
 
 macro_rules! order_queries {
-    (db = $db:ty, for_update = $for_update:literal) => {
+    (
+        db = $db:ty,
+        for_update = $for_update:literal,
+        items = $items:literal,
+        lines = $lines:literal
+    ) => {
         use super::*;
 
         type Db = $db;
 
-        const ORDER_COLUMNS: &str = "SELECT order_id, customer_id, currency, total, status, \
-             metadata, policy, policy_hash, source, source_id, version, created_at, updated_at \
-             FROM orders WHERE tenant_id = $1 AND order_id = $2";
+        /// The order with its items and lines, aggregated as JSON in line
+        /// order: one statement (one round trip, one snapshot) per read,
+        /// where three were; the writer is held for every statement of a
+        /// transaction (BENCHMARKS.md, "The order saga end to end").
+        pub(super) const ORDER_COLUMNS: &str = concat!(
+            "SELECT order_id, customer_id, currency, total, status, metadata, policy, \
+               policy_hash, source, source_id, version, created_at, updated_at, ",
+            $items,
+            " AS items, ",
+            $lines,
+            " AS lines FROM orders WHERE tenant_id = $1 AND order_id = $2"
+        );
 
         pub(super) async fn order(
             conn: &mut <Db as sqlx::Database>::Connection,
@@ -204,31 +244,12 @@ macro_rules! order_queries {
             } else {
                 ORDER_COLUMNS.to_owned()
             };
-            let Some(row) = sqlx::query_as::<_, OrderRow>(&sql)
+            let row = sqlx::query_as::<_, OrderRow>(&sql)
                 .bind(tenant)
                 .bind(order_id)
                 .fetch_optional(&mut *conn)
-                .await?
-            else {
-                return Ok(None);
-            };
-            let items = sqlx::query_as::<_, (String, i64)>(
-                "SELECT sku, quantity FROM order_items \
-                 WHERE tenant_id = $1 AND order_id = $2 ORDER BY line",
-            )
-            .bind(tenant)
-            .bind(order_id)
-            .fetch_all(&mut *conn)
-            .await?;
-            let lines = sqlx::query_as::<_, OrderLineRecord>(
-                "SELECT code, description, quantity, amount FROM order_lines \
-                 WHERE tenant_id = $1 AND order_id = $2 ORDER BY line",
-            )
-            .bind(tenant)
-            .bind(order_id)
-            .fetch_all(&mut *conn)
-            .await?;
-            Ok(Some(row.with(items, lines)))
+                .await?;
+            row.map(OrderRow::record).transpose()
         }
 
         pub(super) async fn insert_order(
@@ -286,6 +307,13 @@ macro_rules! order_queries {
             Ok(())
         }
 
+        pub(super) const SET_STATUS: &str = "UPDATE orders SET status = $5, \
+             version = version + 1, updated_at = $6 \
+             WHERE tenant_id = $1 AND order_id = $2 AND status = $3 AND version = $4 \
+             RETURNING version";
+
+        // SQLite runs it inline (`sqlite_inline`).
+        #[allow(dead_code)]
         pub(super) async fn set_order_status(
             conn: &mut <Db as sqlx::Database>::Connection,
             tenant: &str,
@@ -294,11 +322,7 @@ macro_rules! order_queries {
             to: &str,
             now: i64,
         ) -> Result<Option<i64>> {
-            Ok(sqlx::query_scalar::<_, i64>(
-                "UPDATE orders SET status = $5, version = version + 1, updated_at = $6 \
-                 WHERE tenant_id = $1 AND order_id = $2 AND status = $3 AND version = $4 \
-                 RETURNING version",
-            )
+            Ok(sqlx::query_scalar::<_, i64>(SET_STATUS)
             .bind(tenant)
             .bind(order_id)
             .bind(from.0)
@@ -316,33 +340,49 @@ macro_rules! order_queries {
     };
 }
 
+// `ORDER BY` inside an aggregate: SQLite ≥ 3.44 (the bundled one is
+// newer), PostgreSQL always. Neither backend promises an aggregate's order
+// otherwise.
 mod sqlite_q {
-    order_queries!(db = sqlx::Sqlite, for_update = "");
+    order_queries!(
+        db = sqlx::Sqlite,
+        for_update = "",
+        items = "(SELECT json_group_array(json_array(i.sku, i.quantity) ORDER BY i.line) \
+                 FROM order_items i \
+                 WHERE i.tenant_id = orders.tenant_id AND i.order_id = orders.order_id)",
+        lines = "(SELECT json_group_array(json_array(l.code, l.description, l.quantity, \
+                   l.amount) ORDER BY l.line) \
+                 FROM order_lines l \
+                 WHERE l.tenant_id = orders.tenant_id AND l.order_id = orders.order_id)"
+    );
 }
 
 mod pg_q {
-    order_queries!(db = sqlx::Postgres, for_update = " FOR UPDATE");
+    order_queries!(
+        db = sqlx::Postgres,
+        for_update = " FOR UPDATE OF orders",
+        items = "(SELECT COALESCE(json_agg(json_build_array(i.sku, i.quantity) ORDER BY i.line), \
+                   '[]'::json)::text \
+                 FROM order_items i \
+                 WHERE i.tenant_id = orders.tenant_id AND i.order_id = orders.order_id)",
+        lines = "(SELECT COALESCE(json_agg(json_build_array(l.code, l.description, l.quantity, \
+                   l.amount) ORDER BY l.line), '[]'::json)::text \
+                 FROM order_lines l \
+                 WHERE l.tenant_id = orders.tenant_id AND l.order_id = orders.order_id)"
+    );
 }
 
 impl OrderQueries for SqliteStore {
     async fn order(&self, tenant: &str, order_id: &str) -> Result<Option<OrderRecord>> {
-        // One read transaction: the order, items and lines from one snapshot.
-        let mut tx = self.reader.begin().await?;
-        let order = sqlite_q::order(&mut tx, tenant, order_id, false).await?;
-        tx.rollback().await?;
-        Ok(order)
+        // One statement: the order, items and lines from one snapshot.
+        let mut conn = self.reader.acquire().await?;
+        sqlite_q::order(&mut conn, tenant, order_id, false).await
     }
 }
 
 impl OrderQueries for PgStore {
     async fn order(&self, tenant: &str, order_id: &str) -> Result<Option<OrderRecord>> {
-        let mut tx = self
-            .db
-            .begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await?;
-        let order = pg_q::order(&mut tx, tenant, order_id, false).await?;
-        tx.rollback().await?;
-        Ok(order)
+        pg_read!(self.db, |conn| pg_q::order(conn, tenant, order_id, false))
     }
 }
 
@@ -357,18 +397,49 @@ impl OrderTx for SqliteTx {
         sqlite_q::insert_order(&mut self.tx, &self.tenant, order).await
     }
 
+    // Inline on the writer (`sqlite_inline`): the saga's every step reads
+    // and moves its order.
     async fn order_for_update(&mut self, order_id: &str) -> Result<Option<OrderRecord>> {
-        sqlite_q::order(&mut self.tx, &self.tenant, order_id, true).await
+        let row = inline::optional(
+            self.tx.raw(),
+            sqlite_q::ORDER_COLUMNS,
+            rusqlite::params![self.tenant, order_id],
+            |row| {
+                Ok(OrderRow {
+                    order_id: row.get(0)?,
+                    customer_id: row.get(1)?,
+                    currency: row.get(2)?,
+                    total: row.get(3)?,
+                    status: row.get(4)?,
+                    metadata: row.get(5)?,
+                    policy: row.get(6)?,
+                    policy_hash: row.get(7)?,
+                    source: row.get(8)?,
+                    source_id: row.get(9)?,
+                    version: row.get(10)?,
+                    created_at: row.get(11)?,
+                    updated_at: row.get(12)?,
+                    items: row.get(13)?,
+                    lines: row.get(14)?,
+                })
+            },
+        )?;
+        row.map(OrderRow::record).transpose()
     }
 
     async fn set_order_status(
         &mut self,
         order_id: &str,
-        from: (&str, i64),
+        (from, version): (&str, i64),
         to: &str,
         now: i64,
     ) -> Result<Option<i64>> {
-        sqlite_q::set_order_status(&mut self.tx, &self.tenant, order_id, from, to, now).await
+        inline::optional(
+            self.tx.raw(),
+            sqlite_q::SET_STATUS,
+            rusqlite::params![self.tenant, order_id, from, version, to, now],
+            |row| row.get(0),
+        )
     }
 }
 

@@ -7,9 +7,11 @@
 use std::future::Future;
 
 use super::error::Result;
+use super::error::StoreError;
 use super::pg_pool::pg_read;
 use super::postgres::PgTx;
 use super::sqlite::SqliteTx;
+use super::sqlite_inline as inline;
 use super::{PgStore, SqliteStore, Store, Tx};
 
 /// A payment as stored.
@@ -319,7 +321,7 @@ macro_rules! payment_queries {
 
         type Db = $db;
 
-        const PAYMENT_COLUMNS: &str = "SELECT payment_id, order_id, customer_id, amount, \
+        pub(super) const PAYMENT_COLUMNS: &str = "SELECT payment_id, order_id, customer_id, amount, \
              currency, status, approval_key, pg_payment_key, refunded, failure_code, \
              failure_message, next_check_at, checks, flagged_at, void_requested_at, \
              capture_requested_at, version, created_at, updated_at FROM payments";
@@ -344,6 +346,11 @@ macro_rules! payment_queries {
                 .await?)
         }
 
+        pub(super) const ACTIVE_OF_ORDER: &str = "WHERE tenant_id = $1 AND order_id = $2 \
+             AND status IN ('READY', 'UNKNOWN', 'APPROVED')";
+
+        // SQLite runs it inline (`sqlite_inline`).
+        #[allow(dead_code)]
         pub(super) async fn active_payment_of_order<'e, E>(
             ex: E,
             tenant: &str,
@@ -352,11 +359,7 @@ macro_rules! payment_queries {
         where
             E: sqlx::Executor<'e, Database = Db>,
         {
-            let sql = format!(
-                "{PAYMENT_COLUMNS} WHERE tenant_id = $1 AND order_id = $2 \
-                 AND status IN ('READY', 'UNKNOWN', 'APPROVED'){}",
-                $for_update
-            );
+            let sql = format!("{PAYMENT_COLUMNS} {ACTIVE_OF_ORDER}{}", $for_update);
             Ok(sqlx::query_as::<_, PaymentRecord>(&sql)
                 .bind(tenant)
                 .bind(order_id)
@@ -451,6 +454,10 @@ macro_rules! payment_queries {
             .await?)
         }
 
+        pub(super) const ATTEMPTS: &str = "SELECT attempt, kind, idempotency_key, outcome, \
+             pg_code, latency_ms, created_at \
+             FROM payment_attempts WHERE tenant_id = $1 AND payment_id = $2 ORDER BY attempt";
+
         pub(super) async fn payment_attempts<'e, E>(
             ex: E,
             tenant: &str,
@@ -459,16 +466,20 @@ macro_rules! payment_queries {
         where
             E: sqlx::Executor<'e, Database = Db>,
         {
-            Ok(sqlx::query_as::<_, PaymentAttemptRecord>(
-                "SELECT attempt, kind, idempotency_key, outcome, pg_code, latency_ms, created_at \
-                 FROM payment_attempts WHERE tenant_id = $1 AND payment_id = $2 ORDER BY attempt",
-            )
+            Ok(sqlx::query_as::<_, PaymentAttemptRecord>(ATTEMPTS)
             .bind(tenant)
             .bind(payment_id)
             .fetch_all(ex)
             .await?)
         }
 
+        pub(super) const INSERT_PAYMENT: &str = "INSERT INTO payments (tenant_id, payment_id, \
+             order_id, customer_id, amount, currency, status, approval_key, refunded, \
+             next_check_at, checks, version, created_at, updated_at, pg_payment_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'READY', $7, 0, $9, 0, 1, $8, $8, $10)";
+
+        // SQLite runs it inline (`sqlite_inline`).
+        #[allow(dead_code)]
         pub(super) async fn insert_payment<'e, E>(
             ex: E,
             tenant: &str,
@@ -477,12 +488,7 @@ macro_rules! payment_queries {
         where
             E: sqlx::Executor<'e, Database = Db>,
         {
-            sqlx::query(
-                "INSERT INTO payments (tenant_id, payment_id, order_id, customer_id, amount, \
-                   currency, status, approval_key, refunded, next_check_at, checks, version, \
-                   created_at, updated_at, pg_payment_key) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'READY', $7, 0, $9, 0, 1, $8, $8, $10)",
-            )
+            sqlx::query(INSERT_PAYMENT)
             .bind(tenant)
             .bind(&payment.payment_id)
             .bind(&payment.order_id)
@@ -498,6 +504,17 @@ macro_rules! payment_queries {
             Ok(())
         }
 
+        pub(super) const UPDATE_PAYMENT: &str = "UPDATE payments SET status = $5, \
+             pg_payment_key = $6, refunded = $7, \
+             failure_code = COALESCE($8, failure_code), \
+             failure_message = COALESCE($9, failure_message), \
+             next_check_at = $11, checks = $12, flagged_at = $13, \
+             version = version + 1, updated_at = $10 \
+             WHERE tenant_id = $1 AND payment_id = $2 AND status = $3 AND version = $4 \
+             RETURNING version";
+
+        // SQLite runs it inline (`sqlite_inline`).
+        #[allow(dead_code)]
         pub(super) async fn update_payment<'e, E>(
             ex: E,
             tenant: &str,
@@ -510,15 +527,7 @@ macro_rules! payment_queries {
                 Some((code, message)) => (Some(code.as_str()), Some(message.as_str())),
                 None => (None, None),
             };
-            Ok(sqlx::query_scalar::<_, i64>(
-                "UPDATE payments SET status = $5, pg_payment_key = $6, refunded = $7, \
-                   failure_code = COALESCE($8, failure_code), \
-                   failure_message = COALESCE($9, failure_message), \
-                   next_check_at = $11, checks = $12, flagged_at = $13, \
-                   version = version + 1, updated_at = $10 \
-                 WHERE tenant_id = $1 AND payment_id = $2 AND status = $3 AND version = $4 \
-                 RETURNING version",
-            )
+            Ok(sqlx::query_scalar::<_, i64>(UPDATE_PAYMENT)
             .bind(tenant)
             .bind(&update.payment_id)
             .bind(&update.from.0)
@@ -614,6 +623,14 @@ macro_rules! payment_queries {
             .await?)
         }
 
+        pub(super) const REQUEST_CAPTURE: &str = "UPDATE payments \
+             SET capture_requested_at = $3, next_check_at = NULL \
+             WHERE tenant_id = $1 AND payment_id = $2 AND status = 'APPROVED' \
+               AND void_requested_at IS NULL \
+             RETURNING version";
+
+        // SQLite runs it inline (`sqlite_inline`).
+        #[allow(dead_code)]
         pub(super) async fn request_capture<'e, E>(
             ex: E,
             tenant: &str,
@@ -623,12 +640,7 @@ macro_rules! payment_queries {
         where
             E: sqlx::Executor<'e, Database = Db>,
         {
-            Ok(sqlx::query_scalar::<_, i64>(
-                "UPDATE payments SET capture_requested_at = $3, next_check_at = NULL \
-                 WHERE tenant_id = $1 AND payment_id = $2 AND status = 'APPROVED' \
-                   AND void_requested_at IS NULL \
-                 RETURNING version",
-            )
+            Ok(sqlx::query_scalar::<_, i64>(REQUEST_CAPTURE)
             .bind(tenant)
             .bind(payment_id)
             .bind(at)
@@ -661,6 +673,14 @@ macro_rules! payment_queries {
             Ok(())
         }
 
+        pub(super) const RECORD_ATTEMPT: &str = "INSERT INTO payment_attempts (tenant_id, \
+             payment_id, attempt, kind, idempotency_key, outcome, pg_code, latency_ms, created_at) \
+             SELECT $1, $2, COALESCE(MAX(attempt), 0) + 1, $3, $4, $5, $6, $7, $8 \
+               FROM payment_attempts WHERE tenant_id = $1 AND payment_id = $2 \
+             RETURNING attempt";
+
+        // SQLite runs it inline (`sqlite_inline`).
+        #[allow(dead_code)]
         pub(super) async fn record_payment_attempt(
             conn: &mut <Db as sqlx::Database>::Connection,
             tenant: &str,
@@ -670,13 +690,7 @@ macro_rules! payment_queries {
             // Numbered in the transaction that holds the payment's lock (or
             // SQLite's one writer), so two writers never take one number;
             // the primary key refuses it if they did.
-            Ok(sqlx::query_scalar::<_, i64>(
-                "INSERT INTO payment_attempts (tenant_id, payment_id, attempt, kind, \
-                   idempotency_key, outcome, pg_code, latency_ms, created_at) \
-                 SELECT $1, $2, COALESCE(MAX(attempt), 0) + 1, $3, $4, $5, $6, $7, $8 \
-                   FROM payment_attempts WHERE tenant_id = $1 AND payment_id = $2 \
-                 RETURNING attempt",
-            )
+            Ok(sqlx::query_scalar::<_, i64>(RECORD_ATTEMPT)
             .bind(tenant)
             .bind(payment_id)
             .bind(&attempt.kind)
@@ -918,8 +932,198 @@ macro_rules! payment_tx {
     };
 }
 
-payment_tx!(SqliteTx, sqlite_q);
 payment_tx!(PgTx, pg_q);
+
+/// SQLite: the statements of a payment's steps inline on the writer
+/// (`sqlite_inline`); the scheduler's claim and the void request through
+/// sqlx.
+impl PaymentTx for SqliteTx {
+    async fn attempts_in_tx(&mut self, payment_id: &str) -> Result<Vec<PaymentAttemptRecord>> {
+        inline::all(
+            self.tx.raw(),
+            sqlite_q::ATTEMPTS,
+            rusqlite::params![self.tenant, payment_id],
+            |row| {
+                Ok(PaymentAttemptRecord {
+                    attempt: row.get(0)?,
+                    kind: row.get(1)?,
+                    idempotency_key: row.get(2)?,
+                    outcome: row.get(3)?,
+                    pg_code: row.get(4)?,
+                    latency_ms: row.get(5)?,
+                    created_at: row.get(6)?,
+                })
+            },
+        )
+    }
+
+    async fn request_void(
+        &mut self,
+        payment_id: &str,
+        now: i64,
+        next_check_at: i64,
+    ) -> Result<Option<i64>> {
+        sqlite_q::request_void(&mut *self.tx, &self.tenant, payment_id, now, next_check_at).await
+    }
+
+    async fn request_capture(&mut self, payment_id: &str, at: Option<i64>) -> Result<Option<i64>> {
+        inline::optional(
+            self.tx.raw(),
+            sqlite_q::REQUEST_CAPTURE,
+            rusqlite::params![self.tenant, payment_id, at],
+            |row| row.get(0),
+        )
+    }
+
+    async fn claim_due_payments(
+        &mut self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<PaymentRecord>> {
+        sqlite_q::claim_due_payments(&mut *self.tx, &self.tenant, now, lease_until, limit).await
+    }
+
+    async fn insert_payment(&mut self, p: &NewPayment) -> Result<()> {
+        inline::execute(
+            self.tx.raw(),
+            sqlite_q::INSERT_PAYMENT,
+            rusqlite::params![
+                self.tenant,
+                p.payment_id,
+                p.order_id,
+                p.customer_id,
+                p.amount,
+                p.currency,
+                p.approval_key,
+                p.now,
+                p.next_check_at,
+                p.pg_payment_key,
+            ],
+        )?;
+        Ok(())
+    }
+
+    async fn payment_for_update(&mut self, payment_id: &str) -> Result<Option<PaymentRecord>> {
+        let sql = format!(
+            "{} WHERE tenant_id = $1 AND payment_id = $2",
+            sqlite_q::PAYMENT_COLUMNS
+        );
+        inline::optional(
+            self.tx.raw(),
+            &sql,
+            rusqlite::params![self.tenant, payment_id],
+            payment_of_row,
+        )
+    }
+
+    async fn active_payment_of_order(&mut self, order_id: &str) -> Result<Option<PaymentRecord>> {
+        let sql = format!(
+            "{} {}",
+            sqlite_q::PAYMENT_COLUMNS,
+            sqlite_q::ACTIVE_OF_ORDER
+        );
+        inline::optional(
+            self.tx.raw(),
+            &sql,
+            rusqlite::params![self.tenant, order_id],
+            payment_of_row,
+        )
+    }
+
+    async fn update_payment(&mut self, u: &PaymentUpdate) -> Result<Option<i64>> {
+        let (code, message) = match &u.failure {
+            Some((code, message)) => (Some(code.as_str()), Some(message.as_str())),
+            None => (None, None),
+        };
+        inline::optional(
+            self.tx.raw(),
+            sqlite_q::UPDATE_PAYMENT,
+            rusqlite::params![
+                self.tenant,
+                u.payment_id,
+                u.from.0,
+                u.from.1,
+                u.status,
+                u.pg_payment_key,
+                u.refunded,
+                code,
+                message,
+                u.now,
+                u.next_check_at,
+                u.checks,
+                u.flagged_at,
+            ],
+            |row| row.get(0),
+        )
+    }
+
+    async fn reschedule_payment(
+        &mut self,
+        payment_id: &str,
+        next_check_at: Option<i64>,
+        checks: i64,
+        flagged_at: Option<i64>,
+    ) -> Result<()> {
+        sqlite_q::reschedule_payment(
+            &mut *self.tx,
+            &self.tenant,
+            payment_id,
+            next_check_at,
+            checks,
+            flagged_at,
+        )
+        .await
+    }
+
+    async fn record_payment_attempt(
+        &mut self,
+        payment_id: &str,
+        a: &PaymentAttemptRecord,
+    ) -> Result<i64> {
+        inline::optional(
+            self.tx.raw(),
+            sqlite_q::RECORD_ATTEMPT,
+            rusqlite::params![
+                self.tenant,
+                payment_id,
+                a.kind,
+                a.idempotency_key,
+                a.outcome,
+                a.pg_code,
+                a.latency_ms,
+                a.created_at,
+            ],
+            |row| row.get(0),
+        )?
+        .ok_or_else(|| StoreError::Database("the attempt's insert returned no row".into()))
+    }
+}
+
+/// A payment from a row of `PAYMENT_COLUMNS`.
+fn payment_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PaymentRecord> {
+    Ok(PaymentRecord {
+        payment_id: row.get(0)?,
+        order_id: row.get(1)?,
+        customer_id: row.get(2)?,
+        amount: row.get(3)?,
+        currency: row.get(4)?,
+        status: row.get(5)?,
+        approval_key: row.get(6)?,
+        pg_payment_key: row.get(7)?,
+        refunded: row.get(8)?,
+        failure_code: row.get(9)?,
+        failure_message: row.get(10)?,
+        next_check_at: row.get(11)?,
+        checks: row.get(12)?,
+        flagged_at: row.get(13)?,
+        void_requested_at: row.get(14)?,
+        capture_requested_at: row.get(15)?,
+        version: row.get(16)?,
+        created_at: row.get(17)?,
+        updated_at: row.get(18)?,
+    })
+}
 
 impl PaymentTx for Tx {
     async fn attempts_in_tx(&mut self, payment_id: &str) -> Result<Vec<PaymentAttemptRecord>> {

@@ -10,6 +10,7 @@ use super::error::Result;
 use super::pg_pool::pg_read;
 use super::postgres::PgTx;
 use super::sqlite::SqliteTx;
+use super::sqlite_inline as inline;
 use super::{PgStore, SqliteStore, Store, Tx};
 
 /// A saga as stored.
@@ -113,9 +114,19 @@ macro_rules! saga_queries {
 
         type Db = $db;
 
-        const COLUMNS: &str = "order_id, customer_id, state, payment_id, steps_done, \
+        pub(super) const COLUMNS: &str = "order_id, customer_id, state, payment_id, steps_done, \
              service_deadline_at, next_run_at, attempts, last_error, version, created_at, \
              updated_at";
+
+        pub(super) const INSERT: &str = "INSERT INTO sagas (tenant_id, order_id, customer_id, \
+             state, payment_id, steps_done, service_deadline_at, next_run_at, attempts, \
+             last_error, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+
+        pub(super) const UPDATE: &str = "UPDATE sagas SET state = $3, payment_id = $4, \
+             steps_done = $5, service_deadline_at = $6, next_run_at = $7, attempts = $8, \
+             last_error = $9, version = $10, updated_at = $11 \
+             WHERE tenant_id = $1 AND order_id = $2 AND version = $12";
 
         pub(super) async fn saga<'e, E>(
             ex: E,
@@ -171,34 +182,33 @@ macro_rules! saga_queries {
             .await?)
         }
 
+        // SQLite runs it inline (`sqlite_inline`).
+        #[allow(dead_code)]
         pub(super) async fn insert_saga<'e, E>(ex: E, tenant: &str, s: &SagaRecord) -> Result<()>
         where
             E: sqlx::Executor<'e, Database = Db>,
         {
-            sqlx::query(
-                "INSERT INTO sagas (tenant_id, order_id, customer_id, state, payment_id, \
-                   steps_done, service_deadline_at, next_run_at, attempts, last_error, version, \
-                   created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            )
-            .bind(tenant)
-            .bind(&s.order_id)
-            .bind(&s.customer_id)
-            .bind(&s.state)
-            .bind(&s.payment_id)
-            .bind(&s.steps_done)
-            .bind(s.service_deadline_at)
-            .bind(s.next_run_at)
-            .bind(s.attempts)
-            .bind(&s.last_error)
-            .bind(s.version)
-            .bind(s.created_at)
-            .bind(s.updated_at)
-            .execute(ex)
-            .await?;
+            sqlx::query(INSERT)
+                .bind(tenant)
+                .bind(&s.order_id)
+                .bind(&s.customer_id)
+                .bind(&s.state)
+                .bind(&s.payment_id)
+                .bind(&s.steps_done)
+                .bind(s.service_deadline_at)
+                .bind(s.next_run_at)
+                .bind(s.attempts)
+                .bind(&s.last_error)
+                .bind(s.version)
+                .bind(s.created_at)
+                .bind(s.updated_at)
+                .execute(ex)
+                .await?;
             Ok(())
         }
 
+        // SQLite runs it inline (`sqlite_inline`).
+        #[allow(dead_code)]
         pub(super) async fn update_saga<'e, E>(
             ex: E,
             tenant: &str,
@@ -208,26 +218,21 @@ macro_rules! saga_queries {
         where
             E: sqlx::Executor<'e, Database = Db>,
         {
-            let done = sqlx::query(
-                "UPDATE sagas SET state = $3, payment_id = $4, steps_done = $5, \
-                   service_deadline_at = $6, next_run_at = $7, attempts = $8, last_error = $9, \
-                   version = $10, updated_at = $11 \
-                 WHERE tenant_id = $1 AND order_id = $2 AND version = $12",
-            )
-            .bind(tenant)
-            .bind(&s.order_id)
-            .bind(&s.state)
-            .bind(&s.payment_id)
-            .bind(&s.steps_done)
-            .bind(s.service_deadline_at)
-            .bind(s.next_run_at)
-            .bind(s.attempts)
-            .bind(&s.last_error)
-            .bind(s.version)
-            .bind(s.updated_at)
-            .bind(expected_version)
-            .execute(ex)
-            .await?;
+            let done = sqlx::query(UPDATE)
+                .bind(tenant)
+                .bind(&s.order_id)
+                .bind(&s.state)
+                .bind(&s.payment_id)
+                .bind(&s.steps_done)
+                .bind(s.service_deadline_at)
+                .bind(s.next_run_at)
+                .bind(s.attempts)
+                .bind(&s.last_error)
+                .bind(s.version)
+                .bind(s.updated_at)
+                .bind(expected_version)
+                .execute(ex)
+                .await?;
             Ok(done.rows_affected() == 1)
         }
 
@@ -364,8 +369,95 @@ macro_rules! saga_tx {
     };
 }
 
-saga_tx!(SqliteTx, sqlite_q);
 saga_tx!(PgTx, pg_q);
+
+/// SQLite: the saga's statements inline on the writer (`sqlite_inline`).
+impl SagaTx for SqliteTx {
+    async fn saga_for_update(&mut self, order_id: &str) -> Result<Option<SagaRecord>> {
+        let sql = format!(
+            "SELECT {} FROM sagas WHERE tenant_id = $1 AND order_id = $2",
+            sqlite_q::COLUMNS
+        );
+        inline::optional(
+            self.tx.raw(),
+            &sql,
+            rusqlite::params![self.tenant, order_id],
+            saga_of_row,
+        )
+    }
+
+    async fn insert_saga(&mut self, s: &SagaRecord) -> Result<()> {
+        inline::execute(
+            self.tx.raw(),
+            sqlite_q::INSERT,
+            rusqlite::params![
+                self.tenant,
+                s.order_id,
+                s.customer_id,
+                s.state,
+                s.payment_id,
+                s.steps_done,
+                s.service_deadline_at,
+                s.next_run_at,
+                s.attempts,
+                s.last_error,
+                s.version,
+                s.created_at,
+                s.updated_at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    async fn update_saga(&mut self, s: &SagaRecord, expected_version: i64) -> Result<bool> {
+        let changed = inline::execute(
+            self.tx.raw(),
+            sqlite_q::UPDATE,
+            rusqlite::params![
+                self.tenant,
+                s.order_id,
+                s.state,
+                s.payment_id,
+                s.steps_done,
+                s.service_deadline_at,
+                s.next_run_at,
+                s.attempts,
+                s.last_error,
+                s.version,
+                s.updated_at,
+                expected_version,
+            ],
+        )?;
+        Ok(changed == 1)
+    }
+
+    async fn claim_due_sagas(
+        &mut self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<SagaRecord>> {
+        sqlite_q::claim_due_sagas(&mut *self.tx, &self.tenant, now, lease_until, limit).await
+    }
+}
+
+/// A saga from a row of `COLUMNS`.
+fn saga_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SagaRecord> {
+    Ok(SagaRecord {
+        order_id: row.get(0)?,
+        customer_id: row.get(1)?,
+        state: row.get(2)?,
+        payment_id: row.get(3)?,
+        steps_done: row.get(4)?,
+        service_deadline_at: row.get(5)?,
+        next_run_at: row.get(6)?,
+        attempts: row.get(7)?,
+        last_error: row.get(8)?,
+        version: row.get(9)?,
+        created_at: row.get(10)?,
+        updated_at: row.get(11)?,
+    })
+}
 
 impl SagaTx for Tx {
     async fn saga_for_update(&mut self, order_id: &str) -> Result<Option<SagaRecord>> {
