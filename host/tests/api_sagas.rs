@@ -416,6 +416,65 @@ async fn a_capture_the_pg_cannot_answer_holds_the_void_off_and_is_finished_by_as
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pg_that_captures_with_the_approval_is_not_asked_to_capture_again() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        // `capture: automatic`, as Toss Payments works.
+        host.app.set_payment_settings(
+            [(
+                "globex".to_owned(),
+                PaymentSettings {
+                    service_timeout_ms: SERVICE_TIMEOUT_MS,
+                    capture_with_approval: true,
+                    ..Default::default()
+                },
+            )]
+            .into(),
+        );
+        let (id, total) = order(&host, "c1").await;
+        let key = pg
+            .checkout_capturing(&id, total, cards::APPROVE, "AUTOMATIC")
+            .await;
+        let paid = host
+            .call(
+                Tenant::Globex,
+                "POST",
+                "/api/v1/payments/confirm",
+                Some(json!({ "orderId": id, "paymentKey": key, "amount": total })),
+                Some("pay-auto"),
+            )
+            .await;
+        paid.expect(201, "OK");
+        let payment_id = paid.result()["paymentId"].as_str().unwrap().to_owned();
+        // Taken with the approval: nothing is held on the card.
+        assert_eq!(
+            (pg.sim.ledger().captures, pg.sim.ledger().held_amount),
+            (1, 0)
+        );
+
+        let done = callback(&host, Tenant::Globex, "completed", &id).await;
+        done.expect(200, "OK");
+        assert_eq!(done.result()["status"], "COMPLETED", "{backend:?}");
+        let order = read_order(&host, &id).await;
+        assert_eq!(order["saga"]["state"], "COMPLETED", "{backend:?}: {order}");
+        let payment = payment_steps::payment(&host, &payment_id).await;
+        assert_eq!(payment["status"], "CONFIRMED");
+        let kinds: Vec<&str> = payment["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["kind"].as_str().unwrap())
+            .collect();
+        assert!(!kinds.contains(&"capture"), "{backend:?}: {kinds:?}");
+        assert_eq!(pg.sim.ledger().captures, 1, "{backend:?}");
+        assert_eq!(event_count(&host, "saga.completing").await, 0);
+        assert_eq!(event_count(&host, "payment.confirmed").await, 1);
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declined_card_leaves_the_order_open_and_the_next_card_runs_the_saga_again() {
     for backend in backends() {
         let host = TestHost::start(backend).await;

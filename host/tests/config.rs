@@ -279,6 +279,7 @@ tenants:
       request_timeout_ms: 5000
       breaker: { window_s: 60, minimum_calls: 5, failure_rate: 0.25, open_wait_s: 10 }
       retries: { max: 2, min_delay_ms: 100, max_delay_ms: 400 }
+      capture: automatic
   globex:
     gateway: { kind: simulator }
   initech: {}
@@ -302,8 +303,10 @@ tenants:
     assert_eq!(acme.resilience.retries, 2);
     // Unset settings keep the defaults.
     assert_eq!(acme.resilience.half_open_calls, 3);
+    assert!(acme.capture_with_approval);
     let globex = config.tenants["globex"].api.gateway.clone().unwrap();
     assert_eq!(globex.kind, config::GatewayKind::Simulator);
+    assert!(!globex.capture_with_approval, "manual capture by default");
     assert!(config.tenants["initech"].api.gateway.is_none());
 }
 
@@ -322,6 +325,8 @@ tenants:
       retries: { max: 11, min_delay_ms: 500, max_delay_ms: 100 }
   initech:
     gateway: { kind: stripe }
+  wayne:
+    gateway: { kind: simulator, capture: sometimes }
   hooli:
     gateway: { kind: toss, base_url: "https://pg", secret_env: HOOLI_PG,
                service_timeout_s: 7200, void_unconfirmed_after_s: 3600 }
@@ -332,6 +337,11 @@ tenants:
 "#,
     );
     assert_error(&found, "pg_simulator.listen", "loopback");
+    assert_error(
+        &found,
+        "tenants.wayne.gateway.capture",
+        "`manual` or `automatic`",
+    );
     // The janitor would void approvals the service may still fulfil.
     assert_error(
         &found,

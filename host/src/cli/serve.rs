@@ -287,6 +287,7 @@ fn payment_settings(
                 crate::app::payments::PaymentSettings {
                     void_unconfirmed_after_ms: gateway.void_unconfirmed_after.as_millis() as i64,
                     service_timeout_ms: gateway.service_timeout.as_millis() as i64,
+                    capture_with_approval: gateway.capture_with_approval,
                 },
             ))
         })

@@ -18,7 +18,16 @@
 //!       retries: { max: 3, min_delay_ms: 200, max_delay_ms: 2000 }
 //!       void_unconfirmed_after_s: 3600  # an approval never confirmed is voided
 //!       service_timeout_s: 30           # the order saga's wait for the service
+//!       capture: manual                 # or: automatic (the PG captures with the approval)
 //! ```
+//!
+//! `capture`: with `manual` (the default) the PG's approval is an
+//! authorization and the order saga captures it once the tenant's service
+//! fulfilled the order (`POST /v1/payments/{key}/capture`); with
+//! `automatic` the PG captures with the approval, as Toss Payments does,
+//! and the fulfilment only confirms the payment in FluxPay's books.
+//! Change it only with no order between approval and fulfilment: the mode
+//! is read when the order is fulfilled.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -44,6 +53,9 @@ pub struct GatewayConfig {
     /// How long an order's saga waits for the tenant's service after the
     /// approval before it compensates.
     pub service_timeout: Duration,
+    /// Whether the PG captures with the approval (`capture: automatic`),
+    /// or the saga captures at fulfilment (`manual`, the default).
+    pub capture_with_approval: bool,
 }
 
 /// Default of `void_unconfirmed_after_s`: one hour.
@@ -80,6 +92,7 @@ pub(super) struct RawGateway {
     pub retries: RawRetries,
     pub void_unconfirmed_after_s: Option<u64>,
     pub service_timeout_s: Option<u64>,
+    pub capture: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -264,6 +277,17 @@ impl RawGateway {
                 ),
             ));
         }
+        let capture_with_approval = match self.capture.as_deref() {
+            None | Some("manual") => false,
+            Some("automatic") => true,
+            Some(other) => {
+                problems.push((
+                    "capture",
+                    format!("`{other}` is not `manual` or `automatic`"),
+                ));
+                false
+            }
+        };
         let config = GatewayConfig {
             kind,
             connect_timeout,
@@ -271,6 +295,7 @@ impl RawGateway {
             resilience,
             void_unconfirmed_after,
             service_timeout,
+            capture_with_approval,
         };
         (config, problems)
     }

@@ -4,9 +4,12 @@
 //! (what it approved and gave back: [`SimLedger`]) for tests to compare
 //! with FluxPay's.
 //!
-//! - `POST /v1/checkout` `{orderId, amount, currency?, cardNumber?}` plays
-//!   the checkout window: it issues the `paymentKey` a confirm needs (again
-//!   for an order whose last payment failed).
+//! - `POST /v1/checkout` `{orderId, amount, currency?, cardNumber?,
+//!   captureMethod?}` plays the checkout window: it issues the `paymentKey`
+//!   a confirm needs (again for an order whose last payment failed).
+//!   `captureMethod`: `MANUAL` (the default: the confirm authorizes, a
+//!   capture takes the money) or `AUTOMATIC` (the confirm captures too, as
+//!   Toss Payments does).
 //! - `POST /v1/payments/confirm` (an authorization: the money is held on
 //!   the card), `POST /v1/payments/{paymentKey}/capture` (`{amount}`, the
 //!   whole authorization), `POST /v1/payments/{paymentKey}/cancel` (a void
@@ -121,6 +124,8 @@ struct SimPayment {
     payment: PgPayment,
     card: String,
     confirm_calls: u32,
+    /// `captureMethod: AUTOMATIC`: captured with the approval.
+    capture_with_approval: bool,
 }
 
 /// A stored answer of a mutating request, or one being made.
@@ -345,6 +350,8 @@ struct Checkout {
     currency: Option<String>,
     #[serde(default)]
     card_number: Option<String>,
+    #[serde(default)]
+    capture_method: Option<String>,
 }
 
 async fn checkout(State(sim): State<Simulator>, Json(body): Json<Checkout>) -> Response {
@@ -355,6 +362,17 @@ async fn checkout(State(sim): State<Simulator>, Json(body): Json<Checkout>) -> R
             "amount must be > 0",
         );
     }
+    let capture_with_approval = match body.capture_method.as_deref() {
+        None | Some("MANUAL") => false,
+        Some("AUTOMATIC") => true,
+        Some(_) => {
+            return pg_error(
+                StatusCode::BAD_REQUEST,
+                codes::INVALID_REQUEST,
+                "captureMethod must be MANUAL or AUTOMATIC",
+            );
+        }
+    };
     let mut state = sim.lock();
     // An order may be checked out again once its last payment failed (a
     // decline, an abort): the customer tries another card.
@@ -390,6 +408,7 @@ async fn checkout(State(sim): State<Simulator>, Json(body): Json<Checkout>) -> R
             payment: payment.clone(),
             card: body.card_number.unwrap_or_else(|| cards::APPROVE.into()),
             confirm_calls: 0,
+            capture_with_approval,
         },
     );
     Json(payment).into_response()
@@ -548,9 +567,18 @@ async fn confirm(
             }
         }
         let key = request.payment_key.clone();
-        approve(state, &key, slow, false)
+        let capture = sim_payment_captures(state, &key);
+        approve(state, &key, slow, capture)
     })
     .await
+}
+
+/// Whether payment `key` is captured with its approval.
+fn sim_payment_captures(state: &SimState, key: &str) -> bool {
+    state
+        .payments
+        .get(key)
+        .is_some_and(|p| p.capture_with_approval)
 }
 
 /// Approves (or not, as its test card says) the `READY` payment `key`,
@@ -782,10 +810,16 @@ async fn charge_billing_key(
                 },
                 card,
                 confirm_calls: 0,
+                capture_with_approval: true,
             },
         );
         // A charge of a stored card is a sale: captured with its approval.
-        approve(state, &payment_key, slow, true)
+        approve(
+            state,
+            &payment_key,
+            slow,
+            sim_payment_captures(state, &payment_key),
+        )
     })
     .await
 }

@@ -936,11 +936,25 @@ pub async fn pg_for(host: &TestHost, tenants: &[&str]) -> Pg {
 impl Pg {
     /// The checkout window, opened for FluxPay's order id.
     pub async fn checkout(&self, order_id: &str, amount: i64, card: &str) -> String {
+        self.checkout_capturing(order_id, amount, card, "MANUAL")
+            .await
+    }
+
+    /// [`Pg::checkout`] with the PG's `captureMethod` (`MANUAL`:
+    /// authorized, captured later; `AUTOMATIC`: captured with the
+    /// approval).
+    pub async fn checkout_capturing(
+        &self,
+        order_id: &str,
+        amount: i64,
+        card: &str,
+        capture_method: &str,
+    ) -> String {
         let answer: Value = reqwest::Client::new()
             .post(format!("{}/v1/checkout", self.url))
             .json(
                 &json!({ "orderId": order_id, "amount": amount, "currency": "EUR",
-                           "cardNumber": card }),
+                           "cardNumber": card, "captureMethod": capture_method }),
             )
             .send()
             .await

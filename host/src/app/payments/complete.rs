@@ -20,8 +20,10 @@
 //!    orchestrator asks the PG (never capturing with another key) until it
 //!    knows (`202 PAY_006`).
 //!
-//! **An order paid with credits alone**, or a renewal (a billing-key
-//! charge, captured with its approval), completes in one transaction.
+//! **An order paid with credits alone**, a renewal (a billing-key charge,
+//! captured with its approval), or a card payment of a tenant whose PG
+//! captures with the approval (`capture: automatic`) completes in one
+//! transaction, with nothing sent to the PG.
 //!
 //! A repeat for a completed order answers with the order as it stands; one
 //! for an order being captured sends the same capture again. A callback for
@@ -76,11 +78,13 @@ impl App {
             return answer;
         }
         let saga = self.store().saga(&ctx.tenant, id.as_str()).await?;
-        let capturing = saga.as_ref().is_some_and(|s| {
-            s.payment_id.is_some()
-                && (s.state == SagaState::WaitingForService.as_str()
-                    || s.state == SagaState::Completing.as_str())
-        });
+        let automatic = self.payment_settings(&ctx.tenant).capture_with_approval;
+        let capturing = !automatic
+            && saga.as_ref().is_some_and(|s| {
+                s.payment_id.is_some()
+                    && (s.state == SagaState::WaitingForService.as_str()
+                        || s.state == SagaState::Completing.as_str())
+            });
         if !capturing {
             return self.complete_at_once(ctx, &id, render).await;
         }
@@ -504,27 +508,20 @@ impl App {
         let payment = self.approved_payment(&mut tx, id).await?;
         let saga = tx.saga_for_update(id.as_str()).await?;
         let transaction_id = new_id("tx");
+        let automatic = self.payment_settings(&ctx.tenant).capture_with_approval;
         match (&payment, &saga) {
             // A renewal's charge: no saga.
             (Some(_), None) => {}
-            // Credits alone: the saga captures them.
+            // Credits alone (the saga deducts them), or a card the PG
+            // captured with its approval (`capture: automatic`).
             (None, Some(saga)) if saga.payment_id.is_none() => {
-                super::super::saga::advance(
-                    &mut tx,
-                    ctx,
-                    saga,
-                    (
-                        &[SagaEvent::ServiceCompleted, SagaEvent::Captured],
-                        Some(&transaction_id),
-                    ),
-                    "the tenant's service completed the order",
-                    |s| s.next_run_at = None,
-                    now,
-                )
-                .await?;
+                complete_saga_at_once(&mut tx, ctx, saga, &transaction_id, now).await?;
             }
-            // A card payment's saga: captured, never confirmed here
-            // (`PAY_004` once its compensation began).
+            (Some(_), Some(saga)) if automatic && saga.payment_id.is_some() => {
+                complete_saga_at_once(&mut tx, ctx, saga, &transaction_id, now).await?;
+            }
+            // A card payment's saga under `capture: manual`: captured,
+            // never confirmed here (`PAY_004` once its compensation began).
             (_, Some(saga)) => {
                 return Err(AppError::StateConflict(format!(
                     "order `{id}`'s saga is {}: it cannot be completed",
@@ -548,6 +545,32 @@ impl App {
         };
         finish_order(tx, ctx, order, payment.as_ref(), step_id, render, now).await
     }
+}
+
+/// The saga `WAITING_FOR_SERVICE → COMPLETING → COMPLETED` in one step,
+/// joined to business transaction `transaction_id` (its reserved credits
+/// deducted): nothing to capture at the PG.
+async fn complete_saga_at_once(
+    tx: &mut Tx,
+    ctx: &RequestCtx,
+    saga: &SagaRecord,
+    transaction_id: &str,
+    now: i64,
+) -> Result<()> {
+    super::super::saga::advance(
+        tx,
+        ctx,
+        saga,
+        (
+            &[SagaEvent::ServiceCompleted, SagaEvent::Captured],
+            Some(transaction_id),
+        ),
+        "the tenant's service completed the order",
+        |s| s.next_run_at = None,
+        now,
+    )
+    .await?;
+    Ok(())
 }
 
 /// The paid `order` `COMPLETED` (`order.completed`) as business

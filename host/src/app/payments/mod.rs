@@ -103,6 +103,9 @@ pub struct PaymentSettings {
     /// How long an order's saga waits for the tenant's service to call
     /// back after the payment's approval before it compensates.
     pub service_timeout_ms: i64,
+    /// The PG captures with the approval (`capture: automatic`): the
+    /// fulfilment sends nothing to the PG.
+    pub capture_with_approval: bool,
 }
 
 /// Default `service_timeout_s`: 30 s (the 1-pager's consistency window).
@@ -114,6 +117,7 @@ impl Default for PaymentSettings {
             void_unconfirmed_after_ms: crate::config::DEFAULT_VOID_UNCONFIRMED_AFTER.as_millis()
                 as i64,
             service_timeout_ms: DEFAULT_SERVICE_TIMEOUT_MS,
+            capture_with_approval: false,
         }
     }
 }
