@@ -10,6 +10,7 @@
 mod harness;
 mod payment_steps;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fluxpay_host::app::payments::PaymentSettings;
@@ -456,8 +457,11 @@ async fn a_pg_that_captures_with_the_approval_is_not_asked_to_capture_again() {
         let done = callback(&host, Tenant::Globex, "completed", &id).await;
         done.expect(200, "OK");
         assert_eq!(done.result()["status"], "COMPLETED", "{backend:?}");
-        let order = read_order(&host, &id).await;
-        assert_eq!(order["saga"]["state"], "COMPLETED", "{backend:?}: {order}");
+        let completed = read_order(&host, &id).await;
+        assert_eq!(
+            completed["saga"]["state"], "COMPLETED",
+            "{backend:?}: {completed}"
+        );
         let payment = payment_steps::payment(&host, &payment_id).await;
         assert_eq!(payment["status"], "CONFIRMED");
         let kinds: Vec<&str> = payment["attempts"]
@@ -470,6 +474,33 @@ async fn a_pg_that_captures_with_the_approval_is_not_asked_to_capture_again() {
         assert_eq!(pg.sim.ledger().captures, 1, "{backend:?}");
         assert_eq!(event_count(&host, "saga.completing").await, 0);
         assert_eq!(event_count(&host, "payment.confirmed").await, 1);
+
+        // The tenant says `manual`, but the PG captured with the approval
+        // anyway: the capture it refuses as not capturable is found
+        // captured, and the order completes — never refunded on a guess.
+        host.app.set_payment_settings(BTreeMap::new());
+        let (other, _) = order(&host, "c2").await;
+        let key = pg
+            .checkout_capturing(&other, total, cards::APPROVE, "AUTOMATIC")
+            .await;
+        host.call(
+            Tenant::Globex,
+            "POST",
+            "/api/v1/payments/confirm",
+            Some(json!({ "orderId": other, "paymentKey": key, "amount": total })),
+            Some("pay-auto-2"),
+        )
+        .await
+        .expect(201, "OK");
+        let done = callback(&host, Tenant::Globex, "completed", &other).await;
+        done.expect(200, "OK");
+        assert_eq!(done.result()["status"], "COMPLETED", "{backend:?}");
+        let ledger = pg.sim.ledger();
+        assert_eq!(
+            (ledger.captures, ledger.cancelled_amount, ledger.held_amount),
+            (2, 0, 0),
+            "{backend:?}: {ledger:?}"
+        );
         host.finish().await;
     }
 }

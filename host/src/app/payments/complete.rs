@@ -44,7 +44,7 @@ use super::store_payment_change;
 use crate::domain::OrderId;
 use crate::domain::order::OrderStatus;
 use crate::domain::saga::{SagaEvent, SagaState};
-use crate::gateway::{CaptureRequest, GatewayError, PaymentGateway, PgStatus};
+use crate::gateway::{CaptureRequest, GatewayError, PaymentGateway, PgStatus, codes};
 use crate::store::{
     OrderRecord, OrderTx, PaymentAttemptRecord, PaymentQueries, PaymentRecord, PaymentTx,
     SagaQueries, SagaRecord, SagaTx, Transactions, Tx, TxOps,
@@ -234,6 +234,16 @@ impl App {
                 }
                 .into();
                 match err {
+                    // Not capturable may mean captured already (with the
+                    // approval, or under another key): the PG's own view
+                    // decides, never a compensation on a guess.
+                    GatewayError::Refused { code, .. }
+                        if code == codes::NOT_CAPTURABLE_PAYMENT
+                            && self.pg_captured(gateway, payment).await =>
+                    {
+                        attempt.outcome = "captured".into();
+                        Captured::Yes
+                    }
                     GatewayError::Refused { code, message } => {
                         Captured::Refused(format!("the PG refused the capture: {code}: {message}"))
                     }
@@ -242,6 +252,15 @@ impl App {
             }
         };
         (captured, attempt)
+    }
+
+    /// Whether the PG reports `payment` captured (`false` when it cannot
+    /// say).
+    async fn pg_captured<G: PaymentGateway>(&self, gateway: &G, payment: &PaymentRecord) -> bool {
+        let Some(pg_key) = &payment.pg_payment_key else {
+            return false;
+        };
+        matches!(gateway.payment(pg_key).await, Ok(pg) if pg.captured_at.is_some())
     }
 
     /// Records what the PG said about `payment`'s capture (module docs).
