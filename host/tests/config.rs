@@ -279,10 +279,13 @@ tenants:
       request_timeout_ms: 5000
       breaker: { window_s: 60, minimum_calls: 5, failure_rate: 0.25, open_wait_s: 10 }
       retries: { max: 2, min_delay_ms: 100, max_delay_ms: 400 }
-      capture: automatic
   globex:
     gateway: { kind: simulator }
   initech: {}
+  umbrella:
+    gateway: { kind: toss, base_url: "https://pg.example.com", secret_env: U, capture: manual }
+  wayne:
+    gateway: { kind: simulator, capture: automatic }
 "#,
     )
     .unwrap();
@@ -303,10 +306,18 @@ tenants:
     assert_eq!(acme.resilience.retries, 2);
     // Unset settings keep the defaults.
     assert_eq!(acme.resilience.half_open_calls, 3);
-    assert!(acme.capture_with_approval);
+    // Toss captures with the approval; the simulator authorizes.
+    assert!(acme.capture_with_approval, "toss: automatic by default");
     let globex = config.tenants["globex"].api.gateway.clone().unwrap();
     assert_eq!(globex.kind, config::GatewayKind::Simulator);
-    assert!(!globex.capture_with_approval, "manual capture by default");
+    assert!(
+        !globex.capture_with_approval,
+        "simulator: manual by default"
+    );
+    let umbrella = config.tenants["umbrella"].api.gateway.clone().unwrap();
+    assert!(!umbrella.capture_with_approval, "manual when asked");
+    let wayne = config.tenants["wayne"].api.gateway.clone().unwrap();
+    assert!(wayne.capture_with_approval, "automatic when asked");
     assert!(config.tenants["initech"].api.gateway.is_none());
 }
 

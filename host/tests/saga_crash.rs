@@ -139,7 +139,7 @@ async fn after_kill_9_at_every_step_boundary_every_saga_ends_and_the_pg_agrees()
         let sim_url = sim.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let gateway = format!(
             "    gateway: {{ kind: toss, base_url: \"{sim_url}\", secret_env: {PG_SECRET_ENV}, \
-             request_timeout_ms: 5000, service_timeout_s: 2 }}\n"
+             request_timeout_ms: 5000, service_timeout_s: 2, capture: manual }}\n"
         );
         let host = TestHost::start_with(backend, |yaml| {
             let globex = "  globex:\n    dev: true\n";

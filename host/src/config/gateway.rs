@@ -18,14 +18,17 @@
 //!       retries: { max: 3, min_delay_ms: 200, max_delay_ms: 2000 }
 //!       void_unconfirmed_after_s: 3600  # an approval never confirmed is voided
 //!       service_timeout_s: 30           # the order saga's wait for the service
-//!       capture: manual                 # or: automatic (the PG captures with the approval)
+//!       capture: automatic              # or: manual (the saga captures at fulfilment)
 //! ```
 //!
-//! `capture`: with `manual` (the default) the PG's approval is an
-//! authorization and the order saga captures it once the tenant's service
-//! fulfilled the order (`POST /v1/payments/{key}/capture`); with
-//! `automatic` the PG captures with the approval, as Toss Payments does,
-//! and the fulfilment only confirms the payment in FluxPay's books.
+//! `capture`: with `manual` the PG's approval is an authorization and the
+//! order saga captures it once the tenant's service fulfilled the order
+//! (`POST /v1/payments/{key}/capture`); with `automatic` the PG captures
+//! with the approval, as Toss Payments does, and the fulfilment only
+//! confirms the payment in FluxPay's books. The default follows the kind:
+//! `automatic` for `toss` (what Toss Payments does), `manual` for the
+//! bundled `simulator` (which authorizes unless a checkout asks for
+//! `captureMethod: AUTOMATIC`).
 //! Change it only with no order between approval and fulfilment: the mode
 //! is read when the order is fulfilled.
 
@@ -53,8 +56,9 @@ pub struct GatewayConfig {
     /// How long an order's saga waits for the tenant's service after the
     /// approval before it compensates.
     pub service_timeout: Duration,
-    /// Whether the PG captures with the approval (`capture: automatic`),
-    /// or the saga captures at fulfilment (`manual`, the default).
+    /// Whether the PG captures with the approval (`capture: automatic`,
+    /// the default for `toss`), or the saga captures at fulfilment
+    /// (`manual`, the default for `simulator`).
     pub capture_with_approval: bool,
 }
 
@@ -278,7 +282,8 @@ impl RawGateway {
             ));
         }
         let capture_with_approval = match self.capture.as_deref() {
-            None | Some("manual") => false,
+            None => matches!(kind, GatewayKind::Toss { .. }),
+            Some("manual") => false,
             Some("automatic") => true,
             Some(other) => {
                 problems.push((

@@ -44,7 +44,7 @@ use super::store_payment_change;
 use crate::domain::OrderId;
 use crate::domain::order::OrderStatus;
 use crate::domain::saga::{SagaEvent, SagaState};
-use crate::gateway::{CaptureRequest, GatewayError, PaymentGateway, PgStatus, codes};
+use crate::gateway::{CaptureRequest, GatewayError, PaymentGateway, PgStatus};
 use crate::store::{
     OrderRecord, OrderTx, PaymentAttemptRecord, PaymentQueries, PaymentRecord, PaymentTx,
     SagaQueries, SagaRecord, SagaTx, Transactions, Tx, TxOps,
@@ -234,18 +234,24 @@ impl App {
                 }
                 .into();
                 match err {
-                    // Not capturable may mean captured already (with the
+                    // A refusal may hide a capture that happened (with the
                     // approval, or under another key): the PG's own view
-                    // decides, never a compensation on a guess.
-                    GatewayError::Refused { code, .. }
-                        if code == codes::NOT_CAPTURABLE_PAYMENT
-                            && self.pg_captured(gateway, payment).await =>
-                    {
-                        attempt.outcome = "captured".into();
-                        Captured::Yes
-                    }
+                    // decides, and when it cannot be had the capture stays
+                    // unknown — never a compensation on a guess.
                     GatewayError::Refused { code, message } => {
-                        Captured::Refused(format!("the PG refused the capture: {code}: {message}"))
+                        match self.pg_captured(gateway, payment).await {
+                            Some(true) => {
+                                attempt.outcome = "captured".into();
+                                Captured::Yes
+                            }
+                            Some(false) => Captured::Refused(format!(
+                                "the PG refused the capture: {code}: {message}"
+                            )),
+                            None => Captured::Pending(format!(
+                                "the PG refused the capture ({code}: {message}) and could not \
+                                 say whether it was captured"
+                            )),
+                        }
                     }
                     other => Captured::Pending(other.to_string()),
                 }
@@ -254,13 +260,18 @@ impl App {
         (captured, attempt)
     }
 
-    /// Whether the PG reports `payment` captured (`false` when it cannot
-    /// say).
-    async fn pg_captured<G: PaymentGateway>(&self, gateway: &G, payment: &PaymentRecord) -> bool {
-        let Some(pg_key) = &payment.pg_payment_key else {
-            return false;
-        };
-        matches!(gateway.payment(pg_key).await, Ok(pg) if pg.captured_at.is_some())
+    /// Whether the PG reports `payment` captured; `None` when it cannot
+    /// say.
+    async fn pg_captured<G: PaymentGateway>(
+        &self,
+        gateway: &G,
+        payment: &PaymentRecord,
+    ) -> Option<bool> {
+        let pg_key = payment.pg_payment_key.as_deref()?;
+        match gateway.payment(pg_key).await {
+            Ok(pg) => Some(pg.captured_at.is_some()),
+            Err(_) => None,
+        }
     }
 
     /// Records what the PG said about `payment`'s capture (module docs).
