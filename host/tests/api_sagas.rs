@@ -247,9 +247,9 @@ async fn a_capture_the_pg_refuses_compensates_in_reverse_and_its_answer_replays(
         let refused = completed_with_key(&host, &id, "done-1").await;
         refused.expect(402, "PAY_002");
         assert_eq!(refused.result()["status"], "CANCELLED", "{backend:?}");
-        let order = read_order(&host, &id).await;
-        let saga = &order["saga"];
-        assert_eq!(saga["state"], "COMPENSATED", "{backend:?}: {order}");
+        let cancelled = read_order(&host, &id).await;
+        let saga = &cancelled["saga"];
+        assert_eq!(saga["state"], "COMPENSATED", "{backend:?}: {cancelled}");
         assert_eq!(saga["stepsDone"], json!(["approve_payment", "pay_order"]));
         assert!(
             saga["lastError"]
@@ -296,6 +296,39 @@ async fn a_capture_the_pg_refuses_compensates_in_reverse_and_its_answer_replays(
             assert_eq!(event_count(&host, kind).await, count, "{backend:?} {kind}");
         }
         assert_eq!(host.app.run_sagas(host.now() + 3_600_000).await.claimed, 0);
+
+        // Refused again, but the PG cannot say whether it holds the money
+        // uncaptured: nothing is compensated on that guess. The saga waits
+        // until the PG can say, then compensates.
+        let (id, _) = order(&host, "c2").await;
+        confirm(&host, &pg, &id, total, cards::CAPTURE_REFUSED)
+            .await
+            .expect(201, "OK");
+        pg.sim.set_faults(Faults {
+            queries_fail: true,
+            ..Faults::default()
+        });
+        callback(&host, Tenant::Globex, "completed", &id)
+            .await
+            .expect(202, "PAY_006");
+        let waiting = read_order(&host, &id).await;
+        assert_eq!(
+            (&waiting["status"], &waiting["saga"]["state"]),
+            (&json!("PAID"), &json!("COMPLETING")),
+            "{backend:?}: {waiting}"
+        );
+        assert_eq!(pg.sim.ledger().held_amount, total, "nothing voided yet");
+        pg.sim.set_faults(Faults::default());
+        host.advance(600_000);
+        host.app.run_sagas(host.now()).await;
+        let compensated = read_order(&host, &id).await;
+        assert_eq!(
+            (&compensated["status"], &compensated["saga"]["state"]),
+            (&json!("CANCELLED"), &json!("COMPENSATED")),
+            "{backend:?}: {compensated}"
+        );
+        assert_eq!(pg.sim.ledger().held_amount, 0);
+        assert_eq!(pg.sim.ledger().captures, 0);
         host.finish().await;
     }
 }

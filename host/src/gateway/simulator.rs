@@ -79,6 +79,10 @@ pub struct Faults {
     /// Every notification is sent twice.
     #[serde(default)]
     pub duplicate_notifications: bool,
+    /// Status queries (`GET /v1/payments/…`) answer 503 `PROVIDER_ERROR`
+    /// while payments are still processed: a PG whose lookup is down.
+    #[serde(default)]
+    pub queries_fail: bool,
 }
 
 impl Default for Faults {
@@ -89,6 +93,7 @@ impl Default for Faults {
             slow_answer_ms: 3_000,
             notification_delay_ms: 0,
             duplicate_notifications: false,
+            queries_fail: false,
         }
     }
 }
@@ -883,7 +888,7 @@ async fn read(sim: &Simulator, headers: &HeaderMap, key: Option<String>) -> Resp
             "bad secret key",
         );
     }
-    if outage {
+    if outage || sim.lock().faults.queries_fail {
         return pg_error(
             StatusCode::SERVICE_UNAVAILABLE,
             codes::PROVIDER_ERROR,
