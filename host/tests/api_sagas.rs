@@ -92,6 +92,31 @@ async fn parked_saga(host: &TestHost, pg: &Pg) -> (String, i64, Value) {
     (id, total, paid.result().clone())
 }
 
+/// Moves order `id`'s saga to `state` behind the host's back (a corruption
+/// for the auditor to find).
+async fn set_saga_state(host: &TestHost, id: &str, state: &str) {
+    host.raw
+        .execute(&format!(
+            "UPDATE sagas SET state = '{state}' WHERE order_id = '{id}'"
+        ))
+        .await;
+}
+
+/// Confirms `order` with a checkout whose PG captures with the approval.
+async fn confirm_captured_at_approval(host: &TestHost, pg: &Pg, order: &str, total: i64) -> Answer {
+    let key = pg
+        .checkout_capturing(order, total, cards::APPROVE, "AUTOMATIC")
+        .await;
+    host.call(
+        Tenant::Globex,
+        "POST",
+        "/api/v1/payments/confirm",
+        Some(json!({ "orderId": order, "paymentKey": key, "amount": total })),
+        Some(&format!("pay-{order}-auto")),
+    )
+    .await
+}
+
 async fn event_count(host: &TestHost, kind: &str) -> usize {
     host.call(
         Tenant::Globex,
@@ -467,18 +492,7 @@ async fn a_pg_that_captures_with_the_approval_is_not_asked_to_capture_again() {
             .into(),
         );
         let (id, total) = order(&host, "c1").await;
-        let key = pg
-            .checkout_capturing(&id, total, cards::APPROVE, "AUTOMATIC")
-            .await;
-        let paid = host
-            .call(
-                Tenant::Globex,
-                "POST",
-                "/api/v1/payments/confirm",
-                Some(json!({ "orderId": id, "paymentKey": key, "amount": total })),
-                Some("pay-auto"),
-            )
-            .await;
+        let paid = confirm_captured_at_approval(&host, &pg, &id, total).await;
         paid.expect(201, "OK");
         let payment_id = paid.result()["paymentId"].as_str().unwrap().to_owned();
         // Taken with the approval: nothing is held on the card.
@@ -513,18 +527,9 @@ async fn a_pg_that_captures_with_the_approval_is_not_asked_to_capture_again() {
         // captured, and the order completes — never refunded on a guess.
         host.app.set_payment_settings(BTreeMap::new());
         let (other, _) = order(&host, "c2").await;
-        let key = pg
-            .checkout_capturing(&other, total, cards::APPROVE, "AUTOMATIC")
-            .await;
-        host.call(
-            Tenant::Globex,
-            "POST",
-            "/api/v1/payments/confirm",
-            Some(json!({ "orderId": other, "paymentKey": key, "amount": total })),
-            Some("pay-auto-2"),
-        )
-        .await
-        .expect(201, "OK");
+        confirm_captured_at_approval(&host, &pg, &other, total)
+            .await
+            .expect(201, "OK");
         let done = callback(&host, Tenant::Globex, "completed", &other).await;
         done.expect(200, "OK");
         assert_eq!(done.result()["status"], "COMPLETED", "{backend:?}");
@@ -703,11 +708,7 @@ async fn the_auditor_catches_an_order_whose_money_or_saga_disagree() {
             ))
             .await;
         // A saga that says the order completed while it is only paid.
-        host.raw
-            .execute(&format!(
-                "UPDATE sagas SET state = 'COMPLETED' WHERE order_id = '{id}'"
-            ))
-            .await;
+        set_saga_state(&host, &id, "COMPLETED").await;
         let found = checks(host.audit().await);
         assert!(
             found.contains(&("order.money", "saga and order disagree".into())),
@@ -715,11 +716,7 @@ async fn the_auditor_catches_an_order_whose_money_or_saga_disagree() {
         );
         // A payment being captured while its saga does not say so (a
         // capture nothing would resume or ever record).
-        host.raw
-            .execute(&format!(
-                "UPDATE sagas SET state = 'WAITING_FOR_SERVICE' WHERE order_id = '{id}'"
-            ))
-            .await;
+        set_saga_state(&host, &id, "WAITING_FOR_SERVICE").await;
         host.raw
             .execute(&format!(
                 "UPDATE payments SET capture_requested_at = 1 WHERE order_id = '{id}'"
@@ -736,22 +733,14 @@ async fn the_auditor_catches_an_order_whose_money_or_saga_disagree() {
         );
         // Completing, it is what the saga does (only the raw edit's
         // missing history row is reported).
-        host.raw
-            .execute(&format!(
-                "UPDATE sagas SET state = 'COMPLETING' WHERE order_id = '{id}'"
-            ))
-            .await;
+        set_saga_state(&host, &id, "COMPLETING").await;
         let found = checks(host.audit().await);
         assert!(
             found.iter().all(|(check, _)| *check == "history.chain"),
             "{backend:?}: {found:?}"
         );
         // A saga parked for an operator is reported until one acts.
-        host.raw
-            .execute(&format!(
-                "UPDATE sagas SET state = 'COMPENSATION_FAILED' WHERE order_id = '{id}'"
-            ))
-            .await;
+        set_saga_state(&host, &id, "COMPENSATION_FAILED").await;
         let found = checks(host.audit().await);
         assert!(
             found.iter().any(|(check, _)| *check == "saga.parked"),

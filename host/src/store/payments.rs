@@ -843,96 +843,76 @@ impl PaymentQueries for Store {
     }
 }
 
-/// The transaction methods, the same for both backends but for the
-/// queries' module.
-macro_rules! payment_tx {
-    ($ty:ty, $q:ident) => {
-        impl PaymentTx for $ty {
-            async fn attempts_in_tx(
-                &mut self,
-                payment_id: &str,
-            ) -> Result<Vec<PaymentAttemptRecord>> {
-                $q::payment_attempts(&mut *self.tx, &self.tenant, payment_id).await
-            }
+/// PostgreSQL: every statement through sqlx.
+impl PaymentTx for PgTx {
+    async fn attempts_in_tx(&mut self, payment_id: &str) -> Result<Vec<PaymentAttemptRecord>> {
+        pg_q::payment_attempts(&mut *self.tx, &self.tenant, payment_id).await
+    }
 
-            async fn request_void(
-                &mut self,
-                payment_id: &str,
-                now: i64,
-                next_check_at: i64,
-            ) -> Result<Option<i64>> {
-                $q::request_void(&mut *self.tx, &self.tenant, payment_id, now, next_check_at).await
-            }
+    async fn request_void(
+        &mut self,
+        payment_id: &str,
+        now: i64,
+        next_check_at: i64,
+    ) -> Result<Option<i64>> {
+        pg_q::request_void(&mut *self.tx, &self.tenant, payment_id, now, next_check_at).await
+    }
 
-            async fn request_capture(
-                &mut self,
-                payment_id: &str,
-                at: Option<i64>,
-            ) -> Result<Option<i64>> {
-                $q::request_capture(&mut *self.tx, &self.tenant, payment_id, at).await
-            }
+    async fn request_capture(&mut self, payment_id: &str, at: Option<i64>) -> Result<Option<i64>> {
+        pg_q::request_capture(&mut *self.tx, &self.tenant, payment_id, at).await
+    }
 
-            async fn claim_due_payments(
-                &mut self,
-                now: i64,
-                lease_until: i64,
-                limit: i64,
-            ) -> Result<Vec<PaymentRecord>> {
-                $q::claim_due_payments(&mut *self.tx, &self.tenant, now, lease_until, limit).await
-            }
+    async fn claim_due_payments(
+        &mut self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<PaymentRecord>> {
+        pg_q::claim_due_payments(&mut *self.tx, &self.tenant, now, lease_until, limit).await
+    }
 
-            async fn insert_payment(&mut self, payment: &NewPayment) -> Result<()> {
-                $q::insert_payment(&mut *self.tx, &self.tenant, payment).await
-            }
+    async fn insert_payment(&mut self, payment: &NewPayment) -> Result<()> {
+        pg_q::insert_payment(&mut *self.tx, &self.tenant, payment).await
+    }
 
-            async fn payment_for_update(
-                &mut self,
-                payment_id: &str,
-            ) -> Result<Option<PaymentRecord>> {
-                $q::payment(&mut *self.tx, &self.tenant, payment_id, true).await
-            }
+    async fn payment_for_update(&mut self, payment_id: &str) -> Result<Option<PaymentRecord>> {
+        pg_q::payment(&mut *self.tx, &self.tenant, payment_id, true).await
+    }
 
-            async fn active_payment_of_order(
-                &mut self,
-                order_id: &str,
-            ) -> Result<Option<PaymentRecord>> {
-                $q::active_payment_of_order(&mut *self.tx, &self.tenant, order_id).await
-            }
+    async fn active_payment_of_order(&mut self, order_id: &str) -> Result<Option<PaymentRecord>> {
+        pg_q::active_payment_of_order(&mut *self.tx, &self.tenant, order_id).await
+    }
 
-            async fn update_payment(&mut self, update: &PaymentUpdate) -> Result<Option<i64>> {
-                $q::update_payment(&mut *self.tx, &self.tenant, update).await
-            }
+    async fn update_payment(&mut self, update: &PaymentUpdate) -> Result<Option<i64>> {
+        pg_q::update_payment(&mut *self.tx, &self.tenant, update).await
+    }
 
-            async fn reschedule_payment(
-                &mut self,
-                payment_id: &str,
-                next_check_at: Option<i64>,
-                checks: i64,
-                flagged_at: Option<i64>,
-            ) -> Result<()> {
-                $q::reschedule_payment(
-                    &mut *self.tx,
-                    &self.tenant,
-                    payment_id,
-                    next_check_at,
-                    checks,
-                    flagged_at,
-                )
-                .await
-            }
+    async fn reschedule_payment(
+        &mut self,
+        payment_id: &str,
+        next_check_at: Option<i64>,
+        checks: i64,
+        flagged_at: Option<i64>,
+    ) -> Result<()> {
+        pg_q::reschedule_payment(
+            &mut *self.tx,
+            &self.tenant,
+            payment_id,
+            next_check_at,
+            checks,
+            flagged_at,
+        )
+        .await
+    }
 
-            async fn record_payment_attempt(
-                &mut self,
-                payment_id: &str,
-                attempt: &PaymentAttemptRecord,
-            ) -> Result<i64> {
-                $q::record_payment_attempt(&mut self.tx, &self.tenant, payment_id, attempt).await
-            }
-        }
-    };
+    async fn record_payment_attempt(
+        &mut self,
+        payment_id: &str,
+        attempt: &PaymentAttemptRecord,
+    ) -> Result<i64> {
+        pg_q::record_payment_attempt(&mut self.tx, &self.tenant, payment_id, attempt).await
+    }
 }
-
-payment_tx!(PgTx, pg_q);
 
 /// SQLite: the statements of a payment's steps inline on the writer
 /// (`sqlite_inline`); the scheduler's claim and the void request through

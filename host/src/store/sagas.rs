@@ -338,38 +338,29 @@ impl SagaQueries for Store {
     }
 }
 
-macro_rules! saga_tx {
-    ($ty:ty, $q:ident) => {
-        impl SagaTx for $ty {
-            async fn saga_for_update(&mut self, order_id: &str) -> Result<Option<SagaRecord>> {
-                $q::saga(&mut *self.tx, &self.tenant, order_id, true).await
-            }
+/// PostgreSQL: every statement through sqlx.
+impl SagaTx for PgTx {
+    async fn saga_for_update(&mut self, order_id: &str) -> Result<Option<SagaRecord>> {
+        pg_q::saga(&mut *self.tx, &self.tenant, order_id, true).await
+    }
 
-            async fn insert_saga(&mut self, saga: &SagaRecord) -> Result<()> {
-                $q::insert_saga(&mut *self.tx, &self.tenant, saga).await
-            }
+    async fn insert_saga(&mut self, saga: &SagaRecord) -> Result<()> {
+        pg_q::insert_saga(&mut *self.tx, &self.tenant, saga).await
+    }
 
-            async fn update_saga(
-                &mut self,
-                saga: &SagaRecord,
-                expected_version: i64,
-            ) -> Result<bool> {
-                $q::update_saga(&mut *self.tx, &self.tenant, saga, expected_version).await
-            }
+    async fn update_saga(&mut self, saga: &SagaRecord, expected_version: i64) -> Result<bool> {
+        pg_q::update_saga(&mut *self.tx, &self.tenant, saga, expected_version).await
+    }
 
-            async fn claim_due_sagas(
-                &mut self,
-                now: i64,
-                lease_until: i64,
-                limit: i64,
-            ) -> Result<Vec<SagaRecord>> {
-                $q::claim_due_sagas(&mut *self.tx, &self.tenant, now, lease_until, limit).await
-            }
-        }
-    };
+    async fn claim_due_sagas(
+        &mut self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<SagaRecord>> {
+        pg_q::claim_due_sagas(&mut *self.tx, &self.tenant, now, lease_until, limit).await
+    }
 }
-
-saga_tx!(PgTx, pg_q);
 
 /// SQLite: the saga's statements inline on the writer (`sqlite_inline`).
 impl SagaTx for SqliteTx {

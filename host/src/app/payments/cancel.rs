@@ -369,6 +369,20 @@ impl CancelCall {
     }
 }
 
+/// A status query's record (`found`; the caller sets another outcome
+/// when the PG did not answer).
+pub(super) fn query_attempt(latency_ms: i64, now: i64) -> PaymentAttemptRecord {
+    PaymentAttemptRecord {
+        attempt: 0,
+        kind: "query".into(),
+        idempotency_key: None,
+        outcome: "found".into(),
+        pg_code: None,
+        latency_ms,
+        created_at: now,
+    }
+}
+
 pub(super) fn cancel_attempt(
     key: &str,
     latency_ms: i64,

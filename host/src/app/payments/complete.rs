@@ -429,15 +429,8 @@ impl App {
         let pg_key = payment.pg_payment_key.clone().unwrap_or_default();
         let started = Instant::now();
         let query = gateway.payment(&pg_key).await;
-        let mut attempt = PaymentAttemptRecord {
-            attempt: 0,
-            kind: "query".into(),
-            idempotency_key: None,
-            outcome: "found".into(),
-            pg_code: None,
-            latency_ms: started.elapsed().as_millis() as i64,
-            created_at: self.now(),
-        };
+        let mut attempt =
+            super::cancel::query_attempt(started.elapsed().as_millis() as i64, self.now());
         let captured = match query {
             Ok(pg) if pg.captured_at.is_some() => (Captured::Yes, attempt),
             Ok(pg) if pg.status == PgStatus::Done => self.pg_capture(&*gateway, &payment).await,

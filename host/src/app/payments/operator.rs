@@ -84,15 +84,8 @@ impl App {
                         pg.status, pg.balance_amount
                     )));
                 }
-                let attempt = crate::store::PaymentAttemptRecord {
-                    attempt: 0,
-                    kind: "query".into(),
-                    idempotency_key: None,
-                    outcome: "found".into(),
-                    pg_code: None,
-                    latency_ms: started.elapsed().as_millis() as i64,
-                    created_at: self.now(),
-                };
+                let attempt =
+                    super::cancel::query_attempt(started.elapsed().as_millis() as i64, self.now());
                 let why = if reason.trim().is_empty() {
                     "the PG reports it cancelled; adopted by an operator".to_owned()
                 } else {

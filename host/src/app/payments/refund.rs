@@ -26,9 +26,7 @@ use super::outcome::restore_payment;
 use super::{PaymentDetails, store_payment_change};
 use crate::domain::{Money, PositiveMoney};
 use crate::gateway::PaymentGateway;
-use crate::store::{
-    PaymentAttemptRecord, PaymentQueries, PaymentRecord, PaymentTx, Transactions, TxOps,
-};
+use crate::store::{PaymentQueries, PaymentRecord, PaymentTx, Transactions, TxOps};
 
 impl App {
     /// Refunds `amount` of a `CONFIRMED | PARTIALLY_REFUNDED` payment.
@@ -165,15 +163,7 @@ impl App {
             tx.commit(None).await?;
             return Ok(true);
         }
-        let mut query = PaymentAttemptRecord {
-            attempt: 0,
-            kind: "query".into(),
-            idempotency_key: None,
-            outcome: "found".into(),
-            pg_code: None,
-            latency_ms: started.elapsed().as_millis() as i64,
-            created_at: now,
-        };
+        let mut query = super::cancel::query_attempt(started.elapsed().as_millis() as i64, now);
         let pg = match found {
             Ok(pg) => pg,
             Err(err) => {
