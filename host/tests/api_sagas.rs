@@ -5,7 +5,8 @@
 //! state are `PAY_004`; a declined card leaves the order open for another
 //! attempt; a compensation the PG keeps refusing is retried, then parked
 //! for an operator, and finishes once the PG is back; a capture the PG
-//! refuses compensates, and one it cannot answer is finished by asking it.
+//! refuses compensates, and one it cannot answer is finished by asking it
+//! (and flagged for an operator while that takes long).
 
 mod harness;
 mod payment_steps;
@@ -470,6 +471,103 @@ async fn a_capture_the_pg_cannot_answer_holds_the_void_off_and_is_finished_by_as
         );
         assert_eq!(event_count(&host, "payment.confirmed").await, 2);
         assert_eq!(host.app.run_sagas(host.now() + 3_600_000).await.claimed, 0);
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_whose_outcome_stays_unknown_is_flagged_for_an_operator_until_captured() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (id, total) = order(&host, "c1").await;
+        let paid = confirm(&host, &pg, &id, total, cards::APPROVE).await;
+        paid.expect(201, "OK");
+        let payment_id = paid.result()["paymentId"].as_str().unwrap().to_owned();
+        pg.sim.set_faults(Faults {
+            outage: true,
+            ..Faults::default()
+        });
+        callback(&host, Tenant::Globex, "completed", &id)
+            .await
+            .expect(202, "PAY_006");
+        // The orchestrator asks on; the payment is flagged once the tries
+        // reach the limit, and only then.
+        let flagged_ids = |listed: &Answer| -> Vec<String> {
+            listed.result()["payments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["payment"]["paymentId"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let mut tries = 1;
+        while tries < 5 {
+            let health = admin(&host, "GET", "/admin/v1/payments/health", None).await;
+            assert_eq!(
+                (
+                    &health.result()["tenants"][0]["flagged"],
+                    &health.result()["tenants"][0]["capturing"]
+                ),
+                (&json!(0), &json!(1)),
+                "{backend:?}: after {tries} tries"
+            );
+            host.advance(600_000);
+            assert_eq!(host.app.run_sagas(host.now()).await.claimed, 1);
+            tries = read_order(&host, &id).await["saga"]["captureAttempts"]
+                .as_i64()
+                .unwrap();
+        }
+        let saga = read_order(&host, &id).await["saga"].clone();
+        assert_eq!(saga["state"], "COMPLETING", "{backend:?}: {saga}");
+        let health = admin(&host, "GET", "/admin/v1/payments/health", None).await;
+        assert_eq!(health.result()["tenants"][0]["flagged"], 1, "{backend:?}");
+        let listed = admin(&host, "GET", "/admin/v1/payments/flagged", None).await;
+        assert_eq!(flagged_ids(&listed), [payment_id.clone()], "{backend:?}");
+        // Still asked after the flag; the PG is back: captured once, and
+        // the flag is gone with the confirmation.
+        pg.sim.set_faults(Faults::default());
+        host.advance(600_000);
+        let run = host.app.run_sagas(host.now()).await;
+        assert_eq!((run.claimed, run.completed), (1, 1), "{backend:?}: {run:?}");
+        let done = read_order(&host, &id).await;
+        assert_eq!(done["status"], "COMPLETED", "{backend:?}: {done}");
+        let listed = admin(&host, "GET", "/admin/v1/payments/flagged", None).await;
+        assert!(flagged_ids(&listed).is_empty(), "{backend:?}");
+        let health = admin(&host, "GET", "/admin/v1/payments/health", None).await;
+        assert_eq!(
+            (
+                &health.result()["tenants"][0]["flagged"],
+                &health.result()["tenants"][0]["capturing"]
+            ),
+            (&json!(0), &json!(0)),
+            "{backend:?}"
+        );
+        let ledger = pg.sim.ledger();
+        assert_eq!((ledger.captures, ledger.held_amount), (1, 0), "{ledger:?}");
+        // The orchestrator's last turn: the query that found the
+        // authorization uncaptured, then the capture, both recorded.
+        let attempts: Vec<(String, String)> =
+            payment_steps::payment(&host, &payment_id).await["attempts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| {
+                    (
+                        a["kind"].as_str().unwrap().to_owned(),
+                        a["outcome"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+        let last_two: Vec<(&str, &str)> = attempts[attempts.len() - 2..]
+            .iter()
+            .map(|(k, o)| (k.as_str(), o.as_str()))
+            .collect();
+        assert_eq!(
+            last_two,
+            [("query", "found"), ("capture", "captured")],
+            "{backend:?}: {attempts:?}"
+        );
         host.finish().await;
     }
 }

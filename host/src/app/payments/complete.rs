@@ -18,7 +18,9 @@
 //!    the order cancelled and the credits released (`402 PAY_002`); a
 //!    lost or failed call → the saga stays `COMPLETING` and the
 //!    orchestrator asks the PG (never capturing with another key) until it
-//!    knows (`202 PAY_006`).
+//!    knows (`202 PAY_006`); after [`FLAG_CAPTURE_AFTER`] such tries the
+//!    payment is also flagged for an operator (`/admin/v1/payments/flagged`
+//!    and the health's `flagged`), and unflagged by its confirmation.
 //!
 //! **An order paid with credits alone**, a renewal (a billing-key charge,
 //! captured with its approval), or a card payment of a tenant whose PG
@@ -53,6 +55,10 @@ use crate::store::{
 /// How long a host that starts a capture keeps it: if it stops meanwhile,
 /// the orchestrator (of any host) resumes it after this.
 pub(in crate::app) const CAPTURE_LEASE_MS: i64 = 10_000;
+/// Capture tries whose outcome stayed unknown before the payment is
+/// flagged for an operator (the tries go on): the compensation's parking
+/// limit.
+const FLAG_CAPTURE_AFTER: i64 = super::super::saga::MAX_COMPENSATION_ATTEMPTS;
 
 /// What the PG said about a capture.
 enum Captured {
@@ -94,9 +100,10 @@ impl App {
             return self.complete_at_once(ctx, &id, render).await;
         };
         crate::crash_points::reached("payment.capture_requested", id.as_str());
-        let captured = self.pg_capture(&*gateway, &payment).await;
+        let (captured, attempt) = self.pg_capture(&*gateway, &payment).await;
         crate::crash_points::reached("payment.capture_answered", id.as_str());
-        self.record_capture(ctx, &payment, captured, render).await
+        self.record_capture(ctx, &payment, (captured, vec![attempt]), render)
+            .await
     }
 
     /// The capture's intent (module docs): the payment to capture, or
@@ -274,12 +281,13 @@ impl App {
         }
     }
 
-    /// Records what the PG said about `payment`'s capture (module docs).
+    /// Records what the PG said about `payment`'s capture (module docs),
+    /// with the calls that told it (a query, a capture), in order.
     async fn record_capture(
         &self,
         ctx: &RequestCtx,
         payment: &PaymentRecord,
-        (captured, attempt): (Captured, PaymentAttemptRecord),
+        (captured, attempts): (Captured, Vec<PaymentAttemptRecord>),
         render: impl Render<OrderDetails>,
     ) -> Result<Reply> {
         let now = self.now();
@@ -321,8 +329,10 @@ impl App {
             tx.commit(None).await?;
             return self.answer_as_it_stands(ctx, &order.order_id, render).await;
         }
-        tx.record_payment_attempt(&locked.payment_id, &attempt)
-            .await?;
+        for attempt in &attempts {
+            tx.record_payment_attempt(&locked.payment_id, attempt)
+                .await?;
+        }
         match captured {
             Captured::Yes => {
                 let transaction_id = new_id("tx");
@@ -380,7 +390,24 @@ impl App {
                 if !tx.update_saga(&retry, saga.version).await? {
                     return Err(AppError::StateConflict("the saga changed meanwhile".into()));
                 }
+                // Asked on and on, never parked: the authorization is held
+                // and only the PG can say whether it was captured. Past the
+                // limit an operator is told (the payment flagged, which its
+                // confirmation or void clears).
+                let flag = retry.attempts >= FLAG_CAPTURE_AFTER && locked.flagged_at.is_none();
+                if flag {
+                    tx.reschedule_payment(
+                        &locked.payment_id,
+                        locked.next_check_at,
+                        locked.checks,
+                        Some(now),
+                    )
+                    .await?;
+                }
                 tx.commit(None).await?;
+                if flag {
+                    tracing::warn!(tenant = %ctx.tenant, payment_id = %locked.payment_id, attempts = retry.attempts, "payments.capture_flagged_for_operator");
+                }
                 Err(AppError::PaymentPending {
                     payment_id: locked.payment_id.clone(),
                 })
@@ -432,19 +459,22 @@ impl App {
         let mut attempt =
             super::cancel::query_attempt(started.elapsed().as_millis() as i64, self.now());
         let captured = match query {
-            Ok(pg) if pg.captured_at.is_some() => (Captured::Yes, attempt),
-            Ok(pg) if pg.status == PgStatus::Done => self.pg_capture(&*gateway, &payment).await,
+            Ok(pg) if pg.captured_at.is_some() => (Captured::Yes, vec![attempt]),
+            Ok(pg) if pg.status == PgStatus::Done => {
+                let (captured, capture) = self.pg_capture(&*gateway, &payment).await;
+                (captured, vec![attempt, capture])
+            }
             Ok(pg) => (
                 Captured::Refused(format!(
                     "the PG holds nothing to capture: the payment is {:?}",
                     pg.status
                 )),
-                attempt,
+                vec![attempt],
             ),
             Err(err) => {
                 attempt.outcome = "unknown".into();
                 attempt.pg_code = err.code().map(str::to_owned);
-                (Captured::Pending(err.to_string()), attempt)
+                (Captured::Pending(err.to_string()), vec![attempt])
             }
         };
         match self
