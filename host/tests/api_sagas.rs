@@ -523,7 +523,11 @@ async fn a_capture_whose_outcome_stays_unknown_is_flagged_for_an_operator_until_
         let health = admin(&host, "GET", "/admin/v1/payments/health", None).await;
         assert_eq!(health.result()["tenants"][0]["flagged"], 1, "{backend:?}");
         let listed = admin(&host, "GET", "/admin/v1/payments/flagged", None).await;
-        assert_eq!(flagged_ids(&listed), [payment_id.clone()], "{backend:?}");
+        assert_eq!(
+            flagged_ids(&listed),
+            std::slice::from_ref(&payment_id),
+            "{backend:?}"
+        );
         // Still asked after the flag; the PG is back: captured once, and
         // the flag is gone with the confirmation.
         pg.sim.set_faults(Faults::default());
@@ -637,6 +641,77 @@ async fn a_pg_that_captures_with_the_approval_is_not_asked_to_capture_again() {
             (2, 0, 0),
             "{backend:?}: {ledger:?}"
         );
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_keeps_the_capture_mode_it_was_opened_under_when_the_tenant_changes_it() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let settings = |automatic: bool| {
+            [(
+                "globex".to_owned(),
+                PaymentSettings {
+                    service_timeout_ms: SERVICE_TIMEOUT_MS,
+                    capture_with_approval: automatic,
+                    ..Default::default()
+                },
+            )]
+            .into()
+        };
+        let capture_calls = |payment: &Value| {
+            payment["attempts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["kind"] == "capture")
+                .count()
+        };
+        // Authorized under `capture: manual`, then the tenant switches to
+        // `automatic` before the service calls back.
+        host.app.set_payment_settings(settings(false));
+        let (authorized, total) = order(&host, "c1").await;
+        let paid = confirm(&host, &pg, &authorized, total, cards::APPROVE).await;
+        paid.expect(201, "OK");
+        assert_eq!(paid.result()["captureMode"], "manual", "{backend:?}");
+        let authorized_payment = paid.result()["paymentId"].as_str().unwrap().to_owned();
+        host.app.set_payment_settings(settings(true));
+        let (taken, _) = order(&host, "c2").await;
+        let paid = confirm_captured_at_approval(&host, &pg, &taken, total).await;
+        paid.expect(201, "OK");
+        assert_eq!(paid.result()["captureMode"], "automatic", "{backend:?}");
+        let taken_payment = paid.result()["paymentId"].as_str().unwrap().to_owned();
+        assert_eq!(pg.sim.ledger().held_amount, total, "one authorization held");
+
+        // The authorization is captured, not confirmed on the new setting.
+        callback(&host, Tenant::Globex, "completed", &authorized)
+            .await
+            .expect(200, "OK");
+        let payment = payment_steps::payment(&host, &authorized_payment).await;
+        assert_eq!(payment["status"], "CONFIRMED", "{backend:?}");
+        assert_eq!(capture_calls(&payment), 1, "{backend:?}: {payment}");
+        assert_eq!(pg.sim.ledger().held_amount, 0, "{backend:?}");
+
+        // Back to `manual`: the payment taken with its approval is
+        // confirmed without asking the PG to capture it.
+        host.app.set_payment_settings(settings(false));
+        callback(&host, Tenant::Globex, "completed", &taken)
+            .await
+            .expect(200, "OK");
+        let payment = payment_steps::payment(&host, &taken_payment).await;
+        assert_eq!(payment["status"], "CONFIRMED", "{backend:?}");
+        assert_eq!(capture_calls(&payment), 0, "{backend:?}: {payment}");
+        let ledger = pg.sim.ledger();
+        assert_eq!(
+            (ledger.captures, ledger.captured_amount, ledger.held_amount),
+            (2, 2 * total, 0),
+            "{backend:?}: {ledger:?}"
+        );
+        for id in [&authorized, &taken] {
+            assert_eq!(read_order(&host, id).await["status"], "COMPLETED");
+        }
         host.finish().await;
     }
 }

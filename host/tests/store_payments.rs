@@ -38,6 +38,7 @@ fn new_payment(id: &str, order: &str, key: &str) -> NewPayment {
         approval_key: key.into(),
         pg_payment_key: None,
         next_check_at: 11_000,
+        capture_mode: "manual",
         now: 1_000,
     }
 }
@@ -91,6 +92,21 @@ async fn payments_and_their_pg_calls_are_stored_scoped_guarded_and_checked() {
             "{backend:?}"
         );
         assert_eq!(stored.pg_payment_key, None);
+        assert_eq!(stored.capture_mode.as_deref(), Some("manual"));
+        // A capture mode the schema does not know is refused.
+        let unknown_mode = in_tx(&store, async |tx| {
+            tx.insert_payment(&NewPayment {
+                capture_mode: "later",
+                ..new_payment("pay_9", &other_order, "pay_9-approve")
+            })
+            .await
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&unknown_mode, StoreError::Constraint { .. }),
+            "{backend:?}: {unknown_mode}"
+        );
         // Due for the recovery scheduler at its first check, not before.
         let due = |now| {
             let store = store.clone();

@@ -52,6 +52,10 @@ pub struct PaymentRecord {
     /// order's saga owns the payment until the PG's answer is recorded;
     /// nothing voids it meanwhile.
     pub capture_requested_at: Option<i64>,
+    /// `manual` (the approval authorizes; fulfilment captures) or
+    /// `automatic` (the approval captures), as when it was opened; `None`
+    /// for a payment opened before it was stored (the tenant's setting).
+    pub capture_mode: Option<String>,
     /// +1 per change.
     pub version: i64,
     /// Created (ms since the epoch).
@@ -82,6 +86,8 @@ pub struct NewPayment {
     /// When the recovery scheduler asks the PG if the payment is still
     /// `READY` then (the host stopped before it recorded the outcome).
     pub next_check_at: i64,
+    /// `manual` or `automatic` ([`PaymentRecord::capture_mode`]).
+    pub capture_mode: &'static str,
     /// When (ms since the epoch).
     pub now: i64,
 }
@@ -324,7 +330,7 @@ macro_rules! payment_queries {
         pub(super) const PAYMENT_COLUMNS: &str = "SELECT payment_id, order_id, customer_id, amount, \
              currency, status, approval_key, pg_payment_key, refunded, failure_code, \
              failure_message, next_check_at, checks, flagged_at, void_requested_at, \
-             capture_requested_at, version, created_at, updated_at FROM payments";
+             capture_requested_at, capture_mode, version, created_at, updated_at FROM payments";
 
         pub(super) async fn payment<'e, E>(
             ex: E,
@@ -475,8 +481,9 @@ macro_rules! payment_queries {
 
         pub(super) const INSERT_PAYMENT: &str = "INSERT INTO payments (tenant_id, payment_id, \
              order_id, customer_id, amount, currency, status, approval_key, refunded, \
-             next_check_at, checks, version, created_at, updated_at, pg_payment_key) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'READY', $7, 0, $9, 0, 1, $8, $8, $10)";
+             next_check_at, checks, version, created_at, updated_at, pg_payment_key, \
+             capture_mode) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'READY', $7, 0, $9, 0, 1, $8, $8, $10, $11)";
 
         // SQLite runs it inline (`sqlite_inline`).
         #[allow(dead_code)]
@@ -499,6 +506,7 @@ macro_rules! payment_queries {
             .bind(payment.now)
             .bind(payment.next_check_at)
             .bind(&payment.pg_payment_key)
+            .bind(payment.capture_mode)
             .execute(ex)
             .await?;
             Ok(())
@@ -583,7 +591,7 @@ macro_rules! payment_queries {
                  RETURNING payment_id, order_id, customer_id, amount, currency, status, \
                    approval_key, pg_payment_key, refunded, failure_code, failure_message, \
                    next_check_at, checks, flagged_at, void_requested_at, capture_requested_at, \
-                   version, created_at, updated_at",
+                   capture_mode, version, created_at, updated_at",
                 $skip_locked
             );
             let mut claimed = sqlx::query_as::<_, PaymentRecord>(&sql)
@@ -979,6 +987,7 @@ impl PaymentTx for SqliteTx {
                 p.now,
                 p.next_check_at,
                 p.pg_payment_key,
+                p.capture_mode,
             ],
         )?;
         Ok(())
@@ -1099,9 +1108,10 @@ fn payment_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PaymentRecord> {
         flagged_at: row.get(13)?,
         void_requested_at: row.get(14)?,
         capture_requested_at: row.get(15)?,
-        version: row.get(16)?,
-        created_at: row.get(17)?,
-        updated_at: row.get(18)?,
+        capture_mode: row.get(16)?,
+        version: row.get(17)?,
+        created_at: row.get(18)?,
+        updated_at: row.get(19)?,
     })
 }
 

@@ -134,6 +134,11 @@ pub struct PaymentView {
     amount: MoneyView,
     status: String,
     pg_payment_key: Option<String>,
+    /// `manual` (the approval authorizes, the order's fulfilment captures)
+    /// or `automatic` (the approval captures), fixed when it was opened;
+    /// absent for a payment opened before it was recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capture_mode: Option<String>,
     refunded: i64,
     failure: Option<FailureView>,
     version: i64,
@@ -182,6 +187,7 @@ impl PaymentView {
             },
             status: p.status.clone(),
             pg_payment_key: p.pg_payment_key.clone(),
+            capture_mode: p.capture_mode.clone(),
             refunded: p.refunded,
             failure: p.failure_code.clone().map(|code| FailureView {
                 code,

@@ -23,9 +23,12 @@
 //!    and the health's `flagged`), and unflagged by its confirmation.
 //!
 //! **An order paid with credits alone**, a renewal (a billing-key charge,
-//! captured with its approval), or a card payment of a tenant whose PG
-//! captures with the approval (`capture: automatic`) completes in one
-//! transaction, with nothing sent to the PG.
+//! captured with its approval), or a card payment opened while its
+//! tenant's PG captured with the approval (`capture: automatic`) completes
+//! in one transaction, with nothing sent to the PG. Each payment keeps the
+//! capture mode it was opened under (`payments.capture_mode`), so a tenant
+//! that changes its setting with payments in flight never confirms an
+//! authorization without capturing it.
 //!
 //! A repeat for a completed order answers with the order as it stands; one
 //! for an order being captured sends the same capture again. A callback for
@@ -77,27 +80,37 @@ impl App {
         &self,
         ctx: &RequestCtx,
         order_id: &str,
-        render: impl Render<OrderDetails>,
+        render: impl Render<OrderDetails> + Copy,
     ) -> Result<Reply> {
         let id = OrderId::new(order_id)?;
         if let Some(answer) = stored_answer(self.store(), ctx).await? {
             return answer;
         }
         let saga = self.store().saga(&ctx.tenant, id.as_str()).await?;
+        // A first guess from the tenant's setting: the payment's own
+        // capture mode, read under its lock, decides.
         let automatic = self.payment_settings(&ctx.tenant).capture_with_approval;
-        let capturing = !automatic
-            && saga.as_ref().is_some_and(|s| {
-                s.payment_id.is_some()
-                    && (s.state == SagaState::WaitingForService.as_str()
-                        || s.state == SagaState::Completing.as_str())
-            });
-        if !capturing {
-            return self.complete_at_once(ctx, &id, render).await;
+        let capturing = saga.as_ref().is_some_and(|s| {
+            s.payment_id.is_some()
+                && ((!automatic && s.state == SagaState::WaitingForService.as_str())
+                    || s.state == SagaState::Completing.as_str())
+        });
+        if !capturing && let Some(reply) = self.complete_at_once(ctx, &id, render).await? {
+            return Ok(reply);
         }
         let gateway = self.gateway(&ctx.tenant)?;
         let Some(payment) = self.request_capture(ctx, &id).await? else {
-            // It moved on meanwhile (completed, or compensating).
-            return self.complete_at_once(ctx, &id, render).await;
+            // It moved on meanwhile (completed, or compensating), or its
+            // approval captured it.
+            return self
+                .complete_at_once(ctx, &id, render)
+                .await?
+                .ok_or_else(|| {
+                    AppError::StateConflict(format!(
+                        "order `{id}`'s payment is authorized, not captured, and its saga is not \
+                         waiting for the capture"
+                    ))
+                });
         };
         crate::crash_points::reached("payment.capture_requested", id.as_str());
         let (captured, attempt) = self.pg_capture(&*gateway, &payment).await;
@@ -135,6 +148,8 @@ impl App {
         match saga.state.as_str() {
             // A repeat (or the orchestrator): the same capture again.
             "COMPLETING" => {}
+            // Captured with its approval: nothing to ask the PG.
+            _ if self.captured_with_approval(&ctx.tenant, &payment) => return Ok(None),
             _ => {
                 super::super::saga::advance(
                     &mut tx,
@@ -160,6 +175,16 @@ impl App {
         }
         tx.commit(None).await?;
         Ok(Some(payment))
+    }
+
+    /// Whether the PG took `payment`'s money with its approval: the mode it
+    /// was opened under, or for a payment opened before modes were stored,
+    /// the tenant's setting.
+    fn captured_with_approval(&self, tenant: &str, payment: &PaymentRecord) -> bool {
+        match payment.capture_mode.as_deref() {
+            Some(mode) => mode == "automatic",
+            None => self.payment_settings(tenant).capture_with_approval,
+        }
     }
 
     /// The order's active payment if it is `APPROVED` (locked), `PAY_004`
@@ -529,20 +554,21 @@ impl App {
     }
 
     /// Completes an order with nothing to capture, in one transaction: paid
-    /// with credits alone (deducted), or by a renewal's charge (captured
-    /// with its approval, confirmed here); a repeat answers with the
-    /// completed order.
+    /// with credits alone (deducted), by a renewal's charge or a card the
+    /// PG captured with its approval (confirmed here); a repeat answers
+    /// with the completed order. `None`, with nothing written: the order's
+    /// payment is only authorized, and must be captured first.
     async fn complete_at_once(
         &self,
         ctx: &RequestCtx,
         id: &OrderId,
         render: impl Render<OrderDetails>,
-    ) -> Result<Reply> {
+    ) -> Result<Option<Reply>> {
         let now = self.now();
         let tx = self.store().begin(&ctx.tenant).await?;
         let mut tx = match claim(tx, ctx, now).await? {
             Claimed::Proceed(tx) => tx,
-            Claimed::Replay(reply) => return Ok(reply),
+            Claimed::Replay(reply) => return Ok(Some(reply)),
         };
         let order = tx
             .order_for_update(id.as_str())
@@ -550,7 +576,7 @@ impl App {
             .ok_or_else(|| AppError::NotFound(format!("order `{id}` not found")))?;
         if order.status == OrderStatus::Completed.as_str() {
             // The callback came again: the order stays as it is.
-            return answer_order(tx, order, render).await;
+            return answer_order(tx, order, render).await.map(Some);
         }
         if order.status != OrderStatus::Paid.as_str() {
             return Err(AppError::StateConflict(format!(
@@ -561,7 +587,6 @@ impl App {
         let payment = self.approved_payment(&mut tx, id).await?;
         let saga = tx.saga_for_update(id.as_str()).await?;
         let transaction_id = new_id("tx");
-        let automatic = self.payment_settings(&ctx.tenant).capture_with_approval;
         match (&payment, &saga) {
             // A renewal's charge: no saga.
             (Some(_), None) => {}
@@ -570,11 +595,22 @@ impl App {
             (None, Some(saga)) if saga.payment_id.is_none() => {
                 complete_saga_at_once(&mut tx, ctx, saga, &transaction_id, now).await?;
             }
-            (Some(_), Some(saga)) if automatic && saga.payment_id.is_some() => {
+            (Some(payment), Some(saga))
+                if saga.payment_id.is_some()
+                    && self.captured_with_approval(&ctx.tenant, payment) =>
+            {
                 complete_saga_at_once(&mut tx, ctx, saga, &transaction_id, now).await?;
             }
-            // A card payment's saga under `capture: manual`: captured,
-            // never confirmed here (`PAY_004` once its compensation began).
+            // Authorized only (`capture: manual` when it was opened):
+            // captured first, never confirmed here.
+            (Some(_), Some(saga))
+                if saga.payment_id.is_some()
+                    && (saga.state == SagaState::WaitingForService.as_str()
+                        || saga.state == SagaState::Completing.as_str()) =>
+            {
+                return Ok(None);
+            }
+            // `PAY_004` once its compensation began.
             (_, Some(saga)) => {
                 return Err(AppError::StateConflict(format!(
                     "order `{id}`'s saga is {}: it cannot be completed",
@@ -596,7 +632,9 @@ impl App {
             Some(_) => new_id("tx"),
             None => transaction_id,
         };
-        finish_order(tx, ctx, order, payment.as_ref(), step_id, render, now).await
+        finish_order(tx, ctx, order, payment.as_ref(), step_id, render, now)
+            .await
+            .map(Some)
     }
 }
 

@@ -374,6 +374,15 @@ impl App {
                 locked.status
             )));
         }
+        // Fixed now, whatever the tenant's setting says later: a renewal's
+        // billing-key charge is captured with its approval.
+        let capture_mode = match (
+            &saga,
+            self.payment_settings(&ctx.tenant).capture_with_approval,
+        ) {
+            (SagaStart::No, _) | (_, true) => "automatic",
+            (SagaStart::With(_), false) => "manual",
+        };
         tx.insert_payment(&NewPayment {
             payment_id: payment_id.to_string(),
             order_id: order_id.to_string(),
@@ -385,6 +394,7 @@ impl App {
             // Asked about by the recovery scheduler if no outcome is
             // recorded by then (the host stopped during the PG call).
             next_check_at: now + super::CHECK_SCHEDULE_MS[0],
+            capture_mode,
             now,
         })
         .await?;
