@@ -196,16 +196,10 @@ impl App {
         journal.event(
             event_type::PAYMENT_CANCELLED,
             &locked.customer_id,
-            &serde_json::json!({
-                "paymentId": payment_id,
-                "orderId": &locked.order_id,
-                "customerId": &locked.customer_id,
-                "status": change.payment.status().as_str(),
-                "amount": locked.amount,
-                "currency": &locked.currency,
-                "pgPaymentKey": &locked.pg_payment_key,
-                "reason": &reason,
-            }),
+            &super::settle::payment_event_with(
+                &change.payment,
+                serde_json::json!({ "reason": &reason }),
+            ),
         );
         tx.record(journal.finish());
 

@@ -539,15 +539,7 @@ impl App {
         journal.event(
             event_type::PAYMENT_CONFIRMED,
             &payment.customer_id,
-            &serde_json::json!({
-                "paymentId": &payment.payment_id,
-                "orderId": &payment.order_id,
-                "customerId": &payment.customer_id,
-                "status": change.payment.status().as_str(),
-                "amount": payment.amount,
-                "currency": &payment.currency,
-                "pgPaymentKey": &payment.pg_payment_key,
-            }),
+            &super::settle::payment_event_with(&change.payment, serde_json::json!({})),
         );
         tx.record(journal.finish());
         Ok(())

@@ -247,19 +247,15 @@ async fn record_refund(
     journal.event(
         event_type::PAYMENT_REFUNDED,
         &locked.customer_id,
-        &serde_json::json!({
-            "paymentId": &locked.payment_id,
-            "orderId": &locked.order_id,
-            "customerId": &locked.customer_id,
-            "status": change.payment.status().as_str(),
-            "amount": locked.amount,
-            "refundAmount": given.minor(),
-            "refunded": change.payment.refunded().minor,
-            "refundable": change.payment.refundable().minor,
-            "currency": &locked.currency,
-            "pgPaymentKey": &locked.pg_payment_key,
-            "reason": reason,
-        }),
+        &super::settle::payment_event_with(
+            &change.payment,
+            serde_json::json!({
+                "refundAmount": given.minor(),
+                "refunded": change.payment.refunded().minor,
+                "refundable": change.payment.refundable().minor,
+                "reason": reason,
+            }),
+        ),
     );
     tx.record(journal.finish());
     Ok((change, version))

@@ -272,11 +272,25 @@ pub(super) fn record_change(
     journal.event(event, customer_id, &payment_event(&change.payment, failure));
 }
 
+/// The body of an outcome's event (`payment.approved`, `.unknown`,
+/// `.failed`): the payment, and the PG's refusal if any.
 pub(super) fn payment_event(
     payment: &Payment,
     failure: Option<&(String, String)>,
 ) -> serde_json::Value {
-    serde_json::json!({
+    payment_event_with(
+        payment,
+        serde_json::json!({
+            "failureCode": failure.map(|f| &f.0),
+            "failureMessage": failure.map(|f| &f.1),
+        }),
+    )
+}
+
+/// The body of a `payment.*` event: the fields every one carries (the
+/// payment as `payment` is now), then those of `extra` (an object).
+pub(super) fn payment_event_with(payment: &Payment, extra: serde_json::Value) -> serde_json::Value {
+    let mut body = serde_json::json!({
         "paymentId": payment.id().as_str(),
         "orderId": payment.order().as_str(),
         "customerId": payment.customer().as_str(),
@@ -284,7 +298,9 @@ pub(super) fn payment_event(
         "amount": payment.amount().minor(),
         "currency": payment.amount().currency().code(),
         "pgPaymentKey": payment.pg_payment_key(),
-        "failureCode": failure.map(|f| &f.0),
-        "failureMessage": failure.map(|f| &f.1),
-    })
+    });
+    if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
+        body.extend(extra);
+    }
+    body
 }
