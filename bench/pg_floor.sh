@@ -26,8 +26,11 @@ THREADS=${THREADS:-2}
 DURATION=${DURATION:-15}
 PG_PORT=${PG_PORT:-54331}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
-PGBENCH=${PGBENCH:-$(command -v pgbench || echo "$PG_BIN/pgbench")}
-[ -x "$PGBENCH" ] || { echo "pgbench not found (Debian: postgresql-contrib / postgresql-client)" >&2; exit 1; }
+# The cluster's own pgbench first (its output format is this version's).
+if [ -z "${PGBENCH:-}" ]; then
+    if [ -x "$PG_BIN/pgbench" ]; then PGBENCH=$PG_BIN/pgbench; else PGBENCH=$(command -v pgbench || true); fi
+fi
+[ -n "$PGBENCH" ] && [ -x "$PGBENCH" ] || { echo "pgbench not found (Debian: postgresql-contrib / postgresql-client)" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/fluxpay-bench-pgfloor.XXXXXX)
 chmod 755 "$WORK"
@@ -75,12 +78,16 @@ TABLE="| shape | transactions/s | orders/s (÷ 5) | PostgreSQL CPU per transacti
 for shape in statements one-cte; do
     read -r busy1 total1 < <(machine_busy_ticks)
     cpu1=$(pg_cpu_ms)
-    tps=$("$PGBENCH" -h 127.0.0.1 -p "$PG_PORT" -U postgres -n -M prepared -c "$CLIENTS" \
-        -j "$THREADS" -T "$DURATION" -f "$WORK/$shape.sql" postgres 2>&1 |
-        sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
+    if ! "$PGBENCH" -h 127.0.0.1 -p "$PG_PORT" -U postgres -n -M prepared -c "$CLIENTS" \
+        -j "$THREADS" -T "$DURATION" -f "$WORK/$shape.sql" postgres > "$WORK/$shape.out" 2>&1; then
+        echo "pgbench failed for $shape:" >&2
+        cat "$WORK/$shape.out" >&2
+        exit 1
+    fi
     cpu2=$(pg_cpu_ms)
     read -r busy2 total2 < <(machine_busy_ticks)
-    [ -n "$tps" ] || { echo "pgbench failed for $shape" >&2; exit 1; }
+    tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$WORK/$shape.out" | tail -1)
+    [ -n "$tps" ] || { echo "no tps in pgbench's output for $shape" >&2; cat "$WORK/$shape.out" >&2; exit 1; }
     TABLE+=$(awk -v s="$shape" -v tps="$tps" -v d="$DURATION" -v cpu=$((cpu2 - cpu1)) \
         -v busy=$((busy2 - busy1)) -v total=$((total2 - total1)) 'BEGIN {
             printf "\n| %s | %.0f | %.0f | %.0f µs | %.2f |", s, tps, tps / 5,
