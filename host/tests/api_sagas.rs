@@ -528,10 +528,28 @@ async fn a_capture_whose_outcome_stays_unknown_is_flagged_for_an_operator_until_
             std::slice::from_ref(&payment_id),
             "{backend:?}"
         );
-        // Still asked after the flag; the PG is back: captured once, and
-        // the flag is gone with the confirmation.
+        assert_eq!(listed.result()["payments"][0]["stuckOn"], "capture");
+        // The saga settles it from the PG's answer: an operator can neither
+        // adopt nor fail it.
+        let resolve = async |action: &str| {
+            admin(
+                &host,
+                "POST",
+                &format!("/admin/v1/payments/globex/{payment_id}/resolve"),
+                Some(json!({ "action": action, "reason": "operator" })),
+            )
+            .await
+        };
+        for action in ["adopt", "fail"] {
+            resolve(action).await.expect(409, "PAY_004");
+        }
+        // The PG is back: the operator's retry has the orchestrator ask it
+        // at its next run, not at the end of the backoff. Captured once,
+        // and the flag is gone with the confirmation.
         pg.sim.set_faults(Faults::default());
-        host.advance(600_000);
+        host.advance(1_000);
+        assert_eq!(host.app.run_sagas(host.now()).await.claimed, 0);
+        resolve("retry").await.expect(200, "OK");
         let run = host.app.run_sagas(host.now()).await;
         assert_eq!((run.claimed, run.completed), (1, 1), "{backend:?}: {run:?}");
         let done = read_order(&host, &id).await;

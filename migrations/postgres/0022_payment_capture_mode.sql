@@ -7,4 +7,4 @@
 -- confirmed without its capture. NULL: opened before this column, the
 -- tenant's setting decides.
 ALTER TABLE payments ADD COLUMN capture_mode TEXT
-    CHECK (capture_mode IN ('manual', 'automatic'));
+    CONSTRAINT payments_capture_mode_check CHECK (capture_mode IN ('manual', 'automatic'));

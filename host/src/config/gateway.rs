@@ -29,8 +29,9 @@
 //! `automatic` for `toss` (what Toss Payments does), `manual` for the
 //! bundled `simulator` (which authorizes unless a checkout asks for
 //! `captureMethod: AUTOMATIC`).
-//! Change it only with no order between approval and fulfilment: the mode
-//! is read when the order is fulfilled.
+//! Each payment keeps the mode it was opened under, so the setting may
+//! change with orders between approval and fulfilment (payments opened
+//! before migration 0022 stored none and follow the current setting).
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -315,7 +315,8 @@ async fn payments_health(State(state): State<AdminState>) -> ApiResult<serde_jso
 }
 
 /// `GET /admin/v1/payments/flagged`: payments the recovery scheduler gave
-/// up on, per tenant, oldest flag first.
+/// up on, and captures unknown for too long, per tenant, oldest flag first,
+/// each with what it is stuck on.
 async fn flagged_payments(State(state): State<AdminState>) -> ApiResult<serde_json::Value> {
     let Some(app) = &state.app else {
         return Err(ApiError::NotReady);
@@ -329,6 +330,7 @@ async fn flagged_payments(State(state): State<AdminState>) -> ApiResult<serde_js
                 "tenant": tenant,
                 "flaggedAt": payment.flagged_at,
                 "checks": payment.checks,
+                "stuckOn": crate::app::payments::stuck_on(&payment),
                 "payment": PaymentView::of(&payment, None),
             })
         })

@@ -134,22 +134,29 @@ impl App {
             .order_for_update(id.as_str())
             .await?
             .ok_or_else(|| AppError::NotFound(format!("order `{id}` not found")))?;
-        if order.status != OrderStatus::Paid.as_str() {
-            return Ok(None);
-        }
-        let payment = self.approved_payment(&mut tx, id).await?;
-        let saga = tx.saga_for_update(id.as_str()).await?;
+        // Nothing to capture (it moved on, or its approval captured it):
+        // the locks go at once.
+        let payment = match order.status == OrderStatus::Paid.as_str() {
+            true => self.approved_payment(&mut tx, id).await?,
+            false => None,
+        };
+        let saga = match payment {
+            Some(_) => tx.saga_for_update(id.as_str()).await?,
+            None => None,
+        };
         let (Some(payment), Some(saga)) = (payment, saga) else {
+            tx.rollback().await?;
             return Ok(None);
         };
-        if saga.payment_id.as_deref() != Some(payment.payment_id.as_str()) {
+        let ours = saga.payment_id.as_deref() == Some(payment.payment_id.as_str());
+        let repeat = saga.state == SagaState::Completing.as_str();
+        if !ours || (!repeat && self.captured_with_approval(&ctx.tenant, &payment)) {
+            tx.rollback().await?;
             return Ok(None);
         }
         match saga.state.as_str() {
             // A repeat (or the orchestrator): the same capture again.
             "COMPLETING" => {}
-            // Captured with its approval: nothing to ask the PG.
-            _ if self.captured_with_approval(&ctx.tenant, &payment) => return Ok(None),
             _ => {
                 super::super::saga::advance(
                     &mut tx,
@@ -600,6 +607,7 @@ impl App {
                     && (saga.state == SagaState::WaitingForService.as_str()
                         || saga.state == SagaState::Completing.as_str()) =>
             {
+                tx.rollback().await?;
                 return Ok(None);
             }
             // `PAY_004` once its compensation began.

@@ -34,7 +34,7 @@ mod settle;
 
 pub use confirm::ConfirmCommand;
 pub use janitor::JanitorRun;
-pub use operator::OperatorAction;
+pub use operator::{OperatorAction, stuck_on};
 pub use renewals::{AddPaymentMethod, RenewalRun};
 
 /// When the recovery scheduler asks the PG about a payment left `READY` or

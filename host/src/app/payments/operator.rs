@@ -1,5 +1,6 @@
-//! What an operator does with a payment the recovery scheduler gave up on
-//! (flagged): list them, and resolve each one —
+//! What an operator does with a flagged payment — one the recovery
+//! scheduler gave up on, or whose capture stayed unknown too long (see
+//! [`super::complete`]): list them, and resolve each one —
 //! - `adopt`: ask the PG now and adopt its answer (`READY`/`UNKNOWN`; or
 //!   an `APPROVED` payment the PG reports cancelled — a void that keeps
 //!   failing because the money was already given back);
@@ -8,7 +9,11 @@
 //!   its schedule; the operator's reason is kept as the failure and in the
 //!   history);
 //! - `retry`: put it back on the check schedule from its start (or, for an
-//!   approved payment whose void kept failing, try the void again).
+//!   approved payment whose void kept failing, try the void again; for one
+//!   being captured, have the orchestrator ask the PG at its next run).
+//!
+//! A payment being captured belongs to its order's saga, which settles it
+//! from the PG's answer alone: `adopt` and `fail` are refused for it.
 
 use super::super::error::{AppError, Result};
 use super::super::journal::Recorder;
@@ -16,8 +21,9 @@ use super::super::{App, RequestCtx, new_id};
 use super::outcome::restore_payment;
 use super::settle::record_change;
 use super::{PaymentDetails, store_payment_change};
+use crate::domain::saga::SagaState;
 use crate::gateway::PaymentGateway as _;
-use crate::store::{PaymentQueries, PaymentRecord, PaymentTx, Transactions, TxOps};
+use crate::store::{PaymentQueries, PaymentRecord, PaymentTx, SagaTx, Transactions, TxOps};
 
 /// Most flagged payments listed per tenant.
 const LIST_LIMIT: i64 = 500;
@@ -31,6 +37,19 @@ pub enum OperatorAction {
     Fail,
     /// Back on the schedule from its start.
     Retry,
+}
+
+/// What a flagged payment is stuck on: `approval` (the PG never said
+/// whether it approved), `void` (a void that keeps failing), `capture` (a
+/// capture whose outcome stays unknown) or `refund` (a refund the PG's
+/// balance does not show).
+pub fn stuck_on(payment: &PaymentRecord) -> &'static str {
+    match payment.status.as_str() {
+        "READY" | "UNKNOWN" => "approval",
+        "APPROVED" if payment.capture_requested_at.is_some() => "capture",
+        "APPROVED" => "void",
+        _ => "refund",
+    }
 }
 
 impl App {
@@ -63,7 +82,30 @@ impl App {
         let ctx = RequestCtx::system(tenant, actor);
         let unresolved = record.status == "READY" || record.status == "UNKNOWN";
         let stuck_void = record.status == "APPROVED" && record.void_requested_at.is_some();
+        let capturing = record.status == "APPROVED" && record.capture_requested_at.is_some();
         match action {
+            OperatorAction::Retry if capturing => {
+                let now = self.now();
+                let mut tx = self.store().begin(tenant).await?;
+                let saga = tx.saga_for_update(&record.order_id).await?;
+                match saga {
+                    Some(mut saga) if saga.state == SagaState::Completing.as_str() => {
+                        let version = saga.version;
+                        saga.next_run_at = Some(now);
+                        saga.updated_at = now;
+                        tx.update_saga(&saga, version).await?;
+                        tx.commit(None).await?;
+                    }
+                    // Settled meanwhile.
+                    _ => tx.rollback().await?,
+                }
+            }
+            OperatorAction::Adopt | OperatorAction::Fail if capturing => {
+                return Err(AppError::StateConflict(format!(
+                    "payment `{payment_id}` is being captured by its order's saga, which \
+                     settles it from the PG's answer: `retry` has it ask the PG now"
+                )));
+            }
             // A void that keeps failing because the PG no longer holds the
             // money (cancelled in its console, or by an earlier request):
             // the PG's state is adopted, never sent again.
