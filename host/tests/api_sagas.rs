@@ -942,6 +942,48 @@ async fn the_auditor_catches_an_order_whose_money_or_saga_disagree() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auditor_catches_an_authorization_confirmed_without_its_capture() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (id, total) = order(&host, "c1").await;
+        let paid = confirm(&host, &pg, &id, total, cards::APPROVE).await;
+        paid.expect(201, "OK");
+        let payment_id = paid.result()["paymentId"].as_str().unwrap().to_owned();
+        callback(&host, Tenant::Globex, "completed", &id)
+            .await
+            .expect(200, "OK");
+        host.assert_audit_clean().await;
+        // The books say confirmed; nothing says the PG captured it.
+        host.raw
+            .execute(&format!(
+                "DELETE FROM payment_attempts WHERE payment_id = '{payment_id}' \
+                 AND kind = 'capture'"
+            ))
+            .await;
+        let found: Vec<(&str, String, String)> = host
+            .audit()
+            .await
+            .discrepancies
+            .iter()
+            .map(|d| (d.check, d.subject.clone(), d.detail.clone()))
+            .collect();
+        assert_eq!(
+            found,
+            [(
+                "order.money",
+                format!("order:{id}"),
+                "payment authorized for a manual capture was confirmed without the PG reporting \
+                 it captured"
+                    .to_owned()
+            )],
+            "{backend:?}"
+        );
+        host.discard().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_void_the_pg_made_elsewhere_is_adopted_by_an_operator_and_ends_the_saga() {
     for backend in backends() {
         let host = TestHost::start(backend).await;

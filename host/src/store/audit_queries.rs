@@ -241,7 +241,7 @@ macro_rules! audit_queries {
             // is, a finished saga holds no credits, what the customer's
             // account reserves is what its orders hold, and only a
             // completing saga captures its payment.
-            let money: [(&str, &str); 5] = [
+            let money: [(&str, &str); 6] = [
                 (
                     "order is PAID without an APPROVED payment or reserved credits",
                     "SELECT o.order_id FROM orders o WHERE o.tenant_id = $1 AND o.status = 'PAID' \
@@ -283,6 +283,16 @@ macro_rules! audit_queries {
                        AND NOT EXISTS (SELECT 1 FROM sagas s WHERE s.tenant_id = p.tenant_id \
                          AND s.order_id = p.order_id AND s.payment_id = p.payment_id \
                          AND s.state = 'COMPLETING')",
+                ),
+                (
+                    "payment authorized for a manual capture was confirmed without the PG \
+                     reporting it captured",
+                    "SELECT p.order_id FROM payments p WHERE p.tenant_id = $1 \
+                       AND p.capture_mode = 'manual' \
+                       AND p.status IN ('CONFIRMED', 'PARTIALLY_REFUNDED', 'REFUNDED') \
+                       AND NOT EXISTS (SELECT 1 FROM payment_attempts a \
+                         WHERE a.tenant_id = p.tenant_id AND a.payment_id = p.payment_id \
+                           AND a.kind IN ('capture', 'query') AND a.outcome = 'captured')",
                 ),
             ];
             for (problem, sql) in money {

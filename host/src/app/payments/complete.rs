@@ -491,7 +491,10 @@ impl App {
         let mut attempt =
             super::cancel::query_attempt(started.elapsed().as_millis() as i64, self.now());
         let captured = match query {
-            Ok(pg) if pg.captured_at.is_some() => (Captured::Yes, vec![attempt]),
+            Ok(pg) if pg.captured_at.is_some() => {
+                attempt.outcome = "captured".into();
+                (Captured::Yes, vec![attempt])
+            }
             Ok(pg) if pg.status == PgStatus::Done => {
                 let (captured, capture) = self.pg_capture(&*gateway, &payment).await;
                 (captured, vec![attempt, capture])
