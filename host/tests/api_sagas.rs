@@ -664,6 +664,71 @@ async fn a_pg_that_captures_with_the_approval_is_not_asked_to_capture_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flagged_capture_the_pg_then_refuses_is_compensated_and_unflagged() {
+    for backend in backends() {
+        let host = TestHost::start(backend).await;
+        let pg = pg(&host).await;
+        let (id, total) = order(&host, "c1").await;
+        confirm(&host, &pg, &id, total, cards::CAPTURE_REFUSED)
+            .await
+            .expect(201, "OK");
+        pg.sim.set_faults(Faults {
+            outage: true,
+            ..Faults::default()
+        });
+        callback(&host, Tenant::Globex, "completed", &id)
+            .await
+            .expect(202, "PAY_006");
+        let flagged = async || {
+            admin(&host, "GET", "/admin/v1/payments/health", None)
+                .await
+                .result()["tenants"][0]["flagged"]
+                .clone()
+        };
+        let tries = async || read_order(&host, &id).await["saga"]["captureAttempts"].clone();
+        for _ in 0..10 {
+            if tries().await == 5 {
+                break;
+            }
+            host.advance(600_000);
+            host.app.run_sagas(host.now()).await;
+        }
+        assert_eq!(
+            (tries().await, flagged().await),
+            (json!(5), json!(1)),
+            "{backend:?}"
+        );
+        // The PG is back and refuses the capture: the saga compensates,
+        // the authorization is voided, and the flag goes with the void.
+        pg.sim.set_faults(Faults::default());
+        host.advance(600_000);
+        let run = host.app.run_sagas(host.now()).await;
+        assert_eq!(
+            (run.claimed, run.compensated),
+            (1, 1),
+            "{backend:?}: {run:?}"
+        );
+        let done = read_order(&host, &id).await;
+        assert_eq!(
+            (&done["status"], &done["saga"]["state"]),
+            (&json!("CANCELLED"), &json!("COMPENSATED")),
+            "{backend:?}: {done}"
+        );
+        assert_eq!(flagged().await, 0, "{backend:?}");
+        while pg.sim.in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let ledger = pg.sim.ledger();
+        assert_eq!(
+            (ledger.captures, ledger.held_amount, ledger.cancelled_amount),
+            (0, 0, total),
+            "{backend:?}: {ledger:?}"
+        );
+        host.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_keeps_the_capture_mode_it_was_opened_under_when_the_tenant_changes_it() {
     for backend in backends() {
         let host = TestHost::start(backend).await;
