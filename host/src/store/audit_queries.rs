@@ -239,8 +239,9 @@ macro_rules! audit_queries {
             // Orders and their money: a PAID order holds an approved payment
             // or reserved credits, a saga's order is where the saga says it
             // is, a finished saga holds no credits, what the customer's
-            // account reserves is what its orders hold, and only a
-            // completing saga captures its payment.
+            // account reserves is what its orders hold, only a completing
+            // saga captures its payment, and an authorization (manual
+            // capture) is confirmed only once the PG reported it captured.
             let money: [(&str, &str); 6] = [
                 (
                     "order is PAID without an APPROVED payment or reserved credits",
