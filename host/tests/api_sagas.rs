@@ -103,6 +103,25 @@ async fn set_saga_state(host: &TestHost, id: &str, state: &str) {
         .await;
 }
 
+/// Pays `order` with `card`, then the PG fails as `faults` says and the
+/// service calls back `completed`: the capture's outcome is unknown (`202
+/// PAY_006`). The payment's id.
+async fn capture_left_unknown(
+    host: &TestHost,
+    pg: &Pg,
+    (order, total): (&str, i64),
+    card: &str,
+    faults: Faults,
+) -> String {
+    let paid = confirm(host, pg, order, total, card).await;
+    paid.expect(201, "OK");
+    pg.sim.set_faults(faults);
+    callback(host, Tenant::Globex, "completed", order)
+        .await
+        .expect(202, "PAY_006");
+    paid.result()["paymentId"].as_str().unwrap().to_owned()
+}
+
 /// Confirms `order` with a checkout whose PG captures with the approval.
 async fn confirm_captured_at_approval(host: &TestHost, pg: &Pg, order: &str, total: i64) -> Answer {
     let key = pg
@@ -327,16 +346,18 @@ async fn a_capture_the_pg_refuses_compensates_in_reverse_and_its_answer_replays(
         // uncaptured: nothing is compensated on that guess. The saga waits
         // until the PG can say, then compensates.
         let (id, _) = order(&host, "c2").await;
-        confirm(&host, &pg, &id, total, cards::CAPTURE_REFUSED)
-            .await
-            .expect(201, "OK");
-        pg.sim.set_faults(Faults {
+        let queries_fail = Faults {
             queries_fail: true,
             ..Faults::default()
-        });
-        callback(&host, Tenant::Globex, "completed", &id)
-            .await
-            .expect(202, "PAY_006");
+        };
+        capture_left_unknown(
+            &host,
+            &pg,
+            (&id, total),
+            cards::CAPTURE_REFUSED,
+            queries_fail,
+        )
+        .await;
         let waiting = read_order(&host, &id).await;
         assert_eq!(
             (&waiting["status"], &waiting["saga"]["state"]),
@@ -481,16 +502,12 @@ async fn a_capture_whose_outcome_stays_unknown_is_flagged_for_an_operator_until_
         let host = TestHost::start(backend).await;
         let pg = pg(&host).await;
         let (id, total) = order(&host, "c1").await;
-        let paid = confirm(&host, &pg, &id, total, cards::APPROVE).await;
-        paid.expect(201, "OK");
-        let payment_id = paid.result()["paymentId"].as_str().unwrap().to_owned();
-        pg.sim.set_faults(Faults {
+        let outage = Faults {
             outage: true,
             ..Faults::default()
-        });
-        callback(&host, Tenant::Globex, "completed", &id)
-            .await
-            .expect(202, "PAY_006");
+        };
+        let payment_id =
+            capture_left_unknown(&host, &pg, (&id, total), cards::APPROVE, outage).await;
         // The orchestrator asks on; the payment is flagged once the tries
         // reach the limit, and only then.
         let flagged_ids = |listed: &Answer| -> Vec<String> {
@@ -669,16 +686,11 @@ async fn a_flagged_capture_the_pg_then_refuses_is_compensated_and_unflagged() {
         let host = TestHost::start(backend).await;
         let pg = pg(&host).await;
         let (id, total) = order(&host, "c1").await;
-        confirm(&host, &pg, &id, total, cards::CAPTURE_REFUSED)
-            .await
-            .expect(201, "OK");
-        pg.sim.set_faults(Faults {
+        let outage = Faults {
             outage: true,
             ..Faults::default()
-        });
-        callback(&host, Tenant::Globex, "completed", &id)
-            .await
-            .expect(202, "PAY_006");
+        };
+        capture_left_unknown(&host, &pg, (&id, total), cards::CAPTURE_REFUSED, outage).await;
         let flagged = async || {
             admin(&host, "GET", "/admin/v1/payments/health", None)
                 .await
